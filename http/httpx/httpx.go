@@ -1,0 +1,187 @@
+// Package httpx holds the small pieces every API handler shares: JSON
+// responses, the one place API errors are written (so codes and texts stay
+// consistent across features), body limits and list paging.
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Body size limits of api.md §1.
+const (
+	MaxBodyBytes        = 1 << 20
+	MaxPublishBodyBytes = 64 << 20
+)
+
+// Error is an API error: an HTTP status and a message the operator can act on.
+// Handlers return it (or wrap it) and WriteError turns it into
+// `{"error": "<message>"}` with that status.
+type Error struct {
+	Status  int
+	Message string
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an *Error with a formatted message.
+func Errorf(status int, format string, args ...any) *Error {
+	return &Error{Status: status, Message: fmt.Sprintf(format, args...)}
+}
+
+// BadRequest, NotFound and Conflict are shorthands for the common cases.
+func BadRequest(format string, args ...any) *Error {
+	return Errorf(http.StatusBadRequest, format, args...)
+}
+
+// NotFound reports a missing resource.
+func NotFound(format string, args ...any) *Error {
+	return Errorf(http.StatusNotFound, format, args...)
+}
+
+// Conflict reports a request that contradicts the current state.
+func Conflict(format string, args ...any) *Error {
+	return Errorf(http.StatusConflict, format, args...)
+}
+
+// ErrorBody is the JSON shape of every API error.
+type ErrorBody struct {
+	Error string `json:"error"`
+}
+
+// WriteError writes err as a JSON error. An *Error anywhere in the chain sets
+// status and message; anything else is an internal error whose detail goes to
+// the log only, so database or broker internals never leak to clients.
+func WriteError(w http.ResponseWriter, r *http.Request, err error) {
+	var apiErr *Error
+	if errors.As(err, &apiErr) {
+		WriteJSON(w, apiErr.Status, ErrorBody{Error: apiErr.Message})
+		return
+	}
+	var maxErr *http.MaxBytesError
+	if errors.As(err, &maxErr) {
+		WriteJSON(w, http.StatusRequestEntityTooLarge,
+			ErrorBody{Error: fmt.Sprintf("request body larger than %d bytes", maxErr.Limit)})
+		return
+	}
+	slog.Default().ErrorContext(r.Context(), "api internal error",
+		"method", r.Method, "path", r.URL.Path, "err", err)
+	WriteJSON(w, http.StatusInternalServerError, ErrorBody{Error: "internal error; see the server log"})
+}
+
+// WriteJSON writes v as JSON with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+// HandlerFunc is an http handler that returns its error instead of writing
+// it, so every feature reports failures through WriteError.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts a HandlerFunc to http.Handler.
+func Handle(h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, err)
+		}
+	})
+}
+
+// ReadBody reads the whole request body up to limit bytes; beyond it the
+// error maps to 413.
+func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return nil, err
+		}
+		return nil, BadRequest("reading request body: %v", err)
+	}
+	return b, nil
+}
+
+// DecodeJSON reads a JSON body (≤ MaxBodyBytes) into v. Unknown fields are
+// accepted (wire.md §1); syntax and type errors become 400 with the decoder's
+// explanation.
+func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := ReadBody(w, r, MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return BadRequest("request body must be a JSON object")
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return BadRequest("invalid JSON body: %v", err)
+	}
+	return nil
+}
+
+// IsYAML reports whether the request declares a YAML body
+// (application/yaml, application/x-yaml or text/yaml).
+func IsYAML(r *http.Request) bool {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil {
+		return false
+	}
+	switch mt {
+	case "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml":
+		return true
+	}
+	return false
+}
+
+// Page is the paging window of a list request.
+type Page struct {
+	Limit  int
+	Offset int
+}
+
+// Paging defaults of api.md §1.
+const (
+	DefaultLimit = 50
+	MaxLimit     = 1000
+)
+
+// ParsePage reads `limit` and `offset` from the query string.
+func ParsePage(r *http.Request) (Page, error) {
+	p := Page{Limit: DefaultLimit}
+	q := r.URL.Query()
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxLimit {
+			return p, BadRequest("invalid limit %q: must be an integer between 1 and %d", s, MaxLimit)
+		}
+		p.Limit = n
+	}
+	if s := q.Get("offset"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 0 {
+			return p, BadRequest("invalid offset %q: must be a non-negative integer", s)
+		}
+		p.Offset = n
+	}
+	return p, nil
+}
+
+// WriteList writes one page of a list with the X-Total-Count header. A nil
+// slice is written as [] so clients never see null for an empty list.
+func WriteList[T any](w http.ResponseWriter, items []T, total int) {
+	if items == nil {
+		items = []T{}
+	}
+	w.Header().Set("X-Total-Count", strconv.Itoa(total))
+	WriteJSON(w, http.StatusOK, items)
+}
