@@ -1,0 +1,227 @@
+// Package storage is the SQL read model: a Bun store over SQLite (pure-Go
+// modernc driver) that projectors write and HTTP handlers read. JetStream is
+// the source of truth; everything here can be rebuilt from the streams and
+// KV buckets (behaviour.md §1).
+//
+// The Store has one writer connection, because SQLite allows one writer at a
+// time and a pool of writers would only queue on the file lock, and a
+// separate read pool so that API queries never wait behind a projection
+// batch (WAL lets readers run beside the writer).
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect/sqlitedialect"
+	"github.com/uptrace/bun/migrate"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"kanade-backend/storage/migrations"
+)
+
+// BusyTimeout is how long SQLite waits for a lock before reporting
+// SQLITE_BUSY.
+const BusyTimeout = 5 * time.Second
+
+// Options configure Open.
+type Options struct {
+	// Path of the database file; its directory is created if missing.
+	Path string
+	// ReadConns is the size of the read pool (default 4).
+	ReadConns int
+	// Logger receives migration and shutdown messages.
+	Logger *slog.Logger
+}
+
+// Store is the shared Bun store.
+type Store struct {
+	// W is the single writer connection. Use InTx for writes.
+	W *bun.DB
+	// R is the read pool; its connections are query_only, so a write sent
+	// here by mistake fails loudly instead of contending with the writer.
+	R *bun.DB
+
+	path   string
+	logger *slog.Logger
+}
+
+// DSN returns the data source name for path. The parameters are the
+// mattn-compatible shorthands that modernc.org/sqlite understands; Open reads
+// the pragmas back because a misspelt parameter would otherwise be ignored
+// silently (architecture.md §3).
+func DSN(path string, readOnly bool) string {
+	q := url.Values{}
+	q.Set("_busy_timeout", fmt.Sprint(BusyTimeout.Milliseconds()))
+	q.Set("_journal_mode", "WAL")
+	q.Set("_synchronous", "NORMAL")
+	q.Set("_foreign_keys", "1")
+	if readOnly {
+		q.Set("_query_only", "1")
+	} else {
+		// BEGIN IMMEDIATE takes the write lock up front, so a transaction never
+		// fails half-way with SQLITE_BUSY when it upgrades from read to write.
+		q.Set("_txlock", "immediate")
+	}
+	return "file:" + path + "?" + q.Encode()
+}
+
+// Open opens (creating if needed) the database at opts.Path, verifies the
+// pragmas and runs pending migrations.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Path == "" {
+		return nil, errors.New("storage: database path is empty")
+	}
+	if opts.ReadConns <= 0 {
+		opts.ReadConns = 4
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("create database directory: %w", err)
+	}
+
+	wsql, err := sql.Open("sqlite", DSN(opts.Path, false))
+	if err != nil {
+		return nil, fmt.Errorf("open database %s: %w", opts.Path, err)
+	}
+	wsql.SetMaxOpenConns(1)
+	wsql.SetMaxIdleConns(1)
+	wsql.SetConnMaxLifetime(0)
+	wsql.SetConnMaxIdleTime(0)
+	s := &Store{W: bun.NewDB(wsql, sqlitedialect.New()), path: opts.Path, logger: opts.Logger}
+
+	// The writer goes first: it creates the file and switches it to WAL,
+	// which the read-only connections could not do.
+	if err := verifyPragmas(ctx, s.W, false); err != nil {
+		_ = s.W.Close()
+		return nil, err
+	}
+
+	rsql, err := sql.Open("sqlite", DSN(opts.Path, true))
+	if err != nil {
+		_ = s.W.Close()
+		return nil, fmt.Errorf("open read pool %s: %w", opts.Path, err)
+	}
+	rsql.SetMaxOpenConns(opts.ReadConns)
+	rsql.SetMaxIdleConns(opts.ReadConns)
+	s.R = bun.NewDB(rsql, sqlitedialect.New())
+	if err := verifyPragmas(ctx, s.R, true); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+
+	if err := s.migrate(ctx); err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// verifyPragmas refuses to run when the DSN's settings are not in effect.
+func verifyPragmas(ctx context.Context, db *bun.DB, readOnly bool) error {
+	want := []struct {
+		pragma string
+		value  string
+	}{
+		{"journal_mode", "wal"},
+		{"busy_timeout", fmt.Sprint(BusyTimeout.Milliseconds())},
+		{"foreign_keys", "1"},
+		{"synchronous", "1"}, // NORMAL
+	}
+	if readOnly {
+		want = append(want, struct{ pragma, value string }{"query_only", "1"})
+	}
+	for _, w := range want {
+		var got string
+		if err := db.QueryRowContext(ctx, "PRAGMA "+w.pragma).Scan(&got); err != nil {
+			return fmt.Errorf("read pragma %s: %w", w.pragma, err)
+		}
+		if !strings.EqualFold(got, w.value) {
+			return fmt.Errorf("storage: pragma %s is %q, want %q: the SQLite DSN parameters were not applied; refusing to start", w.pragma, got, w.value)
+		}
+	}
+	return nil
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	ms, err := migrations.Migrations()
+	if err != nil {
+		return err
+	}
+	m := migrate.NewMigrator(s.W, ms, migrate.WithMarkAppliedOnSuccess(true))
+	if err := m.Init(ctx); err != nil {
+		return fmt.Errorf("init migrations table: %w", err)
+	}
+	group, err := m.Migrate(ctx)
+	if err != nil {
+		return fmt.Errorf("run migrations: %w", err)
+	}
+	if !group.IsZero() {
+		s.logger.Info("database migrated", "path", s.path, "applied", group.Migrations.String())
+	}
+	return nil
+}
+
+// Path is the database file.
+func (s *Store) Path() string { return s.path }
+
+// Close checkpoints the WAL into the main file and closes both pools, so the
+// file left behind opens cleanly without a WAL replay.
+func (s *Store) Close() error {
+	var errs []error
+	if s.R != nil {
+		errs = append(errs, s.R.Close())
+	}
+	if s.W != nil {
+		if _, err := s.W.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+			errs = append(errs, fmt.Errorf("checkpoint WAL: %w", err))
+		}
+		errs = append(errs, s.W.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// InTx runs fn in one write transaction on the writer connection. The
+// transaction is retried (up to 5 times, with a short backoff) when SQLite
+// reports the database busy or locked, which can only happen when another
+// process holds the file; any other error is returned unchanged.
+func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	const attempts = 5
+	backoff := 20 * time.Millisecond
+	var err error
+	for i := 0; i < attempts; i++ {
+		err = s.W.RunInTx(ctx, nil, fn)
+		if err == nil || !IsBusy(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+	return fmt.Errorf("database still busy after %d attempts: %w", attempts, err)
+}
+
+// IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+func IsBusy(err error) bool {
+	var se *sqlite.Error
+	if errors.As(err, &se) {
+		code := se.Code() & 0xff
+		return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
+	}
+	return false
+}

@@ -1,0 +1,154 @@
+package storage_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
+)
+
+func TestOpenVerifiesPragmasAndMigrates(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "sub", "backend.db")
+	s := storagetest.OpenAt(t, path)
+
+	var mode string
+	if err := s.R.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "wal" {
+		t.Fatalf("journal_mode = %q, want wal", mode)
+	}
+	for _, table := range []string{"agents", "execution_results", "executions", "exec_requests",
+		"exec_expected", "exec_waves", "inventory_facts", "audit_log", "projection_errors",
+		"projection_checkpoints", "agent_group_members", "jobs", "schedules"} {
+		var n int
+		err := s.R.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type='table' AND name=?", table).Scan(&n)
+		if err != nil || n != 1 {
+			t.Errorf("table %s: n=%d err=%v", table, n, err)
+		}
+	}
+}
+
+func TestReopenIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "backend.db")
+	s1, err := storage.Open(ctx, storage.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.W.NewInsert().Model(&storage.Agent{PcID: "pc1", AgentVersion: "1",
+		LastHeartbeat: storage.T(time.Now()), UpdatedAt: storage.T(time.Now())}).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := storagetest.OpenAt(t, path)
+	n, err := s2.R.NewSelect().Model((*storage.Agent)(nil)).Count(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("after reopen: n=%d err=%v", n, err)
+	}
+}
+
+func TestReadPoolRejectsWrites(t *testing.T) {
+	s := storagetest.Open(t)
+	_, err := s.R.ExecContext(context.Background(), "DELETE FROM agents")
+	if err == nil {
+		t.Fatal("write through the read pool succeeded; want query_only error")
+	}
+}
+
+// A DSN whose parameters are not applied must not slip through: the store
+// refuses to start instead of running without WAL or a busy timeout.
+func TestOpenRefusesWhenPragmasAreNotInEffect(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "x.db")
+	db, err := sql.Open("sqlite", "file:"+path+"?_journal_mode=DELETE")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = storage.VerifyPragmasForTest(context.Background(), db)
+	if err == nil || !strings.Contains(err.Error(), "refusing to start") {
+		t.Fatalf("err = %v, want refusal", err)
+	}
+}
+
+func TestTimeColumnsSortAndRoundTrip(t *testing.T) {
+	ctx := context.Background()
+	s := storagetest.Open(t)
+	base := time.Date(2026, 5, 20, 3, 0, 0, 0, time.UTC)
+	// Fractions of different lengths are where variable-width text sorts
+	// wrongly; the fixed-width layout must order them correctly.
+	times := []time.Time{
+		base.Add(120 * time.Millisecond),
+		base.Add(9 * time.Second),
+		base.Add(1),
+		base.In(time.FixedZone("JST", 9*3600)).Add(10 * time.Second),
+	}
+	for i, tm := range times {
+		a := &storage.Agent{PcID: string(rune('a' + i)), AgentVersion: "1",
+			LastHeartbeat: storage.T(tm), UpdatedAt: storage.T(tm)}
+		if _, err := s.W.NewInsert().Model(a).Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []storage.Agent
+	if err := s.R.NewSelect().Model(&got).Order("last_heartbeat").Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantOrder := "cabd"
+	var order strings.Builder
+	for _, a := range got {
+		order.WriteString(a.PcID)
+	}
+	if order.String() != wantOrder {
+		t.Fatalf("order = %s, want %s", order.String(), wantOrder)
+	}
+	if !got[3].LastHeartbeat.Equal(times[3]) || got[3].LastHeartbeat.Location() != time.UTC {
+		t.Fatalf("round trip: got %v want %v in UTC", got[3].LastHeartbeat, times[3])
+	}
+	var n int
+	err := s.R.NewSelect().Model((*storage.Agent)(nil)).ColumnExpr("count(*)").
+		Where("last_heartbeat > ?", storage.T(base.Add(time.Second))).Scan(ctx, &n)
+	if err != nil || n != 2 {
+		t.Fatalf("range filter n=%d err=%v, want 2", n, err)
+	}
+}
+
+func TestInTxRollsBackOnError(t *testing.T) {
+	ctx := context.Background()
+	s := storagetest.Open(t)
+	boom := errors.New("boom")
+	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		if _, err := tx.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1",
+			LastHeartbeat: storage.T(time.Now()), UpdatedAt: storage.T(time.Now())}).Exec(ctx); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v", err)
+	}
+	n, _ := s.R.NewSelect().Model((*storage.Agent)(nil)).Count(ctx)
+	if n != 0 {
+		t.Fatalf("rolled back insert is visible: n=%d", n)
+	}
+}
+
+func TestZeroTimeIsNull(t *testing.T) {
+	ctx := context.Background()
+	s := storagetest.Open(t)
+	_, err := s.W.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1"}).Exec(ctx)
+	if err == nil || !strings.Contains(err.Error(), "NOT NULL") {
+		t.Fatalf("err = %v, want NOT NULL constraint", err)
+	}
+}
