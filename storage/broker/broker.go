@@ -1,0 +1,155 @@
+// Package broker owns the backend's side of NATS: the embedded nats-server
+// that is the zero-configuration default, the client connection (in-process
+// or to an external server, reconnecting forever), and the JetStream
+// resources of wire.md §3, which it creates or updates at every start.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// EmbeddedOptions configure the embedded server.
+type EmbeddedOptions struct {
+	// StoreDir holds the JetStream file store.
+	StoreDir string
+	// Listen is "host:port" for agents and the CLI, or "" / "off" to accept
+	// in-process connections only.
+	Listen string
+	// Token, when set, is required from every client (KANADE_NATS_TOKEN).
+	Token  string
+	Logger *slog.Logger
+}
+
+// StartEmbedded starts a nats-server with JetStream and waits until it
+// accepts connections.
+func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	sopts := &server.Options{
+		ServerName:             "kanade-backend",
+		JetStream:              true,
+		StoreDir:               opts.StoreDir,
+		Authorization:          opts.Token,
+		NoSigs:                 true, // the application owns signal handling
+		MaxPayload:             8 << 20,
+		DisableJetStreamBanner: true,
+	}
+	if opts.Listen == "" || opts.Listen == "off" {
+		sopts.DontListen = true
+	} else {
+		host, port, err := splitHostPort(opts.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats listen address %q: %w", opts.Listen, err)
+		}
+		sopts.Host, sopts.Port = host, port
+	}
+	ns, err := server.NewServer(sopts)
+	if err != nil {
+		return nil, fmt.Errorf("create embedded nats server: %w", err)
+	}
+	ns.SetLoggerV2(&serverLogger{l: opts.Logger.With("component", "nats-server")}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(10 * time.Second) {
+		ns.Shutdown()
+		return nil, fmt.Errorf("embedded nats server not ready within 10s (listen %q)", opts.Listen)
+	}
+	return ns, nil
+}
+
+// ConnectOptions configure Connect.
+type ConnectOptions struct {
+	// URL of an external server; ignored when InProcess is set.
+	URL string
+	// InProcess connects to an embedded server without a socket.
+	InProcess *server.Server
+	Token     string
+	// Name shows up in the server's connection list.
+	Name   string
+	Logger *slog.Logger
+	// OnStateChange is told about disconnects and reconnects (for health and
+	// metrics). It may be nil.
+	OnStateChange func(connected bool)
+}
+
+// Connect opens the client connection. Against an external server it
+// retries the first connection and reconnects forever with backoff, so the
+// API stays up and reports degraded health while NATS is away.
+func Connect(opts ConnectOptions) (*nats.Conn, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	log := opts.Logger.With("component", "nats")
+	notify := func(up bool) {
+		if opts.OnStateChange != nil {
+			opts.OnStateChange(up)
+		}
+	}
+	nopts := []nats.Option{
+		nats.Name(opts.Name),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(time.Second),
+		nats.ReconnectJitter(500*time.Millisecond, time.Second),
+		nats.RetryOnFailedConnect(true),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("disconnected from NATS; reconnecting", "err", err)
+			notify(false)
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
+			notify(true)
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Error("NATS async error", "subject", subject, "err", err)
+		}),
+	}
+	if opts.Token != "" {
+		nopts = append(nopts, nats.Token(opts.Token))
+	}
+	url := opts.URL
+	if opts.InProcess != nil {
+		nopts = append(nopts, nats.InProcessServer(opts.InProcess))
+		url = ""
+	}
+	nc, err := nats.Connect(url, nopts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS %s: %w", redact(url), err)
+	}
+	notify(nc.IsConnected())
+	return nc, nil
+}
+
+// WaitConnected blocks until nc is connected or ctx ends; with
+// RetryOnFailedConnect the first connection may still be pending.
+func WaitConnected(ctx context.Context, nc *nats.Conn) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsConnected() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for NATS connection: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// IsNotFound reports whether err says a stream, bucket or key does not exist.
+func IsNotFound(err error) bool {
+	return errors.Is(err, jetstream.ErrStreamNotFound) ||
+		errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.Is(err, jetstream.ErrKeyNotFound) ||
+		errors.Is(err, jetstream.ErrObjectNotFound)
+}

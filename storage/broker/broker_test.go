@@ -1,0 +1,113 @@
+package broker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/storage/broker"
+	"kanade-backend/storage/broker/brokertest"
+)
+
+func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	b := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
+
+	st := broker.Probe(ctx, b.JS)
+	if got := len(st.Missing()); got != 13 {
+		t.Fatalf("before ensure: %d missing, want 13 (%v)", got, st.Missing())
+	}
+	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	st = broker.Probe(ctx, b.JS)
+	if len(st.Streams) != 5 || len(st.KVBuckets) != 7 || len(st.ObjectStores) != 1 || len(st.Missing()) != 0 {
+		t.Fatalf("after ensure: %+v missing=%v", st, st.Missing())
+	}
+
+	before := streamCreated(t, b.JS, broker.StreamResults)
+	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
+		t.Fatalf("second ensure: %v", err)
+	}
+	if after := streamCreated(t, b.JS, broker.StreamResults); !after.Equal(before) {
+		t.Fatalf("second ensure recreated RESULTS: %v -> %v", before, after)
+	}
+
+	s, err := b.JS.Stream(ctx, broker.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	if cfg.MaxMsgsPerSubject != 1 || cfg.MaxAge != 7*24*time.Hour || cfg.Subjects[0] != "commands.exec.>" {
+		t.Fatalf("EXEC config = %+v", cfg)
+	}
+	kv := b.KV(t, broker.BucketAgentsState)
+	kst, err := kv.Status(ctx)
+	if err != nil || kst.History() != 1 {
+		t.Fatalf("agents_state history = %v err=%v", kst, err)
+	}
+}
+
+// A stream whose config drifted (an older release, an operator's edit) is
+// brought back in line at start, not treated as fatal (defect 4).
+func TestEnsureUpdatesDriftedStream(t *testing.T) {
+	ctx := context.Background()
+	b := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
+	if _, err := b.JS.CreateStream(ctx, jetstream.StreamConfig{
+		Name: broker.StreamResults, Subjects: []string{"results.>"}, MaxAge: time.Hour,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	s, err := b.JS.Stream(ctx, broker.StreamResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.CachedInfo().Config.MaxAge; got != 30*24*time.Hour {
+		t.Fatalf("MaxAge = %v, want 30d", got)
+	}
+}
+
+func TestProbeReportsDeletedStream(t *testing.T) {
+	ctx := context.Background()
+	b := brokertest.Start(t)
+	if err := b.JS.DeleteStream(ctx, broker.StreamAudit); err != nil {
+		t.Fatal(err)
+	}
+	st := broker.Probe(ctx, b.JS)
+	if m := st.Missing(); len(m) != 1 || m[0] != "stream AUDIT" {
+		t.Fatalf("missing = %v", m)
+	}
+}
+
+// The embedded server accepts ordinary TCP clients (agents, the CLI) when it
+// listens, and sees the resources the backend created.
+func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
+	b := brokertest.Start(t, brokertest.Options{Listen: "127.0.0.1:-1"})
+	nc, err := nats.Connect(b.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.KeyValue(context.Background(), broker.BucketJobs); err != nil {
+		t.Fatalf("jobs bucket over TCP: %v", err)
+	}
+}
+
+func streamCreated(t *testing.T, js jetstream.JetStream, name string) time.Time {
+	t.Helper()
+	s, err := js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().Created
+}

@@ -1,0 +1,82 @@
+// Package brokertest starts a real in-process nats-server with JetStream for
+// tests, with its store in the test's temporary directory.
+package brokertest
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/storage/broker"
+)
+
+// Broker is a running test server with a connected client.
+type Broker struct {
+	Server *server.Server
+	Conn   *nats.Conn
+	JS     jetstream.JetStream
+}
+
+// Options tune Start.
+type Options struct {
+	// Listen makes the server accept TCP clients ("127.0.0.1:-1" picks a
+	// free port); empty means in-process only.
+	Listen string
+	// SkipEnsure leaves the JetStream resources uncreated.
+	SkipEnsure bool
+}
+
+// Start runs a server for the duration of the test.
+func Start(t testing.TB, opts ...Options) *Broker {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: t.TempDir(), Listen: o.Listen, Logger: logger})
+	if err != nil {
+		t.Fatalf("start nats: %v", err)
+	}
+	nc, err := broker.Connect(broker.ConnectOptions{InProcess: ns, Name: t.Name(), Logger: logger})
+	if err != nil {
+		ns.Shutdown()
+		t.Fatalf("connect nats: %v", err)
+	}
+	t.Cleanup(func() {
+		nc.Close()
+		ns.Shutdown()
+		ns.WaitForShutdown()
+	})
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("jetstream: %v", err)
+	}
+	if !o.SkipEnsure {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := broker.Ensure(ctx, js, 1, logger); err != nil {
+			t.Fatalf("ensure resources: %v", err)
+		}
+	}
+	return &Broker{Server: ns, Conn: nc, JS: js}
+}
+
+// KV opens a bucket or fails the test.
+func (b *Broker) KV(t testing.TB, bucket string) jetstream.KeyValue {
+	t.Helper()
+	kv, err := b.JS.KeyValue(context.Background(), bucket)
+	if err != nil {
+		t.Fatalf("kv %s: %v", bucket, err)
+	}
+	return kv
+}
+
+// ClientURL is the TCP URL when the server listens.
+func (b *Broker) ClientURL() string { return b.Server.ClientURL() }

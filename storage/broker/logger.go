@@ -1,0 +1,51 @@
+package broker
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+)
+
+// serverLogger routes nats-server's printf-style logging into slog so the
+// embedded server's messages share the application's format and level.
+type serverLogger struct{ l *slog.Logger }
+
+var _ interface {
+	Noticef(string, ...any)
+	Warnf(string, ...any)
+	Fatalf(string, ...any)
+	Errorf(string, ...any)
+	Debugf(string, ...any)
+	Tracef(string, ...any)
+} = (*serverLogger)(nil)
+
+func (s *serverLogger) Noticef(f string, v ...any) { s.l.Info(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Warnf(f string, v ...any)   { s.l.Warn(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Fatalf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
+func (s *serverLogger) Errorf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Debugf(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Tracef(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
+
+func splitHostPort(addr string) (string, int, error) {
+	host, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < -1 || port > 65535 { // -1 asks the server for a random free port (tests)
+		return "", 0, fmt.Errorf("invalid port %q", p)
+	}
+	return host, port, nil
+}
+
+// redact hides credentials embedded in a NATS URL before it is logged.
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	u.User = url.User("REDACTED")
+	return u.String()
+}
