@@ -80,16 +80,17 @@ func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error
 		logger = slog.Default()
 	}
 	a := &Authenticator{logger: logger}
+	// Trimmed for the same reason as in ConfigFromEnv, for callers that
+	// build a Config by hand.
+	static := strings.TrimSpace(cfg.StaticToken)
 	switch {
 	case cfg.Disable:
 		a.mode = ModeDisabled
 		logger.Warn("API authentication is disabled; every /api route is open to anyone who can reach the server",
 			"env", EnvDisable)
-	case strings.TrimSpace(cfg.StaticToken) != "":
-		// Trimmed for the same reason as in ConfigFromEnv, for callers that
-		// build a Config by hand.
+	case static != "":
 		a.mode = ModeStatic
-		a.token = strings.TrimSpace(cfg.StaticToken)
+		a.token = static
 		logger.Info("API authentication: static bearer token", "env", EnvStaticToken)
 	case strings.TrimSpace(cfg.JWTSecret) != "":
 		a.mode = ModeJWT
