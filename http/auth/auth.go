@@ -1,0 +1,128 @@
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+)
+
+// Mode is how the API authenticates requests; New picks exactly one.
+type Mode string
+
+// The four modes of api.md §2, in precedence order.
+const (
+	ModeDisabled  Mode = "disabled"
+	ModeStatic    Mode = "static"
+	ModeJWT       Mode = "jwt"
+	ModeGenerated Mode = "generated"
+)
+
+// Subjects given to requests that carry no user identity of their own.
+const (
+	// SubjectAnonymous is the principal of every request when auth is disabled.
+	SubjectAnonymous = "anonymous"
+	// SubjectAdmin is the principal of a request that presented the static or
+	// generated token: whoever holds it is the operator.
+	SubjectAdmin = "admin"
+)
+
+// jwtAudience is the audience every accepted JWT must name, so tokens minted
+// for other services sharing the issuer's key are not accepted here.
+const jwtAudience = "kanade"
+
+// minJWTSecretLen is the HS256 key size below which New warns: RFC 7518
+// §3.2 asks for a key at least as long as the hash output (32 bytes).
+const minJWTSecretLen = 32
+
+// Principal is who made an authenticated request. Source is what the client
+// says it is (the X-Kanade-Source header, e.g. "cli" or "dashboard"), kept
+// for the audit trail; it is not authenticated.
+type Principal struct {
+	Subject string
+	Source  string
+}
+
+type principalKey struct{}
+
+// WithPrincipal returns ctx carrying p. The middleware uses it; tests and
+// internal callers (a scheduler acting on its own) use it to call handlers
+// that read the principal.
+func WithPrincipal(ctx context.Context, p Principal) context.Context {
+	return context.WithValue(ctx, principalKey{}, p)
+}
+
+// PrincipalFrom returns the principal stored by the middleware (or by
+// WithPrincipal); ok is false on a context that never passed through either.
+func PrincipalFrom(ctx context.Context) (Principal, bool) {
+	p, ok := ctx.Value(principalKey{}).(Principal)
+	return p, ok
+}
+
+// Authenticator checks API requests in the mode New chose. It is immutable
+// after New and safe for concurrent use.
+type Authenticator struct {
+	mode      Mode
+	token     string // static or generated token; empty otherwise
+	tokenFile string // generated mode only
+	jwtSecret []byte // jwt mode only
+	logger    *slog.Logger
+}
+
+// New resolves the mode in precedence order (disable > static > jwt >
+// generated). In generated mode it reads `<dataDir>/admin.token`, creating it
+// with a fresh random token if missing (see loadOrCreateToken). It logs the
+// mode it chose but never a token: the caller decides whether to log the
+// dashboard URL carrying Token().
+func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	a := &Authenticator{logger: logger}
+	// Trimmed for the same reason as in ConfigFromEnv, for callers that
+	// build a Config by hand.
+	static := strings.TrimSpace(cfg.StaticToken)
+	switch {
+	case cfg.Disable:
+		a.mode = ModeDisabled
+		logger.Warn("API authentication is disabled; every /api route is open to anyone who can reach the server",
+			"env", EnvDisable)
+	case static != "":
+		a.mode = ModeStatic
+		a.token = static
+		logger.Info("API authentication: static bearer token", "env", EnvStaticToken)
+	case strings.TrimSpace(cfg.JWTSecret) != "":
+		a.mode = ModeJWT
+		a.jwtSecret = []byte(cfg.JWTSecret)
+		logger.Info("API authentication: HS256 JWT", "env", EnvJWTSecret, "audience", jwtAudience)
+		if len(a.jwtSecret) < minJWTSecretLen {
+			logger.Warn("JWT secret is shorter than 32 bytes and easier to brute-force; use a longer random secret",
+				"env", EnvJWTSecret, "length", len(a.jwtSecret))
+		}
+	default:
+		if dataDir == "" {
+			return nil, errors.New("auth: no data directory to keep the generated admin token in; set one or configure " +
+				EnvStaticToken + " or " + EnvJWTSecret)
+		}
+		tok, path, err := loadOrCreateToken(dataDir, logger)
+		if err != nil {
+			return nil, fmt.Errorf("auth: generated admin token: %w", err)
+		}
+		a.mode = ModeGenerated
+		a.token = tok
+		a.tokenFile = path
+		logger.Info("API authentication: generated admin token (no auth configured)", "token_file", path)
+	}
+	return a, nil
+}
+
+// Mode reports the mode New chose.
+func (a *Authenticator) Mode() Mode { return a.mode }
+
+// Token returns the static or generated token so the caller can log the
+// dashboard URL `…/#token=<token>`; empty in jwt and disabled modes.
+func (a *Authenticator) Token() string { return a.token }
+
+// TokenFile returns the generated token's path; empty in other modes.
+func (a *Authenticator) TokenFile() string { return a.tokenFile }

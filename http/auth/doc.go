@@ -1,0 +1,13 @@
+// Package auth authenticates the HTTP API: every /api/* request must carry
+// a credential unless an operator explicitly opened the API. It resolves one
+// of four modes at start-up, in precedence order (api.md §2): disabled
+// (KANADE_AUTH_DISABLE set to a true value), a static bearer token
+// (KANADE_AUTH_STATIC_TOKEN), HS256 JWTs (KANADE_JWT_SECRET), and, when
+// nothing is configured, a generated token. The generated mode is the secure
+// default: upstream fell back to a hard-coded JWT secret that anyone who had
+// read the source could sign with, so an unconfigured install was open to
+// the world. Here an unconfigured install instead creates a random token
+// once, keeps it in the data directory readable only by the server's user,
+// and hands it to the caller so the dashboard URL that carries it can be
+// logged for the operator.
+package auth
