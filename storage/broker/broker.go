@@ -99,9 +99,12 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(500*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("disconnected from NATS; reconnecting", "err", err)
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			notify(false)
+			// A nil error is our own Drain/Close at shutdown, not an outage.
+			if err != nil && !c.IsClosed() && !c.IsDraining() {
+				log.Warn("disconnected from NATS; reconnecting", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())

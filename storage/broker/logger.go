@@ -21,7 +21,9 @@ var _ interface {
 	Tracef(string, ...any)
 } = (*serverLogger)(nil)
 
-func (s *serverLogger) Noticef(f string, v ...any) { s.l.Info(fmt.Sprintf(f, v...)) }
+// Notices (the start banner, every listener) are Debug: the backend logs
+// the one line an operator needs ("embedded NATS listening") itself.
+func (s *serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s *serverLogger) Warnf(f string, v ...any)   { s.l.Warn(fmt.Sprintf(f, v...)) }
 func (s *serverLogger) Fatalf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
 func (s *serverLogger) Errorf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }

@@ -1,0 +1,262 @@
+// Package app wires the backend together: it turns a Config into the
+// ordered list of components (embedded NATS, NATS connection, JetStream
+// resources, SQL store, actors, HTTP) and runs them with a graceful stop.
+// Behaviour lives in the feature packages; this package only connects them,
+// and tests and the benchmark command use it to run a whole backend
+// in-process.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/actors/actorsys"
+	"kanade-backend/cmd/internal/lifecycle"
+	"kanade-backend/http/auth"
+	"kanade-backend/http/server"
+	"kanade-backend/http/system"
+	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
+)
+
+// StopTimeout bounds the whole graceful stop (architecture.md §4).
+const StopTimeout = 10 * time.Second
+
+// Version is set at build time with -ldflags "-X kanade-backend/cmd/kanade-backend/app.Version=…";
+// otherwise the module version from the build info is used.
+var Version = ""
+
+// VersionString returns the version this binary reports.
+func VersionString() string {
+	if Version != "" {
+		return Version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// App is one backend process.
+type App struct {
+	Config Config
+	Logger *slog.Logger
+	// Getenv reads the environment (auth settings); tests replace it.
+	Getenv func(string) string
+
+	// Set while running, in start order.
+	NATSServer *natsserver.Server // nil with an external NATS
+	Conn       *nats.Conn
+	JS         jetstream.JetStream
+	Store      *storage.Store
+	Actors     *actor.ActorSystem
+	Auth       *auth.Authenticator
+	HTTP       *server.Server
+
+	ready chan struct{}
+}
+
+// New returns an App that Run will start.
+func New(cfg Config, logger *slog.Logger) *App {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, ready: make(chan struct{})}
+}
+
+// Ready is closed once every component has started.
+func (a *App) Ready() <-chan struct{} { return a.ready }
+
+// HTTPAddr is the bound HTTP address once ready.
+func (a *App) HTTPAddr() string { return a.HTTP.Addr() }
+
+// Run starts the backend and blocks until ctx ends (or a component fails),
+// then stops it gracefully.
+func (a *App) Run(ctx context.Context) error {
+	cfg := a.Config
+	log := a.Logger
+	g := lifecycle.New(log)
+
+	if cfg.Embedded() {
+		g.Add("embedded nats", func(context.Context) error {
+			ns, err := broker.StartEmbedded(broker.EmbeddedOptions{
+				StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+				Listen:   cfg.NATS.Listen,
+				Token:    cfg.NATS.Token,
+				Logger:   log,
+			})
+			if err != nil {
+				return err
+			}
+			a.NATSServer = ns
+			if cfg.NATS.Listen != "off" && cfg.NATS.Listen != "" {
+				log.Info("embedded NATS listening for agents", "url", ns.ClientURL())
+			}
+			return nil
+		}, func(context.Context) error {
+			a.NATSServer.Shutdown()
+			a.NATSServer.WaitForShutdown()
+			return nil
+		})
+	}
+
+	g.Add("nats connection", func(ctx context.Context) error {
+		nc, err := broker.Connect(broker.ConnectOptions{
+			URL: cfg.NATS.URL, InProcess: a.NATSServer, Token: cfg.NATS.Token,
+			Name: "kanade-backend", Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+		a.Conn = nc
+		js, err := jetstream.New(nc)
+		if err != nil {
+			return fmt.Errorf("jetstream context: %w", err)
+		}
+		a.JS = js
+		return nil
+	}, func(ctx context.Context) error {
+		// Drain lets in-flight publishes and acks complete before closing.
+		done := make(chan struct{})
+		a.Conn.SetClosedHandler(func(*nats.Conn) { close(done) })
+		if err := a.Conn.Drain(); err != nil {
+			a.Conn.Close()
+			return nil
+		}
+		select {
+		case <-done:
+		case <-ctx.Done():
+			a.Conn.Close()
+		}
+		return nil
+	})
+
+	g.Add("jetstream resources", func(ctx context.Context) error {
+		// External NATS may still be connecting: wait, but not forever, and
+		// keep serving with degraded health if the resources cannot be made.
+		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		defer cancel()
+		if err := broker.WaitConnected(wctx, a.Conn); err != nil {
+			log.Warn("NATS not reachable yet; continuing with degraded health", "err", err)
+			return nil
+		}
+		if err := broker.Ensure(wctx, a.JS, cfg.NATS.Replicas, log); err != nil {
+			log.Error("JetStream resources incomplete; fleet health will report them missing", "err", err)
+		}
+		return nil
+	}, nil)
+
+	g.Add("sql store", func(ctx context.Context) error {
+		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), Logger: log})
+		if err != nil {
+			return err
+		}
+		a.Store = st
+		log.Info("database ready", "path", cfg.DBPath())
+		return nil
+	}, func(context.Context) error { return a.Store.Close() })
+
+	var topActors []*actor.PID
+	g.Add("actors", func(ctx context.Context) error {
+		a.Actors = actorsys.New(log)
+		return nil
+	}, func(ctx context.Context) error {
+		// Reverse start order: the last actor started depends on the earlier
+		// ones.
+		rev := make([]*actor.PID, 0, len(topActors))
+		for i := len(topActors) - 1; i >= 0; i-- {
+			rev = append(rev, topActors[i])
+		}
+		return actorsys.Stop(ctx, a.Actors, rev...)
+	})
+
+	g.Add("http", func(ctx context.Context) error {
+		authCfg, err := auth.ConfigFromEnv(a.Getenv)
+		if err != nil {
+			return err
+		}
+		au, err := auth.New(authCfg, cfg.DataDir, log)
+		if err != nil {
+			return err
+		}
+		a.Auth = au
+		router := server.NewRouter()
+		system.Register(router, system.Deps{JS: a.JS})
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware})
+		srv, err := server.Listen(cfg.Server.Bind, h)
+		if err != nil {
+			return err
+		}
+		a.HTTP = srv
+		go func() {
+			if err := srv.Serve(); err != nil {
+				g.Fatal(fmt.Errorf("http server: %w", err))
+			}
+		}()
+		a.logDashboardURL()
+		return nil
+	}, func(ctx context.Context) error { return a.HTTP.Shutdown(ctx) })
+
+	g.Add("ready", func(context.Context) error { close(a.ready); return nil }, nil)
+
+	return g.Run(ctx, StopTimeout)
+}
+
+func (a *App) logDashboardURL() {
+	url := "http://" + a.HTTP.Addr() + "/"
+	switch a.Auth.Mode() {
+	case auth.ModeGenerated:
+		a.Logger.Info("dashboard ready (generated admin token; keep this URL private)",
+			"url", url+"#token="+a.Auth.Token(), "token_file", a.Auth.TokenFile())
+	case auth.ModeDisabled:
+		a.Logger.Warn("dashboard ready with authentication DISABLED", "url", url)
+	default:
+		a.Logger.Info("dashboard ready", "url", url, "auth", string(a.Auth.Mode()))
+	}
+}
+
+// Main is the whole program: parse configuration, run until SIGINT/SIGTERM,
+// return the exit code.
+func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := Load(args, getenv, stderr)
+	if errors.Is(err, ErrVersion) {
+		fmt.Fprintln(stdout, "kanade-backend", VersionString())
+		return 0
+	}
+	if errors.Is(err, flagHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "kanade-backend:", err)
+		return 2
+	}
+	logger := NewLogger(cfg.Log, stderr)
+	slog.SetDefault(logger)
+	logger.Info("starting kanade-backend", "version", VersionString(), "config_file", cfg.ConfigFile,
+		"data_dir", cfg.DataDir, "embedded_nats", cfg.Embedded())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a := New(cfg, logger)
+	a.Getenv = getenv
+	if err := a.Run(ctx); err != nil {
+		logger.Error("kanade-backend stopped with an error", "err", err)
+		return 1
+	}
+	logger.Info("kanade-backend stopped")
+	return 0
+}

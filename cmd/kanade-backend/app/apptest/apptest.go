@@ -1,0 +1,212 @@
+// Package apptest runs a whole backend in-process for end-to-end tests:
+// embedded NATS with JetStream, a real SQLite file and real HTTP, all in the
+// test's temporary directory, stopped at cleanup.
+package apptest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"kanade-backend/cmd/kanade-backend/app"
+)
+
+// Token is the static API token of test backends.
+const Token = "test-token"
+
+// Backend is a running test backend.
+type Backend struct {
+	*app.App
+	// URL is the HTTP base URL, e.g. http://127.0.0.1:41234.
+	URL string
+	// NATSURL is the embedded server's TCP URL (for simulated agents).
+	NATSURL string
+	Client  *http.Client
+}
+
+// Options tune Start.
+type Options struct {
+	// DataDir reuses a directory (to test restarts); default t.TempDir().
+	DataDir string
+	// Env adds environment variables seen by the backend (auth settings).
+	Env map[string]string
+	// Configure edits the config before start.
+	Configure func(*app.Config)
+	// LogLevel of the captured log (default warn; KANADE_TEST_LOG=debug
+	// prints everything).
+	LogLevel slog.Level
+}
+
+// Start runs a backend until the test ends.
+func Start(t testing.TB, opts ...Options) *Backend {
+	t.Helper()
+	b, stop := StartManual(t, opts...)
+	t.Cleanup(stop)
+	return b
+}
+
+// StartManual runs a backend and returns its stop function, for tests that
+// restart the backend on the same data directory.
+func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
+	t.Helper()
+	var o Options
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	if o.DataDir == "" {
+		o.DataDir = t.TempDir()
+	}
+	if o.LogLevel == 0 {
+		o.LogLevel = slog.LevelWarn
+	}
+	if os.Getenv("KANADE_TEST_LOG") == "debug" {
+		o.LogLevel = slog.LevelDebug
+	}
+	cfg := app.Defaults()
+	cfg.DataDir = o.DataDir
+	cfg.Server.Bind = "127.0.0.1:0"
+	cfg.NATS.Listen = "127.0.0.1:-1"
+	if o.Configure != nil {
+		o.Configure(&cfg)
+	}
+	env := map[string]string{"KANADE_AUTH_STATIC_TOKEN": Token}
+	for k, v := range o.Env {
+		env[k] = v
+	}
+	logDone := &atomic.Bool{}
+	logger := slog.New(slog.NewTextHandler(testWriter{t: t, done: logDone}, &slog.HandlerOptions{Level: o.LogLevel}))
+	a := app.New(cfg, logger)
+	a.Getenv = func(k string) string { return env[k] }
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	select {
+	case <-a.Ready():
+	case err := <-done:
+		cancel()
+		t.Fatalf("backend did not start: %v", err)
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("backend did not start within 30s")
+	}
+	b := &Backend{App: a, URL: "http://" + a.HTTPAddr(), Client: &http.Client{Timeout: 60 * time.Second}}
+	if a.NATSServer != nil {
+		b.NATSURL = a.NATSServer.ClientURL()
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("backend stopped with error: %v", err)
+			}
+		case <-time.After(app.StopTimeout + 5*time.Second):
+			t.Errorf("backend did not stop within %v", app.StopTimeout)
+		}
+		logDone.Store(true)
+	}
+	return b, stop
+}
+
+// Do sends a request with the test token. body may be nil, []byte/string
+// (sent as is) or any value (sent as JSON).
+func (b *Backend) Do(t testing.TB, method, path string, body any, header ...string) (*http.Response, []byte) {
+	t.Helper()
+	var r io.Reader
+	switch v := body.(type) {
+	case nil:
+	case []byte:
+		r = bytes.NewReader(v)
+	case string:
+		r = bytes.NewReader([]byte(v))
+	default:
+		j, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r = bytes.NewReader(j)
+	}
+	req, err := http.NewRequest(method, b.URL+path, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+Token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	resp, err := b.Client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return resp, out
+}
+
+// JSON sends a request, requires status want, and decodes the body into v
+// (when v is not nil).
+func (b *Backend) JSON(t testing.TB, method, path string, body any, want int, v any) []byte {
+	t.Helper()
+	resp, out := b.Do(t, method, path, body)
+	if resp.StatusCode != want {
+		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, want, out)
+	}
+	if v != nil {
+		if err := json.Unmarshal(out, v); err != nil {
+			t.Fatalf("%s %s: decode %s: %v", method, path, out, err)
+		}
+	}
+	return out
+}
+
+// Eventually polls f until it returns nil or timeout passes, then fails the
+// test with f's last error.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var err error
+	for {
+		if err = f(); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// testWriter sends the backend's log to the test log, so it is shown only
+// for failing tests (or with -v).
+// After the backend stopped, stray late lines are dropped: testing panics
+// on Log after a test has completed.
+type testWriter struct {
+	t    testing.TB
+	done *atomic.Bool
+}
+
+func (w testWriter) Write(p []byte) (int, error) {
+	if !w.done.Load() {
+		w.t.Log(string(bytes.TrimRight(p, "\n")))
+	}
+	return len(p), nil
+}

@@ -1,0 +1,230 @@
+package app
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration of the backend. Sources, lowest
+// precedence first: built-in defaults, the TOML file (--config, else
+// $KANADE_BACKEND_CONFIG, else none), environment variables, flags.
+type Config struct {
+	Server    ServerConfig    `toml:"server"`
+	NATS      NATSConfig      `toml:"nats"`
+	DB        DBConfig        `toml:"db"`
+	Log       LogConfig       `toml:"log"`
+	Retention RetentionConfig `toml:"retention"`
+
+	// DataDir holds the database (unless DB.SQLitePath says otherwise), the
+	// embedded JetStream store and the generated admin token.
+	DataDir string `toml:"data_dir"`
+	// Rebuild drops every projection and rebuilds it from the streams.
+	Rebuild bool `toml:"-"`
+	// ConfigFile is the file that was loaded, if any.
+	ConfigFile string `toml:"-"`
+}
+
+// ServerConfig is the [server] section.
+type ServerConfig struct {
+	Bind string `toml:"bind"`
+}
+
+// NATSConfig is the [nats] section.
+type NATSConfig struct {
+	// URL of an external NATS; empty starts the embedded server.
+	URL string `toml:"url"`
+	// Listen is where the embedded server accepts agents and the CLI; "off"
+	// keeps it in-process only.
+	Listen string `toml:"listen"`
+	// Token authenticates to NATS (and is required by the embedded server).
+	Token string `toml:"token"`
+	// Replicas of every stream and bucket (3 on a clustered NATS).
+	Replicas int `toml:"replicas"`
+}
+
+// DBConfig is the [db] section.
+type DBConfig struct {
+	SQLitePath string `toml:"sqlite_path"`
+}
+
+// LogConfig is the [log] section.
+type LogConfig struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
+
+// RetentionConfig is the [retention] section: how long rows stay in the read
+// model (behaviour.md §1). Keep each at least as long as its stream's
+// max_age so that an empty table still means an empty stream.
+type RetentionConfig struct {
+	ResultsDays          int      `toml:"results_days"`
+	AuditDays            int      `toml:"audit_days"`
+	ProjectionErrorsDays int      `toml:"projection_errors_days"`
+	SweepInterval        Duration `toml:"sweep_interval"`
+}
+
+// Duration is a TOML duration written the way Go writes them ("1h").
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// Defaults returns the built-in configuration (architecture.md §4).
+func Defaults() Config {
+	return Config{
+		Server:  ServerConfig{Bind: "127.0.0.1:8080"},
+		NATS:    NATSConfig{Listen: "127.0.0.1:4222", Replicas: 1},
+		Log:     LogConfig{Level: "info", Format: "text"},
+		DataDir: "./data",
+		Retention: RetentionConfig{
+			ResultsDays: 90, AuditDays: 365, ProjectionErrorsDays: 30,
+			SweepInterval: Duration{time.Hour},
+		},
+	}
+}
+
+// DBPath is the database file: [db] sqlite_path / --db, else
+// <data-dir>/backend.db.
+func (c Config) DBPath() string {
+	if c.DB.SQLitePath != "" {
+		return c.DB.SQLitePath
+	}
+	return filepath.Join(c.DataDir, "backend.db")
+}
+
+// Embedded reports whether the backend runs its own NATS server.
+func (c Config) Embedded() bool { return c.NATS.URL == "" }
+
+// Env names the environment variables Load reads.
+var Env = struct {
+	Config, Bind, DataDir, DB, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
+}{
+	Config:     "KANADE_BACKEND_CONFIG",
+	Bind:       "KANADE_BIND",
+	DataDir:    "KANADE_DATA_DIR",
+	DB:         "KANADE_DB",
+	NATSURL:    "KANADE_NATS_URL",
+	NATSListen: "KANADE_NATS_LISTEN",
+	NATSToken:  "KANADE_NATS_TOKEN",
+	LogLevel:   "KANADE_LOG_LEVEL",
+	LogFormat:  "KANADE_LOG_FORMAT",
+}
+
+// ErrVersion is returned by Load when --version was given.
+var ErrVersion = errors.New("version requested")
+
+// Load builds the configuration from args (without the program name), the
+// environment and the config file.
+func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	cfg := Defaults()
+	fs := flag.NewFlagSet("kanade-backend", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		configPath = fs.String("config", "", "TOML config file (default $"+Env.Config+")")
+		bind       = fs.String("bind", "", "HTTP listen address (default "+cfg.Server.Bind+")")
+		dataDir    = fs.String("data-dir", "", "data directory (default "+cfg.DataDir+")")
+		natsURL    = fs.String("nats-url", "", "external NATS URL; empty runs the embedded server")
+		natsListen = fs.String("nats-listen", "", "embedded NATS listen address, or off (default "+cfg.NATS.Listen+")")
+		db         = fs.String("db", "", "SQLite database path (default <data-dir>/backend.db)")
+		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
+		logFormat  = fs.String("log-format", "", "text or json (default text)")
+		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
+		version    = fs.Bool("version", false, "print the version and exit")
+	)
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if *version {
+		return cfg, ErrVersion
+	}
+
+	path := first(*configPath, getenv(Env.Config))
+	if path != "" {
+		md, err := toml.DecodeFile(path, &cfg)
+		if err != nil {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+		// A misspelt key would otherwise be ignored and the operator would
+		// wonder why the setting has no effect.
+		if und := md.Undecoded(); len(und) > 0 {
+			keys := make([]string, len(und))
+			for i, k := range und {
+				keys[i] = k.String()
+			}
+			return cfg, fmt.Errorf("config file %s: unknown keys: %s", path, strings.Join(keys, ", "))
+		}
+		cfg.ConfigFile = path
+	}
+
+	overlay := func(dst *string, vals ...string) {
+		if v := first(vals...); v != "" {
+			*dst = v
+		}
+	}
+	// Flags win over the environment, which wins over the file.
+	overlay(&cfg.Server.Bind, *bind, getenv(Env.Bind))
+	overlay(&cfg.DataDir, *dataDir, getenv(Env.DataDir))
+	overlay(&cfg.DB.SQLitePath, *db, getenv(Env.DB))
+	overlay(&cfg.NATS.URL, *natsURL, getenv(Env.NATSURL))
+	overlay(&cfg.NATS.Listen, *natsListen, getenv(Env.NATSListen))
+	overlay(&cfg.NATS.Token, getenv(Env.NATSToken))
+	overlay(&cfg.Log.Level, *logLevel, getenv(Env.LogLevel))
+	overlay(&cfg.Log.Format, *logFormat, getenv(Env.LogFormat))
+	cfg.Rebuild = *rebuild
+
+	return cfg, cfg.validate()
+}
+
+func (c Config) validate() error {
+	var errs []error
+	if _, err := parseLevel(c.Log.Level); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		errs = append(errs, fmt.Errorf("log format %q: want text or json", c.Log.Format))
+	}
+	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("nats replicas %d: want 1 to 5", c.NATS.Replicas))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir must not be empty"))
+	}
+	if c.Retention.ResultsDays < 30 || c.Retention.AuditDays < 1 || c.Retention.ProjectionErrorsDays < 1 {
+		// Results must outlive the RESULTS stream (30 d): an empty table has
+		// to imply an empty stream for the rebuild check.
+		errs = append(errs, fmt.Errorf("retention: results_days must be ≥ 30 (the RESULTS stream's max_age), others ≥ 1"))
+	}
+	if c.Retention.SweepInterval.Duration < time.Minute {
+		errs = append(errs, fmt.Errorf("retention sweep_interval %v: want at least 1m", c.Retention.SweepInterval.Duration))
+	}
+	return errors.Join(errs...)
+}
+
+func first(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// flagHelp is flag.ErrHelp: -h printed the usage, which is not a failure.
+var flagHelp = flag.ErrHelp

@@ -1,0 +1,84 @@
+package app
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+
+func TestLoadDefaults(t *testing.T) {
+	cfg, err := Load(nil, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Bind != "127.0.0.1:8080" || cfg.DataDir != "./data" || cfg.NATS.Listen != "127.0.0.1:4222" ||
+		!cfg.Embedded() || cfg.DBPath() != filepath.Join("data", "backend.db") {
+		t.Fatalf("defaults = %+v", cfg)
+	}
+}
+
+// File < environment < flags (architecture.md §4).
+func TestLoadPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "backend.toml")
+	err := os.WriteFile(file, []byte(`
+[server]
+bind = "0.0.0.0:9000"
+[nats]
+url = "nats://file:4222"
+[db]
+sqlite_path = "/file/db.sqlite"
+[log]
+level = "debug"
+`), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := env(map[string]string{
+		"KANADE_BACKEND_CONFIG": file,
+		"KANADE_NATS_URL":       "nats://env:4222",
+		"KANADE_LOG_LEVEL":      "warn",
+		"KANADE_NATS_TOKEN":     "tok",
+	})
+	cfg, err := Load([]string{"--log-level", "error"}, e, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.ConfigFile != file || cfg.Server.Bind != "0.0.0.0:9000" || cfg.DBPath() != "/file/db.sqlite" {
+		t.Fatalf("file values not applied: %+v", cfg)
+	}
+	if cfg.NATS.URL != "nats://env:4222" || cfg.NATS.Token != "tok" || cfg.Embedded() {
+		t.Fatalf("env does not win over file: %+v", cfg.NATS)
+	}
+	if cfg.Log.Level != "error" {
+		t.Fatalf("flag does not win over env: %q", cfg.Log.Level)
+	}
+	cfg, err = Load([]string{"--config", file, "--nats-url", "nats://flag:4222"}, env(nil), io.Discard)
+	if err != nil || cfg.NATS.URL != "nats://flag:4222" {
+		t.Fatalf("flag --config/--nats-url: %v %+v", err, cfg.NATS)
+	}
+}
+
+func TestLoadRejectsUnknownKeysAndBadValues(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "backend.toml")
+	if err := os.WriteFile(file, []byte("[server]\nbnid = \"x\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "server.bnid") {
+		t.Fatalf("err = %v, want unknown key server.bnid", err)
+	}
+	for _, args := range [][]string{
+		{"--log-level", "loud"},
+		{"--log-format", "xml"},
+		{"stray"},
+	} {
+		if _, err := Load(args, env(nil), io.Discard); err == nil {
+			t.Errorf("Load(%v) accepted", args)
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/storage"
+)
+
+// These tests run the real binary as a subprocess: what an operator runs is
+// what is tested, including signal handling and exit codes.
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kanade-backend-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "kanade-backend")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type proc struct {
+	cmd  *exec.Cmd
+	log  *strings.Builder
+	done chan error
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func start(t *testing.T, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, log: &strings.Builder{}, done: make(chan error, 1)}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.log.WriteString(sc.Text() + "\n")
+		}
+	}()
+	go func() { <-copied; p.done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("backend log:\n%s", p.log.String())
+		}
+	})
+	return p
+}
+
+func waitHealth(t *testing.T, base string, within time.Duration) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for time.Since(t0) < within {
+		resp, err := http.Get(base + "/health")
+		if err == nil {
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 200 && string(body) == "ok" {
+				return time.Since(t0)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("/health not 200 within %v", within)
+	return 0
+}
+
+func (p *proc) sigterm(t *testing.T) {
+	t.Helper()
+	t0 := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-p.done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+		if d := time.Since(t0); d > 10*time.Second {
+			t.Fatalf("stop took %v, want ≤ 10s", d)
+		}
+	case <-time.After(12 * time.Second):
+		t.Fatal("no exit within 12s of SIGTERM")
+	}
+}
+
+func get(t *testing.T, url, token string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+type status struct {
+	Streams []struct {
+		Name   string
+		Exists bool
+	} `json:"streams"`
+	KVBuckets []struct {
+		Name   string
+		Exists bool
+	} `json:"kv_buckets"`
+	ObjectStores []struct {
+		Name   string
+		Exists bool
+	} `json:"object_stores"`
+}
+
+// Fresh data dir, generated token, a stock NATS client on the listen
+// address, SIGTERM, a second start on the same data dir, clean database.
+func TestBinaryStartStatusStopRestart(t *testing.T) {
+	dataDir := t.TempDir()
+	httpAddr, natsAddr := freePort(t), freePort(t)
+	args := []string{"--bind", httpAddr, "--data-dir", dataDir, "--nats-listen", natsAddr}
+
+	p := start(t, nil, args...)
+	took := waitHealth(t, "http://"+httpAddr, 15*time.Second)
+	t.Logf("first start to /health 200: %v", took)
+
+	tokenFile := filepath.Join(dataDir, "admin.token")
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatalf("generated token file: %v", err)
+	}
+	if fi, _ := os.Stat(tokenFile); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %v, want 0600", fi.Mode().Perm())
+	}
+	if !strings.Contains(p.log.String(), tokenFile) || !strings.Contains(p.log.String(), "#token=") {
+		t.Fatalf("log does not say where the token is / the dashboard URL:\n%s", p.log.String())
+	}
+
+	code, body := get(t, "http://"+httpAddr+"/api/jetstream/status", strings.TrimSpace(string(tok)))
+	if code != 200 {
+		t.Fatalf("status %d %s", code, body)
+	}
+	var st status
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Streams) != 5 || len(st.KVBuckets) != 7 || len(st.ObjectStores) != 1 {
+		t.Fatalf("status = %s", body)
+	}
+	for _, r := range append(append(st.Streams, st.KVBuckets...), st.ObjectStores...) {
+		if !r.Exists {
+			t.Fatalf("%s missing: %s", r.Name, body)
+		}
+	}
+
+	// A stock NATS client sees the resources on the listen address.
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	names := js.StreamNames(ctx)
+	n := 0
+	for range names.Name() {
+		n++
+	}
+	if _, err := js.KeyValue(ctx, "agent_groups"); err != nil || n < 5 {
+		t.Fatalf("stock client: %d streams, kv err %v", n, err)
+	}
+	nc.Close()
+
+	p.sigterm(t)
+
+	// Second start: same data dir, same token, nothing recreated.
+	p2 := start(t, nil, args...)
+	waitHealth(t, "http://"+httpAddr, 15*time.Second)
+	tok2, _ := os.ReadFile(tokenFile)
+	if string(tok2) != string(tok) {
+		t.Fatal("second start replaced the token")
+	}
+	if strings.Contains(p2.log.String(), "database migrated") {
+		t.Fatalf("second start migrated again:\n%s", p2.log.String())
+	}
+	p2.sigterm(t)
+
+	// The database opens cleanly afterwards.
+	s, err := storage.Open(context.Background(), storage.Options{Path: filepath.Join(dataDir, "backend.db")})
+	if err != nil {
+		t.Fatalf("reopen database: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "backend.db-wal")); err == nil {
+		if fi, _ := os.Stat(filepath.Join(dataDir, "backend.db-wal")); fi.Size() != 0 {
+			t.Fatalf("WAL not checkpointed at stop: %d bytes", fi.Size())
+		}
+	}
+}
+
+func TestBinaryStaticToken(t *testing.T) {
+	dataDir := t.TempDir()
+	httpAddr := freePort(t)
+	p := start(t, []string{"KANADE_AUTH_STATIC_TOKEN=s3cret"},
+		"--bind", httpAddr, "--data-dir", dataDir, "--nats-listen", "off")
+	base := "http://" + httpAddr
+	waitHealth(t, base, 15*time.Second)
+
+	code, body := get(t, base+"/api/jetstream/status", "")
+	if code != 401 || strings.TrimSpace(string(body)) != `{"error":"missing bearer token"}` {
+		t.Fatalf("no token: %d %s", code, body)
+	}
+	if code, body = get(t, base+"/api/jetstream/status", "wrong"); code != 401 ||
+		strings.TrimSpace(string(body)) != `{"error":"invalid static token"}` {
+		t.Fatalf("wrong token: %d %s", code, body)
+	}
+	if code, body = get(t, base+"/api/jetstream/status", "s3cret"); code != 200 {
+		t.Fatalf("right token: %d %s", code, body)
+	}
+	if code, _ = get(t, base+"/health", ""); code != 200 {
+		t.Fatalf("/health must stay public, got %d", code)
+	}
+	if _, err := os.Stat(filepath.Join(dataDir, "admin.token")); !os.IsNotExist(err) {
+		t.Fatalf("static token mode must not generate a token file (stat err %v)", err)
+	}
+	p.sigterm(t)
+}
+
+func TestBinaryRejectsBadConfig(t *testing.T) {
+	cmd := exec.Command(binary, "--log-format", "xml", "--data-dir", t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 {
+		t.Fatalf("exit = %v, want 2; output %s", err, out)
+	}
+	if !strings.Contains(string(out), `log format "xml"`) {
+		t.Fatalf("output does not explain: %s", out)
+	}
+	out, err = exec.Command(binary, "--version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "kanade-backend ") {
+		t.Fatalf("--version: %v %s", err, out)
+	}
+}

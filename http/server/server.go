@@ -1,0 +1,270 @@
+// Package server assembles the HTTP side: one router on which each API
+// feature registers its routes, the middleware every request passes through
+// (panic recovery, access log, metrics, auth on /api), the public /health
+// route, and the listener's start and graceful stop.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"kanade-backend/http/httpx"
+)
+
+// Router collects routes. Patterns use net/http's syntax with a method
+// ("GET /api/jobs/{id}"); the mux answers 405 for a known path with another
+// method, and Router turns that and unknown /api/ paths into JSON errors.
+type Router struct {
+	api    *http.ServeMux
+	public *http.ServeMux
+
+	mu       sync.Mutex
+	patterns []string
+}
+
+// NewRouter returns an empty router.
+func NewRouter() *Router {
+	// No catch-all is registered on the API mux: a "/api/" pattern would
+	// match every method and hide the mux's 405. Its plain 404 and 405 are
+	// rewritten to JSON by jsonMuxErrors, and /api/ never falls through to
+	// the dashboard.
+	return &Router{api: http.NewServeMux(), public: http.NewServeMux()}
+}
+
+// API registers an authenticated /api route.
+func (r *Router) API(pattern string, h httpx.HandlerFunc) {
+	if !strings.Contains(pattern, " /api/") {
+		panic(fmt.Sprintf("server: API pattern %q must be \"METHOD /api/...\"", pattern))
+	}
+	r.api.Handle(pattern, httpx.Handle(h))
+	r.record(pattern)
+}
+
+// APIHandler registers an authenticated /api route with a plain handler (for
+// streaming responses such as Server-Sent Events).
+func (r *Router) APIHandler(pattern string, h http.Handler) {
+	r.api.Handle(pattern, h)
+	r.record(pattern)
+}
+
+// Public registers a route outside /api that needs no token (/health,
+// /metrics, the dashboard).
+func (r *Router) Public(pattern string, h http.Handler) {
+	r.public.Handle(pattern, h)
+	r.record(pattern)
+}
+
+func (r *Router) record(pattern string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.patterns = append(r.patterns, pattern)
+}
+
+// Patterns lists every registered pattern, sorted (the OpenAPI coverage test
+// compares it with the document).
+func (r *Router) Patterns() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := append([]string(nil), r.patterns...)
+	sort.Strings(out)
+	return out
+}
+
+// Options configure the handler chain.
+type Options struct {
+	Logger *slog.Logger
+	// Auth wraps every /api request; nil means no authentication.
+	Auth func(http.Handler) http.Handler
+	// Observe, if set, is told about every finished request (metrics).
+	Observe func(method, pattern string, status int, d time.Duration)
+}
+
+// Handler builds the full handler chain.
+func (r *Router) Handler(opts Options) http.Handler {
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	var api http.Handler = jsonMuxErrors(r.api)
+	if opts.Auth != nil {
+		api = opts.Auth(api)
+	}
+	root := http.NewServeMux()
+	root.Handle("/api/", api)
+	root.Handle("/", r.public)
+	return recoverer(logger, accessLog(logger, opts.Observe, r, root))
+}
+
+// jsonMuxErrors rewrites the plain-text 404/405 that ServeMux produces for
+// /api paths into the API's JSON error shape. Handlers themselves always
+// write JSON, so only mux-generated errors carry text/plain.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		mux.ServeHTTP(&muxErrorWriter{ResponseWriter: w, req: req}, req)
+	})
+}
+
+type muxErrorWriter struct {
+	http.ResponseWriter
+	req       *http.Request
+	rewritten bool
+}
+
+func (m *muxErrorWriter) WriteHeader(status int) {
+	if (status == http.StatusMethodNotAllowed || status == http.StatusNotFound) &&
+		strings.HasPrefix(m.Header().Get("Content-Type"), "text/plain") {
+		m.rewritten = true
+		msg := fmt.Sprintf("method %s not allowed on %s", m.req.Method, m.req.URL.Path)
+		if allow := m.Header().Get("Allow"); allow != "" {
+			msg += " (allowed: " + allow + ")"
+		}
+		if status == http.StatusNotFound {
+			msg = fmt.Sprintf("no API route %s %s", m.req.Method, m.req.URL.Path)
+		}
+		m.Header().Del("X-Content-Type-Options")
+		httpx.WriteJSON(m.ResponseWriter, status, httpx.ErrorBody{Error: msg})
+		return
+	}
+	m.ResponseWriter.WriteHeader(status)
+}
+
+func (m *muxErrorWriter) Write(b []byte) (int, error) {
+	if m.rewritten {
+		return len(b), nil
+	}
+	return m.ResponseWriter.Write(b)
+}
+
+// Flush lets streaming handlers (SSE) flush through the wrapper.
+func (m *muxErrorWriter) Flush() {
+	if f, ok := m.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (m *muxErrorWriter) Unwrap() http.ResponseWriter { return m.ResponseWriter }
+
+// recoverer turns a handler panic into a JSON 500 and a logged stack, so
+// one bad request never takes the process down.
+func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				logger.Error("handler panic", "method", req.Method, "path", req.URL.Path, "panic", v)
+				httpx.WriteJSON(w, http.StatusInternalServerError, httpx.ErrorBody{Error: "internal error; see the server log"})
+			}
+		}()
+		next.ServeHTTP(w, req)
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if f, ok := s.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func accessLog(logger *slog.Logger, observe func(string, string, int, time.Duration), r *Router, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		t0 := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, req)
+		d := time.Since(t0)
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		pattern := req.Pattern
+		if pattern == "" {
+			pattern = "unmatched"
+		}
+		if observe != nil {
+			observe(req.Method, pattern, sw.status, d)
+		}
+		level := slog.LevelDebug
+		if sw.status >= 500 {
+			level = slog.LevelWarn
+		}
+		logger.Log(req.Context(), level, "http request", "method", req.Method, "path", req.URL.Path,
+			"status", sw.status, "took", d)
+	})
+}
+
+// Server is the HTTP listener with a graceful stop.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+}
+
+// Listen binds addr; Serve must be called next.
+func Listen(addr string, h http.Handler) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return &Server{
+		ln: ln,
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+		},
+	}, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve blocks until Shutdown; it returns nil after a graceful stop.
+func (s *Server) Serve() error {
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections and waits for in-flight requests
+// until ctx ends; long-lived streams (SSE) must watch their request context,
+// which RegisterOnShutdown cancels.
+func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.srv.Shutdown(ctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.Join(err, s.srv.Close())
+	}
+	return err
+}
+
+// OnShutdown registers f to run when Shutdown starts (to end SSE streams).
+func (s *Server) OnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }
