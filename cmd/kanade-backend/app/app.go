@@ -27,6 +27,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
+	"kanade-backend/http/metrics"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 	"kanade-backend/storage"
@@ -66,6 +67,10 @@ type App struct {
 	Actors     *actor.ActorSystem
 	Auth       *auth.Authenticator
 	HTTP       *server.Server
+	Router     *server.Router
+
+	// Metrics exists from New on so every component can register collectors.
+	Metrics *metrics.Registry
 
 	ready chan struct{}
 }
@@ -75,7 +80,7 @@ func New(cfg Config, logger *slog.Logger) *App {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, ready: make(chan struct{})}
+	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), ready: make(chan struct{})}
 }
 
 // Ready is closed once every component has started.
@@ -117,7 +122,7 @@ func (a *App) Run(ctx context.Context) error {
 	g.Add("nats connection", func(ctx context.Context) error {
 		nc, err := broker.Connect(broker.ConnectOptions{
 			URL: cfg.NATS.URL, InProcess: a.NATSServer, Token: cfg.NATS.Token,
-			Name: "kanade-backend", Logger: log,
+			Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
 		})
 		if err != nil {
 			return err
@@ -195,8 +200,10 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.Auth = au
 		router := server.NewRouter()
+		a.Router = router
+		router.Public("GET /metrics", a.Metrics.Handler())
 		system.Register(router, system.Deps{JS: a.JS})
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware})
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Observe: a.Metrics.ObserveHTTP})
 		srv, err := server.Listen(cfg.Server.Bind, h)
 		if err != nil {
 			return err

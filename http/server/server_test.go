@@ -1,0 +1,108 @@
+package server_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"kanade-backend/http/httpx"
+	"kanade-backend/http/server"
+)
+
+type observed struct {
+	mu     sync.Mutex
+	routes []string
+}
+
+func newServer(t *testing.T, obs *observed) *httptest.Server {
+	t.Helper()
+	r := server.NewRouter()
+	r.API("GET /api/things/{id}", func(w http.ResponseWriter, req *http.Request) error {
+		switch req.PathValue("id") {
+		case "boom":
+			panic("handler bug")
+		case "missing":
+			return httpx.NotFound("thing %q not found", req.PathValue("id"))
+		}
+		httpx.WriteJSON(w, 200, map[string]string{"id": req.PathValue("id")})
+		return nil
+	})
+	r.Public("GET /", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("<html>dashboard</html>"))
+	}))
+	ts := httptest.NewServer(r.Handler(server.Options{Observe: func(m, p string, s int, _ time.Duration) {
+		obs.mu.Lock()
+		defer obs.mu.Unlock()
+		obs.routes = append(obs.routes, p)
+	}}))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func TestRouterErrorsAreJSON(t *testing.T) {
+	obs := &observed{}
+	ts := newServer(t, obs)
+	cases := []struct {
+		method, path string
+		status       int
+		errContains  string
+	}{
+		{"GET", "/api/things/a", 200, ""},
+		{"GET", "/api/things/missing", 404, `thing "missing" not found`},
+		{"DELETE", "/api/things/a", 405, "method DELETE not allowed on /api/things/a"},
+		{"GET", "/api/unknown", 404, "no API route GET /api/unknown"},
+		{"GET", "/api/things/boom", 500, "internal error"},
+	}
+	for _, c := range cases {
+		req, _ := http.NewRequest(c.method, ts.URL+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status {
+			t.Errorf("%s %s: status %d want %d (%s)", c.method, c.path, resp.StatusCode, c.status, body)
+			continue
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s %s: content-type %q", c.method, c.path, ct)
+		}
+		if c.errContains != "" {
+			var e httpx.ErrorBody
+			if err := json.Unmarshal(body, &e); err != nil || !strings.Contains(e.Error, c.errContains) {
+				t.Errorf("%s %s: body %s, want error containing %q", c.method, c.path, body, c.errContains)
+			}
+		}
+	}
+	// The dashboard still serves everything outside /api.
+	resp, err := http.Get(ts.URL + "/agents/pc1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "dashboard") {
+		t.Fatalf("dashboard route: %s", body)
+	}
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	if len(obs.routes) == 0 || obs.routes[0] != "GET /api/things/{id}" {
+		t.Fatalf("metrics observed %v, want route patterns (bounded label values)", obs.routes)
+	}
+}
+
+func TestPatternsAreRecorded(t *testing.T) {
+	r := server.NewRouter()
+	r.API("POST /api/b", func(http.ResponseWriter, *http.Request) error { return nil })
+	r.API("GET /api/a", func(http.ResponseWriter, *http.Request) error { return nil })
+	got := strings.Join(r.Patterns(), ",")
+	if got != "GET /api/a,POST /api/b" {
+		t.Fatalf("patterns = %s", got)
+	}
+}
