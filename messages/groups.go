@@ -48,7 +48,7 @@ func ParseAgentGroups(b []byte) (AgentGroups, error) {
 		return AgentGroups{Groups: []string{}}, nil
 	}
 	var g AgentGroups
-	if err := json.Unmarshal(b, &g); err != nil {
+	if err := DecodeJSON(b, &g); err != nil {
 		return AgentGroups{}, err
 	}
 	return g, nil

@@ -149,7 +149,7 @@ func (e *Execute) UnmarshalJSON(b []byte) error {
 // error the decoded manifest is returned alongside the error.
 func ParseManifestJSON(b []byte) (Manifest, error) {
 	var m Manifest
-	if err := decodeStrictJSON(b, &m); err != nil {
+	if err := DecodeJSON(b, &m); err != nil {
 		return Manifest{}, err
 	}
 	return m, m.Validate()
@@ -164,22 +164,6 @@ func ParseManifestYAML(b []byte) (Manifest, error) {
 		return Manifest{}, err
 	}
 	return ParseManifestJSON(j)
-}
-
-// decodeStrictJSON decodes exactly one JSON value, rejecting trailing data
-// (json.Unmarshal already does) and giving syntax errors some context.
-func decodeStrictJSON(b []byte, v any) error {
-	if len(bytes.TrimSpace(b)) == 0 {
-		return errors.New("empty body")
-	}
-	if err := json.Unmarshal(b, v); err != nil {
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return fmt.Errorf("malformed JSON at offset %d: %w", syn.Offset, err)
-		}
-		return err
-	}
-	return nil
 }
 
 // Validate checks a manifest before it is stored or executed: an id that

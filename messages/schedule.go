@@ -62,7 +62,7 @@ func (s *Schedule) UnmarshalJSON(b []byte) error {
 // scheduler can keep an invalid schedule visible with its reason.
 func ParseScheduleJSON(b []byte) (Schedule, error) {
 	var s Schedule
-	if err := decodeStrictJSON(b, &s); err != nil {
+	if err := DecodeJSON(b, &s); err != nil {
 		return Schedule{}, err
 	}
 	return s, s.Validate()
