@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/messages"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -28,15 +29,15 @@ func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
 		t.Fatalf("after ensure: %+v missing=%v", st, st.Missing())
 	}
 
-	before := streamCreated(t, b.JS, broker.StreamResults)
+	before := streamCreated(t, b.JS, messages.StreamResults)
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatalf("second ensure: %v", err)
 	}
-	if after := streamCreated(t, b.JS, broker.StreamResults); !after.Equal(before) {
+	if after := streamCreated(t, b.JS, messages.StreamResults); !after.Equal(before) {
 		t.Fatalf("second ensure recreated RESULTS: %v -> %v", before, after)
 	}
 
-	s, err := b.JS.Stream(ctx, broker.StreamExec)
+	s, err := b.JS.Stream(ctx, messages.StreamExec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +45,7 @@ func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
 	if cfg.MaxMsgsPerSubject != 1 || cfg.MaxAge != 7*24*time.Hour || cfg.Subjects[0] != "commands.exec.>" {
 		t.Fatalf("EXEC config = %+v", cfg)
 	}
-	kv := b.KV(t, broker.BucketAgentsState)
+	kv := b.KV(t, messages.BucketAgentsState)
 	kst, err := kv.Status(ctx)
 	if err != nil || kst.History() != 1 {
 		t.Fatalf("agents_state history = %v err=%v", kst, err)
@@ -57,14 +58,14 @@ func TestEnsureUpdatesDriftedStream(t *testing.T) {
 	ctx := context.Background()
 	b := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
 	if _, err := b.JS.CreateStream(ctx, jetstream.StreamConfig{
-		Name: broker.StreamResults, Subjects: []string{"results.>"}, MaxAge: time.Hour,
+		Name: messages.StreamResults, Subjects: []string{"results.>"}, MaxAge: time.Hour,
 	}); err != nil {
 		t.Fatal(err)
 	}
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	s, err := b.JS.Stream(ctx, broker.StreamResults)
+	s, err := b.JS.Stream(ctx, messages.StreamResults)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +77,7 @@ func TestEnsureUpdatesDriftedStream(t *testing.T) {
 func TestProbeReportsDeletedStream(t *testing.T) {
 	ctx := context.Background()
 	b := brokertest.Start(t)
-	if err := b.JS.DeleteStream(ctx, broker.StreamAudit); err != nil {
+	if err := b.JS.DeleteStream(ctx, messages.StreamAudit); err != nil {
 		t.Fatal(err)
 	}
 	st := broker.Probe(ctx, b.JS)
@@ -98,7 +99,7 @@ func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := js.KeyValue(context.Background(), broker.BucketJobs); err != nil {
+	if _, err := js.KeyValue(context.Background(), messages.BucketJobs); err != nil {
 		t.Fatalf("jobs bucket over TCP: %v", err)
 	}
 }

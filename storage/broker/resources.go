@@ -8,25 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-// Names of the JetStream resources of wire.md §3.
-const (
-	StreamInventory = "INVENTORY"
-	StreamResults   = "RESULTS"
-	StreamExec      = "EXEC"
-	StreamEvents    = "EVENTS"
-	StreamAudit     = "AUDIT"
-
-	BucketScriptCurrent = "script_current"
-	BucketScriptStatus  = "script_status"
-	BucketAgentsState   = "agents_state"
-	BucketAgentConfig   = "agent_config"
-	BucketAgentGroups   = "agent_groups"
-	BucketSchedules     = "schedules"
-	BucketJobs          = "jobs"
-
-	ObjectStoreAgentReleases = "agent_releases"
+	"kanade-backend/messages"
 )
 
 const day = 24 * time.Hour
@@ -45,16 +28,16 @@ func Streams(replicas int) []jetstream.StreamConfig {
 			Replicas:  replicas,
 		}
 	}
-	inv := base(StreamInventory, "inventory.>")
+	inv := base(messages.StreamInventory, "inventory.>")
 	inv.MaxAge = 90 * day
-	res := base(StreamResults, "results.>")
+	res := base(messages.StreamResults, "results.>")
 	res.MaxAge = 30 * day
-	exec := base(StreamExec, "commands.exec.>")
+	exec := base(messages.StreamExec, "commands.exec.>")
 	exec.MaxMsgsPerSubject = 1
 	exec.MaxAge = 7 * day
-	ev := base(StreamEvents, "events.>")
+	ev := base(messages.StreamEvents, "events.>")
 	ev.MaxAge = 7 * day
-	audit := base(StreamAudit, "audit.>")
+	audit := base(messages.StreamAudit, "audit.>")
 	return []jetstream.StreamConfig{inv, res, exec, ev, audit}
 }
 
@@ -64,20 +47,20 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		return jetstream.KeyValueConfig{Bucket: name, History: history, Storage: jetstream.FileStorage, Replicas: replicas}
 	}
 	return []jetstream.KeyValueConfig{
-		kv(BucketScriptCurrent, 5),
-		kv(BucketScriptStatus, 5),
-		kv(BucketAgentsState, 1),
-		kv(BucketAgentConfig, 5),
-		kv(BucketAgentGroups, 5),
-		kv(BucketSchedules, 5),
-		kv(BucketJobs, 5),
+		kv(messages.BucketScriptCurrent, 5),
+		kv(messages.BucketScriptStatus, 5),
+		kv(messages.BucketAgentsState, 1),
+		kv(messages.BucketAgentConfig, 5),
+		kv(messages.BucketAgentGroups, 5),
+		kv(messages.BucketSchedules, 5),
+		kv(messages.BucketJobs, 5),
 	}
 }
 
 // ObjectStores returns the object store configurations.
 func ObjectStores(replicas int) []jetstream.ObjectStoreConfig {
 	return []jetstream.ObjectStoreConfig{
-		{Bucket: ObjectStoreAgentReleases, Storage: jetstream.FileStorage, Replicas: replicas},
+		{Bucket: messages.ObjectStoreAgentReleases, Storage: jetstream.FileStorage, Replicas: replicas},
 	}
 }
 
