@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+
+	"kanade-backend/messages"
 )
 
 // Mode is how the API authenticates requests; New picks exactly one.
@@ -126,3 +128,35 @@ func (a *Authenticator) Token() string { return a.token }
 
 // TokenFile returns the generated token's path; empty in other modes.
 func (a *Authenticator) TokenFile() string { return a.tokenFile }
+
+// OperatorEvent builds the audit event of an API call made by the request's
+// principal: actor "operator", with the principal's subject as `sub` and the
+// X-Kanade-Source header as `source` added to the payload without
+// overwriting keys the caller set (wire.md §4).
+func OperatorEvent(ctx context.Context, action, target string, payload map[string]any) messages.AuditEvent {
+	ev := messages.AuditEvent{Actor: messages.ActorOperator, Action: action, Payload: payload}
+	if target != "" {
+		ev.Target = &target
+	}
+	if ev.Payload == nil {
+		ev.Payload = map[string]any{}
+	}
+	if p, ok := PrincipalFrom(ctx); ok {
+		if p.Subject != "" {
+			ev.SetPayloadDefault("sub", p.Subject)
+		}
+		if p.Source != "" {
+			ev.SetPayloadDefault("source", p.Source)
+		}
+	}
+	return ev
+}
+
+// InitiatedBy is the executions.initiated_by text for the request's
+// principal: "operator:<sub>".
+func InitiatedBy(ctx context.Context) string {
+	if p, ok := PrincipalFrom(ctx); ok && p.Subject != "" {
+		return messages.ActorOperator + ":" + p.Subject
+	}
+	return messages.ActorOperator
+}

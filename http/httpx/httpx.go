@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+
+	"kanade-backend/messages"
 )
 
 // Body size limits of api.md §1.
@@ -71,9 +73,33 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 			ErrorBody{Error: fmt.Sprintf("request body larger than %d bytes", maxErr.Limit)})
 		return
 	}
+	if status := KindStatus(err); status != 0 {
+		WriteJSON(w, status, ErrorBody{Error: err.Error()})
+		return
+	}
 	slog.Default().ErrorContext(r.Context(), "api internal error",
 		"method", r.Method, "path", r.URL.Path, "err", err)
 	WriteJSON(w, http.StatusInternalServerError, ErrorBody{Error: "internal error; see the server log"})
+}
+
+// KindStatus maps the error kinds of package messages to HTTP statuses; 0
+// means err carries no kind. Timeouts map to 408, the status upstream's
+// /api/run and ping use; handlers that need another (504) check first.
+func KindStatus(err error) int {
+	switch {
+	case errors.Is(err, messages.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, messages.ErrInvalid), errors.Is(err, messages.ErrInvalidToken),
+		errors.Is(err, messages.ErrUnknownField), errors.Is(err, messages.ErrTargetUnspecified):
+		return http.StatusBadRequest
+	case errors.Is(err, messages.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, messages.ErrUnavailable):
+		return http.StatusBadGateway
+	case errors.Is(err, messages.ErrTimeout):
+		return http.StatusRequestTimeout
+	}
+	return 0
 }
 
 // WriteJSON writes v as JSON with the given status.

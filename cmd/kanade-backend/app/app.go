@@ -25,11 +25,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/actorsys"
+	"kanade-backend/actors/audit"
+	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
 	"kanade-backend/http/server"
-	"kanade-backend/http/system"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker"
 )
@@ -65,12 +66,16 @@ type App struct {
 	JS         jetstream.JetStream
 	Store      *storage.Store
 	Actors     *actor.ActorSystem
+	Audit      *audit.Publisher
 	Auth       *auth.Authenticator
 	HTTP       *server.Server
 	Router     *server.Router
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
+	// Clock is the time source of every actor (tests may replace it
+	// before Run).
+	Clock clock.Clock
 
 	ready chan struct{}
 }
@@ -80,7 +85,7 @@ func New(cfg Config, logger *slog.Logger) *App {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), ready: make(chan struct{})}
+	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), Clock: clock.Real{}, ready: make(chan struct{})}
 }
 
 // Ready is closed once every component has started.
@@ -178,10 +183,12 @@ func (a *App) Run(ctx context.Context) error {
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
 		a.Actors = actorsys.New(log)
-		return nil
+		a.Audit = audit.NewPublisher(a.JS, a.Clock)
+		pids, err := a.startActors(ctx)
+		topActors = pids
+		return err
 	}, func(ctx context.Context) error {
-		// Reverse start order: the last actor started depends on the earlier
-		// ones.
+		// Reverse start order: later actors depend on earlier ones.
 		rev := make([]*actor.PID, 0, len(topActors))
 		for i := len(topActors) - 1; i >= 0; i-- {
 			rev = append(rev, topActors[i])
@@ -201,8 +208,7 @@ func (a *App) Run(ctx context.Context) error {
 		a.Auth = au
 		router := server.NewRouter()
 		a.Router = router
-		router.Public("GET /metrics", a.Metrics.Handler())
-		system.Register(router, system.Deps{JS: a.JS})
+		a.routes(router)
 		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Observe: a.Metrics.ObserveHTTP})
 		srv, err := server.Listen(cfg.Server.Bind, h)
 		if err != nil {

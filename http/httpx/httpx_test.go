@@ -1,0 +1,64 @@
+package httpx
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"kanade-backend/messages"
+)
+
+func TestWriteErrorStatusAndText(t *testing.T) {
+	cases := []struct {
+		err    error
+		status int
+		text   string
+	}{
+		{BadRequest("bad %s", "x"), 400, "bad x"},
+		{fmt.Errorf("wrapped: %w", NotFound("nope")), 404, "nope"},
+		{messages.NotFoundf("job 'j' not found in catalog"), 404, "job 'j' not found in catalog"},
+		{messages.Invalidf("invalid timeout: x"), 400, "invalid timeout: x"},
+		{messages.Conflictf("in use"), 409, "in use"},
+		{messages.Unavailablef("publish failed"), 502, "publish failed"},
+		{messages.Timeoutf("no answer"), 408, "no answer"},
+		{messages.ValidateToken("pc_id", "a b"), 400, "invalid pc_id"},
+		{errors.New("database is locked"), 500, "internal error; see the server log"},
+	}
+	for _, c := range cases {
+		w := httptest.NewRecorder()
+		WriteError(w, httptest.NewRequest("GET", "/api/x", nil), c.err)
+		var body ErrorBody
+		if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil {
+			t.Fatalf("%v: body %q", c.err, w.Body.String())
+		}
+		if w.Code != c.status || !strings.HasPrefix(body.Error, c.text) {
+			t.Errorf("%v: got %d %q, want %d %q", c.err, w.Code, body.Error, c.status, c.text)
+		}
+	}
+}
+
+func TestParsePage(t *testing.T) {
+	for q, want := range map[string]Page{"": {50, 0}, "limit=1000&offset=5": {1000, 5}} {
+		p, err := ParsePage(httptest.NewRequest("GET", "/api/x?"+q, nil))
+		if err != nil || p != want {
+			t.Errorf("%q: %+v %v", q, p, err)
+		}
+	}
+	for _, q := range []string{"limit=0", "limit=1001", "limit=x", "offset=-1"} {
+		if _, err := ParsePage(httptest.NewRequest("GET", "/api/x?"+q, nil)); statusOf(err) != http.StatusBadRequest {
+			t.Errorf("%q accepted or wrong status: %v", q, err)
+		}
+	}
+}
+
+func statusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return KindStatus(err)
+}
