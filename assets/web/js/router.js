@@ -127,6 +127,9 @@ async function render(moveFocus) {
     return render(moveFocus);
   }
   markNav(path);
+  // data-ready tells automation (the browser tests, screenshots) that the
+  // page drew its first data; it is cleared while a page loads.
+  main.removeAttribute('data-ready');
   document.body.classList.remove('nav-open');
   document.getElementById('nav-toggle').setAttribute('aria-expanded', 'false');
   const page = context(m ? m.params : {}, new URLSearchParams(location.search));
@@ -134,6 +137,7 @@ async function render(moveFocus) {
   if (!m) {
     page.ctx.title('Not found');
     main.replaceChildren(h('h1', {}, 'Page not found'), h('p', {}, 'No dashboard page at ', h('code', {}, path), '.'));
+    main.dataset.ready = path;
     return;
   }
   let mod;
@@ -145,12 +149,12 @@ async function render(moveFocus) {
   }
   if (current !== page) return;
   main.replaceChildren();
-  main.removeAttribute('aria-busy');
   try {
     await mod[m.route.exp](page.ctx);
   } catch (e) {
     if (current === page && e.name !== 'AbortError') main.append(errorCard(e));
   }
+  if (current === page) main.dataset.ready = path;
   if (moveFocus && current === page) {
     // Screen-reader and keyboard users land on the new page's heading.
     main.focus({ preventScroll: true });
