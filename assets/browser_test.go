@@ -105,9 +105,19 @@ type tab struct {
 	t    *testing.T
 	ctx  context.Context
 	base string
+	log  *consoleLog
+}
 
+type consoleLog struct {
 	mu       sync.Mutex
 	problems []string
+}
+
+// on returns the tab bound to a subtest, so failures stop that subtest.
+func (tb *tab) on(t *testing.T) *tab {
+	c := *tb
+	c.t = t
+	return &c
 }
 
 // newTab opens a tab of the given width. Uncaught exceptions and
@@ -116,7 +126,7 @@ type tab struct {
 func newTab(t *testing.T, base string, width int64) *tab {
 	t.Helper()
 	ctx, cancel := chromedp.NewContext(browserCtx(t))
-	tb := &tab{t: t, ctx: ctx, base: base}
+	tb := &tab{t: t, ctx: ctx, base: base, log: &consoleLog{}}
 	msgs := chromedp.Console(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -126,9 +136,9 @@ func newTab(t *testing.T, base string, width int64) *tab {
 				return
 			}
 			if m.IsException() || (m.Type == chromedp.ConsoleError && m.Source == "") {
-				tb.mu.Lock()
-				tb.problems = append(tb.problems, m.String()+" at "+m.URL)
-				tb.mu.Unlock()
+				tb.log.mu.Lock()
+				tb.log.problems = append(tb.log.problems, m.String()+" at "+m.URL)
+				tb.log.mu.Unlock()
 			}
 		}
 	}()
@@ -138,9 +148,9 @@ func newTab(t *testing.T, base string, width int64) *tab {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		tb.mu.Lock()
-		defer tb.mu.Unlock()
-		for _, p := range tb.problems {
+		tb.log.mu.Lock()
+		defer tb.log.mu.Unlock()
+		for _, p := range tb.log.problems {
 			t.Errorf("browser console: %s", p)
 		}
 	})
@@ -291,4 +301,14 @@ func needRoutes(t *testing.T, b *apptest.Backend, routes ...string) {
 	if len(missing) > 0 {
 		t.Skipf("backend routes not implemented yet: %s", strings.Join(missing, ", "))
 	}
+}
+
+func chromedpClick(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+
+func chromedpSendKeys(sel, keys string) chromedp.Action[chromedp.Void] {
+	return chromedp.SendKeys(chromedp.CSS(sel), keys)
+}
+
+func chromedpUpload(sel, file string) chromedp.Action[chromedp.Void] {
+	return chromedp.SetUploadFiles(chromedp.CSS(sel), []string{file})
 }

@@ -2,6 +2,7 @@
 // the schedule editor; value() returns the FanoutPlan JSON of wire.md §4.
 import { h, field, checkbox, csv, button } from './dom.js';
 import { list } from './api.js';
+import { groupsLoader } from './views.js';
 
 let seq = 0;
 
@@ -57,7 +58,7 @@ export function planFields(plan = {}) {
 // when the list rows carry them. Best effort: typing works without it.
 async function suggest(groupList, pcList) {
   try {
-    const { items } = await list('/api/agents', { limit: 1000 });
+    const items = await groupsLoader()((await list('/api/agents', { limit: 1000 })).items);
     const groups = new Set();
     for (const a of items) for (const g of a.groups || []) groups.add(g);
     pcList.replaceChildren(...items.map((a) => h('option', { value: a.pc_id })));

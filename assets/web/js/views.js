@@ -2,7 +2,7 @@
 // results, executions and audit tables.
 import { h, link, section, errorCard, badge, statusBadge, pre } from './dom.js';
 import { time, between, shortId, number } from './fmt.js';
-import { seg } from './api.js';
+import { get, seg } from './api.js';
 
 // panel is a card whose content render() produces, redrawn when live events
 // of the given kinds arrive. A failing request shows its error inside the
@@ -22,6 +22,29 @@ export function panel(ctx, title, kinds, render, { wait } = {}) {
   card.ready = load();
   if (kinds.length) ctx.live(kinds, load, wait);
   return card;
+}
+
+// groupsLoader fills in each agent's groups when the list rows lack them,
+// a few requests at a time, from a cache that lives as long as the page
+// (memberships change rarely; heartbeats must not refetch them). Past `max`
+// unknown agents it gives up rather than flood the backend.
+export function groupsLoader(max = 200) {
+  const cache = new Map();
+  return async (agents) => {
+    let todo = agents.filter((a) => !Array.isArray(a.groups) && !cache.has(a.pc_id)).map((a) => a.pc_id);
+    if (todo.length > max) todo = [];
+    const worker = async () => {
+      for (let pc = todo.shift(); pc; pc = todo.shift()) {
+        try {
+          cache.set(pc, (await get('/api/agents/' + seg(pc) + '/groups')).groups || []);
+        } catch {
+          cache.set(pc, null);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 6 }, worker));
+    return agents.map((a) => (Array.isArray(a.groups) ? a : { ...a, groups: cache.get(a.pc_id) ?? undefined }));
+  };
 }
 
 export function resultStatus(r) {

@@ -3,7 +3,7 @@
 import { h, heading, table, field, select, link, pager, badge } from '../dom.js';
 import { list, seg } from '../api.js';
 import { time } from '../fmt.js';
-import { panel, agentLink } from '../views.js';
+import { panel, agentLink, groupsLoader } from '../views.js';
 
 const LIMIT = 100;
 
@@ -16,10 +16,13 @@ export default async function agents(ctx) {
     field('Search', search), field('State', online));
 
   const summary = h('span', { class: 'muted' });
+  const withGroups = groupsLoader();
   const results = panel(ctx, null, ['agent'], async () => {
-    const { items, total } = await list('/api/agents', {
+    const page = await list('/api/agents', {
       q: q.get('q'), online: q.get('online'), limit: LIMIT, offset: q.get('offset'),
     });
+    const { total } = page;
+    const items = await withGroups(page.items);
     summary.textContent = `${total} agent${total === 1 ? '' : 's'}`;
     return h('div', {}, table(columns(), items, { empty: 'No agents match.', caption: 'Agents' }),
       total > items.length ? pager(q, total, items.length, LIMIT) : null);

@@ -3,7 +3,7 @@
 // memberships that target commands.
 import { h, heading, section, errorCard, notice, field, busy, button, table, link } from '../dom.js';
 import { get, put, del, list, seg, ApiError } from '../api.js';
-import { agentLink } from '../views.js';
+import { agentLink, groupsLoader } from '../views.js';
 
 const FIELDS = [
   ['target_version', 'Target version', 'agent version to run; empty keeps the current one'],
@@ -82,7 +82,7 @@ function membership(ctx) {
   const body = h('div', {}, h('p', { class: 'muted' }, 'Loading…'));
   (async () => {
     try {
-      const { items } = await list('/api/agents', { limit: 1000 });
+      const items = await groupsLoader()((await list('/api/agents', { limit: 1000 })).items);
       const groups = new Map();
       let known = false;
       for (const a of items) {

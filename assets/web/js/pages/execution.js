@@ -47,7 +47,7 @@ export default async function execution(ctx) {
           ['Subjects', (e.subjects || []).map((s) => h('code', {}, s)).reduce((a, c) => (a.length ? [...a, ', ', c] : [c]), [])],
           e.error ? ['Error', h('span', { class: 'badge bad' }, e.error)] : null,
         ])),
-        h('div', {}, h('h2', {}, 'Progress'), progress(e),
+        h('div', {}, h('h2', {}, 'Progress'), progress(e), summary(d.summary),
           e.schedule_id ? h('p', {}, 'Fired by schedule ', link('/schedules/' + seg(e.schedule_id), e.schedule_id)) : null,
           waves(d.waves || e.waves))),
       h('h2', {}, 'PCs'),
@@ -57,10 +57,11 @@ export default async function execution(ctx) {
   await body.ready;
 }
 
+// pcStatus reads "answered" as the outcome the operator cares about.
 function pcStatus(r) {
-  if (r.status || r.state) return r.status || r.state;
-  if (r.exit_code === null || r.exit_code === undefined) return 'pending';
-  return r.exit_code === 0 ? 'success' : 'failure';
+  const answered = r.exit_code !== null && r.exit_code !== undefined;
+  if (answered) return r.exit_code === 0 ? 'success' : 'failure';
+  return r.state || r.status || 'pending';
 }
 
 function pcColumns() {
@@ -73,6 +74,13 @@ function pcColumns() {
     { label: 'Finished', cell: (r) => time(r.finished_at) },
     { label: 'Result', cell: (r) => (r.request_id ? link('/results/' + seg(r.request_id), 'output') : '—') },
   ];
+}
+
+function summary(s) {
+  if (!s) return null;
+  return h('p', { class: 'actions' },
+    badge(`${s.succeeded ?? 0} succeeded`, 'ok'), badge(`${s.failed ?? 0} failed`, s.failed ? 'bad' : ''),
+    badge(`${s.pending ?? 0} pending`, 'info'), badge(`${s.never_answered ?? 0} never answered`, s.never_answered ? 'warn' : ''));
 }
 
 function waves(ws) {
