@@ -303,7 +303,9 @@ func needRoutes(t *testing.T, b *apptest.Backend, routes ...string) {
 	}
 }
 
-func chromedpClick(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(chromedp.CSS(sel)) }
+func chromedpClick(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.Click(chromedp.CSS(sel))
+}
 
 func chromedpSendKeys(sel, keys string) chromedp.Action[chromedp.Void] {
 	return chromedp.SendKeys(chromedp.CSS(sel), keys)
