@@ -37,7 +37,7 @@ export default async function dashboard(ctx) {
     const { items } = await list('/api/audit', { limit: 8 });
     return table(auditColumns(), items, { empty: 'No activity yet.' });
   });
-  ctx.root.append(h('div', { class: 'cols' }, results, execs), audit);
+  ctx.root.append(execs, results, audit);
   ctx.live(['agent', 'result'], loadHealth, 1000);
   await Promise.all([loadHealth(), results.ready, execs.ready, audit.ready]);
 }
