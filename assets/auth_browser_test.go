@@ -71,6 +71,12 @@ func TestBrowserEveryPageLoads(t *testing.T) {
 			t.Errorf("%s: no heading; page: %s", p, tb.text("main"))
 		}
 	}
+	// Dark mode follows the system setting.
+	tb.darkMode()
+	tb.open("/")
+	if bg := eval[string](tb, `getComputedStyle(document.body).backgroundColor`); bg != "rgb(15, 18, 22)" {
+		t.Errorf("dark mode background = %s, want the dark palette", bg)
+	}
 	// The menu opens from the toggle on a phone and closes on navigation.
 	tb.clickText("button", "☰\nMenu")
 	tb.waitJS("menu open", `document.body.classList.contains('nav-open')`)

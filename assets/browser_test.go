@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/chromedp"
 
 	"kanade-backend/cmd/kanade-backend/app/apptest"
@@ -313,4 +315,15 @@ func chromedpSendKeys(sel, keys string) chromedp.Action[chromedp.Void] {
 
 func chromedpUpload(sel, file string) chromedp.Action[chromedp.Void] {
 	return chromedp.SetUploadFiles(chromedp.CSS(sel), []string{file})
+}
+
+// darkMode makes the tab report prefers-color-scheme: dark.
+func (tb *tab) darkMode() {
+	tb.t.Helper()
+	tb.do("dark mode", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetEmulatedMedia, emulation.SetEmulatedMediaParams{
+			Features: []*emulation.MediaFeature{{Name: "prefers-color-scheme", Value: "dark"}},
+		})
+		return err
+	}))
 }

@@ -1,10 +1,12 @@
 package assets_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"mime/multipart"
 	"os"
 	"path/filepath"
 	"strings"
@@ -68,6 +70,20 @@ func TestScreenshots(t *testing.T) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	shoot := func(tb *tab, name string) {
+		t.Helper()
+		// Let the first live refresh and the fonts settle.
+		time.Sleep(300 * time.Millisecond)
+		ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
+		defer cancel()
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	for _, w := range screenshotWidths {
 		tb := newTab(t, b.URL, w)
 		tb.signIn()
@@ -76,21 +92,18 @@ func TestScreenshots(t *testing.T) {
 				eval[bool](tb, `(localStorage.removeItem('kanade.token'), true)`)
 			}
 			tb.open(p.path)
-			// Let the first live refresh and the fonts settle.
-			time.Sleep(300 * time.Millisecond)
-			ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
-			png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
-			cancel()
-			if err != nil {
-				t.Fatalf("screenshot %s: %v", p.name, err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("%s-%d.png", p.name, w)), png, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			shoot(tb, fmt.Sprintf("%s-%d", p.name, w))
 			if p.name == "login" {
 				tb.signIn()
 			}
 		}
+	}
+	for _, w := range screenshotWidths {
+		tb := newTab(t, b.URL, w)
+		tb.darkMode()
+		tb.signIn()
+		tb.open("/")
+		shoot(tb, fmt.Sprintf("dashboard-dark-%d", w))
 	}
 }
 
@@ -141,6 +154,13 @@ execute:
 		"job_id": "hello", "target": map[string]any{"groups": []string{"canary"}}, "enabled": false})
 	ok("PUT", "/api/config", map[string]any{"heartbeat_interval": "30s", "target_version": "0.21.2"})
 	ok("PUT", "/api/groups/canary/config", map[string]any{"target_version": "0.22.0", "target_version_jitter": "30m"})
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	fw, _ := mw.CreateFormFile("file", "kanade-agent.exe")
+	_, _ = fw.Write(bytes.Repeat([]byte("MZ kanade agent "), 4096))
+	_ = mw.WriteField("version", "0.22.0")
+	_ = mw.Close()
+	ok("POST", "/api/agents/publish", form.Bytes(), "Content-Type", mw.FormDataContentType())
 	ok("POST", "/api/run", map[string]any{"pc_id": "SIM-0001", "shell": "powershell", "script": "hostname", "timeout_secs": 10})
 	// Let the results arrive so the pages show finished executions.
 	time.Sleep(2 * time.Second)

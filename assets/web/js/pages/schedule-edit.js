@@ -6,11 +6,7 @@ import { get, post, seg } from '../api.js';
 import { planFields } from '../plan.js';
 import { definition, splitStatus, fireTime } from '../schedule-data.js';
 
-const MODES = [
-  ['every_tick', 'every tick — run the whole target each time'],
-  ['once_per_pc', 'once per PC — until each PC succeeded (cooldown re-arms)'],
-  ['once_per_target', 'once per target — until one success (cooldown re-arms)'],
-];
+const MODES = [['every_tick', 'every tick'], ['once_per_pc', 'once per PC'], ['once_per_target', 'once per target']];
 
 export default async function scheduleEdit(ctx) {
   const id = ctx.params.id;
@@ -88,7 +84,7 @@ export default async function scheduleEdit(ctx) {
     field('Time zone', tz, 'IANA name; default UTC')),
   zones, preview,
   plan.el,
-  h('div', { class: 'row' }, field('Mode', mode), field('Cooldown', cooldown, 're-arm after a success'),
+  h('div', { class: 'row' }, field('Mode', mode, 'every tick runs the whole target; once per PC / target stop after a success'), field('Cooldown', cooldown, 're-arm after a success'),
     field('Starting deadline', deadline, 'catch up a missed tick within this')),
   autoDisable, enabled, msg, h('div', {}, save));
   ctx.root.append(form);
