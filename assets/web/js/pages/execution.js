@@ -53,7 +53,7 @@ export default async function execution(ctx) {
       h('h2', {}, 'PCs'),
       table(pcColumns(), rows, { empty: 'No PC expected yet.', caption: 'Per-PC status' }));
   }, { wait: 300 });
-  ctx.root.append(h('section', { class: 'card' }, body));
+  ctx.root.append(body);
   await body.ready;
 }
 

@@ -56,6 +56,6 @@ export default async function schedule(ctx) {
       ], ticks, { empty: 'No ticks yet.' }),
       h('details', {}, h('summary', {}, 'raw status'), json(d)));
   }, { wait: 500 });
-  ctx.root.append(heading(`Schedule ${id}`, actions), msg, h('section', { class: 'card' }, body));
+  ctx.root.append(heading(`Schedule ${id}`, actions), msg, body);
   await body.ready;
 }
