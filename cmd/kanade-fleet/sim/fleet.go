@@ -112,6 +112,15 @@ func (f *Fleet) start(ctx context.Context) error {
 		return fmt.Errorf("spawn fleet router: %w", err)
 	}
 	root, router := f.sys.Root, f.router
+	// Spawning 10 000 agents takes a moment; Start returns when they exist
+	// so that callers (and memory measurements) see the whole fleet.
+	spawned, err := f.sys.Root.RequestFuture(router, readyQuery{}, time.Minute).Result()
+	if err != nil {
+		return fmt.Errorf("wait for agents to spawn: %w", err)
+	}
+	if spawned != cfg.Agents {
+		return fmt.Errorf("spawned %v of %d agents", spawned, cfg.Agents)
+	}
 	f.wheel = startWheel(cfg.Clock, cfg.Heartbeat, func(slot int, at time.Time) {
 		root.Send(router, wheelTick{slot: slot, at: at})
 	})

@@ -23,7 +23,10 @@ type (
 		pcID   string
 		groups []string
 	}
-	wheelTick struct {
+	// readyQuery asks how many agents the router spawned; the answer
+	// comes only after they all exist.
+	readyQuery struct{}
+	wheelTick  struct {
 		slot int
 		at   time.Time
 	}
@@ -87,6 +90,8 @@ func (r *router) Receive(c actor.Context) {
 		}
 	case groupsUpdate:
 		r.setGroups(c, m)
+	case readyQuery:
+		c.Respond(len(r.agents))
 	case wheelTick:
 		for _, pid := range r.slots[m.slot] {
 			c.Send(pid, heartbeatDue{at: m.at})
