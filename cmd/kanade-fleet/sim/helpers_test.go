@@ -27,13 +27,13 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // startBroker runs a nats-server with every bucket, reachable over TCP
 // like the backend's embedded server.
-func startBroker(t *testing.T) *brokertest.Broker {
+func startBroker(t testing.TB) *brokertest.Broker {
 	t.Helper()
 	return brokertest.Start(t, brokertest.Options{Listen: "127.0.0.1:-1"})
 }
 
 // startFleet runs a fleet against b until the test ends.
-func startFleet(t *testing.T, b *brokertest.Broker, cfg sim.Config) *sim.Fleet {
+func startFleet(t testing.TB, b *brokertest.Broker, cfg sim.Config) *sim.Fleet {
 	t.Helper()
 	if cfg.NATSURL == "" && cfg.Conn == nil {
 		cfg.NATSURL = b.ClientURL()
@@ -67,7 +67,7 @@ type results struct {
 	ch chan messages.ExecResult
 }
 
-func watchResults(t *testing.T, nc *nats.Conn) *results {
+func watchResults(t testing.TB, nc *nats.Conn) *results {
 	t.Helper()
 	r := &results{ch: make(chan messages.ExecResult, 10000)}
 	sub, err := nc.Subscribe(messages.SubjectResultsAll, func(m *nats.Msg) {
@@ -92,7 +92,7 @@ func watchResults(t *testing.T, nc *nats.Conn) *results {
 }
 
 // next returns the next result or fails after timeout.
-func (r *results) next(t *testing.T, timeout time.Duration) messages.ExecResult {
+func (r *results) next(t testing.TB, timeout time.Duration) messages.ExecResult {
 	t.Helper()
 	select {
 	case res := <-r.ch:
@@ -122,7 +122,7 @@ func command(id, version, script string) messages.Command {
 	}
 }
 
-func publish(t *testing.T, nc *nats.Conn, subject string, cmd messages.Command) {
+func publish(t testing.TB, nc *nats.Conn, subject string, cmd messages.Command) {
 	t.Helper()
 	b, err := json.Marshal(cmd)
 	if err != nil {
