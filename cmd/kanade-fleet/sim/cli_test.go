@@ -65,7 +65,7 @@ func TestAssignGroupsCommand(t *testing.T) {
 func TestRunUntilCancelled(t *testing.T) {
 	b := startBroker(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	time.AfterFunc(700*time.Millisecond, cancel)
+	time.AfterFunc(1500*time.Millisecond, cancel)
 	var out, errOut bytes.Buffer
 	code := sim.Run(ctx, []string{"--agents", "3", "--heartbeat", "200ms", "--prefix", "LAB-", "--seed", "7"},
 		func(k string) string {

@@ -113,7 +113,8 @@ func TestCommandToOnePC(t *testing.T) {
 		if r.RequestID != cmd.RequestID || r.ExitCode != -1 || r.Stderr != "timeout after 1s" || r.Stdout != "begin\n" {
 			t.Fatalf("result = %+v", r)
 		}
-		if took < time.Second || took > 2*time.Second {
+		// The upper bound leaves room for a loaded CI machine.
+		if took < time.Second || took > 3*time.Second {
 			t.Fatalf("timed out after %v, want about 1s", took)
 		}
 	})

@@ -65,6 +65,11 @@ func (g *groupWatch) loop(ctx context.Context, log *slog.Logger, send func(group
 		}
 		switch {
 		case !ok:
+			if ctx.Err() == nil {
+				// Only a deleted bucket ends a watch; agents keep the
+				// groups they had.
+				log.Warn("agent_groups watch ended; group membership is frozen")
+			}
 			return
 		case e == nil:
 			// The end of the current values; nats.go sends it once.
