@@ -36,7 +36,7 @@ type env struct {
 // itself so that all of its state is touched only inside Receive.
 type (
 	// deliver hands the agent a Command addressed to it, with the pin
-	// check's verdict: drop is "" to run it, else the reason to drop it.
+	// check's verdict: dropNone to run it, else why to drop it.
 	deliver struct {
 		cmd  *messages.Command // shared by every recipient; read only
 		drop dropReason

@@ -12,8 +12,9 @@
 // What would cost O(agents) in NATS resources is shared instead, because
 // the backend cannot tell the difference: the whole fleet uses one
 // connection, three wildcard subscriptions (commands.>, kill.*,
-// logs.fetch.*) and one watch of the agent_groups bucket, and a router
-// actor dispatches to agents by pc_id, group membership or running job.
+// logs.fetch.*), one watch of the agent_groups bucket and one heartbeat
+// timer (wheel.go), and a router actor dispatches to agents by pc_id,
+// group membership, running job or heartbeat phase.
 // Version pins and revocations are read from KV once per batch of arriving
 // Commands rather than once per agent (see pincheck.go).
 //
