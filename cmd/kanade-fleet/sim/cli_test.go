@@ -16,6 +16,7 @@ func noEnv(string) string { return "" }
 // --assign-groups writes agent_groups as an operator would (wrapper form,
 // merged with what is there) and exits without running agents.
 func TestAssignGroupsCommand(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	putKV(t, b, messages.BucketAgentGroups, "SIM-0001", `{"groups":["pilot"]}`)
 	putKV(t, b, messages.BucketAgentGroups, "SIM-0002", `["legacy"]`)
@@ -63,6 +64,7 @@ func TestAssignGroupsCommand(t *testing.T) {
 }
 
 func TestRunUntilCancelled(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(1500*time.Millisecond, cancel)
@@ -88,6 +90,7 @@ func TestRunUntilCancelled(t *testing.T) {
 }
 
 func TestStopAfter(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	var out, errOut bytes.Buffer
 	t0 := time.Now()

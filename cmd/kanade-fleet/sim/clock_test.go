@@ -20,6 +20,7 @@ var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 // with a fake clock, each agent beats exactly once per interval, exactly
 // one interval apart.
 func TestHeartbeatPhases(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	fake := clock.NewFake(epoch)
 	var mu sync.Mutex
@@ -81,6 +82,7 @@ func TestHeartbeatPhases(t *testing.T) {
 // Jitter delays a run by a random whole number of seconds in
 // [0, jitter_secs).
 func TestJitter(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	fake := clock.NewFake(epoch)
 	// A long heartbeat keeps its timer out of the way of the jitter timers.

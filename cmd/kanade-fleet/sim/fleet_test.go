@@ -21,6 +21,7 @@ import (
 // sees every pc_id within 3 s, with the fields the heartbeat projector
 // needs. The backend requires a NATS token, as it does for real agents.
 func TestHeartbeatsReachBackend(t *testing.T) {
+	t.Parallel()
 	const token = "agent-secret"
 	b := apptest.Start(t, apptest.Options{Configure: func(c *app.Config) { c.NATS.Token = token }})
 
@@ -85,6 +86,7 @@ func TestHeartbeatsReachBackend(t *testing.T) {
 }
 
 func TestCommandToOnePC(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	startFleet(t, b, sim.Config{Agents: 10})
 	res := watchResults(t, b.Conn)
@@ -175,6 +177,7 @@ func waitRunning(t *testing.T, nc *nats.Conn, pcID, requestID string) {
 // once a later probe's result is in, the earlier Command was surely
 // dropped rather than slow.
 func TestPinAndRevoke(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	f := startFleet(t, b, sim.Config{Agents: 3})
 	res := watchResults(t, b.Conn)
@@ -226,6 +229,7 @@ func TestPinAndRevoke(t *testing.T) {
 // The backend writes the pin and then publishes: the very next Command
 // must see the new pin, every time.
 func TestPinWrittenJustBeforePublish(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	startFleet(t, b, sim.Config{Agents: 2})
 	res := watchResults(t, b.Conn)
@@ -248,6 +252,7 @@ func TestPinWrittenJustBeforePublish(t *testing.T) {
 
 // Group membership follows agent_groups live.
 func TestGroupsFollowKV(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	putKV(t, b, messages.BucketAgentGroups, "SIM-0001", `{"groups":["wave1"]}`)
 	startFleet(t, b, sim.Config{Agents: 5})
@@ -329,6 +334,7 @@ func TestGroupsFollowKV(t *testing.T) {
 // commands.all reaches every agent; each answers once under the same
 // request_id.
 func TestBroadcast(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	f := startFleet(t, b, sim.Config{Agents: 20})
 	res := watchResults(t, b.Conn)
@@ -352,6 +358,7 @@ func TestBroadcast(t *testing.T) {
 }
 
 func TestScriptDirectives(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	startFleet(t, b, sim.Config{Agents: 1, RunTime: sim.Range{Min: 10 * time.Millisecond, Max: 20 * time.Millisecond}, FailRate: 1})
 	res := watchResults(t, b.Conn)
@@ -389,6 +396,7 @@ func TestScriptDirectives(t *testing.T) {
 }
 
 func TestLogsFetch(t *testing.T) {
+	t.Parallel()
 	b := startBroker(t)
 	startFleet(t, b, sim.Config{Agents: 2})
 	res := watchResults(t, b.Conn)
