@@ -421,3 +421,31 @@ func TestLogsFetch(t *testing.T) {
 		t.Fatal("a missing agent answered logs.fetch")
 	}
 }
+
+// A test may hand the fleet its own (in-process) connection; Stop leaves
+// it open for the test.
+func TestSharedConnection(t *testing.T) {
+	t.Parallel()
+	b := brokertestInProcess(t)
+	res := watchResults(t, b.Conn)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f, err := sim.Start(ctx, sim.Config{Conn: b.Conn, Agents: 2, Logger: testLogger(t), Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := command("shared", "1", "exit 0")
+	publish(t, b.Conn, messages.CommandsPCSubject("SIM-0002"), cmd)
+	if r := res.next(t, 5*time.Second); r.PcID != "SIM-0002" || r.RequestID != cmd.RequestID {
+		t.Fatalf("result = %+v", r)
+	}
+	if err := f.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Conn.IsConnected() {
+		t.Fatal("Stop closed the caller's connection")
+	}
+	// Stopped agents answer nothing.
+	publish(t, b.Conn, messages.CommandsPCSubject("SIM-0002"), command("shared", "1", "exit 0"))
+	res.none(t, 200*time.Millisecond)
+}

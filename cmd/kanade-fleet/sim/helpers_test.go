@@ -32,6 +32,12 @@ func startBroker(t testing.TB) *brokertest.Broker {
 	return brokertest.Start(t, brokertest.Options{Listen: "127.0.0.1:-1"})
 }
 
+// brokertestInProcess runs a nats-server reachable only in-process.
+func brokertestInProcess(t testing.TB) *brokertest.Broker {
+	t.Helper()
+	return brokertest.Start(t)
+}
+
 // startFleet runs a fleet against b until the test ends.
 func startFleet(t testing.TB, b *brokertest.Broker, cfg sim.Config) *sim.Fleet {
 	t.Helper()
