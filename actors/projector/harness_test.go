@@ -46,6 +46,9 @@ type harness struct {
 
 type harnessOpts struct {
 	broker *brokertest.Broker
+	// store reuses an open store (a restart on the same database); else
+	// dbPath (default a new file) is opened.
+	store  *storage.Store
 	dbPath string
 	clock  clock.Clock
 	cfg    Config
@@ -70,7 +73,10 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 		o.clock = clock.Real{}
 	}
 	h := &harness{t: t, broker: o.broker, dbPath: o.dbPath, clock: o.clock, cfg: o.cfg}
-	h.store = storagetest.OpenAt(t, o.dbPath)
+	h.store = o.store
+	if h.store == nil {
+		h.store = storagetest.OpenAt(t, o.dbPath)
+	}
 	return h
 }
 
@@ -227,16 +233,19 @@ func result(req, pc string, exit int, stdout string, manifest string) pubMsg {
 	return pubMsg{subject: messages.ResultsSubject(req), data: b}
 }
 
+// eventually polls f until it returns nil. Waits are at least 20 s: the
+// machine running the tests may be loaded (and -race slows the pure-Go
+// SQLite a lot); a passing test returns as soon as f does.
 func eventually(t testing.TB, within time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.Now().Add(max(within, 20*time.Second))
 	for {
 		err := f()
 		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", within, err)
+			t.Fatalf("not within %v: %v", max(within, 20*time.Second), err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

@@ -104,6 +104,7 @@ func (h *heartbeatProjector) shutdown(c actor.Context) {
 }
 
 func (h *heartbeatProjector) receive(m *heartbeatIn) {
+	h.env.metrics.heartbeats.Inc()
 	hb, err := decodeHeartbeat(m.data)
 	if err != nil {
 		h.env.metrics.poison.WithLabelValues(ProjHeartbeat).Inc()

@@ -18,6 +18,7 @@ type metrics struct {
 	lag           *prometheus.GaugeVec
 	restarts      prometheus.Counter
 
+	heartbeats     prometheus.Counter
 	flushDuration  prometheus.Histogram
 	agentsPerFlush prometheus.Histogram
 
@@ -57,6 +58,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kanade_projection_restarts_total",
 			Help: "Projector actors restarted by their supervisor after a failure.",
 		}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_heartbeats_received_total",
+			Help: "Heartbeat messages received (before coalescing per PC).",
+		}),
 		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kanade_heartbeat_flush_duration_seconds",
 			Help:    "Duration of one heartbeat flush (one write transaction).",
@@ -77,7 +82,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"table"}),
 	}
 	for _, c := range []prometheus.Collector{m.projected, m.poison, m.retries, m.batchSize, m.batchDuration,
-		m.lag, m.restarts, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted} {
+		m.lag, m.restarts, m.heartbeats, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

@@ -237,11 +237,11 @@ func TestCrashedProjectorResumes(t *testing.T) {
 	})
 	h := newHarness(t, harnessOpts{cfg: Config{RestartBackoff: 50 * time.Millisecond}}).start()
 	var msgs []pubMsg
-	for i := range 2000 {
+	for i := range 600 {
 		msgs = append(msgs, result(fmt.Sprintf("req-%04d", i), "pc-1", 0, "x", ""))
 	}
 	publishJS(t, h.broker.JS, msgs)
-	h.waitCount("execution_results", 2000, 15*time.Second)
+	h.waitCount("execution_results", 600, 15*time.Second)
 	h.consumerIdle(messages.StreamResults, DurableResults)
 	if !crashed.Load() {
 		t.Fatal("the crash was not injected")
