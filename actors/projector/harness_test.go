@@ -194,7 +194,7 @@ func publishJS(t testing.TB, js jetstream.JetStream, msgs []pubMsg) {
 	t.Helper()
 	var futures []jetstream.PubAckFuture
 	for _, m := range msgs {
-		f, err := js.PublishAsync(m.subject, m.data)
+		f, err := js.PublishAsync(m.subject, m.data, jetstream.WithStallWait(30*time.Second))
 		if err != nil {
 			t.Fatalf("publish %s: %v", m.subject, err)
 		}

@@ -14,10 +14,13 @@ import (
 // pump is the goroutine that pulls batches from a durable consumer for a
 // stream projector actor. The actor owns it: it starts the pump in Started
 // and stops it (waiting for the goroutine to end) in Stopping and
-// Restarting. The pump hands one batch at a time to the actor and waits
-// until the actor has committed and acknowledged it, so nothing is pulled
-// that the actor is not about to apply and a slow database slows the pull
-// instead of piling up unacknowledged messages.
+// Restarting.
+//
+// The pump hands one batch at a time to the actor and, while the actor
+// writes it, pulls and decodes the next one if it is already available
+// (never more than that), so the broker, the JSON decoding and the
+// database work side by side without unacknowledged messages piling up: a
+// slow database slows the pull.
 type pump struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -27,6 +30,9 @@ type pump struct {
 type fetched struct {
 	owner *pump
 	msgs  []jetstream.Msg
+	// prepared is what the actor's prepare function made of msgs on the
+	// pump goroutine (decoded messages).
+	prepared any
 	// done receives the outcome once the batch is applied (buffered: the
 	// actor never blocks on it).
 	done chan batchResult
@@ -42,22 +48,34 @@ type batchResult struct {
 // costs one request per idleWait.
 const idleWait = 30 * time.Second
 
-// startPump starts pulling from cons. deliver sends a batch to the owning
-// actor (without blocking).
-func startPump(cons jetstream.Consumer, batch int, linger time.Duration, log *slog.Logger, deliver func(*fetched)) *pump {
+// pumpConfig is what a pump needs besides its consumer.
+type pumpConfig struct {
+	batch  int
+	linger time.Duration
+	log    *slog.Logger
+	// prepare runs on the pump goroutine for each batch; it must not touch
+	// the actor's state.
+	prepare func([]jetstream.Msg) any
+	// deliver sends a batch to the owning actor (without blocking).
+	deliver func(*fetched)
+}
+
+// startPump starts pulling from cons.
+func startPump(cons jetstream.Consumer, cfg pumpConfig) *pump {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &pump{cancel: cancel}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		p.run(ctx, cons, batch, linger, log, deliver)
+		p.run(ctx, cons, cfg)
 	}()
 	return p
 }
 
 // stop ends the pump and waits for its goroutine. A batch handed to the
-// actor but not applied by then (the actor crashed on it, or is stopping)
-// is naked so that it is redelivered at once rather than after AckWait.
+// actor but not applied by then (the actor crashed on it, or is stopping),
+// and a batch pulled ahead, are naked so that they are redelivered at once
+// rather than after AckWait.
 func (p *pump) stop() {
 	if p == nil {
 		return
@@ -66,29 +84,44 @@ func (p *pump) stop() {
 	p.wg.Wait()
 }
 
-func (p *pump) run(ctx context.Context, cons jetstream.Consumer, batch int, linger time.Duration, log *slog.Logger, deliver func(*fetched)) {
+func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	var next *fetched // pulled and prepared while the previous batch was applied
 	for ctx.Err() == nil {
-		msgs, err := pull(ctx, cons, batch, linger)
-		if ctx.Err() != nil {
-			nakAll(msgs, 0)
-			return
-		}
-		if err != nil {
-			log.Warn("pull from consumer failed; retrying", "consumer", cons.CachedInfo().Name, "err", err)
-			if !sleep(ctx, backoff.next()) {
+		f := next
+		next = nil
+		if f == nil {
+			msgs, err := pull(ctx, cons, cfg.batch, cfg.linger)
+			if ctx.Err() != nil {
+				nakAll(msgs, 0)
 				return
 			}
-			continue
+			if err != nil {
+				cfg.log.Warn("pull from consumer failed; retrying", "consumer", cons.CachedInfo().Name, "err", err)
+				if !sleep(ctx, backoff.next()) {
+					return
+				}
+				continue
+			}
+			if len(msgs) == 0 {
+				continue
+			}
+			f = p.prepare(cfg, msgs)
 		}
-		if len(msgs) == 0 {
-			continue
+		cfg.deliver(f)
+		// While the actor writes f, pull and decode the next batch, but only
+		// what is there now: waiting here for new messages would hold them
+		// unacknowledged for nothing if f then fails.
+		if b, err := cons.FetchNoWait(cfg.batch); err == nil {
+			if msgs, _ := drain(b, nil); len(msgs) > 0 {
+				next = p.prepare(cfg, msgs)
+			}
 		}
-		f := &fetched{owner: p, msgs: msgs, done: make(chan batchResult, 1)}
-		deliver(f)
 		select {
 		case r := <-f.done:
 			if r.failed {
+				next.nak()
+				next = nil
 				if !sleep(ctx, backoff.next()) {
 					return
 				}
@@ -99,10 +132,22 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, batch int, ling
 			select {
 			case <-f.done:
 			default:
-				nakAll(msgs, 0)
+				f.nak()
 			}
+			next.nak()
 			return
 		}
+	}
+}
+
+func (p *pump) prepare(cfg pumpConfig, msgs []jetstream.Msg) *fetched {
+	return &fetched{owner: p, msgs: msgs, prepared: cfg.prepare(msgs), done: make(chan batchResult, 1)}
+}
+
+// nak hands the batch back for immediate redelivery.
+func (f *fetched) nak() {
+	if f != nil {
+		nakAll(f.msgs, 0)
 	}
 }
 

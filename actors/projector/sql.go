@@ -23,9 +23,14 @@ import (
 // 32 766 parameters, and 500 rows × 11 columns stays far below that.
 const chunkRows = 500
 
+// placeholders returns "?,?,?" for n arguments.
+func placeholders(n int) string {
+	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
+}
+
 // valuesClause returns "(?,?,?),(?,?,?)" for rows rows of cols columns.
 func valuesClause(rows, cols int) string {
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + ")"
+	one := "(" + placeholders(cols) + ")"
 	var b strings.Builder
 	b.Grow(rows * (len(one) + 1))
 	for i := 0; i < rows; i++ {

@@ -82,14 +82,18 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 			panic(err)
 		}
 		self, root := c.Self(), c.ActorSystem().Root
-		p.pump = startPump(cons, p.env.cfg.BatchSize, p.env.cfg.Linger, p.env.log, func(f *fetched) { root.Send(self, f) })
+		p.pump = startPump(cons, pumpConfig{
+			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log,
+			prepare: func(msgs []jetstream.Msg) any { return p.prepare(msgs) },
+			deliver: func(f *fetched) { root.Send(self, f) },
+		})
 		reportReady(c, p.codec.projection())
 	case *fetched:
 		if m.owner != p.pump {
 			// Pulled by the pump of a crashed incarnation, which naked it.
 			return
 		}
-		m.done <- p.handle(c, m.msgs)
+		m.done <- p.handle(c, m.msgs, m.prepared.(*prepared[T]))
 	case *actor.Restarting:
 		p.pump.stop()
 	case *actor.Stopping:
@@ -187,58 +191,66 @@ func (p *streamProjector[T]) ensureConsumer(ctx context.Context) (jetstream.Cons
 	return cons, nil
 }
 
-// handle applies one batch: decode, one transaction with the rows, the
-// poison records and the checkpoint, then acks (and terms for poison), then
-// events. On a database error nothing is acknowledged: the batch is naked
-// with a delay and comes back.
-func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg) batchResult {
-	start := time.Now()
-	name := p.codec.projection()
-	now := p.env.clock.Now().UTC()
+// prepared is a batch decoded on the pump goroutine: decoding is pure, so
+// it runs while the actor writes the previous batch.
+type prepared[T any] struct {
+	batch     []envelope[T]
+	good      []jetstream.Msg // the messages of batch, in order
+	poison    []storage.ProjectionError
+	poisonMsg []jetstream.Msg
+	maxSeq    uint64
+	delivered uint64 // highest delivery count in the batch
+	pending   uint64 // stream messages after the batch
+}
 
-	var (
-		batch     []envelope[T]
-		good      []jetstream.Msg
-		poison    []storage.ProjectionError
-		poisonMsg []jetstream.Msg
-		maxSeq    uint64
-		delivered uint64
-		pending   uint64
-	)
+// prepare decodes msgs. It only reads the codec and the clock, never the
+// actor's state, since it runs on the pump goroutine.
+func (p *streamProjector[T]) prepare(msgs []jetstream.Msg) *prepared[T] {
+	now := p.env.clock.Now().UTC()
+	pr := &prepared[T]{}
 	for _, m := range msgs {
 		md, err := m.Metadata()
 		if err != nil {
-			poison = append(poison, p.projError(0, m.Subject(), m.Data(), fmt.Errorf("read message metadata: %w", err), now))
-			poisonMsg = append(poisonMsg, m)
+			pr.poison = append(pr.poison, p.projError(0, m.Subject(), m.Data(), fmt.Errorf("read message metadata: %w", err), now))
+			pr.poisonMsg = append(pr.poisonMsg, m)
 			continue
 		}
 		seq := md.Sequence.Stream
-		maxSeq = max(maxSeq, seq)
-		delivered = max(delivered, md.NumDelivered)
-		pending = md.NumPending
+		pr.maxSeq = max(pr.maxSeq, seq)
+		pr.delivered = max(pr.delivered, md.NumDelivered)
+		pr.pending = md.NumPending
 		item, err := p.codec.decode(m.Data())
 		if err != nil {
-			poison = append(poison, p.projError(seq, m.Subject(), m.Data(), err, now))
-			poisonMsg = append(poisonMsg, m)
+			pr.poison = append(pr.poison, p.projError(seq, m.Subject(), m.Data(), err, now))
+			pr.poisonMsg = append(pr.poisonMsg, m)
 			continue
 		}
-		batch = append(batch, envelope[T]{seq: seq, subject: m.Subject(), data: m.Data(), item: item})
-		good = append(good, m)
+		pr.batch = append(pr.batch, envelope[T]{seq: seq, subject: m.Subject(), data: m.Data(), item: item})
+		pr.good = append(pr.good, m)
 	}
+	return pr
+}
 
+// handle applies one batch: one transaction with the rows, the poison
+// records and the checkpoint, then acks (and terms for poison), then
+// events. On a database error nothing is acknowledged: the batch is naked
+// with a delay and comes back.
+func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *prepared[T]) batchResult {
+	start := time.Now()
+	now := p.env.clock.Now().UTC()
 	ctx, cancel := opContext()
 	defer cancel()
-	out, err := p.commit(ctx, batch, poison, maxSeq, now)
+	out, err := p.commit(ctx, pr.batch, pr.poison, pr.maxSeq, now)
 	if err != nil {
-		return p.retry(ctx, c, msgs, batch, good, poison, poisonMsg, maxSeq, delivered, now, err)
+		return p.retry(ctx, c, msgs, pr, now, err)
 	}
-	for _, m := range good {
+	for _, m := range pr.good {
 		_ = m.Ack()
 	}
-	for _, m := range poisonMsg {
+	for _, m := range pr.poisonMsg {
 		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
 	}
-	p.finish(c, name, out, len(batch), len(poison), pending, start)
+	p.finish(c, out, len(pr.batch), len(pr.poison), pr.pending, start)
 	return batchResult{}
 }
 
@@ -275,15 +287,14 @@ func (p *streamProjector[T]) commit(ctx context.Context, batch []envelope[T], er
 // naked with a growing delay. Once it has failed isolateAfter times while
 // the database still accepts writes, the messages are applied one by one
 // and those that still fail are recorded as poison and terminated.
-func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []jetstream.Msg, batch []envelope[T], good []jetstream.Msg,
-	poison []storage.ProjectionError, poisonMsg []jetstream.Msg, maxSeq, delivered uint64, now time.Time, cause error) batchResult {
+func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []jetstream.Msg, pr *prepared[T], now time.Time, cause error) batchResult {
 	name := p.codec.projection()
 	p.env.metrics.retries.WithLabelValues(name).Inc()
-	if delivered >= isolateAfter && p.writable(ctx, now) {
+	if pr.delivered >= isolateAfter && p.writable(ctx, now) {
 		p.env.log.Warn("batch keeps failing while the database takes writes; applying its messages one by one", "projection", name, "err", cause)
-		return p.isolate(ctx, c, batch, good, poison, poisonMsg, now)
+		return p.isolate(ctx, c, pr, now)
 	}
-	delay := min(p.env.cfg.RetryDelay<<min(delivered, 6), 10*time.Second)
+	delay := min(p.env.cfg.RetryDelay<<min(pr.delivered, 6), 10*time.Second)
 	p.env.log.Warn("projection batch failed; handing it back for redelivery", "projection", name,
 		"messages", len(msgs), "retry_in", delay, "err", cause)
 	nakAll(msgs, delay)
@@ -298,31 +309,31 @@ func (p *streamProjector[T]) writable(ctx context.Context, now time.Time) bool {
 	return err == nil
 }
 
-func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, batch []envelope[T], good []jetstream.Msg,
-	poison []storage.ProjectionError, poisonMsg []jetstream.Msg, now time.Time) batchResult {
+func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *prepared[T], now time.Time) batchResult {
 	start := time.Now()
 	name := p.codec.projection()
+	poison := pr.poison[:len(pr.poison):len(pr.poison)]
+	poisonMsg := pr.poisonMsg[:len(pr.poisonMsg):len(pr.poisonMsg)]
 	var all outcome
 	applied := 0
-	for i, e := range batch {
-		out, err := p.commit(ctx, batch[i:i+1], nil, e.seq, now)
+	for i, e := range pr.batch {
+		out, err := p.commit(ctx, pr.batch[i:i+1], nil, e.seq, now)
 		if err == nil {
 			all.events = append(all.events, out.events...)
 			all.errors = append(all.errors, out.errors...)
-			_ = good[i].Ack()
+			_ = pr.good[i].Ack()
 			applied++
 			continue
 		}
 		pe := p.projError(e.seq, e.subject, e.data, err, now)
 		if _, err2 := p.commit(ctx, nil, []storage.ProjectionError{pe}, e.seq, now); err2 != nil {
-			nakAll(good[i:], time.Second)
+			nakAll(pr.good[i:], time.Second)
 			nakAll(poisonMsg, time.Second)
 			return batchResult{failed: true}
 		}
 		p.env.log.Error("message cannot be applied; recorded in projection_errors and terminated", "projection", name, "seq", e.seq, "err", err)
-		_ = good[i].TermWithReason("kanade projector: cannot be applied, recorded in projection_errors")
-		poisonMsg = append(poisonMsg[:len(poisonMsg):len(poisonMsg)], good[i])
-		poison = append(poison[:len(poison):len(poison)], pe)
+		_ = pr.good[i].TermWithReason("kanade projector: cannot be applied, recorded in projection_errors")
+		poison = append(poison, pe)
 	}
 	if _, err := p.commit(ctx, nil, poison, 0, now); err != nil {
 		nakAll(poisonMsg, time.Second)
@@ -331,12 +342,13 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, batch
 	for _, m := range poisonMsg {
 		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
 	}
-	p.finish(c, name, all, applied, len(poison), 0, start)
+	p.finish(c, all, applied, len(poison), 0, start)
 	return batchResult{}
 }
 
 // finish publishes a committed batch's events and records its metrics.
-func (p *streamProjector[T]) finish(c actor.Context, name string, out outcome, applied, poison int, pending uint64, start time.Time) {
+func (p *streamProjector[T]) finish(c actor.Context, out outcome, applied, poison int, pending uint64, start time.Time) {
+	name := p.codec.projection()
 	for _, ev := range out.events {
 		c.ActorSystem().EventStream.Publish(ev)
 	}
