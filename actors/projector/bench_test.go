@@ -32,64 +32,97 @@ func benchResults() int {
 	return 50_000
 }
 
+// benchRounds is the number of projection runs per measurement
+// (KANADE_BENCH_ROUNDS overrides).
+func benchRounds() int {
+	if n, err := strconv.Atoi(os.Getenv("KANADE_BENCH_ROUNDS")); err == nil && n > 0 {
+		return n
+	}
+	return 2
+}
+
 // BenchmarkResultsProjection measures, in one run, the results projection
 // (JetStream RESULTS → durable consumer → batched transactions with
 // checkpoint, acks after commit) next to the raw ceiling of the same
 // machine: the same rows inserted into the same kind of SQLite database
 // (storage.Open, same schema and indexes) with the fastest plain method
 // measured (500-row multi-row INSERTs with driver arguments, one
-// transaction per statement). The raw insert runs before and after the
-// projection and the better run counts, so the ratio is against the
-// ceiling, not against a run that was unlucky with the machine's load.
+// transaction per statement).
+//
+// Raw runs and projection runs alternate (raw, projection, raw, ...,
+// raw) and the best run of each counts: on a machine shared with other
+// work, a slice of load hits whichever run it lands in, and comparing best
+// with best compares the two under the same (least loaded) conditions.
+// Both also report process CPU per row, which load disturbs much less.
 //
 //	go test -run '^$' -bench ResultsProjection -benchtime 1x ./actors/projector/
 func BenchmarkResultsProjection(b *testing.B) {
 	n := benchResults()
 	payloads, rows := benchPayloads(n)
 	for b.Loop() {
-		raw1, rawCPU1 := rawInsertRate(b, rows)
-
-		br := brokertest.Start(b)
-		publishJS(b, br.JS, payloads)
-		h := newHarness(b, harnessOpts{broker: br})
-		if f := os.Getenv("KANADE_BENCH_PROFILE"); f != "" {
-			out, err := os.Create(f)
-			if err != nil {
-				b.Fatal(err)
+		var raws, projs []float64
+		raw, rawCPU := rawInsertRate(b, rows)
+		raws = append(raws, raw)
+		proj, projCPU, batches := 0.0, 0.0, 0.0
+		for range benchRounds() {
+			p, cpu, nb := projectionRate(b, payloads)
+			projs = append(projs, p)
+			if p > proj {
+				proj, projCPU, batches = p, cpu, nb
 			}
-			if err := pprof.StartCPUProfile(out); err != nil {
-				b.Fatal(err)
+			r, cpu := rawInsertRate(b, rows)
+			raws = append(raws, r)
+			if r > raw {
+				raw, rawCPU = r, cpu
 			}
 		}
-		start, cpu0 := time.Now(), cpuTime()
-		h.start()
-		for h.metric("kanade_projection_messages_total", ProjResults) < float64(n) {
-			time.Sleep(time.Millisecond)
-		}
-		proj := float64(n) / time.Since(start).Seconds()
-		projCPU := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)
-		pprof.StopCPUProfile()
-		batches := h.metric("kanade_projection_batch_size", ProjResults)
-		h.stop()
-		if got := h.count("execution_results"); got != n {
-			b.Fatalf("%d rows projected, want %d", got, n)
-		}
-
-		raw2, rawCPU2 := rawInsertRate(b, rows)
-		raw, rawCPU := max(raw1, raw2), min(rawCPU1, rawCPU2)
 		b.ReportMetric(proj, "projected_rows/s")
 		b.ReportMetric(raw, "raw_rows/s")
 		b.ReportMetric(proj/raw*100, "%_of_raw")
 		b.ReportMetric(float64(n)/batches, "rows/batch")
 		b.ReportMetric(projCPU, "projected_cpu_µs/row")
 		b.ReportMetric(rawCPU, "raw_cpu_µs/row")
-		b.Logf("%d results: projection %.0f rows/s in %.0f batches, %.1f µs CPU/row (whole process: NATS server, pump, actor); "+
-			"raw insert %.0f and %.0f rows/s, %.1f µs CPU/row; projection = %.0f %% of the best raw run",
-			n, proj, batches, projCPU, raw1, raw2, rawCPU, proj/raw*100)
+		b.Logf("%d results: projection runs %.0f rows/s (best: %.1f µs CPU/row for the whole process: NATS server, pump, actor; %.0f batches); "+
+			"raw insert runs %.0f rows/s (best: %.1f µs CPU/row); best projection = %.0f %% of best raw",
+			n, projs, projCPU, batches, raws, rawCPU, proj/raw*100)
 		if proj < raw/2 {
 			b.Errorf("projection %.0f rows/s is below 50 %% of the raw insert %.0f rows/s", proj, raw)
 		}
 	}
+}
+
+// projectionRate publishes payloads into a fresh RESULTS stream, starts
+// the projectors on a fresh database and returns rows per second from
+// Start until the last row is committed, process CPU microseconds per row,
+// and the number of batches.
+func projectionRate(b *testing.B, payloads []pubMsg) (float64, float64, float64) {
+	n := len(payloads)
+	br := brokertest.Start(b)
+	publishJS(b, br.JS, payloads)
+	h := newHarness(b, harnessOpts{broker: br})
+	if f := os.Getenv("KANADE_BENCH_PROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(out); err != nil {
+			b.Fatal(err)
+		}
+	}
+	start, cpu0 := time.Now(), cpuTime()
+	h.start()
+	for h.metric("kanade_projection_messages_total", ProjResults) < float64(n) {
+		time.Sleep(time.Millisecond)
+	}
+	rate := float64(n) / time.Since(start).Seconds()
+	cpu := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)
+	pprof.StopCPUProfile()
+	batches := h.metric("kanade_projection_batch_size", ProjResults)
+	h.stop()
+	if got := h.count("execution_results"); got != n {
+		b.Fatalf("%d rows projected, want %d", got, n)
+	}
+	return rate, cpu, batches
 }
 
 // benchPayloads returns n results as agents publish them (a third are

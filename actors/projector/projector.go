@@ -203,6 +203,12 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 		return nil, fmt.Errorf("spawn projectors: %w", err)
 	}
 
+	// With NATS away (an external server not reachable yet) nothing can get
+	// ready; the backend starts anyway with degraded health.
+	if c, ok := d.Conn.(interface{ IsConnected() bool }); ok && !c.IsConnected() {
+		e.log.Warn("NATS not connected; projectors will start projecting once it is")
+		return pid, nil
+	}
 	wait := cfg.ReadyTimeout
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 		wait = time.Until(dl)
