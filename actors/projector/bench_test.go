@@ -111,8 +111,10 @@ func projectionRate(b *testing.B, payloads []pubMsg) (float64, float64, float64)
 	}
 	start, cpu0 := time.Now(), cpuTime()
 	h.start()
+	// Gathering the registry costs CPU that would be charged to the
+	// projection; every 5 ms it is negligible and adds at most 5 ms.
 	for h.metric("kanade_projection_messages_total", ProjResults) < float64(n) {
-		time.Sleep(time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	rate := float64(n) / time.Since(start).Seconds()
 	cpu := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)

@@ -3,6 +3,7 @@ package projector
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,7 +57,7 @@ func (resultsCodec) decode(data []byte) (resultItem, error) {
 const resultColumns = "request_id, pc_id, exec_id, job_id, exit_code, stdout, stderr, started_at, finished_at, recorded_at, stream_seq"
 
 func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch []envelope[resultItem], out *outcome) error {
-	execOf, err := lookupExecs(ctx, tx, batch)
+	execOf, err := lookupExecs(ctx, tx.Tx, batch)
 	if err != nil {
 		return err
 	}
@@ -117,7 +118,7 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 
 // lookupExecs attributes results to execs through the request_ids each exec
 // recorded before publishing (the ExecResult does not carry the exec id).
-func lookupExecs(ctx context.Context, tx bun.IDB, batch []envelope[resultItem]) (map[string]string, error) {
+func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) (map[string]string, error) {
 	seen := map[string]bool{}
 	var ids []string
 	for _, e := range batch {
@@ -128,15 +129,23 @@ func lookupExecs(ctx context.Context, tx bun.IDB, batch []envelope[resultItem]) 
 	}
 	out := make(map[string]string, len(ids))
 	err := chunks(ids, chunkRows, func(ids []string) error {
-		var rows []storage.ExecRequest
-		if err := tx.NewSelect().Model(&rows).Column("request_id", "exec_id").
-			Where("request_id IN (?)", bun.In(ids)).Scan(ctx); err != nil {
+		args := make([]any, len(ids))
+		for i, id := range ids {
+			args[i] = id
+		}
+		rows, err := tx.QueryContext(ctx, "SELECT request_id, exec_id FROM exec_requests WHERE request_id IN ("+placeholders(len(ids))+")", args...)
+		if err != nil {
 			return fmt.Errorf("attribute results to execs: %w", err)
 		}
-		for _, r := range rows {
-			out[r.RequestID] = r.ExecID
+		defer rows.Close()
+		for rows.Next() {
+			var req, exec string
+			if err := rows.Scan(&req, &exec); err != nil {
+				return fmt.Errorf("attribute results to execs: %w", err)
+			}
+			out[req] = exec
 		}
-		return nil
+		return rows.Err()
 	})
 	return out, err
 }
