@@ -3,6 +3,7 @@ package projector
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -58,7 +59,14 @@ type pumpConfig struct {
 	prepare func([]jetstream.Msg) any
 	// deliver sends a batch to the owning actor (without blocking).
 	deliver func(*fetched)
+	// failed tells the owning actor that the pump gave up (without
+	// blocking); the pump has returned.
+	failed func(owner *pump, err error)
 }
+
+// pullFailuresBeforeRestart is how many pulls in a row may fail before the
+// pump gives up and the actor is restarted.
+const pullFailuresBeforeRestart = 5
 
 // startPump starts pulling from cons.
 func startPump(cons jetstream.Consumer, cfg pumpConfig) *pump {
@@ -87,6 +95,7 @@ func (p *pump) stop() {
 func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	var next *fetched // pulled and prepared while the previous batch was applied
+	failures := 0
 	for ctx.Err() == nil {
 		f := next
 		next = nil
@@ -97,12 +106,21 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 				return
 			}
 			if err != nil {
+				failures++
+				if failures >= pullFailuresBeforeRestart {
+					// The consumer may be gone (deleted by an operator, or the
+					// stream recreated): let the actor fail, so that its
+					// restart sets the consumer up again.
+					cfg.failed(p, fmt.Errorf("pull from consumer %s failed %d times: %w", cons.CachedInfo().Name, failures, err))
+					return
+				}
 				cfg.log.Warn("pull from consumer failed; retrying", "consumer", cons.CachedInfo().Name, "err", err)
 				if !sleep(ctx, backoff.next()) {
 					return
 				}
 				continue
 			}
+			failures = 0
 			if len(msgs) == 0 {
 				continue
 			}

@@ -250,3 +250,16 @@ func TestCrashedProjectorResumes(t *testing.T) {
 		t.Fatalf("restarts = %v", got)
 	}
 }
+
+// A durable consumer deleted under a running projector (an operator's
+// mistake) is recreated from the checkpoint and projection carries on.
+func TestDeletedConsumerIsRecreated(t *testing.T) {
+	h := newHarness(t, harnessOpts{cfg: Config{RestartBackoff: 10 * time.Millisecond}}).start()
+	publishJS(t, h.broker.JS, []pubMsg{result("req-1", "pc", 0, "", "")})
+	h.waitCount("execution_results", 1, 5*time.Second)
+	if err := h.broker.JS.DeleteConsumer(context.Background(), messages.StreamResults, DurableResults); err != nil {
+		t.Fatal(err)
+	}
+	publishJS(t, h.broker.JS, []pubMsg{result("req-2", "pc", 0, "", "")})
+	h.waitCount("execution_results", 2, 20*time.Second)
+}

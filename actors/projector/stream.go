@@ -86,6 +86,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log,
 			prepare: func(msgs []jetstream.Msg) any { return p.prepare(msgs) },
 			deliver: func(f *fetched) { root.Send(self, f) },
+			failed:  func(owner *pump, err error) { root.Send(self, &pumpFailed{owner: owner, err: err}) },
 		})
 		reportReady(c, p.codec.projection())
 	case *fetched:
@@ -94,11 +95,21 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 			return
 		}
 		m.done <- p.handle(c, m.msgs, m.prepared.(*prepared[T]))
+	case *pumpFailed:
+		if m.owner == p.pump {
+			panic(m.err)
+		}
 	case *actor.Restarting:
 		p.pump.stop()
 	case *actor.Stopping:
 		p.pump.stop()
 	}
+}
+
+// pumpFailed says the pump gave up pulling.
+type pumpFailed struct {
+	owner *pump
+	err   error
 }
 
 // ensureConsumer creates or updates the durable consumer, recreating it
