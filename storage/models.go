@@ -84,12 +84,17 @@ type ExecRequest struct {
 	PublishedAt Time   `bun:"published_at"`
 }
 
-// ExecExpected is a row of exec_expected: a PC an exec waits for.
+// ExecExpected is a row of exec_expected: a PC an exec waits for. The
+// answer columns are set by the results projector on the PC's first result
+// (nil / zero until then).
 type ExecExpected struct {
 	bun.BaseModel `bun:"table:exec_expected"`
 
-	ExecID string `bun:"exec_id,pk"`
-	PcID   string `bun:"pc_id,pk"`
+	ExecID     string  `bun:"exec_id,pk"`
+	PcID       string  `bun:"pc_id,pk"`
+	RequestID  *string `bun:"request_id"`
+	ExitCode   *int    `bun:"exit_code"`
+	AnsweredAt Time    `bun:"answered_at"`
 }
 
 // Wave states.
@@ -171,6 +176,16 @@ type GroupMember struct {
 
 	PcID      string `bun:"pc_id,pk"`
 	GroupName string `bun:"group_name,pk"`
+}
+
+// GroupRevision is a row of agent_group_revisions: the KV revision of the
+// agent_groups value mirrored for one PC.
+type GroupRevision struct {
+	bun.BaseModel `bun:"table:agent_group_revisions"`
+
+	PcID       string `bun:"pc_id,pk"`
+	KVRevision uint64 `bun:"kv_revision,notnull"`
+	UpdatedAt  Time   `bun:"updated_at,notnull"`
 }
 
 // Job is a row of jobs (mirror of KV jobs).

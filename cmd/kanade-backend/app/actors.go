@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"kanade-backend/actors/projector"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -18,5 +20,20 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
+	proj, err := projector.Start(ctx, a.Actors, projector.Deps{
+		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
+	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
+	if err != nil {
+		return pids, err
+	}
+	pids = append(pids, proj)
 	return pids, nil
+}
+
+// projector converts the [retention] section for the projectors.
+func (r RetentionConfig) projector() projector.Retention {
+	return projector.Retention{
+		ResultsDays: r.ResultsDays, AuditDays: r.AuditDays, ProjectionErrorsDays: r.ProjectionErrorsDays,
+		SweepInterval: r.SweepInterval.Duration,
+	}
 }

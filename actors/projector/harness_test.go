@@ -1,0 +1,273 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kanade-backend/actors/actorsys"
+	"kanade-backend/actors/clock"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/storagetest"
+)
+
+// harness runs the projectors against a real in-process NATS with
+// JetStream and a real SQLite file.
+type harness struct {
+	t      testing.TB
+	broker *brokertest.Broker
+	store  *storage.Store
+	dbPath string
+	sys    *actor.ActorSystem
+	pid    *actor.PID
+	reg    *prometheus.Registry
+	clock  clock.Clock
+	cfg    Config
+
+	mu     sync.Mutex
+	events []any
+	sub    *eventstream.Subscription
+}
+
+type harnessOpts struct {
+	broker *brokertest.Broker
+	// store reuses an open store (a restart on the same database); else
+	// dbPath (default a new file) is opened.
+	store  *storage.Store
+	dbPath string
+	clock  clock.Clock
+	cfg    Config
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("KANADE_TEST_LOG") == "debug" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+func newHarness(t testing.TB, o harnessOpts) *harness {
+	t.Helper()
+	if o.broker == nil {
+		o.broker = brokertest.Start(t)
+	}
+	if o.dbPath == "" {
+		o.dbPath = filepath.Join(t.TempDir(), "backend.db")
+	}
+	if o.clock == nil {
+		o.clock = clock.Real{}
+	}
+	h := &harness{t: t, broker: o.broker, dbPath: o.dbPath, clock: o.clock, cfg: o.cfg}
+	h.store = o.store
+	if h.store == nil {
+		h.store = storagetest.OpenAt(t, o.dbPath)
+	}
+	return h
+}
+
+// start runs the projectors; stop is registered as a cleanup.
+func (h *harness) start() *harness {
+	h.t.Helper()
+	h.sys = actorsys.New(testLogger(h.t))
+	h.sub = h.sys.EventStream.Subscribe(func(ev any) {
+		h.mu.Lock()
+		h.events = append(h.events, ev)
+		h.mu.Unlock()
+	})
+	h.reg = prometheus.NewRegistry()
+	pid, err := Start(context.Background(), h.sys, Deps{
+		Store: h.store, Conn: h.broker.Conn, JS: h.broker.JS, Clock: h.clock,
+		Metrics: h.reg, Logger: testLogger(h.t),
+	}, h.cfg)
+	if err != nil {
+		h.t.Fatalf("start projectors: %v", err)
+	}
+	h.pid = pid
+	h.t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	if h.pid == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := actorsys.Stop(ctx, h.sys, h.pid); err != nil {
+		h.t.Errorf("stop projectors: %v", err)
+	}
+	h.pid = nil
+}
+
+// eventsOf returns the events of type T seen so far.
+func eventsOf[T any](h *harness) []T {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []T
+	for _, ev := range h.events {
+		if e, ok := ev.(T); ok {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (h *harness) count(table string, where ...string) int {
+	h.t.Helper()
+	q := h.store.R.NewSelect().TableExpr(table)
+	for _, w := range where {
+		q = q.Where(w)
+	}
+	n, err := q.Count(context.Background())
+	if err != nil {
+		h.t.Fatalf("count %s: %v", table, err)
+	}
+	return int(n)
+}
+
+func (h *harness) waitCount(table string, want int, within time.Duration, where ...string) {
+	h.t.Helper()
+	eventually(h.t, within, func() error {
+		if n := h.count(table, where...); n != want {
+			return fmt.Errorf("%s has %d rows %v, want %d", table, n, where, want)
+		}
+		return nil
+	})
+}
+
+// metric returns the value of a counter or gauge (or the sample count of a
+// histogram) of the projectors' registry whose label value is label ("" for
+// a metric without labels); 0 when absent.
+func (h *harness) metric(name, label string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != label) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	return 0
+}
+
+// setBeforeCommit installs the batch-commit hook for one test.
+func setBeforeCommit(t testing.TB, f func(projection string) error) {
+	beforeCommit.Store(&f)
+	t.Cleanup(func() { beforeCommit.Store(nil) })
+}
+
+type atomicBool = atomic.Bool
+
+// publishJS publishes payloads through JetStream (waiting for the stream's
+// acks), as fast as the broker takes them.
+func publishJS(t testing.TB, js jetstream.JetStream, msgs []pubMsg) {
+	t.Helper()
+	var futures []jetstream.PubAckFuture
+	for _, m := range msgs {
+		f, err := js.PublishAsync(m.subject, m.data, jetstream.WithStallWait(30*time.Second))
+		if err != nil {
+			t.Fatalf("publish %s: %v", m.subject, err)
+		}
+		futures = append(futures, f)
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(30 * time.Second):
+		t.Fatal("publish acks did not arrive")
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			t.Fatalf("publish %s: %v", f.Msg().Subject, err)
+		}
+	}
+}
+
+type pubMsg struct {
+	subject string
+	data    []byte
+}
+
+var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
+
+func result(req, pc string, exit int, stdout string, manifest string) pubMsg {
+	r := messages.ExecResult{
+		RequestID: req, PcID: pc, ExitCode: exit, Stdout: stdout, Stderr: "",
+		StartedAt: t0, FinishedAt: t0.Add(time.Second),
+	}
+	if manifest != "" {
+		r.ManifestID = &manifest
+	}
+	b, _ := json.Marshal(r)
+	return pubMsg{subject: messages.ResultsSubject(req), data: b}
+}
+
+// eventually polls f until it returns nil. Waits are at least 20 s: the
+// machine running the tests may be loaded (and -race slows the pure-Go
+// SQLite a lot); a passing test returns as soon as f does.
+func eventually(t testing.TB, within time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(max(within, 20*time.Second))
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %v", max(within, 20*time.Second), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// consumerIdle waits until the durable consumer has delivered and had
+// acknowledged every message of its stream.
+func (h *harness) consumerIdle(stream, durable string) {
+	h.t.Helper()
+	eventually(h.t, 10*time.Second, func() error {
+		ctx := context.Background()
+		c, err := h.broker.JS.Consumer(ctx, stream, durable)
+		if err != nil {
+			return err
+		}
+		ci, err := c.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if ci.NumPending != 0 || ci.NumAckPending != 0 {
+			return fmt.Errorf("consumer %s: pending %d, ack pending %d, redelivered %d", durable, ci.NumPending, ci.NumAckPending, ci.NumRedelivered)
+		}
+		return nil
+	})
+}

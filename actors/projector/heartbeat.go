@@ -1,0 +1,242 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go"
+	"github.com/uptrace/bun"
+
+	"kanade-backend/actors/clock"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// heartbeatProjector upserts agents from the core subscription heartbeat.>.
+// Heartbeats are coalesced in memory per pc_id and flushed at most once per
+// HeartbeatFlush in one transaction, whatever the fleet size: upstream wrote
+// one transaction per heartbeat and starved every other writer (defect 8).
+// Heartbeats are not in a stream, so one lost in a crash is simply replaced
+// by the agent's next one.
+type heartbeatProjector struct {
+	env     *env
+	sub     *nats.Subscription
+	pending map[string]*beat
+	errs    []storage.ProjectionError
+	timer   clock.Timer
+}
+
+var _ actor.Actor = (*heartbeatProjector)(nil)
+
+// heartbeatIn is one message of heartbeat.>, forwarded by the subscription.
+type heartbeatIn struct {
+	subject string
+	data    []byte
+}
+
+// flushTick is the flush timer firing.
+type flushTick struct{}
+
+// beat is one PC's coalesced heartbeats since the last flush.
+type beat struct {
+	pcID         string
+	at           time.Time
+	agentVersion string
+	hostname     *string
+	osFamily     *string
+}
+
+func newHeartbeatProjector(e *env) *heartbeatProjector {
+	return &heartbeatProjector{env: e, pending: map[string]*beat{}}
+}
+
+func (h *heartbeatProjector) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		self, root := c.Self(), c.ActorSystem().Root
+		sub, err := h.env.conn.Subscribe(messages.SubjectHeartbeatAll, func(msg *nats.Msg) {
+			// Runs on the subscription's goroutine: forward only.
+			root.Send(self, &heartbeatIn{subject: msg.Subject, data: msg.Data})
+		})
+		if err != nil {
+			panic(fmt.Errorf("subscribe %s: %w", messages.SubjectHeartbeatAll, err))
+		}
+		h.sub = sub
+		reportReady(c, ProjHeartbeat)
+	case *heartbeatIn:
+		h.receive(m)
+		if h.timer == nil {
+			self, root := c.Self(), c.ActorSystem().Root
+			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
+		}
+	case *flushTick:
+		h.timer = nil
+		if !h.flush(c) {
+			// Keep what is pending (newer heartbeats merge into it) and try
+			// again at the next period.
+			self, root := c.Self(), c.ActorSystem().Root
+			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
+		}
+	case *actor.Stopping:
+		h.shutdown(c)
+	case *actor.Restarting:
+		h.shutdown(c)
+	}
+}
+
+// shutdown stops receiving and writes what is pending, so a graceful stop
+// does not lose the last second of heartbeats.
+func (h *heartbeatProjector) shutdown(c actor.Context) {
+	if h.sub != nil {
+		_ = h.sub.Unsubscribe()
+		h.sub = nil
+	}
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	h.flush(c)
+}
+
+func (h *heartbeatProjector) receive(m *heartbeatIn) {
+	h.env.metrics.heartbeats.Inc()
+	hb, err := decodeHeartbeat(m.data)
+	if err != nil {
+		h.env.metrics.poison.WithLabelValues(ProjHeartbeat).Inc()
+		h.errs = append(h.errs, storage.ProjectionError{
+			Projection: ProjHeartbeat, Stream: "", StreamSeq: 0, Subject: m.subject,
+			Error: err.Error(), Payload: m.data, RecordedAt: storage.T(h.env.clock.Now()),
+		})
+		return
+	}
+	b := h.pending[hb.PcID]
+	if b == nil {
+		h.pending[hb.PcID] = &beat{pcID: hb.PcID, at: hb.At, agentVersion: hb.AgentVersion, hostname: hb.Hostname, osFamily: hb.OsFamily}
+		return
+	}
+	if !hb.At.Before(b.at) {
+		b.at, b.agentVersion = hb.At, hb.AgentVersion
+	}
+	if b.hostname == nil {
+		b.hostname = hb.Hostname
+	}
+	if b.osFamily == nil {
+		b.osFamily = hb.OsFamily
+	}
+}
+
+func decodeHeartbeat(data []byte) (messages.Heartbeat, error) {
+	var hb messages.Heartbeat
+	if err := json.Unmarshal(data, &hb); err != nil {
+		return hb, fmt.Errorf("decode Heartbeat: %w", err)
+	}
+	if hb.PcID == "" || hb.At.IsZero() {
+		return hb, errors.New("heartbeat lacks pc_id or at")
+	}
+	return hb, nil
+}
+
+// flush writes the pending heartbeats and errors in one transaction and
+// publishes AgentsSeen; it reports success.
+func (h *heartbeatProjector) flush(c actor.Context) bool {
+	if len(h.pending) == 0 && len(h.errs) == 0 {
+		return true
+	}
+	start := time.Now()
+	now := h.env.clock.Now().UTC()
+	beats := make([]*beat, 0, len(h.pending))
+	for _, b := range h.pending {
+		beats = append(beats, b)
+	}
+	// Sorted by pc_id: the upsert walks the primary key index in order.
+	slices.SortFunc(beats, func(a, b *beat) int {
+		if a.pcID < b.pcID {
+			return -1
+		}
+		if a.pcID > b.pcID {
+			return 1
+		}
+		return 0
+	})
+	ctx, cancel := opContext()
+	defer cancel()
+	var known map[string]bool
+	err := h.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var err error
+		if known, err = knownAgents(ctx, tx, beats); err != nil {
+			return err
+		}
+		if err := upsertAgents(ctx, tx, beats, now); err != nil {
+			return err
+		}
+		return recordErrors(ctx, tx, h.errs)
+	})
+	if err != nil {
+		h.env.log.Error("heartbeat flush failed; keeping the heartbeats for the next flush", "agents", len(beats), "err", err)
+		return false
+	}
+	h.pending = map[string]*beat{}
+	h.errs = nil
+	m := h.env.metrics
+	m.flushDuration.Observe(time.Since(start).Seconds())
+	m.agentsPerFlush.Observe(float64(len(beats)))
+	m.projected.WithLabelValues(ProjHeartbeat).Add(float64(len(beats)))
+	if len(beats) > 0 {
+		seen := make([]messages.AgentSeen, len(beats))
+		for i, b := range beats {
+			seen[i] = messages.AgentSeen{PcID: b.pcID, At: b.at, AgentVersion: b.agentVersion, New: !known[b.pcID]}
+		}
+		c.ActorSystem().EventStream.Publish(&messages.AgentsSeen{Agents: seen})
+	}
+	return true
+}
+
+// knownAgents returns which of the PCs already have a row.
+func knownAgents(ctx context.Context, tx bun.IDB, beats []*beat) (map[string]bool, error) {
+	known := make(map[string]bool, len(beats))
+	err := chunks(beats, chunkRows, func(part []*beat) error {
+		ids := make([]string, len(part))
+		for i, b := range part {
+			ids[i] = b.pcID
+		}
+		var found []string
+		if err := tx.NewSelect().Model((*storage.Agent)(nil)).Column("pc_id").
+			Where("pc_id IN (?)", bun.In(ids)).Scan(ctx, &found); err != nil {
+			return fmt.Errorf("read known agents: %w", err)
+		}
+		for _, id := range found {
+			known[id] = true
+		}
+		return nil
+	})
+	return known, err
+}
+
+// upsertAgents writes the agents rows: hostname and os_family keep their
+// first non-null value, last_heartbeat (the agent's clock) never moves
+// backwards and agent_version follows it, updated_at is the flush time.
+func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) error {
+	upd := storage.T(now)
+	return chunks(beats, chunkRows, func(part []*beat) error {
+		args := make([]any, 0, len(part)*6)
+		for _, b := range part {
+			args = append(args, b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
+		}
+		q := "INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at) VALUES " +
+			valuesClause(len(part), 6) + ` ON CONFLICT (pc_id) DO UPDATE SET
+				hostname = COALESCE(agents.hostname, excluded.hostname),
+				os_family = COALESCE(agents.os_family, excluded.os_family),
+				agent_version = CASE WHEN excluded.last_heartbeat >= agents.last_heartbeat THEN excluded.agent_version ELSE agents.agent_version END,
+				last_heartbeat = CASE WHEN excluded.last_heartbeat > agents.last_heartbeat THEN excluded.last_heartbeat ELSE agents.last_heartbeat END,
+				updated_at = excluded.updated_at`
+		if _, err := tx.Tx.ExecContext(ctx, q, args...); err != nil {
+			return fmt.Errorf("upsert %d agents: %w", len(part), err)
+		}
+		return nil
+	})
+}

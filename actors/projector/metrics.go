@@ -1,0 +1,95 @@
+package projector
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the projectors' collectors, registered once per Start (a
+// restarted child keeps using them).
+type metrics struct {
+	projected     *prometheus.CounterVec
+	poison        *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	batchSize     *prometheus.HistogramVec
+	batchDuration *prometheus.HistogramVec
+	lag           *prometheus.GaugeVec
+	restarts      prometheus.Counter
+
+	heartbeats     prometheus.Counter
+	flushDuration  prometheus.Histogram
+	agentsPerFlush prometheus.Histogram
+
+	expired          prometheus.Counter
+	retentionDeleted *prometheus.CounterVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		projected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_projection_messages_total",
+			Help: "Messages applied to the read model, by projection.",
+		}, []string{"projection"}),
+		poison: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_projection_poison_total",
+			Help: "Messages that could not be decoded or applied and were recorded in projection_errors, by projection.",
+		}, []string{"projection"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_projection_retries_total",
+			Help: "Batches that failed on a database error and were handed back for redelivery, by projection.",
+		}, []string{"projection"}),
+		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kanade_projection_batch_size",
+			Help:    "Messages per applied batch (one write transaction), by projection.",
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
+		}, []string{"projection"}),
+		batchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "kanade_projection_batch_duration_seconds",
+			Help:    "Time to decode, write, commit and acknowledge one batch, by projection.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}, []string{"projection"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kanade_projection_lag_messages",
+			Help: "Stream messages not yet projected (stream last sequence minus checkpoint) after the latest batch, by projection.",
+		}, []string{"projection"}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_projection_restarts_total",
+			Help: "Projector actors restarted by their supervisor after a failure.",
+		}),
+		heartbeats: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_heartbeats_received_total",
+			Help: "Heartbeat messages received (before coalescing per PC).",
+		}),
+		flushDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_heartbeat_flush_duration_seconds",
+			Help:    "Duration of one heartbeat flush (one write transaction).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		agentsPerFlush: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_heartbeat_agents_per_flush",
+			Help:    "Distinct agents written by one heartbeat flush.",
+			Buckets: []float64{1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000},
+		}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_expired_total",
+			Help: "Execs marked expired because PCs never answered before the deadline.",
+		}),
+		retentionDeleted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_retention_deleted_rows_total",
+			Help: "Rows deleted by the retention sweep, by table.",
+		}, []string{"table"}),
+	}
+	for _, c := range []prometheus.Collector{m.projected, m.poison, m.retries, m.batchSize, m.batchDuration,
+		m.lag, m.restarts, m.heartbeats, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if errors.As(err, &are) {
+				return nil, fmt.Errorf("projector metrics registered twice (one Start per registry): %w", err)
+			}
+			return nil, fmt.Errorf("register projector metrics: %w", err)
+		}
+	}
+	return m, nil
+}

@@ -1,0 +1,171 @@
+package projector
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"kanade-backend/actors/clock"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// execFixture inserts what the exec engine writes when it fires: the
+// executions row (pending, deadline = created + timeout + jitter +
+// margin), its request_ids and its expected PCs.
+type execFixture struct {
+	id       string
+	requests map[string]string // request_id → subject
+	expected []string
+	waves    []string // states of rollout waves
+}
+
+func insertExec(t *testing.T, st *storage.Store, f execFixture) {
+	t.Helper()
+	err := st.InTx(context.Background(), func(ctx context.Context, tx bun.Tx) error {
+		ex := storage.Execution{
+			ExecID: f.id, JobID: "job-" + f.id, Version: "1", InitiatedBy: "operator:test",
+			Plan: json.RawMessage(`{}`), Subjects: json.RawMessage(`[]`), TargetCount: len(f.requests),
+			ExpectedPcs: len(f.expected), Status: storage.ExecPending, TimeoutSecs: 30,
+			CreatedAt: storage.T(t0), DeadlineAt: storage.T(t0.Add(90 * time.Second)), UpdatedAt: storage.T(t0),
+		}
+		if _, err := tx.NewInsert().Model(&ex).Exec(ctx); err != nil {
+			return err
+		}
+		for req, subj := range f.requests {
+			r := storage.ExecRequest{RequestID: req, ExecID: f.id, Subject: subj, PublishedAt: storage.T(t0)}
+			if _, err := tx.NewInsert().Model(&r).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		for _, pc := range f.expected {
+			if _, err := tx.NewInsert().Model(&storage.ExecExpected{ExecID: f.id, PcID: pc}).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		for i, state := range f.waves {
+			w := storage.ExecWave{ExecID: f.id, WaveIndex: i, GroupName: "g", DueAt: storage.T(t0), State: state}
+			if _, err := tx.NewInsert().Model(&w).Exec(ctx); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func execRow(t *testing.T, st *storage.Store, id string) storage.Execution {
+	t.Helper()
+	var ex storage.Execution
+	if err := st.R.NewSelect().Model(&ex).Where("exec_id = ?", id).Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return ex
+}
+
+func wantExec(t *testing.T, st *storage.Store, id, status string, success, failure int) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		ex := execRow(t, st, id)
+		if ex.Status != status || ex.SuccessCount != success || ex.FailureCount != failure {
+			return fmt.Errorf("exec %s: %s %d/%d, want %s %d/%d", id, ex.Status, ex.SuccessCount, ex.FailureCount, status, success, failure)
+		}
+		return nil
+	})
+}
+
+func TestExecProgress(t *testing.T) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	st := h.store
+	// failed: 2 answer 0 and 1 answers 2. The broadcast request is also
+	// answered by a PC the exec did not expect, and pc-a is reached a second
+	// time through its own subject; neither may count.
+	insertExec(t, st, execFixture{id: "ex-failed", requests: map[string]string{"req-f": "commands.group.g", "req-f2": "commands.pc.pc-a"}, expected: []string{"pc-a", "pc-b", "pc-c"}})
+	// completed: all 0.
+	insertExec(t, st, execFixture{id: "ex-done", requests: map[string]string{"req-d": "commands.all"}, expected: []string{"pc-a", "pc-b", "pc-c"}})
+	// expired: nobody answers.
+	insertExec(t, st, execFixture{id: "ex-silent", requests: map[string]string{"req-s": "commands.all"}, expected: []string{"pc-a", "pc-b", "pc-c"}})
+	// expired with partial answers.
+	insertExec(t, st, execFixture{id: "ex-partial", requests: map[string]string{"req-p": "commands.all"}, expected: []string{"pc-a", "pc-b", "pc-c"}})
+	// every expected PC answered, but a rollout wave is still to come.
+	insertExec(t, st, execFixture{id: "ex-waves", requests: map[string]string{"req-w": "commands.group.canary"}, expected: []string{"pc-a"}, waves: []string{storage.WavePublished, storage.WavePending}})
+
+	publishJS(t, h.broker.JS, []pubMsg{
+		result("req-f", "pc-a", 0, "", ""),
+		result("req-f", "pc-b", 0, "", ""),
+		result("req-f", "pc-zz", 0, "", ""),
+		result("req-f2", "pc-a", 1, "", ""),
+		result("req-d", "pc-a", 0, "", ""),
+		result("req-d", "pc-b", 0, "", ""),
+		result("req-p", "pc-a", 0, "", ""),
+		result("req-p", "pc-b", 3, "", ""),
+		result("req-w", "pc-a", 0, "", ""),
+	})
+	wantExec(t, st, "ex-failed", storage.ExecRunning, 2, 0)
+	wantExec(t, st, "ex-done", storage.ExecRunning, 2, 0)
+	wantExec(t, st, "ex-partial", storage.ExecRunning, 1, 1)
+	wantExec(t, st, "ex-waves", storage.ExecRunning, 1, 0)
+	wantExec(t, st, "ex-silent", storage.ExecPending, 0, 0)
+
+	publishJS(t, h.broker.JS, []pubMsg{
+		result("req-f", "pc-c", 2, "", ""),
+		result("req-f", "pc-c", 2, "", ""), // published twice
+		result("req-d", "pc-c", 0, "", ""),
+	})
+	wantExec(t, st, "ex-failed", storage.ExecFailed, 2, 1)
+	wantExec(t, st, "ex-done", storage.ExecCompleted, 2+1, 0)
+	h.waitCount("execution_results", 2, time.Second, "pc_id = 'pc-a'", "exec_id = 'ex-failed'")
+	h.waitCount("execution_results", 1, time.Second, "pc_id = 'pc-zz'", "exec_id = 'ex-failed'")
+	var answer storage.ExecExpected
+	if err := st.R.NewSelect().Model(&answer).Where("exec_id = 'ex-failed' AND pc_id = 'pc-c'").Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if answer.ExitCode == nil || *answer.ExitCode != 2 || answer.RequestID == nil || *answer.RequestID != "req-f" || !answer.AnsweredAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("exec_expected answer = %+v", answer)
+	}
+	if ex := execRow(t, st, "ex-done"); !ex.FinishedAt.Equal(t0) {
+		t.Fatalf("finished_at = %v, want the projection time %v", ex.FinishedAt, t0)
+	}
+
+	// Before the deadline nothing expires.
+	fake.Advance(60 * time.Second)
+	time.Sleep(50 * time.Millisecond)
+	wantExec(t, st, "ex-silent", storage.ExecPending, 0, 0)
+	// After it (created + timeout + jitter + margin = t0 + 90 s).
+	eventually(t, 5*time.Second, func() error {
+		fake.Advance(5 * time.Second)
+		if ex := execRow(t, st, "ex-silent"); ex.Status != storage.ExecExpired {
+			return fmt.Errorf("ex-silent is %s", ex.Status)
+		}
+		return nil
+	})
+	wantExec(t, st, "ex-partial", storage.ExecExpired, 1, 1)
+	wantExec(t, st, "ex-waves", storage.ExecRunning, 1, 0) // a wave is pending: not over
+	wantExec(t, st, "ex-failed", storage.ExecFailed, 2, 1)
+	wantExec(t, st, "ex-done", storage.ExecCompleted, 3, 0)
+	if got := h.metric("kanade_exec_expired_total", ""); got != 2 {
+		t.Fatalf("expired metric = %v", got)
+	}
+
+	// A late answer after expiry counts but leaves the status.
+	publishJS(t, h.broker.JS, []pubMsg{result("req-s", "pc-a", 0, "", "")})
+	wantExec(t, st, "ex-silent", storage.ExecExpired, 1, 0)
+
+	byExec := map[string][]string{}
+	for _, ev := range eventsOf[*messages.ExecProgressed](h) {
+		byExec[ev.ExecID] = append(byExec[ev.ExecID], fmt.Sprintf("%s %d/%d of %d", ev.Status, ev.Success, ev.Failure, ev.Expected))
+	}
+	if got := byExec["ex-failed"]; len(got) == 0 || got[len(got)-1] != "failed 2/1 of 3" {
+		t.Fatalf("ExecProgressed for ex-failed: %v", got)
+	}
+	if got := byExec["ex-silent"]; len(got) != 2 || got[0] != "expired 0/0 of 3" {
+		t.Fatalf("ExecProgressed for ex-silent: %v", got)
+	}
+}

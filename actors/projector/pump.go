@@ -1,0 +1,262 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// pump is the goroutine that pulls batches from a durable consumer for a
+// stream projector actor. The actor owns it: it starts the pump in Started
+// and stops it (waiting for the goroutine to end) in Stopping and
+// Restarting.
+//
+// The pump hands one batch at a time to the actor and, while the actor
+// writes it, pulls and decodes the next one if it is already available
+// (never more than that), so the broker, the JSON decoding and the
+// database work side by side without unacknowledged messages piling up: a
+// slow database slows the pull.
+type pump struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// fetched is one batch handed from a pump to its actor.
+type fetched struct {
+	owner *pump
+	msgs  []jetstream.Msg
+	// prepared is what the actor's prepare function made of msgs on the
+	// pump goroutine (decoded messages).
+	prepared any
+	// done receives the outcome once the batch is applied (buffered: the
+	// actor never blocks on it).
+	done chan batchResult
+}
+
+// batchResult tells the pump whether to back off before pulling again.
+type batchResult struct {
+	failed bool
+}
+
+// idleWait is how long one pull waits for the first message when the
+// consumer is idle; the request is renewed after it, so an idle projector
+// costs one request per idleWait.
+const idleWait = 30 * time.Second
+
+// pumpConfig is what a pump needs besides its consumer.
+type pumpConfig struct {
+	batch  int
+	linger time.Duration
+	log    *slog.Logger
+	// prepare runs on the pump goroutine for each batch; it must not touch
+	// the actor's state.
+	prepare func([]jetstream.Msg) any
+	// deliver sends a batch to the owning actor (without blocking).
+	deliver func(*fetched)
+	// failed tells the owning actor that the pump gave up (without
+	// blocking); the pump has returned.
+	failed func(owner *pump, err error)
+}
+
+// pullFailuresBeforeRestart is how many pulls in a row may fail before the
+// pump gives up and the actor is restarted.
+const pullFailuresBeforeRestart = 5
+
+// startPump starts pulling from cons.
+func startPump(cons jetstream.Consumer, cfg pumpConfig) *pump {
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &pump{cancel: cancel}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		p.run(ctx, cons, cfg)
+	}()
+	return p
+}
+
+// stop ends the pump and waits for its goroutine. A batch handed to the
+// actor but not applied by then (the actor crashed on it, or is stopping),
+// and a batch pulled ahead, are naked so that they are redelivered at once
+// rather than after AckWait.
+func (p *pump) stop() {
+	if p == nil {
+		return
+	}
+	p.cancel()
+	p.wg.Wait()
+}
+
+func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
+	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	var next *fetched // pulled and prepared while the previous batch was applied
+	failures := 0
+	for ctx.Err() == nil {
+		f := next
+		next = nil
+		if f == nil {
+			msgs, err := pull(ctx, cons, cfg.batch, cfg.linger)
+			if ctx.Err() != nil {
+				nakAll(msgs, 0)
+				return
+			}
+			if err != nil {
+				failures++
+				if failures >= pullFailuresBeforeRestart {
+					// The consumer may be gone (deleted by an operator, or the
+					// stream recreated): let the actor fail, so that its
+					// restart sets the consumer up again.
+					cfg.failed(p, fmt.Errorf("pull from consumer %s failed %d times: %w", cons.CachedInfo().Name, failures, err))
+					return
+				}
+				cfg.log.Warn("pull from consumer failed; retrying", "consumer", cons.CachedInfo().Name, "err", err)
+				if !sleep(ctx, backoff.next()) {
+					return
+				}
+				continue
+			}
+			failures = 0
+			if len(msgs) == 0 {
+				continue
+			}
+			f = p.prepare(cfg, msgs)
+		}
+		cfg.deliver(f)
+		// While the actor writes f, pull and decode the next batch, but only
+		// what is there now: waiting here for new messages would hold them
+		// unacknowledged for nothing if f then fails.
+		if b, err := cons.FetchNoWait(cfg.batch); err == nil {
+			if msgs, _ := drain(b, nil); len(msgs) > 0 {
+				next = p.prepare(cfg, msgs)
+			}
+		}
+		select {
+		case r := <-f.done:
+			if r.failed {
+				next.nak()
+				next = nil
+				if !sleep(ctx, backoff.next()) {
+					return
+				}
+			} else {
+				backoff.reset()
+			}
+		case <-ctx.Done():
+			select {
+			case <-f.done:
+			default:
+				f.nak()
+			}
+			next.nak()
+			return
+		}
+	}
+}
+
+func (p *pump) prepare(cfg pumpConfig, msgs []jetstream.Msg) *fetched {
+	return &fetched{owner: p, msgs: msgs, prepared: cfg.prepare(msgs), done: make(chan batchResult, 1)}
+}
+
+// nak hands the batch back for immediate redelivery.
+func (f *fetched) nak() {
+	if f != nil {
+		nakAll(f.msgs, 0)
+	}
+}
+
+// pull returns the next batch: whatever is available at once (up to
+// batch); when nothing is, it waits for one message (up to idleWait); then,
+// if the batch is not full, it lingers briefly for more.
+func pull(ctx context.Context, cons jetstream.Consumer, batch int, linger time.Duration) ([]jetstream.Msg, error) {
+	b, err := cons.FetchNoWait(batch)
+	if err != nil {
+		return nil, err
+	}
+	msgs, err := drain(b, nil)
+	if err != nil || ctx.Err() != nil {
+		return msgs, err
+	}
+	if len(msgs) == 0 {
+		wctx, cancel := context.WithTimeout(ctx, idleWait)
+		b, err := cons.Fetch(1, jetstream.FetchContext(wctx))
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		msgs, err = drain(b, msgs)
+		cancel()
+		if len(msgs) == 0 || ctx.Err() != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				err = nil
+			}
+			return msgs, err
+		}
+	}
+	if len(msgs) < batch && linger > 0 {
+		b, err := cons.Fetch(batch-len(msgs), jetstream.FetchMaxWait(linger))
+		if err != nil {
+			return msgs, nil
+		}
+		// An error after some messages arrived only ends the linger: the
+		// messages in hand are delivered and must be applied.
+		msgs, _ = drain(b, msgs)
+	}
+	return msgs, nil
+}
+
+func drain(b jetstream.MessageBatch, msgs []jetstream.Msg) ([]jetstream.Msg, error) {
+	for m := range b.Messages() {
+		msgs = append(msgs, m)
+	}
+	err := b.Error()
+	if errors.Is(err, jetstream.ErrNoMessages) || errors.Is(err, nats.ErrTimeout) {
+		err = nil
+	}
+	return msgs, err
+}
+
+// nakAll hands messages back for redelivery after delay. Errors are
+// ignored: a nak that does not arrive only means the message comes back
+// after AckWait instead.
+func nakAll(msgs []jetstream.Msg, delay time.Duration) {
+	for _, m := range msgs {
+		if delay > 0 {
+			_ = m.NakWithDelay(delay)
+		} else {
+			_ = m.Nak()
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether to carry on.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// backoff doubles from min to max.
+type backoff struct{ cur, min, max time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }

@@ -1,0 +1,386 @@
+package projector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
+
+	"kanade-backend/storage"
+)
+
+// codec is what differs between the JetStream projections (results,
+// audit); streamProjector does the rest: consumer set-up and rebuild,
+// batching, the checkpoint, acks, poison and retries.
+type codec[T any] interface {
+	projection() string
+	stream() string
+	durable() string
+	// table is probed at start: empty while the stream is not means the
+	// database was wiped or rebuilt, and the stream is projected again.
+	table() string
+	// decode turns a payload into an item; an error makes it poison.
+	decode(data []byte) (T, error)
+	// apply writes a batch inside tx. Per-message problems that do not stop
+	// the row from being stored go to out.errors; events to publish after
+	// the commit go to out.events.
+	apply(ctx context.Context, tx bun.Tx, now time.Time, batch []envelope[T], out *outcome) error
+}
+
+// envelope is one decoded stream message.
+type envelope[T any] struct {
+	seq     uint64
+	subject string
+	data    []byte
+	item    T
+}
+
+// outcome is what a batch produced besides its rows.
+type outcome struct {
+	errors []storage.ProjectionError
+	events []any
+}
+
+// beforeCommit, when set (by tests only), runs inside every batch
+// transaction just before the commit, so a test can inject a failure or a
+// crash at the worst moment.
+var beforeCommit atomic.Pointer[func(projection string) error]
+
+// isolateAfter is the delivery count from which a failing batch is applied
+// message by message: a database error that persists while the database
+// takes other writes is caused by one message, and that message is poison,
+// not a reason to retry the whole batch forever.
+const isolateAfter = 5
+
+// streamProjector projects one stream through a durable pull consumer.
+type streamProjector[T any] struct {
+	env   *env
+	codec codec[T]
+	pump  *pump
+}
+
+var _ actor.Actor = (*streamProjector[resultItem])(nil)
+
+func newStreamProjector[T any](e *env, c codec[T]) *streamProjector[T] {
+	return &streamProjector[T]{env: e, codec: c}
+}
+
+func (p *streamProjector[T]) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		ctx, cancel := opContext()
+		defer cancel()
+		cons, err := p.ensureConsumer(ctx)
+		if err != nil {
+			// The supervisor restarts this actor after a growing delay, which
+			// is the retry loop for a broker that is not reachable yet.
+			panic(err)
+		}
+		self, root := c.Self(), c.ActorSystem().Root
+		p.pump = startPump(cons, pumpConfig{
+			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log,
+			prepare: func(msgs []jetstream.Msg) any { return p.prepare(msgs) },
+			deliver: func(f *fetched) { root.Send(self, f) },
+			failed:  func(owner *pump, err error) { root.Send(self, &pumpFailed{owner: owner, err: err}) },
+		})
+		reportReady(c, p.codec.projection())
+	case *fetched:
+		if m.owner != p.pump {
+			// Pulled by the pump of a crashed incarnation, which naked it.
+			return
+		}
+		m.done <- p.handle(c, m.msgs, m.prepared.(*prepared[T]))
+	case *pumpFailed:
+		if m.owner == p.pump {
+			panic(m.err)
+		}
+	case *actor.Restarting:
+		p.pump.stop()
+	case *actor.Stopping:
+		p.pump.stop()
+	}
+}
+
+// pumpFailed says the pump gave up pulling.
+type pumpFailed struct {
+	owner *pump
+	err   error
+}
+
+// ensureConsumer creates or updates the durable consumer, recreating it
+// from an earlier sequence when the database holds less than the broker
+// believes was applied:
+//   - the projection table is empty but the stream is not (database wiped,
+//     --rebuild): from the first sequence (upstream defect 5);
+//   - the checkpoint is behind the consumer's ack floor (database restored
+//     from an older copy): from the checkpoint;
+//   - messages were delivered but never acknowledged (the process died
+//     mid-batch): from the ack floor, so they come back now rather than
+//     after AckWait. Everything above the floor is delivered again; what
+//     was applied already is skipped by the idempotent writes.
+func (p *streamProjector[T]) ensureConsumer(ctx context.Context) (jetstream.Consumer, error) {
+	name, durable := p.codec.projection(), p.codec.durable()
+	st, err := p.env.js.Stream(ctx, p.codec.stream())
+	if err != nil {
+		return nil, fmt.Errorf("projector %s: stream %s: %w", name, p.codec.stream(), err)
+	}
+	sinfo := st.CachedInfo()
+	cp, err := loadCheckpoint(ctx, p.env.store.R, name)
+	if err != nil {
+		return nil, err
+	}
+	empty, err := tableEmpty(ctx, p.env.store.R, p.codec.table())
+	if err != nil {
+		return nil, err
+	}
+	if sinfo.State.LastSeq >= cp {
+		p.env.metrics.lag.WithLabelValues(name).Set(float64(sinfo.State.LastSeq - cp))
+	}
+	cfg := jetstream.ConsumerConfig{
+		Durable:       durable,
+		Description:   "kanade-backend " + name + " projector",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.env.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: 4 * p.env.cfg.BatchSize,
+		ReplayPolicy:  jetstream.ReplayInstantPolicy,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+	create := func(start uint64, reason string) (jetstream.Consumer, error) {
+		if start > 1 {
+			cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+			cfg.OptStartSeq = start
+		}
+		cons, err := st.CreateConsumer(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("projector %s: create consumer %s from seq %d: %w", name, durable, start, err)
+		}
+		if reason != "" {
+			p.env.log.Warn("projecting stream again", "projection", name, "stream", p.codec.stream(),
+				"from_seq", start, "reason", reason)
+		}
+		return cons, nil
+	}
+
+	cons, err := st.Consumer(ctx, durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		start := cp + 1
+		if empty {
+			start = 1
+		}
+		return create(start, "")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("projector %s: consumer %s: %w", name, durable, err)
+	}
+	ci := cons.CachedInfo()
+	start, reason := ci.AckFloor.Stream+1, "messages delivered before the last stop were not acknowledged"
+	if cp < ci.AckFloor.Stream {
+		start, reason = cp+1, "the database is behind the broker (wiped or restored)"
+	}
+	if empty && sinfo.State.Msgs > 0 {
+		start, reason = 1, fmt.Sprintf("table %s is empty but stream %s holds %d messages", p.codec.table(), p.codec.stream(), sinfo.State.Msgs)
+	}
+	if start <= ci.Delivered.Stream {
+		if err := st.DeleteConsumer(ctx, durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return nil, fmt.Errorf("projector %s: delete consumer %s: %w", name, durable, err)
+		}
+		return create(start, reason)
+	}
+	// Keep the broker's position; bring the rest of the configuration in
+	// line (an upgrade may change AckWait or MaxAckPending).
+	cfg.DeliverPolicy, cfg.OptStartSeq = ci.Config.DeliverPolicy, ci.Config.OptStartSeq
+	cons, err = st.CreateOrUpdateConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("projector %s: update consumer %s: %w", name, durable, err)
+	}
+	return cons, nil
+}
+
+// prepared is a batch decoded on the pump goroutine: decoding is pure, so
+// it runs while the actor writes the previous batch.
+type prepared[T any] struct {
+	batch     []envelope[T]
+	good      []jetstream.Msg // the messages of batch, in order
+	poison    []storage.ProjectionError
+	poisonMsg []jetstream.Msg
+	maxSeq    uint64
+	delivered uint64 // highest delivery count in the batch
+	pending   uint64 // stream messages after the batch
+}
+
+// prepare decodes msgs. It only reads the codec and the clock, never the
+// actor's state, since it runs on the pump goroutine.
+func (p *streamProjector[T]) prepare(msgs []jetstream.Msg) *prepared[T] {
+	now := p.env.clock.Now().UTC()
+	pr := &prepared[T]{}
+	for _, m := range msgs {
+		md, err := m.Metadata()
+		if err != nil {
+			pr.poison = append(pr.poison, p.projError(0, m.Subject(), m.Data(), fmt.Errorf("read message metadata: %w", err), now))
+			pr.poisonMsg = append(pr.poisonMsg, m)
+			continue
+		}
+		seq := md.Sequence.Stream
+		pr.maxSeq = max(pr.maxSeq, seq)
+		pr.delivered = max(pr.delivered, md.NumDelivered)
+		pr.pending = md.NumPending
+		item, err := p.codec.decode(m.Data())
+		if err != nil {
+			pr.poison = append(pr.poison, p.projError(seq, m.Subject(), m.Data(), err, now))
+			pr.poisonMsg = append(pr.poisonMsg, m)
+			continue
+		}
+		pr.batch = append(pr.batch, envelope[T]{seq: seq, subject: m.Subject(), data: m.Data(), item: item})
+		pr.good = append(pr.good, m)
+	}
+	return pr
+}
+
+// handle applies one batch: one transaction with the rows, the poison
+// records and the checkpoint, then acks (and terms for poison), then
+// events. On a database error nothing is acknowledged: the batch is naked
+// with a delay and comes back.
+func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *prepared[T]) batchResult {
+	start := time.Now()
+	now := p.env.clock.Now().UTC()
+	ctx, cancel := opContext()
+	defer cancel()
+	out, err := p.commit(ctx, pr.batch, pr.poison, pr.maxSeq, now)
+	if err != nil {
+		return p.retry(ctx, c, msgs, pr, now, err)
+	}
+	for _, m := range pr.good {
+		_ = m.Ack()
+	}
+	for _, m := range pr.poisonMsg {
+		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
+	}
+	p.finish(c, out, len(pr.batch), len(pr.poison), pr.pending, start)
+	return batchResult{}
+}
+
+// commit writes batch, errs and the checkpoint in one transaction.
+func (p *streamProjector[T]) commit(ctx context.Context, batch []envelope[T], errs []storage.ProjectionError, maxSeq uint64, now time.Time) (outcome, error) {
+	var out outcome
+	err := p.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		out = outcome{} // InTx may run fn again when the database is busy
+		if len(batch) > 0 {
+			if err := p.codec.apply(ctx, tx, now, batch, &out); err != nil {
+				return err
+			}
+		}
+		if err := recordErrors(ctx, tx, append(errs[:len(errs):len(errs)], out.errors...)); err != nil {
+			return err
+		}
+		if maxSeq > 0 {
+			if err := saveCheckpoint(ctx, tx, p.codec.projection(), p.codec.stream(), maxSeq, now); err != nil {
+				return err
+			}
+		}
+		if hook := beforeCommit.Load(); hook != nil {
+			return (*hook)(p.codec.projection())
+		}
+		return nil
+	})
+	if err != nil {
+		return outcome{}, fmt.Errorf("project %s batch of %d up to seq %d: %w", p.codec.projection(), len(batch)+len(errs), maxSeq, err)
+	}
+	return out, nil
+}
+
+// retry handles a batch whose transaction failed. Normally the batch is
+// naked with a growing delay. Once it has failed isolateAfter times while
+// the database still accepts writes, the messages are applied one by one
+// and those that still fail are recorded as poison and terminated.
+func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []jetstream.Msg, pr *prepared[T], now time.Time, cause error) batchResult {
+	name := p.codec.projection()
+	p.env.metrics.retries.WithLabelValues(name).Inc()
+	if pr.delivered >= isolateAfter && p.writable(ctx, now) {
+		p.env.log.Warn("batch keeps failing while the database takes writes; applying its messages one by one", "projection", name, "err", cause)
+		return p.isolate(ctx, c, pr, now)
+	}
+	delay := min(p.env.cfg.RetryDelay<<min(pr.delivered, 6), 10*time.Second)
+	p.env.log.Warn("projection batch failed; handing it back for redelivery", "projection", name,
+		"messages", len(msgs), "retry_in", delay, "err", cause)
+	nakAll(msgs, delay)
+	return batchResult{failed: true}
+}
+
+// writable reports whether a trivial write commits.
+func (p *streamProjector[T]) writable(ctx context.Context, now time.Time) bool {
+	err := p.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return saveCheckpoint(ctx, tx, p.codec.projection(), p.codec.stream(), 0, now)
+	})
+	return err == nil
+}
+
+func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *prepared[T], now time.Time) batchResult {
+	start := time.Now()
+	name := p.codec.projection()
+	poison := pr.poison[:len(pr.poison):len(pr.poison)]
+	poisonMsg := pr.poisonMsg[:len(pr.poisonMsg):len(pr.poisonMsg)]
+	var all outcome
+	applied := 0
+	for i, e := range pr.batch {
+		out, err := p.commit(ctx, pr.batch[i:i+1], nil, e.seq, now)
+		if err == nil {
+			all.events = append(all.events, out.events...)
+			all.errors = append(all.errors, out.errors...)
+			_ = pr.good[i].Ack()
+			applied++
+			continue
+		}
+		pe := p.projError(e.seq, e.subject, e.data, err, now)
+		if _, err2 := p.commit(ctx, nil, []storage.ProjectionError{pe}, e.seq, now); err2 != nil {
+			nakAll(pr.good[i:], time.Second)
+			nakAll(poisonMsg, time.Second)
+			return batchResult{failed: true}
+		}
+		p.env.log.Error("message cannot be applied; recorded in projection_errors and terminated", "projection", name, "seq", e.seq, "err", err)
+		_ = pr.good[i].TermWithReason("kanade projector: cannot be applied, recorded in projection_errors")
+		poison = append(poison, pe)
+	}
+	if _, err := p.commit(ctx, nil, poison, 0, now); err != nil {
+		nakAll(poisonMsg, time.Second)
+		return batchResult{failed: true}
+	}
+	for _, m := range poisonMsg {
+		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
+	}
+	p.finish(c, all, applied, len(poison), 0, start)
+	return batchResult{}
+}
+
+// finish publishes a committed batch's events and records its metrics.
+func (p *streamProjector[T]) finish(c actor.Context, out outcome, applied, poison int, pending uint64, start time.Time) {
+	name := p.codec.projection()
+	for _, ev := range out.events {
+		c.ActorSystem().EventStream.Publish(ev)
+	}
+	m := p.env.metrics
+	m.projected.WithLabelValues(name).Add(float64(applied))
+	if n := poison + len(out.errors); n > 0 {
+		m.poison.WithLabelValues(name).Add(float64(n))
+	}
+	m.batchSize.WithLabelValues(name).Observe(float64(applied + poison))
+	m.batchDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
+	m.lag.WithLabelValues(name).Set(float64(pending))
+}
+
+func (p *streamProjector[T]) projError(seq uint64, subject string, data []byte, err error, now time.Time) storage.ProjectionError {
+	return storage.ProjectionError{
+		Projection: p.codec.projection(),
+		Stream:     p.codec.stream(),
+		StreamSeq:  seq,
+		Subject:    subject,
+		Error:      err.Error(),
+		Payload:    data,
+		RecordedAt: storage.T(now),
+	}
+}
