@@ -2,8 +2,11 @@ package app
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	execengine "kanade-backend/actors/exec"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -18,5 +21,15 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
+
+	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
+		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Clock: a.Clock,
+		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics),
+	})
+	if err != nil {
+		return pids, fmt.Errorf("start exec engine: %w", err)
+	}
+	a.Exec = execPID
+	pids = append(pids, execPID)
 	return pids, nil
 }
