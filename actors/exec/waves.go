@@ -262,7 +262,20 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 			_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
 				Set("status = ?", storage.ExecCancelled).Set("finished_at = ?", storage.T(now)).
 				Set("updated_at = ?", storage.T(now)).Where("exec_id = ?", execID).Exec(ctx)
+			return err
 		}
+		// The deadline counted on the last wave; without it, PCs that
+		// never answer are due as "never answered" from the last wave that
+		// did go out.
+		var last storage.Time
+		if err := tx.NewSelect().Model((*storage.ExecWave)(nil)).ColumnExpr("max(published_at)").
+			Where("exec_id = ?", execID).Where("state = ?", storage.WavePublished).Scan(ctx, &last); err != nil {
+			return err
+		}
+		from := maxTime(ex.CreatedAt.Time, last.Time)
+		_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
+			Set("deadline_at = ?", storage.T(deadline(from, ex.TimeoutSecs, ex.JitterSecs))).
+			Set("updated_at = ?", storage.T(now)).Where("exec_id = ?", execID).Exec(ctx)
 		return err
 	})
 	if err != nil {

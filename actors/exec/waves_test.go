@@ -159,6 +159,10 @@ func TestCancelStopsPendingWaves(t *testing.T) {
 	if err != nil || reply.CancelledWaves != 1 || reply.Status != storage.ExecPending {
 		t.Fatalf("cancel after canary = %+v, %v", reply, err)
 	}
+	// The deadline no longer waits for the cancelled wave.
+	if ex := e.execution(r2.ExecID); !ex.DeadlineAt.Equal(ex.CreatedAt.Add(30*time.Second + 60*time.Second)) {
+		t.Fatalf("deadline after cancel = %v, created %v", ex.DeadlineAt, ex.CreatedAt)
+	}
 	e.clk.Advance(10 * time.Second)
 	cmds.quiet(t, 1, 50*time.Millisecond)
 	if n := e.clk.Pending(); n != 0 {

@@ -89,6 +89,39 @@ func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
 	if d.InitiatedBy != "operator:admin" || d.Status != "pending" || d.TargetCount != 3 {
 		t.Fatalf("detail = %+v", d.Execution)
 	}
+
+	// The exec audit event, read back from the AUDIT stream.
+	ev := lastAudit(t, b, "audit.operator.exec.job1")
+	if ev.Payload["exec_id"] != r.ExecID || ev.Payload["sub"] != "admin" || ev.Payload["source"] != "cli" ||
+		ev.Payload["wave_mode"] != false || fmt.Sprint(ev.Payload["target_count"]) != "3" {
+		t.Fatalf("exec audit event = %+v", ev)
+	}
+
+	resp, body = b.Do(t, "GET", "/metrics", nil)
+	for _, want := range []string{`kanade_exec_fired_total{actor="operator"} 1`, "kanade_exec_commands_published_total 3",
+		"kanade_exec_publish_failures_total 0", "kanade_exec_pending_waves 0", "kanade_exec_fanout_duration_seconds_count 1"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+}
+
+// lastAudit reads the newest audit event stored on subject.
+func lastAudit(t *testing.T, b *apptest.Backend, subject string) messages.AuditEvent {
+	t.Helper()
+	var ev messages.AuditEvent
+	apptest.Eventually(t, 5*time.Second, func() error {
+		msg, err := b.JS.Stream(context.Background(), messages.StreamAudit)
+		if err != nil {
+			return err
+		}
+		m, err := msg.GetLastMsgForSubject(context.Background(), subject)
+		if err != nil {
+			return err
+		}
+		return json.Unmarshal(m.Data, &ev)
+	})
+	return ev
 }
 
 // canary@0s runs at once, wave1@3s about three seconds later.
