@@ -210,7 +210,12 @@ func (r *recorder) commands(t *testing.T) []messages.Command {
 // eventually polls f until it returns nil or 5 s pass.
 func eventually(t *testing.T, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	eventuallyWithin(t, 5*time.Second, f)
+}
+
+func eventuallyWithin(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
 		err := f()
 		if err == nil {

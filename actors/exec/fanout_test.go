@@ -333,8 +333,14 @@ func TestPublishFailureRecordsWhatWasPublished(t *testing.T) {
 }
 
 // A 10 000-PC fan-out publishes every Command and records every
-// request_id and expected PC (the timing is the benchmark's job).
+// request_id and expected PC (the timing is the benchmark's job). Under
+// -race, where SQLite is instrumented and an order of magnitude slower, it
+// runs with 2 500 PCs: still several insert chunks, in seconds.
 func TestFanoutToTenThousandListedPCs(t *testing.T) {
+	n := 10000
+	if raceEnabled {
+		n = 2500
+	}
 	e := newEnv(t)
 	var got atomic.Int64
 	sub, err := e.br.Conn.Subscribe("commands.pc.>", func(*nats.Msg) { got.Add(1) })
@@ -347,34 +353,37 @@ func TestFanoutToTenThousandListedPCs(t *testing.T) {
 	}
 	e.start()
 	e.putJob("job1", "1", "echo")
-	plan := tenThousandPCsPlan()
+	plan := pcsPlan(n)
+	e.client.Timeout = time.Minute // the budget itself is the benchmark's
 	t1 := time.Now()
 	r, err := e.client.Exec(context.Background(), &messages.ExecRequest{JobID: "job1", Plan: plan, Actor: "operator"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("exec to %d PCs answered in %v", len(plan.Target.Pcs), time.Since(t1))
-	if r.TargetCount != 10000 || r.ExpectedPcs != 10000 {
-		t.Fatalf("response: target_count %d expected_pcs %d", r.TargetCount, r.ExpectedPcs)
+	t.Logf("exec to %d PCs answered in %v", n, time.Since(t1))
+	if r.TargetCount != n || r.ExpectedPcs != n {
+		t.Fatalf("response: target_count %d expected_pcs %d, want %d", r.TargetCount, r.ExpectedPcs, n)
 	}
-	eventually(t, func() error {
-		if n := got.Load(); n != 10000 {
-			return fmt.Errorf("%d of 10000 commands received", n)
+	eventuallyWithin(t, 30*time.Second, func() error {
+		if got := got.Load(); got != int64(n) {
+			return fmt.Errorf("%d of %d commands received", got, n)
 		}
 		return nil
 	})
-	n, err := e.store.R.NewSelect().Model((*storage.ExecRequest)(nil)).Where("exec_id = ?", r.ExecID).
+	published, err := e.store.R.NewSelect().Model((*storage.ExecRequest)(nil)).Where("exec_id = ?", r.ExecID).
 		Where("published_at IS NOT NULL").Count(context.Background())
-	if err != nil || n != 10000 {
-		t.Fatalf("published exec_requests = %d (%v)", n, err)
+	if err != nil || published != int64(n) {
+		t.Fatalf("published exec_requests = %d (%v), want %d", published, err, n)
 	}
-	if len(e.expected(r.ExecID)) != 10000 {
+	if len(e.expected(r.ExecID)) != n {
 		t.Fatal("expected PCs not recorded")
 	}
 }
 
-func tenThousandPCsPlan() messages.FanoutPlan {
-	pcs := make([]string, 10000)
+func tenThousandPCsPlan() messages.FanoutPlan { return pcsPlan(10000) }
+
+func pcsPlan(n int) messages.FanoutPlan {
+	pcs := make([]string, n)
 	for i := range pcs {
 		pcs[i] = fmt.Sprintf("pc-%05d", i)
 	}
