@@ -23,6 +23,7 @@ import (
 // to whoever receives the first Command, and the rows, audit event and
 // progress event that describe it.
 func TestExecPublishesEverySubjectInOrderAfterThePin(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	ctx := context.Background()
 	e.putJob("job1", "1.0.1", "echo hi")
@@ -165,6 +166,7 @@ func TestExecPublishesEverySubjectInOrderAfterThePin(t *testing.T) {
 // Every refusal carries the api.md text and the error kind that maps to
 // its status, and nothing is pinned, recorded or published.
 func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	e.putJob("job1", "1.0.0", "echo")
 	e.putRaw("badtimeout", []byte(`{"id":"badtimeout","version":"1","description":null,"execute":{"shell":"cmd","script":"x","timeout":"abc"},"require_approval":false,"inventory":null}`))
@@ -217,6 +219,7 @@ func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
 
 // The manifest is read at fire time: an edit applies to the next exec.
 func TestJobEditAppliesToTheNextExec(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmds := e.record("commands.>")
 	e.start()
@@ -243,6 +246,7 @@ func TestJobEditAppliesToTheNextExec(t *testing.T) {
 
 // A PC listed twice receives the Command once.
 func TestDuplicateTargetsArePublishedOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmds := e.record("commands.>")
 	e.start()
@@ -272,6 +276,7 @@ func (f *failingPublisher) Publish(subject string, data []byte) error {
 func (f *failingPublisher) FlushTimeout(d time.Duration) error { return f.nc.FlushTimeout(d) }
 
 func TestPublishFailureRecordsWhatWasPublished(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	fp := &failingPublisher{nc: e.br.Conn}
 	e.nats = fp
@@ -337,6 +342,7 @@ func TestPublishFailureRecordsWhatWasPublished(t *testing.T) {
 // -race, where SQLite is instrumented and an order of magnitude slower, it
 // runs with 2 500 PCs: still several insert chunks, in seconds.
 func TestFanoutToTenThousandListedPCs(t *testing.T) {
+	t.Parallel()
 	n := 10000
 	if raceEnabled {
 		n = 2500

@@ -23,6 +23,7 @@ const canaryThenWave1 = `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"
 // reaches exec time + 3 s, not a millisecond before, and resolves its
 // expected PCs then.
 func TestWavesPublishAtTheirDelay(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmds := e.record("commands.>")
 	e.start()
@@ -81,6 +82,7 @@ func TestWavesPublishAtTheirDelay(t *testing.T) {
 // due publishes it at once, and one restarted before a wave's time keeps
 // its timer.
 func TestWavesSurviveARestart(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmds := e.record("commands.>")
 	e.start()
@@ -115,6 +117,7 @@ func TestWavesSurviveARestart(t *testing.T) {
 }
 
 func TestCancelStopsPendingWaves(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	cmds := e.record("commands.>")
 	e.start()

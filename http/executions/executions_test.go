@@ -24,6 +24,7 @@ import (
 // three request_ids under one exec_id, and the version pin already in
 // place when an agent reads it on receiving the first Command.
 func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	putJob(t, b, "job1", "2.0.0", "echo hi")
 
@@ -222,6 +223,7 @@ func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 }
 
 func TestKillPublishesOnTheExecID(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	id := "e3b4c0d2-8a41-4b7f-9c57-0f7d2b8e1a33"
 	ag := startAgent(t, b.NATSURL, "kill.>")
@@ -260,6 +262,7 @@ func TestKillPublishesOnTheExecID(t *testing.T) {
 }
 
 func TestExecErrorsUseTheAPITexts(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	putJob(t, b, "job1", "1", "echo")
 	kv, err := b.JS.KeyValue(context.Background(), messages.BucketJobs)
@@ -325,6 +328,7 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 
 // An edit made through the API applies to the next exec.
 func TestJobEditTakesEffectAtTheNextExec(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	ag := startAgent(t, b.NATSURL, "commands.pc.p1")
 	putJob(t, b, "job1", "1.0.0", "echo one")
@@ -341,6 +345,7 @@ func TestJobEditTakesEffectAtTheNextExec(t *testing.T) {
 }
 
 func TestExecutionsListDetailAndRerun(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	putJob(t, b, "job1", "1", "echo")
 	putJob(t, b, "job2", "1", "echo")

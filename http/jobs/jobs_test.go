@@ -77,6 +77,7 @@ type errNoEvent string
 func (e errNoEvent) Error() string { return "no audit event " + string(e) }
 
 func TestJobsCatalogRoundTrip(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	au := recordAudits(t, b)
 
@@ -147,6 +148,7 @@ func TestJobsCatalogRoundTrip(t *testing.T) {
 }
 
 func TestJobsErrorsUseTheAPITexts(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	kv := jetKV(t, b, messages.BucketSchedules)
 	b.JSON(t, "POST", "/api/jobs", `{"id":"J","version":"1","execute":{"shell":"cmd","script":"x","timeout":"1m"}}`, http.StatusOK, nil)
@@ -210,6 +212,7 @@ func TestJobsErrorsUseTheAPITexts(t *testing.T) {
 }
 
 func TestRevokeAndUnrevokeWriteRawStatus(t *testing.T) {
+	t.Parallel()
 	b := apptest.Start(t)
 	au := recordAudits(t, b)
 	kv := jetKV(t, b, messages.BucketScriptStatus)
