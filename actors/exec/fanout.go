@@ -74,6 +74,15 @@ func (e *engine) exec(ctx context.Context, sys *actor.ActorSystem, req *messages
 	if err := fp.Validate(); err != nil {
 		return messages.ExecResponse{}, invalid(err)
 	}
+	// The catalog can be written around the API (KV is open to the CLI),
+	// so the manifest is checked again here; its texts ("invalid timeout:
+	// …") are the API's.
+	if err := m.Validate(); err != nil {
+		return messages.ExecResponse{}, invalid(err)
+	}
+	if m.ID != req.JobID {
+		return messages.ExecResponse{}, messages.Invalidf("job '%s' in catalog carries id '%s'; post it again", req.JobID, m.ID)
+	}
 	timeoutSecs, err := m.Execute.TimeoutSecs()
 	if err != nil {
 		return messages.ExecResponse{}, invalid(err)

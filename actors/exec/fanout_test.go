@@ -170,6 +170,9 @@ func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
 	e := newEnv(t)
 	e.putJob("job1", "1.0.0", "echo")
 	e.putRaw("badtimeout", []byte(`{"id":"badtimeout","version":"1","description":null,"execute":{"shell":"cmd","script":"x","timeout":"abc"},"require_approval":false,"inventory":null}`))
+	e.putRaw("badshell", []byte(`{"id":"badshell","version":"1","execute":{"shell":"bash","script":"x","timeout":"1m"}}`))
+	e.putRaw("renamed", []byte(`{"id":"other","version":"1","execute":{"shell":"cmd","script":"x","timeout":"1m"}}`))
+	e.putRaw("garbage", []byte(`not json`))
 	cmds := e.record("commands.>")
 	e.start()
 
@@ -188,6 +191,9 @@ func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
 		{"bad pc", "job1", `{"target":{"pcs":["x y"]}}`, http.StatusBadRequest, `invalid pc_id "x y": …`},
 		{"bad wave group", "job1", `{"rollout":{"waves":[{"group":"*","delay":"0s"}]}}`, http.StatusBadRequest, `rollout.waves[0]: invalid group "*": …`},
 		{"bad job id", "a.b", `{"target":{"all":true}}`, http.StatusBadRequest, `invalid job id "a.b": …`},
+		{"bad shell in catalog", "badshell", `{"target":{"all":true}}`, http.StatusBadRequest, `unknown shell "bash"`},
+		{"key and id differ", "renamed", `{"target":{"all":true}}`, http.StatusBadRequest, "job 'renamed' in catalog carries id 'other'; post it again"},
+		{"undecodable catalog value", "garbage", `{"target":{"all":true}}`, http.StatusBadRequest, "job 'garbage' in catalog is not a valid manifest: …"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
