@@ -127,7 +127,7 @@ func (e *engine) exec(ctx context.Context, sys *actor.ActorSystem, req *messages
 	if pubErr != nil {
 		e.Metrics.publishFailed.Inc()
 		e.log.Error("exec publish failed", "exec_id", execID, "job_id", m.ID, "published", handed, "of", len(p.now), "err", pubErr)
-		recorded, err := e.recordPublishFailure(ctx, row, p, handed, confirmed, pubErr, now, done)
+		recorded, err := e.recordPublishFailure(ctx, row, p, expected, handed, confirmed, pubErr, now, done)
 		if err != nil {
 			e.log.Error("record exec publish failure", "exec_id", execID, "err", err)
 		} else {
@@ -443,12 +443,24 @@ func (e *engine) recordPublished(ctx context.Context, execID string, p plan, at 
 // subjects and their count, the error, the PCs those subjects reach, and
 // it stops the exec's later waves (the caller is told the exec failed, so
 // nothing of it may surface later). An exec that reached nobody is failed.
-func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Execution, p plan, handed int, confirmed bool,
-	pubErr error, now, at time.Time) (*storage.Execution, error) {
+func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Execution, p plan, wasExpected []string,
+	handed int, confirmed bool, pubErr error, now, at time.Time) (*storage.Execution, error) {
 	reached := p.now[:handed]
 	expected, err := storage.ResolveTargetPCs(ctx, e.Store.R, reachedTarget(reached), now)
 	if err != nil {
 		return nil, err
+	}
+	// Only the PCs no published subject reaches are dropped: the rows of
+	// the others may already hold a fast agent's answer.
+	keep := make(map[string]bool, len(expected))
+	for _, pc := range expected {
+		keep[pc] = true
+	}
+	var unreached []string
+	for _, pc := range wasExpected {
+		if !keep[pc] {
+			unreached = append(unreached, pc)
+		}
 	}
 	subjects, err := json.Marshal(nonNil(subjectsOf(reached)))
 	if err != nil {
@@ -472,15 +484,11 @@ func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Executio
 			WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		if _, err := tx.NewDelete().Model((*storage.ExecExpected)(nil)).Where("exec_id = ?", row.ExecID).Exec(ctx); err != nil {
-			return err
-		}
-		exp := make([]storage.ExecExpected, len(expected))
-		for i, pc := range expected {
-			exp[i] = storage.ExecExpected{ExecID: row.ExecID, PcID: pc}
-		}
-		if err := insertChunked(ctx, tx, exp, false); err != nil {
-			return err
+		for i := 0; i < len(unreached); i += insertChunk {
+			if _, err := tx.NewDelete().Model((*storage.ExecExpected)(nil)).Where("exec_id = ?", row.ExecID).
+				Where("pc_id IN (?)", bun.In(unreached[i:min(i+insertChunk, len(unreached))])).Exec(ctx); err != nil {
+				return err
+			}
 		}
 		// Only a confirmed flush marks request_ids published: after a
 		// flush error the handed-over Commands may still be in flight.
