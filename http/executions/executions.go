@@ -155,6 +155,13 @@ func (h *handlers) kill(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// CancelResponse answers a cancel: the exec as it is afterwards and how
+// many waves were cancelled.
+type CancelResponse struct {
+	storage.Execution
+	CancelledWaves int `json:"cancelled_waves"`
+}
+
 // cancel cancels an exec's pending rollout waves.
 func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) error {
 	id, err := execIDFrom(r)
@@ -167,7 +174,11 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) error {
 	}
 	h.audit(r.Context(), ActionExecCancel, id, map[string]any{
 		"exec_id": id, "cancelled_waves": reply.CancelledWaves, "status": reply.Status})
-	httpx.WriteJSON(w, http.StatusOK, reply)
+	ex, err := loadExecution(r.Context(), h.Store, id)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, CancelResponse{Execution: *ex, CancelledWaves: reply.CancelledWaves})
 	return nil
 }
 

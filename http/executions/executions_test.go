@@ -204,7 +204,8 @@ func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 
 	var reply map[string]any
 	b.JSON(t, "POST", "/api/executions/"+r.ExecID+"/cancel", nil, 200, &reply)
-	if reply["exec_id"] != r.ExecID || reply["cancelled_waves"] != float64(1) || reply["status"] != "pending" {
+	if reply["exec_id"] != r.ExecID || reply["cancelled_waves"] != float64(1) || reply["status"] != "pending" ||
+		reply["job_id"] != "job1" || reply["target_count"] != float64(1) {
 		t.Fatalf("cancel = %v", reply)
 	}
 	resp, body := b.Do(t, "POST", "/api/executions/"+r.ExecID+"/cancel", nil)
