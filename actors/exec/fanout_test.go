@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -400,4 +401,57 @@ func pcsPlan(n int) messages.FanoutPlan {
 		pcs[i] = fmt.Sprintf("pc-%05d", i)
 	}
 	return messages.FanoutPlan{Target: messages.Target{Pcs: pcs}}
+}
+
+// requester stands for a schedule actor: it sends the ExecRequest with its
+// own context and receives the reply as a message, never waiting.
+type requester struct {
+	engine  *actor.PID
+	req     *messages.ExecRequest
+	replies chan<- *messages.ExecReply
+}
+
+func (r *requester) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		c.Request(r.engine, r.req)
+	case *messages.ExecReply:
+		r.replies <- m
+	}
+}
+
+// The scheduler's contract: an actor's Request gets *messages.ExecReply
+// back at its own PID, errors included.
+func TestActorsGetTheReplyAsAMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.start()
+	e.putJob("job1", "1", "echo")
+	replies := make(chan *messages.ExecReply, 2)
+	for _, job := range []string{"job1", "missing"} {
+		req := &messages.ExecRequest{JobID: job, Plan: messages.FanoutPlan{Target: messages.Target{All: true}},
+			Actor: messages.ActorScheduler, InitiatedBy: "scheduler:nightly", ScheduleID: "nightly"}
+		e.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+			return &requester{engine: e.pid, req: req, replies: replies}
+		}))
+		select {
+		case rep := <-replies:
+			switch job {
+			case "job1":
+				if rep.Err != nil || rep.Response.TargetCount != 1 {
+					t.Fatalf("reply = %+v", rep)
+				}
+				ex := e.execution(rep.Response.ExecID)
+				if ex.InitiatedBy != "scheduler:nightly" || ex.ScheduleID == nil || *ex.ScheduleID != "nightly" {
+					t.Fatalf("row = %+v", ex)
+				}
+			default:
+				if statusOf(rep.Err) != http.StatusNotFound {
+					t.Fatalf("reply for a missing job = %+v", rep)
+				}
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no reply")
+		}
+	}
 }
