@@ -2,6 +2,7 @@ package app
 
 import (
 	execengine "kanade-backend/actors/exec"
+	"kanade-backend/assets"
 	"kanade-backend/http/executions"
 	"kanade-backend/http/jobs"
 	"kanade-backend/http/server"
@@ -18,4 +19,7 @@ func (a *App) routes(r *server.Router) {
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
 		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
+	// The dashboard answers every other GET outside /api (its client-side
+	// routes); more specific public patterns above take precedence.
+	r.Public("GET /", assets.Handler())
 }
