@@ -100,7 +100,7 @@ func TestBrowserFleet(t *testing.T) {
 	})
 
 	t.Run("job from YAML, exec to a group, completed live", func(t *testing.T) {
-		needRoutes(t, b, "GET /api/jobs", "POST /api/jobs", "POST /api/exec/x", "GET /api/executions/x")
+		needRoutes(t, b, "GET /api/agents", "GET /api/jobs", "POST /api/jobs", "POST /api/exec/x", "GET /api/executions/x")
 		tb := tb.on(t)
 		tb.open("/jobs/new")
 		tb.setValue("textarea[name=manifest]", helloJob)

@@ -72,6 +72,9 @@ type Execution struct {
 	DeadlineAt   Time            `bun:"deadline_at,notnull" json:"deadline_at"`
 	FinishedAt   Time            `bun:"finished_at" json:"finished_at"`
 	UpdatedAt    Time            `bun:"updated_at,notnull" json:"updated_at"`
+
+	// Manifest is the job as fired, a snapshot that delayed waves publish.
+	Manifest json.RawMessage `bun:"manifest,type:text" json:"-"`
 }
 
 // ExecRequest is a row of exec_requests: a request_id an exec published.

@@ -2,10 +2,12 @@ package app
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
 
 	"kanade-backend/actors/projector"
+	execengine "kanade-backend/actors/exec"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -24,9 +26,20 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
 	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
 	if err != nil {
-		return pids, err
+		return pids, fmt.Errorf("start projectors: %w", err)
 	}
 	pids = append(pids, proj)
+
+
+	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
+		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Clock: a.Clock,
+		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics),
+	})
+	if err != nil {
+		return pids, fmt.Errorf("start exec engine: %w", err)
+	}
+	a.Exec = execPID
+	pids = append(pids, execPID)
 	return pids, nil
 }
 

@@ -70,6 +70,9 @@ type App struct {
 	Auth       *auth.Authenticator
 	HTTP       *server.Server
 	Router     *server.Router
+	// Exec is the exec engine's PID: schedule actors send it
+	// *messages.ExecRequest (ctx.Request) and get *messages.ExecReply back.
+	Exec *actor.PID
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry

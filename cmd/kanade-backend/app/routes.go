@@ -1,7 +1,10 @@
 package app
 
 import (
+	execengine "kanade-backend/actors/exec"
 	"kanade-backend/assets"
+	"kanade-backend/http/executions"
+	"kanade-backend/http/jobs"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -11,6 +14,11 @@ import (
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
+	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
+	executions.Register(r, executions.Deps{
+		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
+		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
+	})
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())

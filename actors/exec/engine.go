@@ -1,0 +1,241 @@
+// Package exec is the fan-out engine (behaviour.md §2): the one actor that
+// turns "run job J at target T" into Commands on NATS. The HTTP API, the
+// schedule actors and rerun-failed all send it *messages.ExecRequest, and it
+// replies *messages.ExecReply to the sender.
+//
+// For every exec it reads the manifest from KV jobs (the catalog is the
+// source of truth, so an edit applies to the next exec), validates the plan,
+// writes the version pin script_current[id] before anything is published
+// (upstream wrote it after, and a fast agent dropped the command), and
+// records the executions row with every request_id and expected PC before
+// publishing: an ExecResult carries no exec_id, so a fast agent's result can
+// only find its exec through exec_requests rows that already exist. Commands
+// go out with core NATS publishes, which are buffered, and one flush, so a
+// fan-out to 10 000 PCs costs one round trip to the server, not 10 000.
+//
+// Rollout waves are durable (upstream kept them in memory, defect 12): every
+// wave is a row of exec_waves, one timer (clock.AfterFunc sending a message
+// to the actor) fires at the earliest pending due time, and on start the
+// engine reloads pending waves from the store, so a restart delays nothing
+// that is due later and publishes at once what fell due while it was down.
+// Cancel runs in the same actor as the timer, so a cancel and a due wave
+// never race. Waves are delivered at least once: a crash between publishing
+// a wave and recording it publishes that wave again at the next start.
+//
+// After creation an exec's status belongs to the results projector
+// (running, completed, failed, expired); this engine only sets it at
+// creation (pending), to cancelled (every wave cancelled before any was
+// published) and to failed when not a single Command could be published.
+//
+// The actor serialises fan-outs on purpose: NATS publishes and SQLite writes
+// run inside Receive because they are fast and local, but Receive never
+// waits on another actor.
+package exec
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/actors/audit"
+	"kanade-backend/actors/clock"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// Name is the engine's actor name (its PID id).
+const Name = "exec"
+
+// DeadlineMargin is added to timeout + jitter to get an exec's deadline
+// (deadline_at), after which PCs that have not answered count as "never
+// answered". It covers what the script's own timeout does not: the agent's
+// reaction to the command, publishing the result and the projector's batch
+// delay. One minute is generous for all three and still short enough that
+// an operator sees a silent PC as such soon after the run.
+const DeadlineMargin = 60 * time.Second
+
+// Defaults of Deps.
+const (
+	DefaultFlushTimeout = 5 * time.Second
+	DefaultRetryBackoff = 5 * time.Second
+	// opTimeout bounds the I/O of one message (KV reads, SQL, audit).
+	opTimeout = 30 * time.Second
+)
+
+// Publisher is the core NATS side of the engine: buffered publishes and one
+// flush that confirms the server has them.
+type Publisher interface {
+	Publish(subject string, data []byte) error
+	FlushTimeout(timeout time.Duration) error
+}
+
+var _ Publisher = (*nats.Conn)(nil)
+
+// Buckets opens KV buckets by name. The engine opens them lazily, so a
+// backend that started while JetStream was unreachable still gets a working
+// engine once it is back.
+type Buckets interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+var _ Buckets = (jetstream.JetStream)(nil)
+
+// Auditor publishes audit events.
+type Auditor interface {
+	Publish(ctx context.Context, ev messages.AuditEvent) error
+}
+
+var _ Auditor = (*audit.Publisher)(nil)
+
+// Deps is everything the engine uses.
+type Deps struct {
+	Store  *storage.Store
+	NATS   Publisher
+	KV     Buckets
+	Audit  Auditor
+	Clock  clock.Clock
+	Logger *slog.Logger
+	// Metrics may be nil (not exported).
+	Metrics *Metrics
+	// FlushTimeout bounds the wait for the server to confirm a fan-out.
+	FlushTimeout time.Duration
+	// RetryBackoff is how long a wave that could not be published waits
+	// before the next attempt.
+	RetryBackoff time.Duration
+}
+
+func (d *Deps) defaults() {
+	if d.Clock == nil {
+		d.Clock = clock.Real{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics(nil)
+	}
+	if d.FlushTimeout <= 0 {
+		d.FlushTimeout = DefaultFlushTimeout
+	}
+	if d.RetryBackoff <= 0 {
+		d.RetryBackoff = DefaultRetryBackoff
+	}
+}
+
+// Props returns the engine's props. The supervisor restarts it after a
+// panic; the restarted engine reloads its waves from the store.
+func Props(d Deps) *actor.Props {
+	d.defaults()
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &engine{Deps: d, log: d.Logger.With("component", "exec"), buckets: map[string]jetstream.KeyValue{}}
+	})
+}
+
+// Spawn starts the engine as a top-level actor named Name.
+func Spawn(root *actor.RootContext, d Deps) (*actor.PID, error) {
+	return root.SpawnNamed(Props(d), Name)
+}
+
+// Cancel asks the engine to cancel an exec's pending rollout waves; it
+// replies *CancelReply.
+type Cancel struct {
+	ExecID string
+}
+
+// CancelReply answers Cancel. Err is ErrNotFound (no such exec) or
+// ErrConflict (no pending wave) with an operator-facing text.
+type CancelReply struct {
+	ExecID string `json:"exec_id"`
+	// CancelledWaves is how many pending waves were cancelled.
+	CancelledWaves int `json:"cancelled_waves"`
+	// Status is the exec's status afterwards: cancelled when nothing had
+	// been published yet, otherwise whatever the projector has set.
+	Status string `json:"status"`
+	Err    error  `json:"-"`
+}
+
+// wavesDue is the wave timer's message to the engine. gen identifies the
+// arming, so a message from a timer that was replaced is ignored.
+type wavesDue struct{ gen uint64 }
+
+// engine is the actor. Its fields are touched only from Receive, so it
+// needs no lock; the timer callback only sends a message.
+type engine struct {
+	Deps
+	log     *slog.Logger
+	self    *actor.PID
+	sys     *actor.ActorSystem
+	buckets map[string]jetstream.KeyValue
+
+	// Wave timer: armed says whether a wavesDue for generation gen is on
+	// its way (timer is nil when it was sent directly because the wave was
+	// already due).
+	timer   clock.Timer
+	armed   bool
+	armedAt time.Time
+	gen     uint64
+	// backoffUntil holds every wave back after a publish failure, so an
+	// unreachable NATS is retried calmly instead of in a tight loop.
+	backoffUntil time.Time
+}
+
+var _ actor.Actor = (*engine)(nil)
+
+// Receive handles one message.
+func (e *engine) Receive(c actor.Context) {
+	switch m := c.Message().(type) {
+	case *actor.Started:
+		e.self, e.sys = c.Self(), c.ActorSystem()
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if n := e.rearm(ctx); n > 0 {
+			e.log.Info("rollout waves pending", "count", n, "next_due", e.armedAt)
+		}
+	case *actor.Restarting, *actor.Stopping:
+		e.disarm()
+	case *messages.ExecRequest:
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		resp, err := e.exec(ctx, c.ActorSystem(), m)
+		c.Respond(&messages.ExecReply{Response: resp, Err: err})
+	case *Cancel:
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		reply := e.cancel(ctx, c.ActorSystem(), m.ExecID)
+		c.Respond(&reply)
+	case *wavesDue:
+		if !e.armed || m.gen != e.gen {
+			return // a replaced or stopped timer
+		}
+		e.armed, e.timer = false, nil
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		e.publishDue(ctx, c.ActorSystem())
+		e.rearm(ctx)
+	}
+}
+
+// kv returns an opened bucket, opening it on first use.
+func (e *engine) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
+	if kv, ok := e.buckets[bucket]; ok {
+		return kv, nil
+	}
+	kv, err := e.KV.KeyValue(ctx, bucket)
+	if err != nil {
+		return nil, err
+	}
+	e.buckets[bucket] = kv
+	return kv, nil
+}
+
+// progressed publishes ExecProgressed for the exec's committed state.
+func progressed(sys *actor.ActorSystem, ex *storage.Execution, at time.Time) {
+	sys.EventStream.Publish(&messages.ExecProgressed{
+		ExecID: ex.ExecID, JobID: ex.JobID, Status: ex.Status, Expected: ex.ExpectedPcs,
+		Success: ex.SuccessCount, Failure: ex.FailureCount, At: at,
+	})
+}

@@ -1,0 +1,50 @@
+package exec
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the engine's Prometheus collectors. They live outside the
+// actor so that a restarted engine keeps counting on the same series.
+type Metrics struct {
+	fired          *prometheus.CounterVec
+	published      prometheus.Counter
+	publishFailed  prometheus.Counter
+	fanoutDuration prometheus.Histogram
+	pendingWaves   prometheus.Gauge
+	auditFailed    prometheus.Counter
+}
+
+// NewMetrics creates the collectors and registers them on reg (nil: not
+// registered, for tests).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		fired: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_exec_fired_total",
+			Help: "Execs recorded and published, by audit actor (operator, scheduler).",
+		}, []string{"actor"}),
+		published: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_commands_published_total",
+			Help: "Commands published on commands.* (one per subject, waves included).",
+		}),
+		publishFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_publish_failures_total",
+			Help: "Fan-outs or waves whose publish to NATS failed (answered 502, or the wave retried).",
+		}),
+		fanoutDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_exec_fanout_duration_seconds",
+			Help:    "Time from receiving an exec request to its reply: catalog read, pin, rows, publish and flush.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		pendingWaves: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_exec_pending_waves",
+			Help: "Rollout waves waiting for their due time.",
+		}),
+		auditFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_audit_failures_total",
+			Help: "Exec audit events that could not be stored in the AUDIT stream.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed)
+	}
+	return m
+}

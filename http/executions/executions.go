@@ -1,0 +1,342 @@
+// Package executions serves the exec API: firing a job
+// (POST /api/exec/{job_id}), following, killing and cancelling what was
+// fired, and re-running it where it failed. Firing and cancelling go
+// through the exec engine actor, which owns fan-outs and rollout waves;
+// the reads come from the store the engine and the results projector
+// write.
+package executions
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"kanade-backend/actors/audit"
+	"kanade-backend/actors/clock"
+	execengine "kanade-backend/actors/exec"
+	"kanade-backend/http/auth"
+	"kanade-backend/http/httpx"
+	"kanade-backend/http/server"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// ActionExecCancel is the audit action of a wave cancel (beyond the
+// upstream action list, like the route itself).
+const ActionExecCancel = "exec_cancel"
+
+// natsTimeout bounds the flush of a kill and the audit publish.
+const natsTimeout = 5 * time.Second
+
+// Engine is the exec engine as the API uses it.
+type Engine interface {
+	Exec(ctx context.Context, req *messages.ExecRequest) (messages.ExecResponse, error)
+	Cancel(ctx context.Context, execID string) (execengine.CancelReply, error)
+}
+
+var _ Engine = (*execengine.Client)(nil)
+
+// Publisher publishes core NATS messages (kill).
+type Publisher interface {
+	Publish(subject string, data []byte) error
+	FlushTimeout(timeout time.Duration) error
+}
+
+// Auditor publishes audit events.
+type Auditor interface {
+	Publish(ctx context.Context, ev messages.AuditEvent) error
+}
+
+var _ Auditor = (*audit.Publisher)(nil)
+
+// Deps is what the routes need.
+type Deps struct {
+	Engine Engine
+	NATS   Publisher
+	Store  *storage.Store
+	Audit  Auditor
+	Clock  clock.Clock
+	Logger *slog.Logger
+}
+
+type handlers struct{ Deps }
+
+// Register adds the routes.
+func Register(r *server.Router, d Deps) {
+	if d.Clock == nil {
+		d.Clock = clock.Real{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	h := &handlers{d}
+	r.API("POST /api/exec/{job_id}", h.exec)
+	// Upstream's kill path names an exec_id despite living under /jobs:
+	// agents listen on kill.<exec_id> (defect 16).
+	r.API("POST /api/jobs/{exec_id}/kill", h.kill)
+	r.API("POST /api/executions/{exec_id}/kill", h.kill)
+	r.API("GET /api/executions", h.list)
+	r.API("GET /api/executions/{exec_id}", h.get)
+	r.API("POST /api/executions/{exec_id}/cancel", h.cancel)
+	r.API("POST /api/executions/{exec_id}/rerun-failed", h.rerunFailed)
+}
+
+// operatorExtra is what the exec audit event learns about the caller.
+func operatorExtra(ctx context.Context) map[string]any {
+	extra := map[string]any{}
+	if p, ok := auth.PrincipalFrom(ctx); ok {
+		if p.Subject != "" {
+			extra["sub"] = p.Subject
+		}
+		if p.Source != "" {
+			extra["source"] = p.Source
+		}
+	}
+	return extra
+}
+
+// exec fires a job with the plan in the body (an empty body is an empty
+// plan, refused for its missing target like {}).
+func (h *handlers) exec(w http.ResponseWriter, r *http.Request) error {
+	jobID := r.PathValue("job_id")
+	if err := messages.ValidateToken("job id", jobID); err != nil {
+		return err
+	}
+	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var plan messages.FanoutPlan
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := messages.DecodeJSON(body, &plan); err != nil {
+			return httpx.BadRequest("%s", err.Error())
+		}
+	}
+	resp, err := h.Engine.Exec(r.Context(), &messages.ExecRequest{
+		JobID: jobID, Plan: plan, Actor: messages.ActorOperator,
+		InitiatedBy: auth.InitiatedBy(r.Context()), AuditExtra: operatorExtra(r.Context()),
+	})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func execIDFrom(r *http.Request) (string, error) {
+	id := r.PathValue("exec_id")
+	return id, messages.ValidateToken("exec id", id)
+}
+
+// kill publishes an empty message on kill.<exec_id>; agents running a
+// Command of that exec stop it. It does not require the exec to be known
+// here: Commands sent by other tools carry exec ids too.
+func (h *handlers) kill(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	subject := messages.KillSubject(id)
+	if err := h.NATS.Publish(subject, nil); err != nil {
+		return messages.Unavailablef("publish %s: %v", subject, err)
+	}
+	if err := h.NATS.FlushTimeout(natsTimeout); err != nil {
+		return messages.Unavailablef("publish %s: delivery not confirmed: %v", subject, err)
+	}
+	h.audit(r.Context(), messages.ActionExecKill, id, map[string]any{"exec_id": id})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// CancelResponse answers a cancel: the exec as it is afterwards and how
+// many waves were cancelled.
+type CancelResponse struct {
+	storage.Execution
+	CancelledWaves int `json:"cancelled_waves"`
+}
+
+// cancel cancels an exec's pending rollout waves.
+func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	reply, err := h.Engine.Cancel(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	h.audit(r.Context(), ActionExecCancel, id, map[string]any{
+		"exec_id": id, "cancelled_waves": reply.CancelledWaves, "status": reply.Status})
+	ex, err := loadExecution(r.Context(), h.Store, id)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, CancelResponse{Execution: *ex, CancelledWaves: reply.CancelledWaves})
+	return nil
+}
+
+// rerunFailed fires the exec's job again at the PCs that failed or never
+// answered: target {pcs}, rollout dropped (the waves have served their
+// purpose), jitter kept. The manifest is read at fire time, as for any
+// exec, so a fixed script is what re-runs.
+func (h *handlers) rerunFailed(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	ex, err := loadExecution(ctx, h.Store, id)
+	if err != nil {
+		return err
+	}
+	rows, err := pcStatuses(ctx, h.Store, ex, h.Clock.Now())
+	if err != nil {
+		return err
+	}
+	var pcs []string
+	for _, p := range rows {
+		if p.State == StateNeverAnswered || p.State == StateAnswered && *p.ExitCode != 0 {
+			pcs = append(pcs, p.PcID)
+		}
+	}
+	if len(pcs) == 0 {
+		return messages.Invalidf("execution '%s' has nothing to re-run: no PC failed, and none has missed the deadline %s",
+			id, ex.DeadlineAt.UTC().Format(time.RFC3339))
+	}
+	var orig messages.FanoutPlan
+	if err := json.Unmarshal(ex.Plan, &orig); err != nil {
+		return fmt.Errorf("decode plan of exec %s: %w", id, err)
+	}
+	extra := operatorExtra(ctx)
+	extra["rerun_of"] = id
+	resp, err := h.Engine.Exec(ctx, &messages.ExecRequest{
+		JobID: ex.JobID, Plan: messages.FanoutPlan{Target: messages.Target{Pcs: pcs}, Jitter: orig.Jitter},
+		Actor: messages.ActorOperator, InitiatedBy: auth.InitiatedBy(ctx), AuditExtra: extra,
+	})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// statuses are the values of executions.status, for filter validation.
+var statuses = []string{storage.ExecPending, storage.ExecRunning, storage.ExecCompleted,
+	storage.ExecFailed, storage.ExecExpired, storage.ExecCancelled}
+
+// list answers execs newest first with their progress counters.
+func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
+	page, err := httpx.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	qs := r.URL.Query()
+	var rows []storage.Execution
+	q := h.Store.R.NewSelect().Model(&rows).ExcludeColumn("manifest")
+	if v := qs.Get("job_id"); v != "" {
+		q = q.Where("job_id = ?", v)
+	}
+	if v := qs.Get("status"); v != "" {
+		if !slices.Contains(statuses, v) {
+			return httpx.BadRequest("invalid status %q: want one of %s", v, strings.Join(statuses, ", "))
+		}
+		q = q.Where("status = ?", v)
+	}
+	if v := qs.Get("initiated_by"); v != "" {
+		q = q.Where("initiated_by = ?", v)
+	}
+	total, err := q.OrderExpr("created_at DESC, exec_id DESC").Limit(int64(page.Limit)).Offset(int64(page.Offset)).ScanAndCount(r.Context())
+	if err != nil {
+		return fmt.Errorf("list executions: %w", err)
+	}
+	httpx.WriteList(w, rows, int(total))
+	return nil
+}
+
+// Detail is GET /api/executions/{exec_id}: the executions row, the
+// manifest as fired, one row per PC and the rollout waves.
+type Detail struct {
+	storage.Execution
+	Manifest json.RawMessage    `json:"manifest"`
+	Pcs      []PCStatus         `json:"pcs"`
+	Waves    []storage.ExecWave `json:"waves"`
+	Summary  Summary            `json:"summary"`
+}
+
+// Summary counts the per-PC rows by state.
+type Summary struct {
+	Answered      int `json:"answered"`
+	Succeeded     int `json:"succeeded"`
+	Failed        int `json:"failed"`
+	Pending       int `json:"pending"`
+	NeverAnswered int `json:"never_answered"`
+}
+
+func (h *handlers) get(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	ctx := r.Context()
+	ex, err := loadExecution(ctx, h.Store, id)
+	if err != nil {
+		return err
+	}
+	pcs, err := pcStatuses(ctx, h.Store, ex, h.Clock.Now())
+	if err != nil {
+		return err
+	}
+	d := Detail{Execution: *ex, Manifest: ex.Manifest, Pcs: pcs, Waves: []storage.ExecWave{}}
+	if len(d.Manifest) == 0 {
+		d.Manifest = json.RawMessage("null")
+	}
+	if err := h.Store.R.NewSelect().Model(&d.Waves).Where("exec_id = ?", id).Order("wave_index").Scan(ctx); err != nil {
+		return fmt.Errorf("load waves of exec %s: %w", id, err)
+	}
+	for _, p := range pcs {
+		switch p.State {
+		case StateAnswered:
+			d.Summary.Answered++
+			if *p.ExitCode == 0 {
+				d.Summary.Succeeded++
+			} else {
+				d.Summary.Failed++
+			}
+		case StatePending:
+			d.Summary.Pending++
+		case StateNeverAnswered:
+			d.Summary.NeverAnswered++
+		}
+	}
+	httpx.WriteJSON(w, http.StatusOK, d)
+	return nil
+}
+
+func loadExecution(ctx context.Context, st *storage.Store, id string) (*storage.Execution, error) {
+	ex := new(storage.Execution)
+	err := st.R.NewSelect().Model(ex).Where("exec_id = ?", id).Scan(ctx)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, messages.NotFoundf("execution '%s' not found", id)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load exec %s: %w", id, err)
+	}
+	return ex, nil
+}
+
+func (h *handlers) audit(ctx context.Context, action, target string, payload map[string]any) {
+	ev := auth.OperatorEvent(ctx, action, target, payload)
+	ev.OccurredAt = h.Clock.Now().UTC()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), natsTimeout)
+	defer cancel()
+	if err := h.Audit.Publish(actx, ev); err != nil {
+		h.Logger.Error("audit event not stored", "action", action, "target", target, "err", err)
+	}
+}

@@ -1,0 +1,286 @@
+// Package jobs serves the job catalog API: listing, upserting and deleting
+// manifests in KV jobs (the catalog's source of truth) and revoking or
+// restoring scripts in KV script_status. It also writes the jobs mirror row
+// of every change it makes, guarded by the KV revision, so that a read of
+// the mirror right after a write sees it; the projector's KV watch keeps
+// the mirror for every other writer.
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/actors/audit"
+	"kanade-backend/actors/clock"
+	"kanade-backend/http/auth"
+	"kanade-backend/http/httpx"
+	"kanade-backend/http/server"
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// kvTimeout bounds the KV calls of one request.
+const kvTimeout = 10 * time.Second
+
+// Buckets opens KV buckets by name.
+type Buckets interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+var _ Buckets = (jetstream.JetStream)(nil)
+
+// Auditor publishes audit events.
+type Auditor interface {
+	Publish(ctx context.Context, ev messages.AuditEvent) error
+}
+
+var _ Auditor = (*audit.Publisher)(nil)
+
+// Deps is what the routes need.
+type Deps struct {
+	KV    Buckets
+	Store *storage.Store
+	Audit Auditor
+	Clock clock.Clock
+	// Logger reports failures that do not fail the request (audit, mirror).
+	Logger *slog.Logger
+}
+
+type handlers struct{ Deps }
+
+// Register adds the routes.
+func Register(r *server.Router, d Deps) {
+	if d.Clock == nil {
+		d.Clock = clock.Real{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	h := &handlers{d}
+	r.API("GET /api/jobs", h.list)
+	r.API("POST /api/jobs", h.upsert)
+	r.API("DELETE /api/jobs/{id}", h.delete)
+	r.API("POST /api/scripts/{job_id}/revoke", h.scriptStatus(messages.ScriptStatusRevoked, messages.ActionScriptRevoke))
+	r.API("POST /api/scripts/{job_id}/unrevoke", h.scriptStatus(messages.ScriptStatusActive, messages.ActionScriptUnrevoke))
+}
+
+func (h *handlers) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
+	kv, err := h.KV.KeyValue(ctx, name)
+	if err != nil {
+		return nil, messages.Unavailablef("KV bucket %s unavailable: %v", name, err)
+	}
+	return kv, nil
+}
+
+// list answers [Manifest] sorted by id, [] for an empty catalog. Paging
+// applies only when limit or offset is given: upstream clients expect the
+// whole catalog in one array. X-Total-Count is always set.
+func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	paged := q.Has("limit") || q.Has("offset")
+	page, err := httpx.ParsePage(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
+	defer cancel()
+	kv, err := h.bucket(ctx, messages.BucketJobs)
+	if err != nil {
+		return err
+	}
+	entries, err := values(ctx, kv)
+	if err != nil {
+		return messages.Unavailablef("read job catalog: %v", err)
+	}
+	out := make([]messages.Manifest, 0, len(entries))
+	for _, e := range entries {
+		var m messages.Manifest
+		if err := messages.DecodeJSON(e.Value(), &m); err != nil {
+			// One bad value (written around the API) must not hide the
+			// rest of the catalog.
+			h.Logger.Warn("job catalog value is not a manifest; left out of the list", "key", e.Key(), "err", err)
+			continue
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b messages.Manifest) int { return strings.Compare(a.ID, b.ID) })
+	total := len(out)
+	if paged {
+		out = out[min(page.Offset, total):min(page.Offset+page.Limit, total)]
+	}
+	httpx.WriteList(w, out, total)
+	return nil
+}
+
+// values reads every live value of a bucket in one watch: the initial
+// values arrive first and a nil entry marks their end (wire.md §3), which
+// also makes an empty bucket an empty list rather than ErrNoKeysFound.
+func values(ctx context.Context, kv jetstream.KeyValue) ([]jetstream.KeyValueEntry, error) {
+	wt, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = wt.Stop() }()
+	var out []jetstream.KeyValueEntry
+	for {
+		select {
+		case e, ok := <-wt.Updates():
+			if !ok {
+				return nil, errors.New("watch closed before the initial values ended")
+			}
+			if e == nil {
+				return out, nil
+			}
+			out = append(out, e)
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// upsertResponse is the 200 body of POST /api/jobs.
+type upsertResponse struct {
+	ID          string  `json:"id"`
+	Version     string  `json:"version"`
+	Description *string `json:"description"`
+	Inventory   bool    `json:"inventory"`
+}
+
+// upsert stores a manifest posted as JSON or YAML.
+func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
+	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	parse := messages.ParseManifestJSON
+	if httpx.IsYAML(r) {
+		parse = messages.ParseManifestYAML
+	}
+	m, err := parse(body)
+	if err != nil {
+		return httpx.BadRequest("%s", err.Error())
+	}
+	value, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode manifest %s: %w", m.ID, err)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
+	defer cancel()
+	kv, err := h.bucket(ctx, messages.BucketJobs)
+	if err != nil {
+		return err
+	}
+	rev, err := kv.Put(ctx, m.ID, value)
+	if err != nil {
+		return messages.Unavailablef("store job '%s' in KV %s: %v", m.ID, messages.BucketJobs, err)
+	}
+	if err := upsertMirror(ctx, h.Store, &m, value, rev, h.Clock.Now()); err != nil {
+		h.Logger.Error("jobs mirror not updated; the projector's watch will", "job_id", m.ID, "err", err)
+	}
+	h.audit(r.Context(), messages.ActionJobUpsert, m.ID, map[string]any{"version": m.Version, "revision": rev})
+	httpx.WriteJSON(w, http.StatusOK, upsertResponse{ID: m.ID, Version: m.Version, Description: m.Description, Inventory: m.Inventory != nil})
+	return nil
+}
+
+// delete removes a job unless a schedule uses it. The check reads KV
+// schedules, the source of truth, so that a schedule created a moment ago
+// (not yet in the mirror) still counts.
+func (h *handlers) delete(w http.ResponseWriter, r *http.Request) error {
+	id := r.PathValue("id")
+	if err := messages.ValidateToken("job id", id); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
+	defer cancel()
+	schedules, err := h.bucket(ctx, messages.BucketSchedules)
+	if err != nil {
+		return err
+	}
+	if sid, err := referencingSchedule(ctx, schedules, id); err != nil {
+		return messages.Unavailablef("read KV %s: %v", messages.BucketSchedules, err)
+	} else if sid != "" {
+		return messages.Conflictf("job '%s' is referenced by schedule '%s'; remove the schedule first", id, sid)
+	}
+	kv, err := h.bucket(ctx, messages.BucketJobs)
+	if err != nil {
+		return err
+	}
+	if err := kv.Delete(ctx, id); err != nil {
+		return messages.Unavailablef("delete job '%s' from KV %s: %v", id, messages.BucketJobs, err)
+	}
+	if err := deleteMirror(ctx, h.Store, id); err != nil {
+		h.Logger.Error("jobs mirror row not deleted; the projector's watch will", "job_id", id, "err", err)
+	}
+	h.audit(r.Context(), messages.ActionJobDelete, id, nil)
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// referencingSchedule returns the first schedule id (in id order) whose
+// job_id is jobID, or "". Values are decoded leniently: a schedule that is
+// invalid in other ways still references its job.
+func referencingSchedule(ctx context.Context, kv jetstream.KeyValue, jobID string) (string, error) {
+	entries, err := values(ctx, kv)
+	if err != nil {
+		return "", err
+	}
+	var ids []string
+	for _, e := range entries {
+		var s struct {
+			JobID string `json:"job_id"`
+		}
+		if json.Unmarshal(e.Value(), &s) == nil && s.JobID == jobID {
+			ids = append(ids, e.Key())
+		}
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	slices.Sort(ids)
+	return ids[0], nil
+}
+
+// scriptStatus writes the raw script_status value agents check before
+// running a job's Command.
+func (h *handlers) scriptStatus(value, action string) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		id := r.PathValue("job_id")
+		if err := messages.ValidateToken("job id", id); err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
+		defer cancel()
+		kv, err := h.bucket(ctx, messages.BucketScriptStatus)
+		if err != nil {
+			return err
+		}
+		if _, err := kv.Put(ctx, id, []byte(value)); err != nil {
+			return messages.Unavailablef("write %s[%s] = %s: %v", messages.BucketScriptStatus, id, value, err)
+		}
+		h.audit(r.Context(), action, id, map[string]any{"status": value})
+		w.WriteHeader(http.StatusNoContent)
+		return nil
+	}
+}
+
+// audit publishes the operator event of a change that has already been
+// made; a failure is logged rather than reported, since answering an error
+// would suggest the change did not happen.
+func (h *handlers) audit(ctx context.Context, action, target string, payload map[string]any) {
+	ev := auth.OperatorEvent(ctx, action, target, payload)
+	ev.OccurredAt = h.Clock.Now().UTC()
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kvTimeout)
+	defer cancel()
+	if err := h.Audit.Publish(actx, ev); err != nil {
+		h.Logger.Error("audit event not stored", "action", action, "target", target, "err", err)
+	}
+}
