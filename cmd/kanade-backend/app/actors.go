@@ -6,8 +6,8 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"kanade-backend/actors/projector"
 	execengine "kanade-backend/actors/exec"
+	"kanade-backend/actors/projector"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -29,7 +29,6 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 		return pids, fmt.Errorf("start projectors: %w", err)
 	}
 	pids = append(pids, proj)
-
 
 	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
 		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Clock: a.Clock,
