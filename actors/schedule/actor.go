@@ -50,11 +50,19 @@ type env struct {
 // a backend start. Only the actor's own goroutine touches it: the
 // producer that reads it runs in the restart, on that goroutine too.
 type box struct {
-	def         messages.Schedule
-	rev         uint64
+	def messages.Schedule
+	rev uint64
+	// expr is def's expression as the supervisor parsed it while
+	// validating; the first apply takes it instead of parsing again.
+	expr        *cron.Expr
 	lastInstant time.Time
 	catchUp     *catchUp
 	started     bool
+	// staleDirect counts exec requests sent directly (see fire) whose
+	// replies are still due but no longer wanted: they timed out, or were
+	// sent by an earlier incarnation. It outlives a restart so that the
+	// new incarnation never mistakes such a reply for its own.
+	staleDirect int
 }
 
 // catchUp asks a schedule loaded at backend start to look for the instant
@@ -74,8 +82,9 @@ type (
 	}
 	// update carries a newer KV revision of the schedule.
 	update struct {
-		def messages.Schedule
-		rev uint64
+		def  messages.Schedule
+		rev  uint64
+		expr *cron.Expr
 	}
 	// jobResults are the projected results of the schedule's job, routed
 	// by the supervisor.
@@ -85,7 +94,7 @@ type (
 	// runNow fires at once through the normal dedup path; the outcome is
 	// sent to the sender as *Tick.
 	runNow struct{}
-	// fireDone is the exec engine's answer, relayed by the fire's proxy.
+	// fireDone is the exec engine's answer, relayed by a fire's proxy.
 	fireDone struct {
 		seq   uint64
 		reply *messages.ExecReply
@@ -108,8 +117,11 @@ type pendingFire struct {
 	replyTo *actor.PID
 	pcs     []string
 	count   int
-	proxy   *actor.PID
-	timer   clock.Timer
+	// direct is set when the request was sent by the actor itself (its
+	// reply arrives as *messages.ExecReply); otherwise proxy sent it.
+	direct bool
+	proxy  *actor.PID
+	timer  clock.Timer
 }
 
 // scheduleActor owns one schedule: its cron timer, its dedup state
@@ -174,6 +186,11 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 		a.onResults(m)
 	case *runNow:
 		a.runTick(ctx, a.env.clock.Now(), TriggerManual, ctx.Sender(), 0)
+	case *messages.ExecReply:
+		a.onDirectReply(ctx, m)
+	case *actor.DeadLetterResponse:
+		// A direct request reached no one: the exec engine is gone.
+		a.onDirectReply(ctx, &messages.ExecReply{Err: messages.Unavailablef("the exec engine is not running")})
 	case *fireDone:
 		a.onFireDone(ctx, m)
 	case *fireTimeout:
@@ -191,7 +208,9 @@ func (a *scheduleActor) started(ctx actor.Context) {
 		a.box.started = true
 		a.env.metrics.running.Inc()
 	}
-	if err := a.apply(a.box.def, a.box.rev); err != nil {
+	expr := a.box.expr
+	a.box.expr = nil
+	if err := a.apply(a.box.def, a.box.rev, expr); err != nil {
 		// The supervisor only spawns valid schedules, so this is a bug;
 		// failing makes it visible through the restart policy.
 		panic(fmt.Sprintf("schedule %s: %v", a.box.def.ID, err))
@@ -210,6 +229,9 @@ func (a *scheduleActor) halt(ctx actor.Context, why string) {
 	if p := a.pending; p != nil {
 		a.pending = nil
 		p.timer.Stop()
+		if p.direct {
+			a.box.staleDirect++
+		}
 		// The proxy dies with this incarnation, so its answer would never
 		// be recorded; a manual run waiting for it is told now instead.
 		if p.replyTo != nil {
@@ -219,11 +241,14 @@ func (a *scheduleActor) halt(ctx actor.Context, why string) {
 	}
 }
 
-// apply installs a definition; the caller arms the timer.
-func (a *scheduleActor) apply(def messages.Schedule, rev uint64) error {
-	expr, err := def.CronExpr()
-	if err != nil {
-		return err
+// apply installs a definition; the caller arms the timer. expr is def's
+// parsed expression when the caller has it (nil: parse it here).
+func (a *scheduleActor) apply(def messages.Schedule, rev uint64, expr *cron.Expr) error {
+	if expr == nil {
+		var err error
+		if expr, err = def.CronExpr(); err != nil {
+			return err
+		}
 	}
 	policy, err := PolicyOf(&def)
 	if err != nil {
@@ -300,15 +325,15 @@ func (a *scheduleActor) onUpdate(ctx actor.Context, m *update) {
 	if m.rev <= a.rev {
 		return
 	}
-	a.applyUpdate(ctx, m.def, m.rev)
+	a.applyUpdate(ctx, m.def, m.rev, m.expr)
 }
 
 // applyUpdate switches to a newer definition. A cron or zone edit takes
 // effect at the next instant of the new expression; a job edit forgets the
 // dedup state, which belongs to the old job.
-func (a *scheduleActor) applyUpdate(ctx actor.Context, def messages.Schedule, rev uint64) {
+func (a *scheduleActor) applyUpdate(ctx actor.Context, def messages.Schedule, rev uint64, expr *cron.Expr) {
 	oldJob := a.def.JobID
-	if err := a.apply(def, rev); err != nil {
+	if err := a.apply(def, rev, expr); err != nil {
 		// The supervisor stops the actor of an invalid revision; until that
 		// message arrives, keep the last valid definition.
 		a.env.log.Warn("ignoring invalid schedule revision", "schedule", def.ID, "rev", rev, "err", err)
@@ -533,9 +558,13 @@ func (a *scheduleActor) pruneInFlight(now time.Time) {
 	}
 }
 
-// fire sends one exec request through a short-lived proxy child, which
-// ties the exec engine's reply to this fire (the reply carries nothing
-// that identifies the request) and dies with this actor if it restarts.
+// fire sends one exec request. A schedule has at most one request
+// outstanding, so the exec engine's reply, which carries nothing that
+// identifies the request, is simply the answer to that one: the request
+// is sent by the actor itself (ctx.Request), the cheap path that every
+// tick of a busy scheduler takes. Only while a reply that timed out is
+// still due does a short-lived proxy child send the request instead, so
+// that the late reply and the new one cannot be confused.
 // The PCs are marked in flight at once, not when the engine answers, so
 // that a tick arriving meanwhile cannot fire them again.
 func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, plan messages.FanoutPlan, pcs []string, count int, window time.Duration) {
@@ -560,11 +589,30 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, plan
 	for _, pc := range pcs {
 		a.inFlight[pc] = inFlight{since: now, until: now.Add(window)}
 	}
-	exec := a.env.exec
-	proxy := ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fireProxy{exec: exec, req: req, seq: seq} }))
+	p := &pendingFire{seq: seq, instant: t.Instant, trigger: t.Trigger, replyTo: replyTo, pcs: pcs, count: count}
+	if a.box.staleDirect == 0 {
+		p.direct = true
+		ctx.Request(a.env.exec, req)
+	} else {
+		exec := a.env.exec
+		p.proxy = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fireProxy{exec: exec, req: req, seq: seq} }))
+	}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
-	timer := a.env.clock.AfterFunc(a.env.fireTimeout, func() { root.Send(self, &fireTimeout{seq: seq}) })
-	a.pending = &pendingFire{seq: seq, instant: t.Instant, trigger: t.Trigger, replyTo: replyTo, pcs: pcs, count: count, proxy: proxy, timer: timer}
+	p.timer = a.env.clock.AfterFunc(a.env.fireTimeout, func() { root.Send(self, &fireTimeout{seq: seq}) })
+	a.pending = p
+}
+
+// onDirectReply takes a reply to a request the actor sent itself. While
+// stale replies are due no request is sent directly, so a reply then is
+// one of them.
+func (a *scheduleActor) onDirectReply(ctx actor.Context, r *messages.ExecReply) {
+	if a.box.staleDirect > 0 {
+		a.box.staleDirect--
+		return
+	}
+	if p := a.pending; p != nil && p.direct {
+		a.onFireDone(ctx, &fireDone{seq: p.seq, reply: r})
+	}
 }
 
 func (a *scheduleActor) onFireDone(ctx actor.Context, m *fireDone) {
@@ -611,7 +659,11 @@ func (a *scheduleActor) onFireTimeout(ctx actor.Context, m *fireTimeout) {
 		return
 	}
 	a.pending = nil
-	ctx.Stop(p.proxy)
+	if p.direct {
+		a.box.staleDirect++
+	} else {
+		ctx.Stop(p.proxy)
+	}
 	a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant,
 		Reason: fmt.Sprintf("the exec engine did not answer within %s", a.env.fireTimeout)}, p.replyTo)
 }
@@ -648,7 +700,7 @@ func (a *scheduleActor) autoDisable(ctx actor.Context, t Tick, replyTo *actor.PI
 	case errors.Is(err, messages.ErrConflict) && cur != nil && cur.Err == nil && attempt+1 < maxDecideAttempts:
 		a.env.log.Info("schedule changed while auto-disabling; deciding again on the new version",
 			"schedule", a.def.ID, "rev", a.rev, "now", cur.Rev)
-		a.applyUpdate(ctx, cur.Def, cur.Rev)
+		a.applyUpdate(ctx, cur.Def, cur.Rev, cur.expr)
 		a.runTick(ctx, t.Instant, t.Trigger, replyTo, attempt+1)
 	case errors.Is(err, messages.ErrConflict):
 		t.Reason = reason + "; not auto-disabled: " + err.Error()
@@ -682,7 +734,8 @@ func (a *scheduleActor) publishDedup() {
 	a.rec.setDedup(a.seeded, len(a.latest), len(a.inFlight))
 }
 
-// fireProxy sends one ExecRequest and relays the one reply to its parent.
+// fireProxy sends one ExecRequest and relays the one reply to its parent,
+// tagged with the fire it belongs to.
 type fireProxy struct {
 	exec *actor.PID
 	req  *messages.ExecRequest

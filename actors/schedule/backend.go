@@ -211,6 +211,10 @@ func (b *Backend) Disable(ctx context.Context, s messages.Schedule, rev uint64) 
 // decode is returned with Err set and whatever could be read, so that the
 // schedule stays visible with its reason.
 func DecodeVersioned(val []byte, rev uint64) Versioned {
-	s, err := messages.ParseScheduleJSON(val)
-	return Versioned{Def: s, Rev: rev, Err: err}
+	var s messages.Schedule
+	if err := messages.DecodeJSON(val, &s); err != nil {
+		return Versioned{Rev: rev, Err: err}
+	}
+	expr, err := s.ValidateExpr()
+	return Versioned{Def: s, Rev: rev, Err: err, expr: expr}
 }

@@ -329,9 +329,11 @@ func TestOncePerPCGroupTarget(t *testing.T) {
 func TestMissingJobSkips(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.agents("a")
-	h.exec.reply = func(r *messages.ExecRequest) *messages.ExecReply {
-		return &messages.ExecReply{Err: messages.NotFoundf("job '%s' not found in catalog", r.JobID)}
-	}
+	h.exec.set(func(x *execDouble) {
+		x.reply = func(r *messages.ExecRequest) *messages.ExecReply {
+			return &messages.ExecReply{Err: messages.NotFoundf("job '%s' not found in catalog", r.JobID)}
+		}
+	})
 	h.putSchedule(`{"id":"e","cron":"*/2 * * * * *","job_id":"gone","target":{"all":true}}`)
 	h.putSchedule(`{"id":"o","cron":"*/2 * * * * *","job_id":"gone","target":{"all":true},"mode":"once_per_pc"}`)
 	h.armedFor("e", t0.Add(2*time.Second))

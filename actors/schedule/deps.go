@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"kanade-backend/messages"
+	"kanade-backend/messages/cron"
 )
 
 // The small interfaces below are everything a schedule actor touches
@@ -62,6 +63,9 @@ type Versioned struct {
 	Rev uint64
 	// Err is the validation error of Def; such a schedule does not run.
 	Err error
+	// expr is Def's parsed expression when valid, handed to the actor so
+	// that loading a schedule parses its cron once.
+	expr *cron.Expr
 }
 
 // Auditor publishes audit events (actors/audit.Publisher).

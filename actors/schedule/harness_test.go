@@ -104,7 +104,12 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	sub := h.sys.EventStream.Subscribe(func(evt any) {
 		if e, ok := evt.(*messages.ScheduleTicked); ok {
-			h.ticks <- e
+			// Never block the publishing actor; load tests do not read
+			// the channel.
+			select {
+			case h.ticks <- e:
+			default:
+			}
 		}
 	})
 	h.tickSub = func() { h.sys.EventStream.Unsubscribe(sub) }
@@ -352,7 +357,10 @@ func (x *execDouble) Receive(ctx actor.Context) {
 	if !ok {
 		return
 	}
-	x.requests <- req
+	select {
+	case x.requests <- req:
+	default:
+	}
 	x.mu.Lock()
 	if x.holdAll {
 		x.held = append(x.held, heldReply{to: ctx.Sender(), req: req})
@@ -381,7 +389,10 @@ func (x *execDouble) answer(req *messages.ExecRequest, f func(*messages.ExecRequ
 	if req.ScheduleID != "" {
 		row.ScheduleID = &req.ScheduleID
 	}
-	if x.noRows {
+	x.mu.Lock()
+	noRows := x.noRows
+	x.mu.Unlock()
+	if noRows {
 		return &messages.ExecReply{Response: messages.ExecResponse{ExecID: execID, JobID: req.JobID, Version: "1.0.0"}}
 	}
 	ctx := context.Background()
@@ -401,6 +412,13 @@ func (x *execDouble) answer(req *messages.ExecRequest, f func(*messages.ExecRequ
 	}
 	return &messages.ExecReply{Response: messages.ExecResponse{ExecID: execID, JobID: req.JobID, Version: "1.0.0",
 		TargetCount: row.TargetCount, Subjects: req.Plan.Target.Subjects(), ExpectedPcs: len(pcs)}}
+}
+
+// set changes the double's behaviour under its lock.
+func (x *execDouble) set(f func(x *execDouble)) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	f(x)
 }
 
 // release answers every held request.

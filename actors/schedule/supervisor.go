@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"sort"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -14,6 +13,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
+	"kanade-backend/messages/cron"
 )
 
 // Source is where the supervisor reads schedules from.
@@ -99,7 +99,9 @@ type entry struct {
 	rev     uint64
 	created time.Time
 	// err is set while the current revision is invalid: no actor runs.
-	err     error
+	err error
+	// expr is the parsed expression of def until the actor takes it.
+	expr    *cron.Expr
 	pid     *actor.PID
 	faulted bool
 	rec     *record
@@ -264,6 +266,7 @@ func (s *supervisor) onEntry(ctx actor.Context, m *kvEntry) {
 	}
 	wasInvalid, wasFaulted := en.err != nil, en.faulted
 	en.def, en.rev, en.created, en.err = v.Def, v.Rev, m.created, v.Err
+	en.expr = v.expr
 	if v.Err != nil {
 		s.stopActor(ctx, en)
 		s.setFaulted(en, false)
@@ -284,13 +287,15 @@ func (s *supervisor) onEntry(ctx actor.Context, m *kvEntry) {
 		s.setFaulted(en, false)
 		s.spawn(ctx, en)
 	} else {
-		ctx.Send(en.pid, &update{def: v.Def, rev: v.Rev})
+		ctx.Send(en.pid, &update{def: v.Def, rev: v.Rev, expr: en.expr})
+		en.expr = nil
 	}
 	s.register(en)
 }
 
 func (s *supervisor) spawn(ctx actor.Context, en *entry) {
-	b := &box{def: en.def, rev: en.rev}
+	b := &box{def: en.def, rev: en.rev, expr: en.expr}
+	en.expr = nil
 	if s.initial {
 		since := en.created
 		if last, ok := s.lastFires[en.id]; ok && last.After(since) {
@@ -526,14 +531,11 @@ type Summary struct {
 	Faulted  int  `json:"faulted"`
 	Disabled int  `json:"disabled"`
 	Loaded   bool `json:"loaded"`
-	// IDs lists every schedule id, sorted.
-	IDs []string `json:"-"`
 }
 
 func (s *supervisor) summary() *Summary {
 	sum := &Summary{Total: len(s.entries), Loaded: !s.initial}
-	for id, en := range s.entries {
-		sum.IDs = append(sum.IDs, id)
+	for _, en := range s.entries {
 		switch {
 		case en.err != nil:
 			sum.Invalid++
@@ -545,7 +547,6 @@ func (s *supervisor) summary() *Summary {
 			sum.Running++
 		}
 	}
-	sort.Strings(sum.IDs)
 	return sum
 }
 

@@ -167,7 +167,7 @@ func TestFaultIsolation(t *testing.T) {
 		t.Skip("real-clock test")
 	}
 	h := newHarness(t, harnessOpts{real: true})
-	h.exec.noRows = true
+	h.exec.set(func(x *execDouble) { x.noRows = true })
 	h.putJob("job", "30s")
 	var badTicks atomic.Int32
 	hook := func(id string) {
@@ -355,7 +355,7 @@ func TestRunNow(t *testing.T) {
 func TestExecEngineSilent(t *testing.T) {
 	h := newHarness(t, harnessOpts{fireTimeout: 3 * time.Second})
 	h.putJob("job", "30s")
-	h.exec.holdAll = true
+	h.exec.set(func(x *execDouble) { x.holdAll = true })
 	h.putSchedule(`{"id":"q","cron":"*/2 * * * * *","job_id":"job","target":{"all":true}}`)
 	h.armedFor("q", t0.Add(2*time.Second))
 	h.fake.Set(t0.Add(2 * time.Second))
@@ -370,11 +370,20 @@ func TestExecEngineSilent(t *testing.T) {
 	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFailed || !strings.Contains(tk.Reason, "did not answer") {
 		t.Fatalf("timeout tick: %+v", tk)
 	}
-	// The late answer is ignored; the next tick fires normally.
-	h.exec.release(h.sys)
+	// While the late answer is still due, the next fire goes through a
+	// proxy, and the two answers are not confused: the tick records the
+	// second exec, not the first.
 	h.fake.Set(t0.Add(6 * time.Second))
-	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired {
+	h.exec.nextRequest(t, time.Second)
+	h.exec.release(h.sys) // exec-1 answers the timed-out fire, exec-2 the new one
+	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired || tk.ExecID != "exec-2" {
 		t.Fatalf("tick after timeout: %+v", tk)
+	}
+	// Back on the direct path: the next fire is answered directly.
+	h.armedFor("q", t0.Add(8*time.Second))
+	h.fake.Set(t0.Add(8 * time.Second))
+	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired || tk.ExecID != "exec-3" {
+		t.Fatalf("tick on the direct path: %+v", tk)
 	}
 }
 
