@@ -1,6 +1,7 @@
 package app
 
 import (
+	"kanade-backend/assets"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -10,4 +11,7 @@ import (
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
+	// The dashboard answers every other GET outside /api (its client-side
+	// routes); more specific public patterns above take precedence.
+	r.Public("GET /", assets.Handler())
 }
