@@ -457,7 +457,8 @@ const (
 
 // Status is one schedule as the status API shows it.
 type Status struct {
-	Schedule messages.Schedule `json:"schedule"`
+	// Schedule is the definition; the API shows it beside the status.
+	Schedule messages.Schedule `json:"-"`
 	Revision uint64            `json:"revision"`
 	// State is running, restarting (failed within the last RestartWindow
 	// and restarted), faulted, disabled or invalid.

@@ -18,5 +18,11 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
+
+	sched, err := a.startScheduler()
+	if err != nil {
+		return pids, err
+	}
+	pids = append(pids, sched)
 	return pids, nil
 }

@@ -27,6 +27,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -70,12 +71,22 @@ type App struct {
 	Auth       *auth.Authenticator
 	HTTP       *server.Server
 	Router     *server.Router
+	// Exec is the exec engine's PID: schedule actors send it
+	// *messages.ExecRequest (ctx.Request) and get *messages.ExecReply back.
+	Exec *actor.PID
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
 	// Clock is the time source of every actor (tests may replace it
 	// before Run).
 	Clock clock.Clock
+
+	// Scheduler asks the schedule supervisor for status and manual runs
+	// (set once the actors run).
+	Scheduler *schedule.Client
+	// ScheduleTickHook, if set before Run, is called at the start of every
+	// schedule tick (tests inject a panicking tick with it).
+	ScheduleTickHook func(scheduleID string)
 
 	ready chan struct{}
 }
