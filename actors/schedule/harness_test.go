@@ -68,6 +68,8 @@ type harnessOpts struct {
 	noStart     bool // do not start the supervisor yet
 	writer      func(*Backend) Writer
 	fireTimeout time.Duration
+	// execActor replaces the recording exec double.
+	execActor func(h *harness) actor.Actor
 }
 
 func testLogger() *slog.Logger {
@@ -98,7 +100,11 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.exec = &execDouble{store: h.store, clock: h.clock, requests: make(chan *messages.ExecRequest, 100_000)}
 	var err error
-	h.execPID, err = h.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return h.exec }), "exec")
+	var execActor actor.Actor = h.exec
+	if o.execActor != nil {
+		execActor = o.execActor(h)
+	}
+	h.execPID, err = h.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return execActor }), "exec")
 	if err != nil {
 		t.Fatal(err)
 	}
