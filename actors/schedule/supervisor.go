@@ -146,13 +146,16 @@ func newSupervisor(e *env, src Source) *supervisor {
 
 // Messages from the watch goroutine.
 type (
+	// kvEntry is one watch event. A put arrives decoded and validated: the
+	// watch goroutine does that work, so that on a start with thousands of
+	// schedules it runs beside the supervisor instead of inside it.
 	kvEntry struct {
 		gen     uint64
 		key     string
-		value   []byte
 		rev     uint64
 		op      jetstream.KeyValueOp
 		created time.Time
+		v       Versioned
 	}
 	snapshotDone struct{ gen uint64 }
 	lastFires    struct{ fires map[string]time.Time }
@@ -252,13 +255,7 @@ func (s *supervisor) onEntry(ctx actor.Context, m *kvEntry) {
 		}
 		return
 	}
-	v := DecodeVersioned(m.value, m.rev)
-	if v.Def.ID == "" {
-		v.Def.ID = m.key
-	}
-	if v.Err == nil && v.Def.ID != m.key {
-		v.Err = fmt.Errorf("id %q does not match its KV key %q", v.Def.ID, m.key)
-	}
+	v := m.v
 	isNew := en == nil
 	if isNew {
 		en = &entry{id: m.key, rec: &record{}, seenGen: m.gen}
@@ -628,9 +625,25 @@ func (w *watcher) pump(ctx context.Context, kw jetstream.KeyWatcher, gen uint64)
 				w.send(&snapshotDone{gen: gen})
 				continue
 			}
-			w.send(&kvEntry{gen: gen, key: e.Key(), value: e.Value(), rev: e.Revision(), op: e.Operation(), created: e.Created()})
+			m := &kvEntry{gen: gen, key: e.Key(), rev: e.Revision(), op: e.Operation(), created: e.Created()}
+			if m.op == jetstream.KeyValuePut {
+				m.v = decodeEntry(e.Key(), e.Value(), e.Revision())
+			}
+			w.send(m)
 		}
 	}
+}
+
+// decodeEntry reads one KV schedules value for key.
+func decodeEntry(key string, value []byte, rev uint64) Versioned {
+	v := DecodeVersioned(value, rev)
+	if v.Def.ID == "" {
+		v.Def.ID = key
+	}
+	if v.Err == nil && v.Def.ID != key {
+		v.Err = fmt.Errorf("id %q does not match its KV key %q", v.Def.ID, key)
+	}
+	return v
 }
 
 // drain empties a stopped watcher's channel so that the client library's

@@ -83,8 +83,8 @@ func TestLifecycleDeleteInvalidStale(t *testing.T) {
 
 	// A stale revision (a replayed older event) changes nothing.
 	st := h.status("badcron")
-	h.sys.Root.Send(h.pid, &kvEntry{gen: 1, key: "badcron", rev: st.Revision - 1,
-		value: []byte(`{"id":"badcron","cron":"0 0 1 1 * *","job_id":"job","target":{"all":true}}`), op: jetstream.KeyValuePut})
+	h.sys.Root.Send(h.pid, &kvEntry{gen: 1, key: "badcron", rev: st.Revision - 1, op: jetstream.KeyValuePut,
+		v: decodeEntry("badcron", []byte(`{"id":"badcron","cron":"0 0 1 1 * *","job_id":"job","target":{"all":true}}`), st.Revision-1)})
 	h.sys.Root.Send(h.pid, &kvEntry{gen: 1, key: "badcron", rev: st.Revision - 1, op: jetstream.KeyValueDelete})
 	if st2 := h.status("badcron"); st2.Revision != st.Revision || st2.Schedule.Cron != "*/2 * * * * *" {
 		t.Fatalf("stale event applied: %+v", st2)
