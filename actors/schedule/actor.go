@@ -58,6 +58,10 @@ type box struct {
 	lastInstant time.Time
 	catchUp     *catchUp
 	started     bool
+	// gen numbers the timers armed for this schedule; a tick carries the
+	// gen of its timer, so a tick from a timer since re-armed (or from an
+	// earlier incarnation, still queued in the mailbox) is recognised.
+	gen uint64
 	// staleDirect counts exec requests sent directly (see fire) whose
 	// replies are still due but no longer wanted: they timed out, or were
 	// sent by an earlier incarnation. It outlives a restart so that the
@@ -143,7 +147,6 @@ type scheduleActor struct {
 	resolve messages.Target
 
 	timer clock.Timer
-	gen   uint64
 
 	seeded   bool
 	latest   map[string]time.Time
@@ -295,9 +298,9 @@ func (a *scheduleActor) arm(ctx actor.Context) {
 		a.env.log.Info("schedule has no further fire time", "schedule", a.def.ID, "cron", a.def.Cron)
 		return
 	}
-	a.gen++
+	a.box.gen++
 	a.rec.setNextTick(next)
-	msg := &tick{gen: a.gen, instant: next}
+	msg := &tick{gen: a.box.gen, instant: next}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	a.timer = a.env.clock.AfterFunc(next.Sub(now), func() { root.Send(self, msg) })
 }
@@ -309,11 +312,11 @@ func (a *scheduleActor) disarm() {
 		a.rec.setNextTick(time.Time{})
 	}
 	// A tick already queued by the stopped timer is told apart by gen.
-	a.gen++
+	a.box.gen++
 }
 
 func (a *scheduleActor) onTick(ctx actor.Context, m *tick) {
-	if m.gen != a.gen {
+	if m.gen != a.box.gen {
 		return
 	}
 	a.box.lastInstant = m.instant
@@ -381,7 +384,7 @@ func (a *scheduleActor) seed(now time.Time) error {
 	if err != nil {
 		return err
 	}
-	pcs, err := a.env.reader.InFlight(ctx, a.def.ID, now)
+	pcs, err := a.env.reader.InFlight(ctx, a.def.ID, a.def.JobID, now)
 	if err != nil {
 		return err
 	}

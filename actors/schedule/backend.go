@@ -98,10 +98,7 @@ func (b *Backend) LatestSuccesses(ctx context.Context, jobID string) (map[string
 		PcID string       `bun:"pc_id"`
 		Last storage.Time `bun:"last"`
 	}
-	err := b.Store.R.NewSelect().TableExpr("execution_results").
-		ColumnExpr("pc_id").ColumnExpr("MAX(finished_at) AS last").
-		Where("job_id = ?", jobID).Where("exit_code = 0").
-		GroupExpr("pc_id").Scan(ctx, &rows)
+	err := seedQuery(b.Store.R, jobID).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("latest successes of job %s: %w", jobID, err)
 	}
@@ -120,7 +117,7 @@ const inFlightLookback = 7 * 24 * time.Hour
 // InFlight finds the PCs that recent fires of the schedule expect and that
 // have not answered, using the exec engine's records (executions,
 // exec_expected) and the projected results.
-func (b *Backend) InFlight(ctx context.Context, scheduleID string, now time.Time) ([]InFlightPC, error) {
+func (b *Backend) InFlight(ctx context.Context, scheduleID, jobID string, now time.Time) ([]InFlightPC, error) {
 	var rows []struct {
 		ExecID      string       `bun:"exec_id"`
 		PcID        string       `bun:"pc_id"`
@@ -128,14 +125,7 @@ func (b *Backend) InFlight(ctx context.Context, scheduleID string, now time.Time
 		TimeoutSecs uint64       `bun:"timeout_secs"`
 		JitterSecs  *uint64      `bun:"jitter_secs"`
 	}
-	err := b.Store.R.NewSelect().TableExpr("executions AS e").
-		ColumnExpr("e.exec_id, x.pc_id, e.created_at, e.timeout_secs, e.jitter_secs").
-		Join("JOIN exec_expected AS x ON x.exec_id = e.exec_id").
-		Where("e.schedule_id = ?", scheduleID).
-		Where("e.created_at >= ?", storage.T(now.Add(-inFlightLookback))).
-		Where("e.status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
-		Where("NOT EXISTS (SELECT 1 FROM execution_results AS r WHERE r.exec_id = e.exec_id AND r.pc_id = x.pc_id)").
-		Scan(ctx, &rows)
+	err := inFlightQuery(b.Store.R, scheduleID, jobID, now).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("in-flight PCs of schedule %s: %w", scheduleID, err)
 	}
@@ -161,9 +151,7 @@ func (b *Backend) LastFires(ctx context.Context) (map[string]time.Time, error) {
 		ScheduleID string       `bun:"schedule_id"`
 		Last       storage.Time `bun:"last"`
 	}
-	err := b.Store.R.NewSelect().TableExpr("executions").
-		ColumnExpr("schedule_id").ColumnExpr("MAX(created_at) AS last").
-		Where("schedule_id IS NOT NULL").GroupExpr("schedule_id").Scan(ctx, &rows)
+	err := lastFiresQuery(b.Store.R).Scan(ctx, &rows)
 	if err != nil {
 		return nil, fmt.Errorf("last fire of each schedule: %w", err)
 	}
@@ -172,6 +160,35 @@ func (b *Backend) LastFires(ctx context.Context) (map[string]time.Time, error) {
 		out[r.ScheduleID] = r.Last.Time
 	}
 	return out, nil
+}
+
+// seedQuery is the once_per_pc seed: the newest success per PC of one job,
+// answered by the covering index execution_results_success.
+func seedQuery(db bun.IDB, jobID string) *bun.SelectQuery {
+	return db.NewSelect().TableExpr("execution_results").
+		ColumnExpr("pc_id").ColumnExpr("MAX(finished_at) AS last").
+		Where("job_id = ?", jobID).Where("exit_code = 0").
+		GroupExpr("pc_id")
+}
+
+// inFlightQuery lists the PCs recent fires of a schedule for a job expect
+// and that have not answered (index executions_schedule).
+func inFlightQuery(db bun.IDB, scheduleID, jobID string, now time.Time) *bun.SelectQuery {
+	return db.NewSelect().TableExpr("executions AS e").
+		ColumnExpr("e.exec_id, x.pc_id, e.created_at, e.timeout_secs, e.jitter_secs").
+		Join("JOIN exec_expected AS x ON x.exec_id = e.exec_id").
+		Where("e.schedule_id = ?", scheduleID).Where("e.job_id = ?", jobID).
+		Where("e.created_at >= ?", storage.T(now.Add(-inFlightLookback))).
+		Where("e.status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
+		Where("NOT EXISTS (SELECT 1 FROM execution_results AS r WHERE r.exec_id = e.exec_id AND r.pc_id = x.pc_id)")
+}
+
+// lastFiresQuery is the newest fire of every schedule (index
+// executions_schedule).
+func lastFiresQuery(db bun.IDB) *bun.SelectQuery {
+	return db.NewSelect().TableExpr("executions").
+		ColumnExpr("schedule_id").ColumnExpr("MAX(created_at) AS last").
+		Where("schedule_id IS NOT NULL").GroupExpr("schedule_id")
 }
 
 // Disable compare-and-sets enabled=false on the schedule's KV entry.

@@ -26,9 +26,10 @@ type Reader interface {
 	// LatestSuccesses returns, for one job, the newest finished_at of a
 	// successful result per PC.
 	LatestSuccesses(ctx context.Context, jobID string) (map[string]time.Time, error)
-	// InFlight returns the PCs that fires of this schedule still wait for:
-	// expected by an exec of the schedule, with no result from that PC yet.
-	InFlight(ctx context.Context, scheduleID string, now time.Time) ([]InFlightPC, error)
+	// InFlight returns the PCs that fires of this schedule for this job
+	// still wait for: expected by such an exec, with no result from that
+	// PC yet.
+	InFlight(ctx context.Context, scheduleID, jobID string, now time.Time) ([]InFlightPC, error)
 }
 
 // InFlightPC is one PC a fire of the schedule is still waiting for.
