@@ -108,7 +108,7 @@ func BenchmarkSchedulesLoad10000(b *testing.B) {
 		t0 := time.Now()
 		h.start(0)
 		h.eventually(30*time.Second, func() error {
-			if v := testutilGauge(h.metrics.running); v != n {
+			if v := h.gauge("kanade_schedule_actors_running"); v != n {
 				return fmt.Errorf("%v actors running", v)
 			}
 			return nil
@@ -161,7 +161,7 @@ func benchLateness(b *testing.B, n int) {
 	h.onTick.Store(&hook)
 	h.start(0)
 	h.eventually(30*time.Second, func() error {
-		if v := testutilGauge(h.metrics.running); v != float64(n) {
+		if v := h.gauge("kanade_schedule_actors_running"); v != float64(n) {
 			return fmt.Errorf("%v running", v)
 		}
 		return nil

@@ -17,7 +17,6 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/actorsys"
@@ -462,26 +461,42 @@ func (x *execDouble) noRequest(t testing.TB, wait time.Duration) {
 
 func pcsOf(r *messages.ExecRequest) string { return strings.Join(r.Plan.Target.Pcs, ",") }
 
-// testutilGauge reads a gauge's value.
-func testutilGauge(g prometheus.Gauge) float64 {
-	var m dto.Metric
-	if err := g.Write(&m); err != nil {
-		panic(err)
+// gauge reads a gauge of the harness's registry by name.
+func (h *harness) gauge(name string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	return m.GetGauge().GetValue()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	h.t.Fatalf("no metric %s", name)
+	return 0
 }
 
 // histogramCount returns a histogram's sample count and how many samples
 // fell at or below le (which must be one of its bucket bounds).
-func histogramCount(hist prometheus.Histogram, le float64) (total, below uint64) {
-	var m dto.Metric
-	if err := hist.Write(&m); err != nil {
-		panic(err)
+func (h *harness) histogramCount(name string, le float64) (total, below uint64) {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
 	}
-	for _, b := range m.GetHistogram().GetBucket() {
-		if b.GetUpperBound() == le {
-			below = b.GetCumulativeCount()
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
 		}
+		hist := mf.GetMetric()[0].GetHistogram()
+		for _, b := range hist.GetBucket() {
+			if b.GetUpperBound() == le {
+				below = b.GetCumulativeCount()
+			}
+		}
+		return hist.GetSampleCount(), below
 	}
-	return m.GetHistogram().GetSampleCount(), below
+	h.t.Fatalf("no metric %s", name)
+	return 0, 0
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -89,7 +91,7 @@ func TestLifecycleDeleteInvalidStale(t *testing.T) {
 	if st2 := h.status("badcron"); st2.Revision != st.Revision || st2.Schedule.Cron != "*/2 * * * * *" {
 		t.Fatalf("stale event applied: %+v", st2)
 	}
-	if got := testutilGauge(h.metrics.invalid); got != 3 {
+	if got := h.gauge("kanade_schedules_invalid"); got != 3 {
 		t.Fatalf("invalid gauge %v, want 3", got)
 	}
 }
@@ -170,10 +172,21 @@ func TestFaultIsolation(t *testing.T) {
 	h.exec.set(func(x *execDouble) { x.noRows = true })
 	h.putJob("job", "30s")
 	var badTicks atomic.Int32
+	// Every schedule fires on each second, so a tick's lateness is how far
+	// into its second it is handled.
+	var mu sync.Mutex
+	var lateness []time.Duration
+	recording := atomic.Bool{}
 	hook := func(id string) {
 		if id == "bad" {
 			badTicks.Add(1)
 			panic("injected tick failure")
+		}
+		if recording.Load() {
+			now := time.Now()
+			mu.Lock()
+			lateness = append(lateness, now.Sub(now.Truncate(time.Second)))
+			mu.Unlock()
 		}
 	}
 	h.onTick.Store(&hook)
@@ -187,6 +200,12 @@ func TestFaultIsolation(t *testing.T) {
 	perSchedule := map[string]*stat{}
 	var worst time.Duration
 	start := time.Now()
+	recording.Store(true)
+	// The control: as many bare timers, aimed at the same seconds in the
+	// same process, suffer whatever the machine does to everyone (GC, a
+	// neighbour's build on a shared CI box).
+	control := make(chan []time.Duration, 1)
+	go func() { control <- rawTimerLateness(others, 9) }()
 	faultedAt := time.Duration(0)
 	for time.Since(start) < 10*time.Second {
 		select {
@@ -229,22 +248,30 @@ func TestFaultIsolation(t *testing.T) {
 			t.Fatalf("%s: %d ticks in 10 s", id, s.n)
 		}
 	}
-	// "On time" here means every tick handled within a bound that a
-	// shared 2-core CI machine meets even when a neighbour's build steals
-	// the CPU for a moment; the 50 ms p99 budget itself is measured by
-	// BenchmarkFireLateness next to the raw timer ceiling. The race
-	// detector slows everything several-fold.
-	bound := 0.25
+	// On time: the schedules' p99 lateness is within the 50 ms budget of
+	// what the bare timers suffered in the same seconds (the race detector
+	// slows every tick several-fold, so it gets more room).
+	recording.Store(false)
+	raw := <-control
+	mu.Lock()
+	got := slices.Clone(lateness)
+	mu.Unlock()
+	margin := 50 * time.Millisecond
 	if raceEnabled {
-		bound = 1
+		margin = 250 * time.Millisecond
 	}
-	total, onTime := histogramCount(h.metrics.lateness, bound)
-	if total < others*8 || onTime != total {
-		t.Fatalf("lateness: %d of %d ticks handled within %v s", onTime, total, bound)
+	p99 := func(s []time.Duration) time.Duration {
+		slices.Sort(s)
+		return s[(len(s)-1)*99/100]
 	}
-	t.Logf("bad faulted after %v; %d schedules ticked ≥ 8 times each, %d ticks all handled within the lateness bound; worst fire-to-answer %v",
+	total := len(got)
+	if total < others*8 || p99(got) > p99(raw)+margin {
+		t.Fatalf("lateness of %d ticks: p99 %v, bare timers p99 %v (margin %v)", total, p99(got), p99(raw), margin)
+	}
+	t.Logf("ticks p99 %v, bare timers p99 %v", p99(got), p99(raw))
+	t.Logf("bad faulted after %v; %d schedules ticked ≥ 8 times each, %d ticks on time; worst fire-to-answer %v",
 		faultedAt, others, total, worst)
-	if got := testutilGauge(h.metrics.faulted); got != 1 {
+	if got := h.gauge("kanade_schedules_faulted"); got != 1 {
 		t.Fatalf("faulted gauge %v", got)
 	}
 	// Editing the faulted schedule starts it afresh.
