@@ -202,11 +202,15 @@ func TestUpsertListStatusDelete(t *testing.T) {
 			t.Fatalf("delete: %d %s", resp.StatusCode, body)
 		}
 	}
-	var e errBody
-	b.JSON(t, http.MethodGet, "/api/schedules/b-every-2s", nil, 404, &e)
-	if e.Error != "schedule 'b-every-2s' not found" {
-		t.Fatalf("404 body %q", e.Error)
-	}
+	// The scheduler learns of the delete through its KV watch, a moment
+	// later.
+	apptest.Eventually(t, 5*time.Second, func() error {
+		resp, body := b.Do(t, http.MethodGet, "/api/schedules/b-every-2s", nil)
+		if resp.StatusCode != 404 || !strings.Contains(string(body), `"schedule 'b-every-2s' not found"`) {
+			return fmt.Errorf("%d %s", resp.StatusCode, body)
+		}
+		return nil
+	})
 	// Path ids are validated.
 	for _, p := range []string{"/api/schedules/a.b", "/api/schedules/a%20b", "/api/schedules/a%3Eb/run"} {
 		method := http.MethodGet
@@ -226,6 +230,18 @@ func TestUpsertListStatusDelete(t *testing.T) {
 	if resp.StatusCode != http.StatusMethodNotAllowed {
 		t.Fatalf("PUT: %d", resp.StatusCode)
 	}
+
+	// The scheduler's collectors are on /metrics.
+	apptest.Eventually(t, 5*time.Second, func() error {
+		resp, body := b.Do(t, http.MethodGet, "/metrics", nil)
+		for _, m := range []string{"kanade_schedule_actors_running 2", "kanade_schedule_ticks_total", "kanade_schedule_fire_lateness_seconds",
+			"kanade_schedule_actor_restarts_total", "kanade_schedules_faulted 0", "kanade_schedules_invalid 0"} {
+			if resp.StatusCode != 200 || !strings.Contains(string(body), m) {
+				return fmt.Errorf("/metrics lacks %q", m)
+			}
+		}
+		return nil
+	})
 
 	// Every change was audited as the operator.
 	ups := auditEvents(t, b, "schedule_upsert")
