@@ -39,6 +39,12 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	}
 	a.Exec = execPID
 	pids = append(pids, execPID)
+
+	sched, err := a.startScheduler()
+	if err != nil {
+		return pids, err
+	}
+	pids = append(pids, sched)
 	return pids, nil
 }
 

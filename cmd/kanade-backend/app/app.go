@@ -27,6 +27,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -79,6 +80,13 @@ type App struct {
 	// Clock is the time source of every actor (tests may replace it
 	// before Run).
 	Clock clock.Clock
+
+	// Scheduler asks the schedule supervisor for status and manual runs
+	// (set once the actors run).
+	Scheduler *schedule.Client
+	// ScheduleTickHook, if set before Run, is called at the start of every
+	// schedule tick (tests inject a panicking tick with it).
+	ScheduleTickHook func(scheduleID string)
 
 	ready chan struct{}
 }

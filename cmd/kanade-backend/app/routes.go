@@ -5,6 +5,7 @@ import (
 	"kanade-backend/assets"
 	"kanade-backend/http/executions"
 	"kanade-backend/http/jobs"
+	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -19,6 +20,7 @@ func (a *App) routes(r *server.Router) {
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
 		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
+	schedules.Register(r, schedules.Deps{JS: a.JS, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())

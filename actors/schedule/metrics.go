@@ -1,0 +1,72 @@
+package schedule
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"kanade-backend/messages"
+)
+
+// Metrics are the scheduler's kanade_* collectors.
+type Metrics struct {
+	ticks    map[string]prometheus.Counter
+	lateness prometheus.Histogram
+	running  prometheus.Gauge
+	restarts prometheus.Counter
+	faulted  prometheus.Gauge
+	invalid  prometheus.Gauge
+	loaded   prometheus.Gauge
+}
+
+// NewMetrics registers the collectors on reg (nil: unregistered, for
+// tests that do not look at them).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	ticks := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "kanade_schedule_ticks_total",
+		Help: "Schedule ticks by outcome (fired, skipped, missed, failed).",
+	}, []string{"outcome"})
+	m := &Metrics{
+		ticks: map[string]prometheus.Counter{},
+		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_schedule_fire_lateness_seconds",
+			Help:    "Delay between a cron instant and the moment its schedule actor handles the tick.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
+		}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_schedule_actors_running",
+			Help: "Schedule actors currently running (one per valid schedule).",
+		}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_schedule_actor_restarts_total",
+			Help: "Restarts of schedule actors after a failure.",
+		}),
+		faulted: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_schedules_faulted",
+			Help: "Schedules whose actor failed too often and was stopped.",
+		}),
+		invalid: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_schedules_invalid",
+			Help: "Schedules in KV that cannot run (bad cron, zone, duration, ...).",
+		}),
+		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_schedules_load_seconds",
+			Help: "Time from the scheduler's start to the end of the initial KV snapshot.",
+		}),
+	}
+	for _, o := range []string{messages.TickFired, messages.TickSkipped, messages.TickMissed, messages.TickFailed} {
+		m.ticks[o] = ticks.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(ticks, m.lateness, m.running, m.restarts, m.faulted, m.invalid, m.loaded)
+	}
+	return m
+}
+
+func (m *Metrics) tick(outcome string) {
+	if c, ok := m.ticks[outcome]; ok {
+		c.Inc()
+	}
+}
+
+func (m *Metrics) late(d time.Duration) { m.lateness.Observe(max(d, 0).Seconds()) }

@@ -1,0 +1,28 @@
+package app
+
+import (
+	"fmt"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"kanade-backend/actors/schedule"
+)
+
+// startScheduler spawns the schedule supervisor after the exec engine, the
+// PID it fires through. It reads KV and the SQL read model through one
+// Backend and publishes its audit events with the app's publisher.
+func (a *App) startScheduler() (*actor.PID, error) {
+	b := schedule.NewBackend(a.Store, a.JS)
+	if a.Exec == nil {
+		a.Logger.Warn("no exec engine: schedule ticks will be recorded as failed")
+	}
+	pid, err := schedule.Start(a.Actors, schedule.Config{
+		Clock: a.Clock, Source: b, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
+		Metrics: schedule.NewMetrics(a.Metrics), Logger: a.Logger, OnTick: a.ScheduleTickHook,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start scheduler: %w", err)
+	}
+	a.Scheduler = &schedule.Client{Root: a.Actors.Root, PID: pid}
+	return pid, nil
+}

@@ -1,0 +1,387 @@
+// Package schedules serves the schedules API (api.md §3): list, upsert
+// and delete schedules in KV, and, beyond upstream, each schedule's live
+// status, a preview of any cron expression, and a manual run. Definitions
+// are read from and written to KV schedules, the source of truth; status
+// and runs are asked of the schedule supervisor, which owns the running
+// schedules.
+package schedules
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"kanade-backend/actors/clock"
+	"kanade-backend/actors/schedule"
+	"kanade-backend/http/auth"
+	"kanade-backend/http/httpx"
+	"kanade-backend/http/server"
+	"kanade-backend/messages"
+	"kanade-backend/messages/cron"
+)
+
+// Scheduler is what the routes ask of the running scheduler
+// (schedule.Client).
+type Scheduler interface {
+	Status(ctx context.Context, id string) (schedule.Status, error)
+	Run(ctx context.Context, id string) (schedule.Tick, error)
+}
+
+var _ Scheduler = (*schedule.Client)(nil)
+
+// Auditor publishes audit events (actors/audit.Publisher).
+type Auditor interface {
+	Publish(ctx context.Context, ev messages.AuditEvent) error
+}
+
+// Deps is what the routes need.
+type Deps struct {
+	JS        jetstream.JetStream
+	Audit     Auditor
+	Scheduler Scheduler
+	Clock     clock.Clock
+	Logger    *slog.Logger
+}
+
+// PreviewMax bounds n of GET /api/schedules/preview.
+const PreviewMax = 100
+
+// reservedID cannot name a schedule: GET /api/schedules/preview is the
+// preview route, so such a schedule's status could never be read.
+const reservedID = "preview"
+
+// Register adds the routes. The literal /api/schedules/preview is more
+// specific than /api/schedules/{id}, so ServeMux sends it to the preview
+// whatever the registration order.
+func Register(r *server.Router, d Deps) {
+	if d.Clock == nil {
+		d.Clock = clock.Real{}
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	h := &handlers{Deps: d}
+	r.API("GET /api/schedules", h.list)
+	r.API("POST /api/schedules", h.upsert)
+	r.API("GET /api/schedules/preview", h.preview)
+	r.API("GET /api/schedules/{id}", h.status)
+	r.API("DELETE /api/schedules/{id}", h.delete)
+	r.API("POST /api/schedules/{id}/run", h.run)
+}
+
+type handlers struct {
+	Deps
+
+	mu      sync.Mutex
+	buckets map[string]jetstream.KeyValue
+}
+
+// kv opens a bucket once; failures are not cached.
+func (h *handlers) kv(ctx context.Context, name string) (jetstream.KeyValue, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if kv, ok := h.buckets[name]; ok {
+		return kv, nil
+	}
+	if h.JS == nil {
+		return nil, messages.Unavailablef("NATS is not connected")
+	}
+	kv, err := h.JS.KeyValue(ctx, name)
+	if err != nil {
+		return nil, messages.Unavailablef("KV bucket %s is unavailable: %v", name, err)
+	}
+	if h.buckets == nil {
+		h.buckets = map[string]jetstream.KeyValue{}
+	}
+	h.buckets[name] = kv
+	return kv, nil
+}
+
+// list returns every schedule sorted by id; an empty bucket is [] (upstream
+// answered 500, defect 15). Paging applies only when limit or offset is
+// given: the upstream CLI and the dashboard expect the whole list.
+func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
+	kv, err := h.kv(r.Context(), messages.BucketSchedules)
+	if err != nil {
+		return err
+	}
+	out, err := readAll(r.Context(), kv, h.Logger)
+	if err != nil {
+		return err
+	}
+	total := len(out)
+	q := r.URL.Query()
+	if q.Has("limit") || q.Has("offset") {
+		p, err := httpx.ParsePage(r)
+		if err != nil {
+			return err
+		}
+		out = out[min(p.Offset, len(out)):]
+		out = out[:min(p.Limit, len(out))]
+	}
+	httpx.WriteList(w, out, total)
+	return nil
+}
+
+// readAll reads the current value of every key through one watch (no
+// per-key round trips) and decodes the schedules; a value that does not
+// decode is logged and left out.
+func readAll(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) ([]messages.Schedule, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	kw, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, messages.Unavailablef("read KV schedules: %v", err)
+	}
+	defer func() { _ = kw.Stop() }()
+	out := []messages.Schedule{}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, messages.Unavailablef("read KV schedules: %v", ctx.Err())
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return nil, messages.Unavailablef("read KV schedules: the watch closed")
+			}
+			if e == nil {
+				slices.SortFunc(out, func(a, b messages.Schedule) int { return strings.Compare(a.ID, b.ID) })
+				return out, nil
+			}
+			var s messages.Schedule
+			if err := messages.DecodeJSON(e.Value(), &s); err != nil {
+				log.Warn("KV schedules holds a value that is not a schedule", "key", e.Key(), "err", err)
+				continue
+			}
+			out = append(out, s)
+		}
+	}
+}
+
+// upsertResponse is upstream's answer to POST /api/schedules.
+type upsertResponse struct {
+	ID      string `json:"id"`
+	Cron    string `json:"cron"`
+	JobID   string `json:"job_id"`
+	Enabled bool   `json:"enabled"`
+}
+
+func invalid(err error) error {
+	return httpx.BadRequest("invalid schedule: %v", err)
+}
+
+func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
+	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
+	if err != nil {
+		return err
+	}
+	var s messages.Schedule
+	if httpx.IsYAML(r) {
+		s, err = messages.ParseScheduleYAML(body)
+	} else {
+		s, err = messages.ParseScheduleJSON(body)
+	}
+	if err != nil {
+		return invalid(err)
+	}
+	if s.ID == reservedID {
+		return invalid(fmt.Errorf("schedule id %q is reserved (GET /api/schedules/preview)", reservedID))
+	}
+	jobs, err := h.kv(r.Context(), messages.BucketJobs)
+	if err != nil {
+		return err
+	}
+	if _, err := jobs.Get(r.Context(), s.JobID); errors.Is(err, jetstream.ErrKeyNotFound) {
+		return invalid(fmt.Errorf("job '%s' not found in catalog", s.JobID))
+	} else if err != nil {
+		return fmt.Errorf("check job %s: %w", s.JobID, err)
+	}
+	// Stored in canonical form: defaults explicit (mode, enabled), the
+	// wire's field order, durations as written.
+	val, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode schedule %s: %w", s.ID, err)
+	}
+	kv, err := h.kv(r.Context(), messages.BucketSchedules)
+	if err != nil {
+		return err
+	}
+	rev, err := kv.Put(r.Context(), s.ID, val)
+	if err != nil {
+		return messages.Unavailablef("write schedule %s: %v", s.ID, err)
+	}
+	h.audit(r, messages.ActionScheduleUpsert, s.ID, map[string]any{
+		"cron": s.Cron, "job_id": s.JobID, "mode": string(s.EffectiveMode()), "enabled": s.Enabled, "revision": rev,
+	})
+	httpx.WriteJSON(w, http.StatusOK, upsertResponse{ID: s.ID, Cron: s.Cron, JobID: s.JobID, Enabled: s.Enabled})
+	return nil
+}
+
+// audit publishes an operator event. The change is already stored, so a
+// failure to audit is logged rather than reported as a failed request,
+// which a client would retry.
+func (h *handlers) audit(r *http.Request, action, target string, payload map[string]any) {
+	if h.Audit == nil {
+		return
+	}
+	if err := h.Audit.Publish(r.Context(), auth.OperatorEvent(r.Context(), action, target, payload)); err != nil {
+		h.Logger.Error("audit event not published", "action", action, "target", target, "err", err)
+	}
+}
+
+func pathID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if err := messages.ValidateToken("schedule id", id); err != nil {
+		return "", httpx.BadRequest("%v", err)
+	}
+	return id, nil
+}
+
+// delete is idempotent: deleting a schedule that does not exist is 204 too.
+func (h *handlers) delete(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	kv, err := h.kv(r.Context(), messages.BucketSchedules)
+	if err != nil {
+		return err
+	}
+	existed := true
+	if _, err := kv.Get(r.Context(), id); errors.Is(err, jetstream.ErrKeyNotFound) {
+		existed = false
+	} else if err != nil {
+		return messages.Unavailablef("read schedule %s: %v", id, err)
+	}
+	if existed {
+		if err := kv.Delete(r.Context(), id); err != nil {
+			return messages.Unavailablef("delete schedule %s: %v", id, err)
+		}
+	}
+	h.audit(r, messages.ActionScheduleDelete, id, map[string]any{"existed": existed})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// statusResponse is GET /api/schedules/{id}: the definition, and the
+// scheduler's view of it.
+type statusResponse struct {
+	Schedule messages.Schedule `json:"schedule"`
+	Status   any               `json:"status"`
+}
+
+// StateLoading is shown for a schedule that is in KV but not (yet) known
+// to the scheduler: just written, or the scheduler is starting.
+const StateLoading = "loading"
+
+func (h *handlers) status(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if h.Scheduler != nil {
+		st, err := h.Scheduler.Status(r.Context(), id)
+		if err == nil {
+			httpx.WriteJSON(w, http.StatusOK, statusResponse{Schedule: st.Schedule, Status: st})
+			return nil
+		}
+		if !errors.Is(err, messages.ErrNotFound) && !errors.Is(err, messages.ErrUnavailable) {
+			return err
+		}
+	}
+	// The scheduler does not know it (yet): answer from KV.
+	kv, err := h.kv(r.Context(), messages.BucketSchedules)
+	if err != nil {
+		return err
+	}
+	e, err := kv.Get(r.Context(), id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return httpx.NotFound("schedule '%s' not found", id)
+	}
+	if err != nil {
+		return messages.Unavailablef("read schedule %s: %v", id, err)
+	}
+	v := schedule.DecodeVersioned(e.Value(), e.Revision())
+	if v.Def.ID == "" {
+		v.Def.ID = id
+	}
+	st := schedule.Status{Schedule: v.Def, Revision: v.Rev, State: StateLoading, TZ: v.Def.TZ,
+		NextFires: []schedule.FireTime{}, LastTicks: []schedule.Tick{}}
+	if st.TZ == "" {
+		st.TZ = "UTC"
+	}
+	if v.Err != nil {
+		msg := v.Err.Error()
+		st.State, st.Error = schedule.StateInvalid, &msg
+	} else if v.Def.Enabled {
+		if expr, err := v.Def.CronExpr(); err == nil {
+			st.NextFires = schedule.NextFireTimes(expr, h.Clock.Now(), schedule.NextFireCount)
+		}
+	} else {
+		st.State = schedule.StateDisabled
+	}
+	httpx.WriteJSON(w, http.StatusOK, statusResponse{Schedule: v.Def, Status: st})
+	return nil
+}
+
+// previewResponse lists the next instants of an expression.
+type previewResponse struct {
+	Cron       string              `json:"cron"`
+	TZ         string              `json:"tz"`
+	Normalized string              `json:"normalized"`
+	Next       []schedule.FireTime `json:"next"`
+}
+
+func (h *handlers) preview(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	expr := strings.TrimSpace(q.Get("cron"))
+	if expr == "" {
+		return httpx.BadRequest("cron is required (e.g. ?cron=*/30 * * * * *)")
+	}
+	tz := q.Get("tz")
+	n := schedule.NextFireCount
+	if s := q.Get("n"); s != "" {
+		v, err := strconv.Atoi(s)
+		if err != nil || v < 1 || v > PreviewMax {
+			return httpx.BadRequest("invalid n %q: must be an integer between 1 and %d", s, PreviewMax)
+		}
+		n = v
+	}
+	e, err := cron.Parse(expr, tz)
+	if err != nil {
+		return httpx.BadRequest("%v", err)
+	}
+	if tz == "" {
+		tz = "UTC"
+	}
+	httpx.WriteJSON(w, http.StatusOK, previewResponse{Cron: expr, TZ: tz, Normalized: e.Normalized(),
+		Next: schedule.NextFireTimes(e, h.Clock.Now(), n)})
+	return nil
+}
+
+// run fires the schedule now through its normal dedup path and returns
+// the tick's outcome.
+func (h *handlers) run(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	if h.Scheduler == nil {
+		return messages.Unavailablef("the scheduler is not running")
+	}
+	tk, err := h.Scheduler.Run(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, tk)
+	return nil
+}
