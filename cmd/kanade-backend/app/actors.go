@@ -4,6 +4,8 @@ import (
 	"context"
 
 	"github.com/asynkron/protoactor-go/actor"
+
+	"kanade-backend/actors/live"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -18,5 +20,11 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
+	hub, err := live.Start(a.Actors, live.Options{Clock: a.Clock, Logger: a.Logger, Metrics: a.Metrics})
+	if err != nil {
+		return pids, err
+	}
+	a.Live = hub
+	pids = append(pids, hub.PID())
 	return pids, nil
 }

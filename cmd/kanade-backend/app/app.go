@@ -27,6 +27,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/live"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -70,6 +71,8 @@ type App struct {
 	Auth       *auth.Authenticator
 	HTTP       *server.Server
 	Router     *server.Router
+	// Live is the live-events hub behind /api/events.
+	Live *live.Hub
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -78,6 +81,9 @@ type App struct {
 	Clock clock.Clock
 
 	ready chan struct{}
+	// httpShutdown runs when the HTTP server starts shutting down (routes
+	// add what must end long-lived requests, such as event streams).
+	httpShutdown []func()
 }
 
 // New returns an App that Run will start.
@@ -215,6 +221,9 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.HTTP = srv
+		for _, f := range a.httpShutdown {
+			srv.OnShutdown(f)
+		}
 		go func() {
 			if err := srv.Serve(); err != nil {
 				g.Fatal(fmt.Errorf("http server: %w", err))

@@ -1,6 +1,11 @@
 package app
 
 import (
+	"kanade-backend/http/auditlog"
+	"kanade-backend/http/events"
+	"kanade-backend/http/inventory"
+	"kanade-backend/http/openapi"
+	"kanade-backend/http/results"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -10,4 +15,11 @@ import (
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
+	results.Register(r, results.Deps{DB: a.Store.R})
+	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
+	inventory.Register(r, inventory.Deps{DB: a.Store.R})
+	streams := events.New(a.Live)
+	streams.Register(r)
+	a.httpShutdown = append(a.httpShutdown, streams.Close)
+	openapi.Register(r)
 }
