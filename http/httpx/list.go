@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"kanade-backend/messages"
 )
@@ -91,12 +93,17 @@ func QueryToken(r *http.Request, name string) (string, error) {
 	return s, nil
 }
 
-// QueryText reads a free-text exact-match filter, bounded so that a huge
-// parameter is refused instead of compared.
+// QueryText reads a free-text exact-match filter. It is bounded so that a
+// huge parameter is refused instead of compared, and limited to printable
+// UTF-8: no stored value contains control characters, and a NUL would end
+// the SQL text early in SQLite's C parser (found by the robustness test).
 func QueryText(r *http.Request, name string) (string, error) {
 	s := r.URL.Query().Get(name)
 	if len(s) > messages.MaxTokenLen {
 		return "", BadRequest("invalid %s %q: longer than %d bytes", name, trimForError(s), messages.MaxTokenLen)
+	}
+	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
+		return "", BadRequest("invalid %s %q: must be printable UTF-8 text", name, trimForError(s))
 	}
 	return s, nil
 }

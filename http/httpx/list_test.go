@@ -57,3 +57,15 @@ func TestQueryTime(t *testing.T) {
 		t.Errorf("bad month: %v", err)
 	}
 }
+
+func TestQueryText(t *testing.T) {
+	for q, ok := range map[string]bool{
+		"actor=operator": true, "actor=": true, "actor=j%C3%BCrgen": true,
+		"actor=%00": false, "actor=a%0Ab": false, "actor=%FF": false,
+	} {
+		_, err := QueryText(httptest.NewRequest("GET", "/api/x?"+q, nil), "actor")
+		if (err == nil) != ok {
+			t.Errorf("%s: %v", q, err)
+		}
+	}
+}
