@@ -66,6 +66,14 @@ func (s *Streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	default:
 	}
+	// net/http notices a client going away (and cancels the request
+	// context) only once the request body has been read to its end; an
+	// EventSource sends none, but a stream opened with a body would
+	// otherwise stay joined until a keepalive write fails.
+	if _, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes); err != nil {
+		httpx.WriteError(w, r, err)
+		return
+	}
 	rc := http.NewResponseController(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -73,6 +81,13 @@ func (s *Streams) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// nginx buffers proxied responses unless told not to.
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		// The GET pattern also serves HEAD, whose response ends with the
+		// headers: the client reuses the connection at once, so a handler
+		// that went on streaming would hold that connection's next request
+		// (found by the robustness test).
+		return
+	}
 
 	frames, leave := s.hub.Join(r.Header.Get("Last-Event-ID"))
 	defer leave()

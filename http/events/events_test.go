@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"kanade-backend/actors/actorsys"
@@ -26,7 +27,24 @@ type env struct {
 	hub     *live.Hub
 	streams *events.Streams
 	srv     *httptest.Server
+	reg     *prometheus.Registry
 	stopped bool
+}
+
+// clients reads kanade_live_clients.
+func (e *env) clients(t *testing.T) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "kanade_live_clients" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no kanade_live_clients")
+	return 0
 }
 
 func (e *env) stopHub(t *testing.T) {
@@ -46,11 +64,12 @@ func start(t *testing.T) *env {
 	ignore := goleak.IgnoreCurrent()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sys := actorsys.New(logger)
-	hub, err := live.Start(sys, live.Options{Logger: logger})
+	reg := prometheus.NewRegistry()
+	hub, err := live.Start(sys, live.Options{Logger: logger, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{sys: sys, hub: hub, streams: events.New(hub)}
+	e := &env{sys: sys, hub: hub, streams: events.New(hub), reg: reg}
 	r := server.NewRouter()
 	e.streams.Register(r)
 	e.srv = httptest.NewUnstartedServer(r.Handler(server.Options{Logger: logger}))
@@ -73,9 +92,13 @@ type stream struct {
 }
 
 func (e *env) connect(t *testing.T, lastEventID string) *stream {
+	return e.connectWithBody(t, lastEventID, "")
+}
+
+func (e *env) connectWithBody(t *testing.T, lastEventID, body string) *stream {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/events", nil)
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.srv.URL+"/api/events", strings.NewReader(body))
 	req.Header.Set("Accept", "text/event-stream")
 	if lastEventID != "" {
 		req.Header.Set("Last-Event-ID", lastEventID)
@@ -223,4 +246,66 @@ func TestHubStopAndClientDisconnect(t *testing.T) {
 
 	e.stopHub(t)
 	a.ended(t, 2*time.Second)
+}
+
+// HEAD gets the headers and an immediate end, never a stream that would
+// block the keep-alive connection's next request.
+func TestHead(t *testing.T) {
+	e := start(t)
+	for i := 0; i < 3; i++ { // same keep-alive connection
+		req, _ := http.NewRequest("HEAD", e.srv.URL+"/api/events", nil)
+		c := e.srv.Client()
+		c.Timeout = 2 * time.Second
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/event-stream" {
+			t.Fatalf("HEAD: %d %s", resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+	}
+}
+
+// A client that goes away leaves the hub at once, also when its request
+// carried a body; a body past the limit is refused before joining (a
+// stream that never read its body would not notice the client leaving:
+// net/http watches for that only once the body is consumed).
+func TestDisconnectLeavesHub(t *testing.T) {
+	e := start(t)
+	for _, body := range []string{"", `{"x":1}`} {
+		s := e.connectWithBody(t, "", body)
+		s.next(t, 2*time.Second)
+		if err := e.hub.Barrier(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if got := e.clients(t); got != 1 {
+			t.Fatalf("body %q: %v clients", body, got)
+		}
+		s.close()
+		deadline := time.Now().Add(2 * time.Second)
+		for e.clients(t) != 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("body %q: client still joined after disconnect", body)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	req, _ := http.NewRequest("GET", e.srv.URL+"/api/events", strings.NewReader(strings.Repeat("x", 2<<20)))
+	c := e.srv.Client()
+	c.Timeout = 5 * time.Second
+	resp, err := c.Do(req)
+	if err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("oversized body: %d", resp.StatusCode)
+		}
+	}
+	if err := e.hub.Barrier(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.clients(t); got != 0 {
+		t.Fatalf("oversized body joined the hub: %v clients", got)
+	}
 }
