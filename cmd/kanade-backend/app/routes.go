@@ -1,6 +1,7 @@
 package app
 
 import (
+	"kanade-backend/assets"
 	"kanade-backend/http/auditlog"
 	"kanade-backend/http/events"
 	"kanade-backend/http/inventory"
@@ -22,4 +23,7 @@ func (a *App) routes(r *server.Router) {
 	streams.Register(r)
 	a.httpShutdown = append(a.httpShutdown, streams.Close)
 	openapi.Register(r)
+	// The dashboard answers every other GET outside /api (its client-side
+	// routes); more specific public patterns above take precedence.
+	r.Public("GET /", assets.Handler())
 }
