@@ -99,28 +99,66 @@ func parseFilter(r *http.Request) (filter, error) {
 }
 
 // apply adds the filter to a query on execution_results.
+//
+// Only the filter that should drive the query is written so that an index
+// can serve it; the others are written as expressions no index matches
+// (the column concatenated with an empty string, exit_code + 0: same
+// truth, NULLs included, in SQLite and Postgres alike) and are checked on
+// the driving index's entries, which carry job_id and exit_code for
+// exactly that. Without planner statistics (nothing runs ANALYZE) SQLite
+// cannot tell that a pc_id matches a hundred rows and a job_id fifty
+// thousand; given both as equalities it picked the job index and read
+// 50 000 entries for a page that the pc index answers from 100 (measured:
+// 40 ms instead of 0.4 ms). The order of preference is by how few rows
+// each filter matches in a fleet: a PC's results, an exec's (one row per
+// PC), a job's failures, a job's results, all failures, then time alone.
 func (f filter) apply(q *bun.SelectQuery) *bun.SelectQuery {
-	if f.pcID != "" {
-		q = q.Where("pc_id = ?", f.pcID)
+	drive := f.driver()
+	eq := func(col, val string) {
+		if val == "" {
+			return
+		}
+		if col == drive {
+			q = q.Where("? = ?", bun.Ident(col), val)
+		} else {
+			q = q.Where("? || '' = ?", bun.Ident(col), val)
+		}
 	}
-	if f.jobID != "" {
-		q = q.Where("job_id = ?", f.jobID)
-	}
-	if f.execID != "" {
-		q = q.Where("exec_id = ?", f.execID)
-	}
-	switch f.status {
-	case StatusSuccess:
-		q = q.Where("exit_code = 0")
-	case StatusFailure:
-		// Written exactly as the partial indexes' predicate, or SQLite
-		// will not use them.
+	eq("pc_id", f.pcID)
+	eq("exec_id", f.execID)
+	eq("job_id", f.jobID)
+	switch {
+	case f.status == StatusFailure && (drive == "failure" || drive == "job_id"):
+		// Exactly the partial indexes' predicate, or SQLite will not use
+		// them.
 		q = q.Where("exit_code <> 0")
+	case f.status == StatusFailure:
+		q = q.Where("exit_code + 0 <> 0")
+	case f.status == StatusSuccess:
+		q = q.Where("exit_code + 0 = 0")
 	}
 	if !f.since.IsZero() {
+		// A range on the second column of every driving index (and the
+		// first of the time index): always worth serving from it.
 		q = q.Where("finished_at >= ?", storage.T(f.since))
 	}
 	return q
+}
+
+// driver names the filter that drives the query (see apply): a column, or
+// "failure", or "" for time order alone.
+func (f filter) driver() string {
+	switch {
+	case f.pcID != "":
+		return "pc_id"
+	case f.execID != "":
+		return "exec_id"
+	case f.jobID != "":
+		return "job_id"
+	case f.status == StatusFailure:
+		return "failure"
+	}
+	return ""
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
