@@ -103,6 +103,9 @@ func (tg *target) check(r req) string {
 	if r.Query != "" {
 		u += "?" + r.Query
 	}
+	if !validMethod(r.Method) || !validHeader(r.ContentType) || !validHeader(r.Auth) {
+		return "" // the client refuses to send it; nothing to test
+	}
 	hr, err := http.NewRequest(r.Method, u, bytes.NewReader(r.Body))
 	if err != nil {
 		return "" // not expressible as an HTTP request; nothing to test
@@ -147,6 +150,30 @@ func (tg *target) check(r req) string {
 		return ""
 	}
 	return fmt.Sprintf("%v: status %d (route %s, documented %v)", r, resp.StatusCode, op.key(), documented)
+}
+
+// validMethod reports whether m is an HTTP token (RFC 9110 §5.6.2), which
+// net/http requires before sending.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for _, c := range []byte(m) {
+		if c <= ' ' || c >= 0x7f || strings.IndexByte(`"(),/:;<=>?@[\]{}`, c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeader reports whether net/http would send v as a header value.
+func validHeader(v string) bool {
+	for _, c := range []byte(v) {
+		if c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func TestRobustness(t *testing.T) {
