@@ -30,7 +30,10 @@ import (
 // ceiling: the very SQL statements the request ran (captured with a bun
 // query hook: the page SELECT and the capped count) run again directly on
 // the store's read pool and read to the end, without HTTP, routing, auth,
-// row mapping or JSON.
+// row mapping or JSON. The raw run comes second and finds the rows' pages
+// warm in SQLite's page cache, so it is a true ceiling (a lower bound): for
+// filters whose rows are scattered over the table (one PC's, one exec's)
+// the gap to the API includes those first reads, a real cost of a page.
 //
 //	go test -run '^$' -bench PagedLists -benchtime 400x -timeout 30m ./http/listbench/
 //
