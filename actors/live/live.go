@@ -252,10 +252,15 @@ func (h *hub) start(ctx actor.Context) {
 	h.gen++
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	// EventStream runs handlers on the publisher's goroutine: only forward.
-	h.sub = ctx.ActorSystem().EventStream.SubscribeWithPredicate(
-		func(evt any) { root.Send(self, evt) },
-		isLiveEvent,
-	)
+	// The filter is inside the handler rather than a SubscribeWithPredicate
+	// predicate: the pinned library sets the predicate after releasing its
+	// lock, a data race with any concurrent Publish (seen under -race with
+	// the projectors publishing while the hub started).
+	h.sub = ctx.ActorSystem().EventStream.Subscribe(func(evt any) {
+		if isLiveEvent(evt) {
+			root.Send(self, evt)
+		}
+	})
 	h.armKeepalive(ctx)
 }
 

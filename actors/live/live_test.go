@@ -394,3 +394,37 @@ func value(t *testing.T, reg *prometheus.Registry, name, event string) float64 {
 	t.Fatalf("no series %s{event=%q}", name, event)
 	return 0
 }
+
+// Subscribing while others publish is race-free (the library's
+// SubscribeWithPredicate is not; run with -race).
+func TestSubscribeWhilePublishing(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sys := actorsys.New(logger)
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				sys.EventStream.Publish(messages.AuditProjected{ID: 1})
+			}
+		}
+	}()
+	hub, err := live.Start(sys, live.Options{Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := hub.Barrier(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	<-done
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := actorsys.Stop(ctx, sys, hub.PID()); err != nil {
+		t.Fatal(err)
+	}
+}
