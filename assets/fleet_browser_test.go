@@ -128,7 +128,9 @@ func TestBrowserFleet(t *testing.T) {
 	})
 
 	t.Run("results and audit filters", func(t *testing.T) {
-		needRoutes(t, b, "GET /api/results", "GET /api/audit")
+		// The results and audit rows come from the exec of the subtest
+		// above; without its routes there is nothing to filter.
+		needRoutes(t, b, "GET /api/results", "GET /api/audit", "POST /api/jobs", "POST /api/exec/x")
 		tb := tb.on(t)
 		tb.open("/results?job_id=hello&status=success")
 		tb.waitText("main table", "SIM-0002")

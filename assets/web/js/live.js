@@ -61,6 +61,17 @@ export function start() {
   connect();
 }
 
+// A page left for another keeps its EventSource open while it sits in the
+// back/forward cache, and every open stream holds one of the browser's six
+// connections to this host; close it on the way out, reopen on the way back.
+window.addEventListener('pagehide', () => {
+  if (es) es.close();
+  es = null;
+});
+window.addEventListener('pageshow', (e) => {
+  if (e.persisted && running && !es) connect();
+});
+
 export function stop() {
   running = false;
   if (es) es.close();

@@ -7,6 +7,7 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 
 	execengine "kanade-backend/actors/exec"
+	"kanade-backend/actors/live"
 	"kanade-backend/actors/projector"
 )
 
@@ -45,6 +46,13 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 		return pids, err
 	}
 	pids = append(pids, sched)
+
+	hub, err := live.Start(a.Actors, live.Options{Clock: a.Clock, Logger: a.Logger, Metrics: a.Metrics})
+	if err != nil {
+		return pids, fmt.Errorf("start live events hub: %w", err)
+	}
+	a.Live = hub
+	pids = append(pids, hub.PID())
 	return pids, nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/live"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
@@ -74,6 +75,8 @@ type App struct {
 	// Exec is the exec engine's PID: schedule actors send it
 	// *messages.ExecRequest (ctx.Request) and get *messages.ExecReply back.
 	Exec *actor.PID
+	// Live is the live-events hub behind /api/events.
+	Live *live.Hub
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -89,6 +92,9 @@ type App struct {
 	ScheduleTickHook func(scheduleID string)
 
 	ready chan struct{}
+	// httpShutdown runs when the HTTP server starts shutting down (routes
+	// add what must end long-lived requests, such as event streams).
+	httpShutdown []func()
 }
 
 // New returns an App that Run will start.
@@ -230,6 +236,9 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.HTTP = srv
+		for _, f := range a.httpShutdown {
+			srv.OnShutdown(f)
+		}
 		go func() {
 			if err := srv.Serve(); err != nil {
 				g.Fatal(fmt.Errorf("http server: %w", err))

@@ -3,8 +3,13 @@ package app
 import (
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/assets"
+	"kanade-backend/http/auditlog"
+	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
+	"kanade-backend/http/inventory"
 	"kanade-backend/http/jobs"
+	"kanade-backend/http/openapi"
+	"kanade-backend/http/results"
 	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
@@ -21,6 +26,13 @@ func (a *App) routes(r *server.Router) {
 		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
 	schedules.Register(r, schedules.Deps{JS: a.JS, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	results.Register(r, results.Deps{DB: a.Store.R})
+	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
+	inventory.Register(r, inventory.Deps{DB: a.Store.R})
+	streams := events.New(a.Live)
+	streams.Register(r)
+	a.httpShutdown = append(a.httpShutdown, streams.Close)
+	openapi.Register(r)
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())

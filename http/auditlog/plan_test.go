@@ -1,0 +1,53 @@
+package auditlog
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/uptrace/bun"
+
+	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
+)
+
+// Pages and counts come straight from an index in list order (the audit
+// indexes end in the rowid, which is id), whatever the filter.
+func TestQueryPlans(t *testing.T) {
+	st := storagetest.Open(t)
+	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, f := range []filter{
+		{}, {since: since}, {actor: "operator"}, {action: "exec"}, {actor: "operator", since: since},
+		{actor: "scheduler", action: "exec"},
+	} {
+		page := st.R.NewSelect().Model((*storage.AuditRow)(nil)).Apply(f.apply).OrderExpr(newestFirst).Limit(50)
+		count := st.R.NewSelect().ColumnExpr("count(*)").TableExpr("(?) AS upto",
+			st.R.NewSelect().TableExpr("audit_log").ColumnExpr("1").Apply(f.apply).OrderExpr(newestFirst).Limit(10001))
+		for what, q := range map[string]*bun.SelectQuery{"page": page, "count": count} {
+			plan := explain(t, st.R, q)
+			if strings.Contains(plan, "TEMP B-TREE") || !strings.Contains(plan, "INDEX audit_log_") {
+				t.Errorf("%+v %s: plan %q", f, what, plan)
+			}
+		}
+	}
+}
+
+func explain(t *testing.T, db *bun.DB, q *bun.SelectQuery) string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q.String())
+	if err != nil {
+		t.Fatalf("%s: %v", q.String(), err)
+	}
+	defer rows.Close()
+	var parts []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, detail)
+	}
+	return strings.Join(parts, "; ")
+}
