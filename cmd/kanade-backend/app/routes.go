@@ -1,6 +1,7 @@
 package app
 
 import (
+	"kanade-backend/http/fleet"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -10,4 +11,5 @@ import (
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
+	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 }
