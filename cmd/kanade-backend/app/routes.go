@@ -1,6 +1,7 @@
 package app
 
 import (
+	"kanade-backend/http/agentio"
 	"kanade-backend/http/fleet"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
@@ -12,4 +13,5 @@ func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
 	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
+	agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
 }
