@@ -3,6 +3,7 @@ package app
 import (
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/fleet"
+	"kanade-backend/http/releases"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 )
@@ -14,4 +15,5 @@ func (a *App) routes(r *server.Router) {
 	system.Register(r, system.Deps{JS: a.JS})
 	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
+	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
 }
