@@ -95,7 +95,11 @@ func (a *App) Ready() <-chan struct{} { return a.ready }
 func (a *App) HTTPAddr() string { return a.HTTP.Addr() }
 
 // Run starts the backend and blocks until ctx ends (or a component fails),
-// then stops it gracefully.
+// then stops it gracefully. The list below is the process: components start
+// in this order and stop in reverse, which gives the shutdown sequence of
+// architecture.md §4: stop HTTP (drain requests), stop actors (schedules,
+// then projectors finishing their batch and acking), drain NATS, close the
+// database (WAL checkpoint), stop the embedded server.
 func (a *App) Run(ctx context.Context) error {
 	cfg := a.Config
 	log := a.Logger
@@ -123,6 +127,16 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+
+	g.Add("sql store", func(ctx context.Context) error {
+		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), Logger: log})
+		if err != nil {
+			return err
+		}
+		a.Store = st
+		log.Info("database ready", "path", cfg.DBPath())
+		return nil
+	}, func(context.Context) error { return a.Store.Close() })
 
 	g.Add("nats connection", func(ctx context.Context) error {
 		nc, err := broker.Connect(broker.ConnectOptions{
@@ -169,16 +183,6 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	}, nil)
-
-	g.Add("sql store", func(ctx context.Context) error {
-		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), Logger: log})
-		if err != nil {
-			return err
-		}
-		a.Store = st
-		log.Info("database ready", "path", cfg.DBPath())
-		return nil
-	}, func(context.Context) error { return a.Store.Close() })
 
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
