@@ -1,11 +1,15 @@
 package app
 
 import (
+	"context"
+
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/fleet"
+	"kanade-backend/http/health"
 	"kanade-backend/http/releases"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
+	"kanade-backend/storage/broker"
 )
 
 // routes registers every API feature on the router; each feature package
@@ -15,5 +19,11 @@ func (a *App) routes(r *server.Router) {
 	system.Register(r, system.Deps{JS: a.JS})
 	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
+	health.Register(r, health.Deps{
+		DB:        a.Store.R,
+		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
+		Connected: a.Conn.IsConnected,
+		Clock:     a.Clock,
+	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
 }
