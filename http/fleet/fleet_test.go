@@ -384,3 +384,32 @@ func TestConfigScopes(t *testing.T) {
 		t.Fatalf("config_delete events: %+v", dels)
 	}
 }
+
+// TestWrongMethodIsJSON405 sends PATCH (which no route uses) to every path
+// of the fleet-facing areas and expects the router's JSON 405.
+func TestWrongMethodIsJSON405(t *testing.T) {
+	b := apptest.Start(t)
+	mine := []string{"/api/agents", "/api/config", "/api/groups/", "/api/pcs/", "/api/run", "/api/health/fleet"}
+	n := 0
+	for _, p := range b.Router.Patterns() {
+		method, path, ok := strings.Cut(p, " ")
+		if !ok || !slices.ContainsFunc(mine, func(m string) bool { return strings.HasPrefix(path, m) }) {
+			continue
+		}
+		if method == http.MethodPatch {
+			t.Fatalf("%s: PATCH is used; pick another method for this test", p)
+		}
+		for _, seg := range []string{"{pc_id}", "{group}", "{name}", "{version}"} {
+			path = strings.ReplaceAll(path, seg, "x1")
+		}
+		resp, out := b.Do(t, http.MethodPatch, path, nil)
+		var e errBody
+		if resp.StatusCode != http.StatusMethodNotAllowed || json.Unmarshal(out, &e) != nil || e.Error == "" {
+			t.Errorf("PATCH %s (from %s): %d %s", path, p, resp.StatusCode, out)
+		}
+		n++
+	}
+	if n < 20 {
+		t.Fatalf("only %d routes checked", n)
+	}
+}
