@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
@@ -206,7 +207,11 @@ func mirrorGroups(ctx context.Context, w TxRunner, kv fleetkv.KV, pcID string, g
 		return nil
 	}
 	return w.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		e, err := kv.Get(ctx, pcID)
+		// The transaction holds the single writer; a slow NATS must not
+		// hold it long.
+		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		e, err := kv.Get(gctx, pcID)
+		cancel()
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil // deleted since: not ours to mirror
 		}
