@@ -59,7 +59,7 @@ func TestRunReturnsTheAgentsResult(t *testing.T) {
 	}, 200, &res)
 	c = agent.Commands()[1]
 	if c.JobID == nil || *c.JobID != "kill-me" || c.Shell != messages.ShellPowerShell || c.TimeoutSecs != 5 ||
-		c.JitterSecs == nil || c.ID != messages.AdhocJobID {
+		c.JitterSecs != nil || c.ID != messages.AdhocJobID {
 		t.Fatalf("command with job_id: %+v", c)
 	}
 

@@ -68,6 +68,12 @@ func (req RunRequest) command(requestID string) (messages.Command, error) {
 	if req.JitterSecs != nil && *req.JitterSecs > MaxRunTimeoutSecs {
 		return messages.Command{}, httpx.BadRequest("invalid jitter_secs %d: must be at most %d", *req.JitterSecs, MaxRunTimeoutSecs)
 	}
+	jitter := req.JitterSecs
+	if jitter != nil && *jitter == 0 {
+		// No jitter is null on the wire: an agent draws from [0, n), an
+		// empty range for 0.
+		jitter = nil
+	}
 	var jobID *string
 	if req.JobID != nil && *req.JobID != "" {
 		// It becomes the subject kill.<job_id> the agent listens on.
@@ -84,7 +90,7 @@ func (req RunRequest) command(requestID string) (messages.Command, error) {
 		Shell:       shell,
 		Script:      req.Script,
 		TimeoutSecs: timeout,
-		JitterSecs:  req.JitterSecs,
+		JitterSecs:  jitter,
 		RunAs:       messages.RunAsSystem,
 	}, nil
 }
