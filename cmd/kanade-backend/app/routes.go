@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 
+	"kanade-backend/assets"
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/fleet"
 	"kanade-backend/http/health"
@@ -26,4 +27,7 @@ func (a *App) routes(r *server.Router) {
 		Clock:     a.Clock,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
+	// The dashboard answers every other GET outside /api (its client-side
+	// routes); more specific public patterns above take precedence.
+	r.Public("GET /", assets.Handler())
 }

@@ -1,0 +1,94 @@
+// One execution: summary, live progress, per-PC status (answered with exit
+// code and duration, pending, never answered) and the kill / cancel waves /
+// re-run failed actions.
+import { h, heading, table, dl, statusBadge, errorCard, notice, button, busy, link, badge } from '../dom.js';
+import { get, post, seg } from '../api.js';
+import { time, duration, between } from '../fmt.js';
+import { panel, progress, agentLink } from '../views.js';
+
+export default async function execution(ctx) {
+  const id = ctx.params.id;
+  const base = '/api/executions/' + seg(id);
+  ctx.title(`Exec ${id.slice(0, 8)}`);
+  const msg = h('div', { 'aria-live': 'polite' });
+  const state = h('span', { 'data-exec-status': '' });
+  const act = (label, path, done, cls = 'btn') => {
+    const b = button(label, async () => {
+      msg.replaceChildren();
+      try {
+        const r = await busy(b, post(base + path));
+        done(r);
+      } catch (e) {
+        msg.replaceChildren(errorCard(e, `${label} failed`));
+      }
+    }, { class: cls });
+    return b;
+  };
+  const actions = h('span', { class: 'actions' },
+    act('Kill', '/kill', () => msg.replaceChildren(notice('Kill sent to every PC running this exec.')), 'btn danger'),
+    act('Cancel pending waves', '/cancel', () => (msg.replaceChildren(notice('Pending waves cancelled.')), body.load())),
+    act('Re-run failed', '/rerun-failed', (r) => ctx.navigate('/executions/' + seg(r.exec_id))));
+  ctx.root.append(heading(h('span', {}, 'Exec ', h('code', {}, id), ' ', state), actions), msg);
+
+  const body = panel(ctx, null, ['exec', 'result'], async () => {
+    const d = await get(base, { signal: ctx.signal });
+    const e = d.execution || d.exec || d;
+    const rows = d.pcs || d.rows || d.results || d.per_pc || [];
+    state.dataset.execStatus = e.status;
+    state.replaceChildren(statusBadge(e.status));
+    return h('div', { class: 'stack' },
+      h('div', { class: 'cols' },
+        h('div', {}, dl([
+          ['Job', e.job_id ? link('/jobs/' + seg(e.job_id), e.job_id) : '—'],
+          ['Version', e.version || '—'],
+          ['Initiated by', e.initiated_by || '—'],
+          ['Started', time(e.created_at)],
+          e.finished_at ? ['Finished', time(e.finished_at)] : null,
+          ['Subjects', (e.subjects || []).map((s) => h('code', {}, s)).reduce((a, c) => (a.length ? [...a, ', ', c] : [c]), [])],
+          e.error ? ['Error', h('span', { class: 'badge bad' }, e.error)] : null,
+        ])),
+        h('div', {}, h('h2', {}, 'Progress'), progress(e), summary(d.summary),
+          e.schedule_id ? h('p', {}, 'Fired by schedule ', link('/schedules/' + seg(e.schedule_id), e.schedule_id)) : null,
+          waves(d.waves || e.waves))),
+      h('h2', {}, 'PCs'),
+      table(pcColumns(), rows, { empty: 'No PC expected yet.', caption: 'Per-PC status' }));
+  }, { wait: 300 });
+  ctx.root.append(body);
+  await body.ready;
+}
+
+// pcStatus reads "answered" as the outcome the operator cares about.
+function pcStatus(r) {
+  const answered = r.exit_code !== null && r.exit_code !== undefined;
+  if (answered) return r.exit_code === 0 ? 'success' : 'failure';
+  return r.state || r.status || 'pending';
+}
+
+function pcColumns() {
+  return [
+    { label: 'PC', cell: (r) => agentLink(r.pc_id) },
+    { label: 'Status', cell: (r) => statusBadge(pcStatus(r)) },
+    { label: 'Exit', cell: (r) => (r.exit_code === null || r.exit_code === undefined ? '—' : r.exit_code === 0 ? badge('0', 'ok') : badge(String(r.exit_code), 'bad')) },
+    { label: 'Took', cell: (r) => (r.duration_ms !== undefined ? duration(r.duration_ms)
+      : r.duration_secs !== undefined ? duration(r.duration_secs * 1000) : between(r.started_at, r.finished_at)) },
+    { label: 'Finished', cell: (r) => time(r.finished_at) },
+    { label: 'Result', cell: (r) => (r.request_id ? link('/results/' + seg(r.request_id), 'output') : '—') },
+  ];
+}
+
+function summary(s) {
+  if (!s) return null;
+  return h('p', { class: 'actions' },
+    badge(`${s.succeeded ?? 0} succeeded`, 'ok'), badge(`${s.failed ?? 0} failed`, s.failed ? 'bad' : ''),
+    badge(`${s.pending ?? 0} pending`, 'info'), badge(`${s.never_answered ?? 0} never answered`, s.never_answered ? 'warn' : ''));
+}
+
+function waves(ws) {
+  if (!Array.isArray(ws) || ws.length === 0) return null;
+  return h('div', {}, h('h3', {}, 'Waves'), table([
+    { label: 'Wave', cell: (w) => String((w.wave_index ?? w.index ?? 0) + 1) },
+    { label: 'Group', cell: (w) => w.group_name || w.group },
+    { label: 'Due', cell: (w) => time(w.due_at) },
+    { label: 'State', cell: (w) => statusBadge(w.state) },
+  ], ws));
+}

@@ -1,0 +1,69 @@
+// The fan-out plan form (target, jitter, rollout waves) shared by Exec and
+// the schedule editor; value() returns the FanoutPlan JSON of wire.md §4.
+import { h, field, checkbox, csv, button } from './dom.js';
+import { list } from './api.js';
+import { groupsLoader } from './views.js';
+
+let seq = 0;
+
+export function planFields(plan = {}) {
+  const t = plan.target || {};
+  const n = ++seq;
+  const all = checkbox('All PCs (every agent online now)', { name: 'all', checked: !!t.all });
+  const groups = h('input', { name: 'groups', value: (t.groups || []).join(', '), autocomplete: 'off', list: `groups-${n}` });
+  const pcs = h('input', { name: 'pcs', value: (t.pcs || []).join(', '), autocomplete: 'off', list: `pcs-${n}` });
+  const jitter = h('input', { name: 'jitter', value: plan.jitter || '', placeholder: 'e.g. 30s', autocomplete: 'off' });
+  const groupList = h('datalist', { id: `groups-${n}` });
+  const pcList = h('datalist', { id: `pcs-${n}` });
+  suggest(groupList, pcList);
+
+  const waves = h('div', { class: 'waves' });
+  const addWave = (w = {}) => {
+    const g = h('input', { name: 'wave-group', value: w.group || '', autocomplete: 'off', list: `groups-${n}` });
+    const d = h('input', { name: 'wave-delay', value: w.delay || '0s', autocomplete: 'off' });
+    const row = h('div', { class: 'wave' }, field('Wave group', g), field('Delay', d, 'from exec time'),
+      button('Remove', () => row.remove(), { class: 'btn small', 'aria-label': 'Remove this wave' }));
+    waves.append(row);
+    g.focus();
+  };
+  for (const w of plan.rollout?.waves || []) addWave(w);
+
+  const el = h('div', { class: 'stack' },
+    h('fieldset', {}, h('legend', {}, 'Target'), all,
+      h('div', { class: 'row' },
+        field('Groups', groups, 'comma-separated'),
+        field('PCs', pcs, 'comma-separated pc_ids')),
+      groupList, pcList),
+    h('div', { class: 'row' }, field('Jitter', jitter, 'each agent waits a random time below this before running')),
+    h('fieldset', {}, h('legend', {}, 'Rollout waves (optional)'),
+      h('p', { class: 'hint' }, 'Each wave targets one group after its delay; with waves, the target above may stay empty.'),
+      waves, h('div', {}, button('Add wave', () => addWave(), { class: 'btn small' }))));
+
+  const value = () => {
+    const out = {
+      target: { all: all.querySelector('input').checked, groups: csv(groups.value), pcs: csv(pcs.value) },
+    };
+    if (jitter.value.trim()) out.jitter = jitter.value.trim();
+    const ws = [...waves.querySelectorAll('.wave')].map((row) => ({
+      group: row.querySelector('[name="wave-group"]').value.trim(),
+      delay: row.querySelector('[name="wave-delay"]').value.trim() || '0s',
+    })).filter((w) => w.group);
+    if (ws.length) out.rollout = { strategy: 'wave', waves: ws };
+    return out;
+  };
+  return { el, value };
+}
+
+// suggest fills the datalists from the agent list: pc_ids, and group names
+// when the list rows carry them. Best effort: typing works without it.
+async function suggest(groupList, pcList) {
+  try {
+    const items = await groupsLoader()((await list('/api/agents', { limit: 1000 })).items);
+    const groups = new Set();
+    for (const a of items) for (const g of a.groups || []) groups.add(g);
+    pcList.replaceChildren(...items.map((a) => h('option', { value: a.pc_id })));
+    groupList.replaceChildren(...[...groups].sort().map((g) => h('option', { value: g })));
+  } catch {
+    // Suggestions only.
+  }
+}
