@@ -24,11 +24,15 @@ package agentio
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net/http"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
 )
@@ -50,22 +54,68 @@ type Deps struct {
 	Logger  *slog.Logger
 }
 
+// Routes are the registered routes; Close ends every wait for an agent.
+type Routes struct {
+	h *handlers
+}
+
+// Close makes every request still waiting for an agent answer 503 at
+// once. The server calls it when a graceful stop begins: a run may wait
+// minutes for its result, and the stop must not.
+func (r *Routes) Close() { r.h.stop(errShuttingDown) }
+
 type handlers struct {
 	nc      Conn
 	audit   opaudit.Publisher
 	log     *slog.Logger
 	metrics *metrics
+
+	// stopped is cancelled by Close; every wait derives from it.
+	stopped context.Context
+	stop    context.CancelCauseFunc
 }
 
+// errShuttingDown ends waits when the backend stops.
+var errShuttingDown = errors.New("backend shutting down")
+
 // Register adds the routes.
-func Register(r *server.Router, d Deps) {
+func Register(r *server.Router, d Deps) *Routes {
 	h := &handlers{nc: d.Conn, audit: d.Audit, log: d.Logger, metrics: newMetrics(d.Metrics)}
+	h.stopped, h.stop = context.WithCancelCause(context.Background())
 	if h.log == nil {
 		h.log = slog.Default()
 	}
 	r.API("POST /api/run", h.run)
 	r.API("POST /api/agents/{pc_id}/ping", h.ping)
 	r.API("GET /api/agents/{pc_id}/logs", h.logs)
+	return &Routes{h: h}
+}
+
+// waitContext bounds a wait for an agent: the request's context, ended
+// also by Close and after d.
+func (h *handlers) waitContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(parent, d)
+	stop := context.AfterFunc(h.stopped, cancel)
+	return ctx, func() {
+		stop()
+		cancel()
+	}
+}
+
+// waitEnded turns the end of a wait that produced no answer into the
+// handler's result. ok is false when the wait simply timed out (the
+// caller reports its own timeout). A client that hung up gets nothing:
+// there is nobody to answer, and it is not a server error.
+func (h *handlers) waitEnded(r *http.Request, op string) (err error, ok bool) {
+	switch {
+	case r.Context().Err() != nil:
+		h.log.DebugContext(r.Context(), "client gave up waiting for an agent", "op", op, "path", r.URL.Path)
+		return nil, true
+	case h.stopped.Err() != nil:
+		h.metrics.observe(op, outcomeError, 0)
+		return httpx.Errorf(http.StatusServiceUnavailable, "backend is shutting down; try again"), true
+	}
+	return nil, false
 }
 
 // Outcomes counted in kanade_agent_requests_total.

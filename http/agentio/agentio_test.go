@@ -208,3 +208,44 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestStopEndsWaits starts a run and a ping that would wait a minute, then
+// stops the backend: both answer 503 at once and the graceful stop stays
+// within its bound.
+func TestStopEndsWaits(t *testing.T) {
+	b, stop := apptest.StartManual(t)
+	type answer struct {
+		status int
+		body   string
+	}
+	answers := make(chan answer, 2)
+	for _, req := range []struct{ path, body string }{
+		{"/api/run", `{"pc_id":"PC-OFF","script":"echo hi","timeout_secs":60}`},
+		{"/api/agents/PC-OFF/ping?wait_secs=60", ""},
+	} {
+		go func() {
+			hreq, _ := http.NewRequest(http.MethodPost, b.URL+req.path, strings.NewReader(req.body))
+			hreq.Header.Set("Authorization", "Bearer "+apptest.Token)
+			resp, err := b.Client.Do(hreq)
+			if err != nil {
+				answers <- answer{0, err.Error()}
+				return
+			}
+			out, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- answer{resp.StatusCode, string(out)}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // both are waiting
+	start := time.Now()
+	stop()
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("stop took %v", took)
+	}
+	for range 2 {
+		a := <-answers
+		if a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, "backend is shutting down") {
+			t.Fatalf("answer during stop: %d %s", a.status, a.body)
+		}
+	}
+}

@@ -41,15 +41,16 @@ func (h *handlers) logs(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	start := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, LogsTimeout)
+	rctx, cancel := h.waitContext(ctx, LogsTimeout)
 	defer cancel()
 	subject := messages.LogsFetchSubject(pcID)
 	msg, err := h.nc.RequestWithContext(rctx, subject, body)
 	if err != nil {
 		took := time.Since(start).Seconds()
+		if err, ok := h.waitEnded(r, "logs"); ok {
+			return err
+		}
 		switch {
-		case ctx.Err() != nil:
-			return fmt.Errorf("logs %s: client gone: %w", pcID, ctx.Err())
 		case errors.Is(err, nats.ErrNoResponders):
 			h.metrics.observe("logs", outcomeNoResponders, took)
 			return messages.Unavailablef("no agent answers on %s: is %s online?", subject, pcID)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 	"time"
@@ -72,13 +71,13 @@ func (h *handlers) ping(w http.ResponseWriter, r *http.Request) error {
 		h.metrics.observe("ping", outcomeError, 0)
 		return err
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Duration(waitSecs)*time.Second)
+	wctx, cancel := h.waitContext(ctx, time.Duration(waitSecs)*time.Second)
 	defer cancel()
 	for {
 		msg, err := sub.NextMsgWithContext(wctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("ping %s: client gone: %w", pcID, ctx.Err())
+			if err, ok := h.waitEnded(r, "ping"); ok {
+				return err
 			}
 			if errors.Is(err, context.DeadlineExceeded) {
 				h.metrics.observe("ping", outcomeTimeout, time.Since(start).Seconds())

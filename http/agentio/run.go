@@ -159,13 +159,12 @@ func (h *handlers) run(w http.ResponseWriter, r *http.Request) error {
 	h.auditRun(r, cmd, req.PcID, subject)
 
 	wait := resultWait(cmd)
-	wctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := h.waitContext(ctx, wait)
 	defer cancel()
 	msg, err := sub.NextMsgWithContext(wctx)
 	if err != nil {
-		if ctx.Err() != nil {
-			// The client went away; nobody reads an answer.
-			return fmt.Errorf("run %s on %s: client gone: %w", cmd.RequestID, req.PcID, ctx.Err())
+		if err, ok := h.waitEnded(r, "run"); ok {
+			return err
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			h.metrics.observe("run", outcomeTimeout, time.Since(start).Seconds())

@@ -78,6 +78,9 @@ type App struct {
 	Clock clock.Clock
 
 	ready chan struct{}
+	// httpShutdown runs when the HTTP server starts shutting down (routes
+	// add what must end long-lived requests, such as event streams).
+	httpShutdown []func()
 }
 
 // New returns an App that Run will start.
@@ -219,6 +222,9 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.HTTP = srv
+		for _, f := range a.httpShutdown {
+			srv.OnShutdown(f)
+		}
 		go func() {
 			if err := srv.Serve(); err != nil {
 				g.Fatal(fmt.Errorf("http server: %w", err))

@@ -19,7 +19,10 @@ func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	system.Register(r, system.Deps{JS: a.JS})
 	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
-	agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
+	// Runs and pings wait for agents for up to minutes; a graceful stop
+	// ends those waits instead of waiting for them.
+	agents := agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
+	a.httpShutdown = append(a.httpShutdown, agents.Close)
 	health.Register(r, health.Deps{
 		DB:        a.Store.R,
 		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
