@@ -37,7 +37,7 @@ type AgentDetail struct {
 	AgentRow
 	Groups          []string                 `json:"groups"`
 	EffectiveConfig messages.EffectiveConfig `json:"effective_config"`
-	ConfigWarnings  []string                 `json:"config_warnings"`
+	Warnings        []string                 `json:"warnings"`
 }
 
 func toRow(a storage.Agent, since time.Time) AgentRow {
@@ -176,7 +176,7 @@ func (h *handlers) getAgent(w http.ResponseWriter, r *http.Request) error {
 		AgentRow:        toRow(a, h.clock.Now().Add(-storage.AliveWindow)),
 		Groups:          groups,
 		EffectiveConfig: eff,
-		ConfigWarnings:  warnings,
+		Warnings:        warnings,
 	})
 	return nil
 }

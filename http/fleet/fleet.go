@@ -11,7 +11,7 @@
 // already includes the PC instead of waiting for the mirror projector.
 //
 // Response shapes beyond api.md §3: the agent detail adds `groups`,
-// `effective_config` and `config_warnings` to the AgentRow;
+// `effective_config` and `warnings` to the AgentRow;
 // effective_config answers `{pc_id, effective, warnings, groups}`. GET of
 // an unset group or PC scope answers `{}` (like the global scope and
 // upstream), never 404: an unset scope simply sets nothing.

@@ -158,7 +158,7 @@ func TestAgentDetail(t *testing.T) {
 	if d.PcID != "PC-1" || !d.Online || !slices.Equal(d.Groups, []string{"canary", "lab"}) {
 		t.Fatalf("detail: %+v", d)
 	}
-	if d.EffectiveConfig.TargetVersion == nil || *d.EffectiveConfig.TargetVersion != "0.22.0" || d.ConfigWarnings == nil {
+	if d.EffectiveConfig.TargetVersion == nil || *d.EffectiveConfig.TargetVersion != "0.22.0" || d.Warnings == nil {
 		t.Fatalf("detail effective config: %+v", d)
 	}
 }
