@@ -1,18 +1,25 @@
 package app
 
 import (
+	"context"
+
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/assets"
+	"kanade-backend/http/agentio"
 	"kanade-backend/http/auditlog"
 	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
+	"kanade-backend/http/fleet"
+	"kanade-backend/http/health"
 	"kanade-backend/http/inventory"
 	"kanade-backend/http/jobs"
 	"kanade-backend/http/openapi"
+	"kanade-backend/http/releases"
 	"kanade-backend/http/results"
 	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
+	"kanade-backend/storage/broker"
 )
 
 // routes registers every API feature on the router; each feature package
@@ -33,6 +40,18 @@ func (a *App) routes(r *server.Router) {
 	streams.Register(r)
 	a.httpShutdown = append(a.httpShutdown, streams.Close)
 	openapi.Register(r)
+	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
+	// Runs and pings wait for agents for up to minutes; a graceful stop
+	// ends those waits instead of waiting for them.
+	agents := agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})
+	a.httpShutdown = append(a.httpShutdown, agents.Close)
+	health.Register(r, health.Deps{
+		DB:        a.Store.R,
+		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
+		Connected: a.Conn.IsConnected,
+		Clock:     a.Clock,
+	})
+	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())
