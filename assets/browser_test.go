@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -285,24 +284,6 @@ func (tb *tab) signIn() {
 	tb.t.Helper()
 	tb.do("sign in", chromedp.Navigate(tb.base+"/#token="+apptest.Token))
 	tb.waitReady()
-}
-
-// needRoutes skips the test while a backend route it drives does not exist
-// yet (the API areas are built in parallel with the dashboard). A known
-// path answers 405 to OPTIONS; an unknown one answers the API's JSON 404.
-func needRoutes(t *testing.T, b *apptest.Backend, routes ...string) {
-	t.Helper()
-	var missing []string
-	for _, r := range routes {
-		_, path, _ := strings.Cut(r, " ")
-		resp, body := b.Do(t, http.MethodOptions, path, nil)
-		if resp.StatusCode == http.StatusNotFound && strings.Contains(string(body), "no API route") {
-			missing = append(missing, r)
-		}
-	}
-	if len(missing) > 0 {
-		t.Skipf("backend routes not implemented yet: %s", strings.Join(missing, ", "))
-	}
 }
 
 func chromedpClick(sel string) chromedp.Action[chromedp.Void] {

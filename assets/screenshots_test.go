@@ -34,7 +34,7 @@ func TestScreenshots(t *testing.T) {
 	}
 	browserCtx(t)
 	b := apptest.Start(t)
-	startFakeFleet(t, b.NATSURL, 12, func(i int) []string {
+	startFleet(t, b, 12, func(i int) []string {
 		if i%3 == 0 {
 			return []string{"canary", "lab"}
 		}
