@@ -23,6 +23,7 @@ import (
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/httpx"
+	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
@@ -331,12 +332,7 @@ func loadExecution(ctx context.Context, st *storage.Store, id string) (*storage.
 	return ex, nil
 }
 
+// audit records the operator event of a change already made.
 func (h *handlers) audit(ctx context.Context, action, target string, payload map[string]any) {
-	ev := auth.OperatorEvent(ctx, action, target, payload)
-	ev.OccurredAt = h.Clock.Now().UTC()
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), natsTimeout)
-	defer cancel()
-	if err := h.Audit.Publish(actx, ev); err != nil {
-		h.Logger.Error("audit event not stored", "action", action, "target", target, "err", err)
-	}
+	opaudit.Record(ctx, h.Audit, h.Logger, action, target, payload)
 }

@@ -21,8 +21,8 @@ import (
 
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
-	"kanade-backend/http/auth"
 	"kanade-backend/http/httpx"
+	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
@@ -272,15 +272,7 @@ func (h *handlers) scriptStatus(value, action string) func(http.ResponseWriter, 
 	}
 }
 
-// audit publishes the operator event of a change that has already been
-// made; a failure is logged rather than reported, since answering an error
-// would suggest the change did not happen.
+// audit records the operator event of a change already made.
 func (h *handlers) audit(ctx context.Context, action, target string, payload map[string]any) {
-	ev := auth.OperatorEvent(ctx, action, target, payload)
-	ev.OccurredAt = h.Clock.Now().UTC()
-	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), kvTimeout)
-	defer cancel()
-	if err := h.Audit.Publish(actx, ev); err != nil {
-		h.Logger.Error("audit event not stored", "action", action, "target", target, "err", err)
-	}
+	opaudit.Record(ctx, h.Audit, h.Logger, action, target, payload)
 }

@@ -23,8 +23,8 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/schedule"
-	"kanade-backend/http/auth"
 	"kanade-backend/http/httpx"
+	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
@@ -226,16 +226,9 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// audit publishes an operator event. The change is already stored, so a
-// failure to audit is logged rather than reported as a failed request,
-// which a client would retry.
+// audit records the operator event of a change already stored.
 func (h *handlers) audit(r *http.Request, action, target string, payload map[string]any) {
-	if h.Audit == nil {
-		return
-	}
-	if err := h.Audit.Publish(r.Context(), auth.OperatorEvent(r.Context(), action, target, payload)); err != nil {
-		h.Logger.Error("audit event not published", "action", action, "target", target, "err", err)
-	}
+	opaudit.Record(r.Context(), h.Audit, h.Logger, action, target, payload)
 }
 
 func pathID(r *http.Request) (string, error) {
