@@ -3,21 +3,18 @@ package fleet
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
 	"net/http"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
 
+	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/fleetkv"
 	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/messages"
-	"kanade-backend/storage"
 )
 
 // errEmptyGroup is the upstream text for a blank group name.
@@ -179,7 +176,7 @@ func (h *handlers) updateGroups(r *http.Request, pcID string, mutate func([]stri
 	if slices.Equal(before, groups) {
 		return groups, nil
 	}
-	if err := mirrorGroups(ctx, h.writer, kv, pcID, groups, rev); err != nil {
+	if err := mirrorGroups(ctx, h.writer, pcID, groups, rev, h.clock.Now()); err != nil {
 		// KV holds the change; the mirror projector repairs the rows from
 		// the watch, so this only delays read-your-writes for targeting.
 		h.log.WarnContext(ctx, "agent_group_members mirror not updated; the projector will catch up",
@@ -192,49 +189,16 @@ func (h *handlers) updateGroups(r *http.Request, pcID string, mutate func([]stri
 	return groups, nil
 }
 
-// mirrorGroups writes the PC's agent_group_members rows after a KV write
-// at revision rev, so that targets resolved right after the edit see it.
-// The guard against overwriting newer data: inside the write transaction
-// (which holds SQLite's single writer, so the mirror projector cannot
-// commit meanwhile) the key's latest KV revision must still be rev. If a
-// newer edit already exists, its own writer or the projector applies it
-// and this one is skipped.
-//
-// TODO(proj): switch to the mirror-upsert the projection package exports
-// once it lands, so both writers share one definition of the rows.
-func mirrorGroups(ctx context.Context, w TxRunner, kv fleetkv.KV, pcID string, groups []string, rev uint64) error {
+// mirrorGroups writes the PC's agent_group_members rows right after a KV
+// write at revision rev, so that targets resolved after the edit see it. It
+// shares mirror.Groups with the projector's watch: a row only moves to a
+// newer revision, so the two writers converge in either order.
+func mirrorGroups(ctx context.Context, w TxRunner, pcID string, groups []string, rev uint64, now time.Time) error {
 	if w == nil {
 		return nil
 	}
 	return w.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		// The transaction holds the single writer; a slow NATS must not
-		// hold it long.
-		gctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		e, err := kv.Get(gctx, pcID)
-		cancel()
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil // deleted since: not ours to mirror
-		}
-		if err != nil {
-			return fmt.Errorf("check agent_groups revision of %s: %w", pcID, err)
-		}
-		if e.Revision() != rev {
-			return nil
-		}
-		if _, err := tx.NewDelete().Model((*storage.GroupMember)(nil)).Where("pc_id = ?", pcID).Exec(ctx); err != nil {
-			return fmt.Errorf("clear group members of %s: %w", pcID, err)
-		}
-		if len(groups) == 0 {
-			return nil
-		}
-		rows := make([]storage.GroupMember, len(groups))
-		for i, g := range groups {
-			rows[i] = storage.GroupMember{PcID: pcID, GroupName: g}
-		}
-		if _, err := tx.NewInsert().Model(&rows).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
-			return fmt.Errorf("insert group members of %s: %w", pcID, err)
-		}
-		return nil
+		return mirror.Groups(ctx, tx, pcID, groups, rev, now)
 	})
 }
 

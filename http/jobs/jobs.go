@@ -18,9 +18,11 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
@@ -183,7 +185,10 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return messages.Unavailablef("store job '%s' in KV %s: %v", m.ID, messages.BucketJobs, err)
 	}
-	if err := upsertMirror(ctx, h.Store, &m, value, rev, h.Clock.Now()); err != nil {
+	err = h.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		return mirror.Job(ctx, tx, m.ID, value, rev, h.Clock.Now())
+	})
+	if err != nil {
 		h.Logger.Error("jobs mirror not updated; the projector's watch will", "job_id", m.ID, "err", err)
 	}
 	h.audit(r.Context(), messages.ActionJobUpsert, m.ID, map[string]any{"version": m.Version, "revision": rev})
@@ -214,11 +219,27 @@ func (h *handlers) delete(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	// The revision being deleted bounds the mirror delete: KV Delete does not
+	// return the marker's revision, but it is newer than this one, so a row
+	// at this revision or older goes and a concurrent newer put stays (the
+	// watch then applies the marker with its real revision).
+	var prev uint64
+	switch e, err := kv.Get(ctx, id); {
+	case err == nil:
+		prev = e.Revision()
+	case !errors.Is(err, jetstream.ErrKeyNotFound):
+		return messages.Unavailablef("read job '%s' from KV %s: %v", id, messages.BucketJobs, err)
+	}
 	if err := kv.Delete(ctx, id); err != nil {
 		return messages.Unavailablef("delete job '%s' from KV %s: %v", id, messages.BucketJobs, err)
 	}
-	if err := deleteMirror(ctx, h.Store, id); err != nil {
-		h.Logger.Error("jobs mirror row not deleted; the projector's watch will", "job_id", id, "err", err)
+	if prev > 0 {
+		err := h.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			return mirror.DeleteJob(ctx, tx, id, prev+1)
+		})
+		if err != nil {
+			h.Logger.Error("jobs mirror row not deleted; the projector's watch will", "job_id", id, "err", err)
+		}
 	}
 	h.audit(r.Context(), messages.ActionJobDelete, id, nil)
 	w.WriteHeader(http.StatusNoContent)
