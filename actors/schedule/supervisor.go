@@ -131,6 +131,11 @@ type supervisor struct {
 	startedAt time.Time
 	loadedAt  time.Time
 
+	// stopping is set once the supervisor itself stops or restarts: its
+	// children then terminate because their parent stops them, which is
+	// not a fault.
+	stopping bool
+
 	sys         *actor.ActorSystem
 	sub         *eventstream.Subscription
 	watchCancel context.CancelFunc
@@ -181,8 +186,10 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	case *actor.Started:
 		s.start(ctx)
 	case *actor.Stopping:
+		s.stopping = true
 		s.stop()
 	case *actor.Restarting:
+		s.stopping = true
 		s.stop()
 	case *lastFires:
 		s.lastFires = m.fires
@@ -432,7 +439,7 @@ func (s *supervisor) onChildFailure(child *actor.PID, reason any) {
 // PID was not stopped by the supervisor: the restart policy gave up on it.
 func (s *supervisor) onTerminated(m *actor.Terminated) {
 	en := s.byPID[m.Who.Id]
-	if en == nil {
+	if en == nil || s.stopping {
 		return
 	}
 	delete(s.byPID, m.Who.Id)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"kanade-backend/messages"
@@ -463,6 +464,11 @@ func TestSupervisorStopLeavesNoGoroutines(t *testing.T) {
 	h.start(0)
 	h.fake.Advance(time.Second)
 	h.stop()
+	// Children that end because their supervisor stops are not faults: a
+	// normal shutdown must not report every schedule as faulted.
+	if n := testutil.ToFloat64(h.metrics.faulted); n != 0 {
+		t.Fatalf("kanade_schedules_faulted = %v after a normal stop, want 0", n)
+	}
 	// The library's dead-letter throttle outlives the system for one
 	// throttle interval; it is not the scheduler's.
 	goleak.VerifyNone(t, opts, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
