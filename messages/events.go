@@ -5,8 +5,8 @@ import "time"
 // Actor messages. Everything below travels between actors inside the
 // backend, never on the wire.
 //
-// Events (the *ed types) are published on the actor system's EventStream
-// after the fact they describe is committed to the store, so a subscriber
+// Events (the *ed types) are published as pointers on the actor system's
+// EventStream after the fact they describe is committed to the store, so a subscriber
 // that reads the store on receipt sees it. EventStream calls subscribers
 // synchronously on the publisher's goroutine: a subscriber must only
 // forward the event (Root.Send to its actor) and never block. Events are

@@ -289,11 +289,11 @@ func (h *hub) stop(ctx actor.Context) {
 // carries the actor system's own events (dead letters, ...).
 func isLiveEvent(evt any) bool {
 	switch evt.(type) {
-	case messages.AgentsSeen, *messages.AgentsSeen,
-		messages.ResultsProjected, *messages.ResultsProjected,
-		messages.ExecProgressed, *messages.ExecProgressed,
-		messages.ScheduleTicked, *messages.ScheduleTicked,
-		messages.AuditProjected, *messages.AuditProjected:
+	case *messages.AgentsSeen,
+		*messages.ResultsProjected,
+		*messages.ExecProgressed,
+		*messages.ScheduleTicked,
+		*messages.AuditProjected:
 		return true
 	}
 	return false
@@ -363,33 +363,18 @@ func (h *hub) broadcast(kind int, f []byte) {
 func (h *hub) event(ctx actor.Context, evt any) {
 	kind := -1
 	switch e := evt.(type) {
-	case messages.AgentsSeen:
-		kind = kindAgent
-		h.addAgents(e)
 	case *messages.AgentsSeen:
 		kind = kindAgent
 		h.addAgents(*e)
-	case messages.ResultsProjected:
-		kind = kindResult
-		h.addResults(e)
 	case *messages.ResultsProjected:
 		kind = kindResult
 		h.addResults(*e)
-	case messages.ExecProgressed:
-		kind = kindExec
-		h.batch[kindExec].add(e.ExecID, execItemOf(e))
 	case *messages.ExecProgressed:
 		kind = kindExec
 		h.batch[kindExec].add(e.ExecID, execItemOf(*e))
-	case messages.ScheduleTicked:
-		kind = kindSchedule
-		h.batch[kindSchedule].add("", scheduleItemOf(e))
 	case *messages.ScheduleTicked:
 		kind = kindSchedule
 		h.batch[kindSchedule].add("", scheduleItemOf(*e))
-	case messages.AuditProjected:
-		kind = kindAudit
-		h.batch[kindAudit].add("", auditItemOf(e))
 	case *messages.AuditProjected:
 		kind = kindAudit
 		h.batch[kindAudit].add("", auditItemOf(*e))

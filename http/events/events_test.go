@@ -190,7 +190,7 @@ func TestResultArrivesWithinOneSecond(t *testing.T) {
 
 	// A reconnect with Last-Event-ID is replayed what it missed.
 	s.close()
-	e.sys.EventStream.Publish(messages.AuditProjected{ID: 9})
+	e.sys.EventStream.Publish(&messages.AuditProjected{ID: 9})
 	if err := e.hub.Barrier(time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +239,7 @@ func TestHubStopAndClientDisconnect(t *testing.T) {
 	b.close()
 	// The handler notices the closed connection and leaves: a result now
 	// reaches only a.
-	e.sys.EventStream.Publish(messages.AuditProjected{ID: 1})
+	e.sys.EventStream.Publish(&messages.AuditProjected{ID: 1})
 	if f := a.next(t, time.Second); !strings.Contains(f, "event: audit") {
 		t.Fatalf("frame %q", f)
 	}
