@@ -57,6 +57,13 @@ type ExecProgressed struct {
 	At       time.Time
 }
 
+// ExecsRestored is published by the results projector after it wrote
+// executions back from the EXEC stream into a wiped database; the exec
+// engine reloads the rollout waves still due.
+type ExecsRestored struct {
+	Execs int
+}
+
 // Tick outcomes of a schedule (behaviour.md §3, step 5).
 const (
 	TickFired   = "fired"

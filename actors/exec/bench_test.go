@@ -11,6 +11,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/execrecord"
 )
 
 // BenchmarkExecFanout10k measures an exec to 10 000 listed PCs through the
@@ -24,6 +25,10 @@ import (
 //     one flush;
 //   - raw_db_ms: one transaction inserting the same 10 000 exec_requests
 //     and 10 000 exec_expected rows with bun, 1 000 rows per statement.
+//
+// record_ms is the share of exec_ms spent on the record, measured by doing
+// the same again (execrecord.Load and Publish) after each exec, and
+// record_kib its size on the stream.
 //
 // Budget (architecture.md §6): exec_ms ≤ 1000. The database grows by
 // 20 000 rows per iteration, as it would in production.
@@ -45,7 +50,8 @@ func BenchmarkExecFanout10k(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var execTotal, rawPub, rawDB time.Duration
+	pub := &execrecord.Publisher{JS: e.br.JS}
+	var execTotal, rawPub, rawDB, recTotal time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		t0 := time.Now()
@@ -72,13 +78,32 @@ func BenchmarkExecFanout10k(b *testing.B) {
 		if r.TargetCount != 10000 {
 			b.Fatalf("target_count %d", r.TargetCount)
 		}
+
+		t3 := time.Now()
+		rec, err := execrecord.Load(ctx, e.store.R, r.ExecID)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := pub.Publish(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		recTotal += time.Since(t3)
 	}
 	b.StopTimer()
 	n := float64(b.N)
 	b.ReportMetric(float64(execTotal.Milliseconds())/n, "exec_ms/op")
 	b.ReportMetric(float64(rawPub.Milliseconds())/n, "raw_publish_ms/op")
 	b.ReportMetric(float64(rawDB.Milliseconds())/n, "raw_db_ms/op")
+	b.ReportMetric(float64(recTotal.Milliseconds())/n, "record_ms/op")
 	b.ReportMetric(float64(execTotal)/float64(rawPub+rawDB), "exec/raw")
+	st, err := e.br.JS.Stream(ctx, messages.StreamExec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if info, err := st.Info(ctx); err == nil && info.State.Msgs > 0 {
+		// One record per exec is left on the stream (older ones purged).
+		b.ReportMetric(float64(info.State.Bytes)/float64(b.N)/1024, "record_kib")
+	}
 }
 
 // rawInsert writes the rows of a 10 000-PC exec the plainest way bun can.

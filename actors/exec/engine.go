@@ -34,10 +34,12 @@ package exec
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/asynkron/protoactor-go/eventstream"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -45,6 +47,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/execrecord"
 )
 
 // Name is the engine's actor name (its PID id).
@@ -84,6 +87,13 @@ type Buckets interface {
 
 var _ Buckets = (jetstream.JetStream)(nil)
 
+// Recorder stores an exec's record on the EXEC stream (execrecord).
+type Recorder interface {
+	Publish(ctx context.Context, rec *execrecord.Record) error
+}
+
+var _ Recorder = (*execrecord.Publisher)(nil)
+
 // Auditor publishes audit events.
 type Auditor interface {
 	Publish(ctx context.Context, ev messages.AuditEvent) error
@@ -93,12 +103,15 @@ var _ Auditor = (*audit.Publisher)(nil)
 
 // Deps is everything the engine uses.
 type Deps struct {
-	Store  *storage.Store
-	NATS   Publisher
-	KV     Buckets
-	Audit  Auditor
-	Clock  clock.Clock
-	Logger *slog.Logger
+	Store *storage.Store
+	NATS  Publisher
+	KV    Buckets
+	Audit Auditor
+	// Records keeps every exec's record durable in JetStream, so that a
+	// wiped database gets its executions back.
+	Records Recorder
+	Clock   clock.Clock
+	Logger  *slog.Logger
 	// Metrics may be nil (not exported).
 	Metrics *Metrics
 	// FlushTimeout bounds the wait for the server to confirm a fan-out.
@@ -137,6 +150,9 @@ func Props(d Deps) *actor.Props {
 
 // Spawn starts the engine as a top-level actor named Name.
 func Spawn(root *actor.RootContext, d Deps) (*actor.PID, error) {
+	if d.Store == nil || d.NATS == nil || d.KV == nil || d.Audit == nil || d.Records == nil {
+		return nil, errors.New("exec engine: store, NATS, KV, audit and records are required")
+	}
 	return root.SpawnNamed(Props(d), Name)
 }
 
@@ -181,6 +197,10 @@ type engine struct {
 	// backoffUntil holds every wave back after a publish failure, so an
 	// unreachable NATS is retried calmly instead of in a tight loop.
 	backoffUntil time.Time
+	// unrecorded holds the execs whose latest record is not stored yet.
+	unrecorded map[string]bool
+	// restoredSub forwards execrecord restores (which may reload waves).
+	restoredSub *eventstream.Subscription
 }
 
 var _ actor.Actor = (*engine)(nil)
@@ -190,6 +210,12 @@ func (e *engine) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
 		e.self, e.sys = c.Self(), c.ActorSystem()
+		self, root := e.self, e.sys.Root
+		e.restoredSub = e.sys.EventStream.Subscribe(func(evt any) {
+			if ev, ok := evt.(*messages.ExecsRestored); ok {
+				root.Send(self, ev)
+			}
+		})
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
 		if n := e.rearm(ctx); n > 0 {
@@ -197,9 +223,22 @@ func (e *engine) Receive(c actor.Context) {
 		}
 	case *actor.Restarting, *actor.Stopping:
 		e.disarm()
+		if e.restoredSub != nil {
+			e.sys.EventStream.Unsubscribe(e.restoredSub)
+			e.restoredSub = nil
+		}
+	case *messages.ExecsRestored:
+		// Executions came back from the EXEC stream after this engine
+		// started (the broker was away at start): their waves are due too.
+		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		defer cancel()
+		if n := e.rearm(ctx); n > 0 {
+			e.log.Info("rollout waves pending after restore", "count", n, "next_due", e.armedAt)
+		}
 	case *messages.ExecRequest:
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
+		e.storeUnrecorded(ctx)
 		resp, err := e.exec(ctx, c.ActorSystem(), m)
 		c.Respond(&messages.ExecReply{Response: resp, Err: err})
 	case *Cancel:
@@ -214,8 +253,44 @@ func (e *engine) Receive(c actor.Context) {
 		e.armed, e.timer = false, nil
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
+		e.storeUnrecorded(ctx)
 		e.publishDue(ctx, c.ActorSystem())
 		e.rearm(ctx)
+	}
+}
+
+// storeRecord stores exec id's current record on the EXEC stream. On
+// failure the exec is remembered and tried again with the next exec
+// request or wave round; the store itself is already right.
+func (e *engine) storeRecord(ctx context.Context, execID string) {
+	rec, err := execrecord.Load(ctx, e.Store.R, execID)
+	if execrecord.IsNotFound(err) {
+		delete(e.unrecorded, execID) // removed by retention meanwhile
+		return
+	}
+	if err == nil {
+		err = e.Records.Publish(ctx, rec)
+	}
+	if err != nil {
+		e.Metrics.recordFailed.Inc()
+		e.log.Error("exec record not stored on JetStream; will retry", "exec_id", execID, "err", err)
+		if e.unrecorded == nil {
+			e.unrecorded = map[string]bool{}
+		}
+		e.unrecorded[execID] = true
+		return
+	}
+	delete(e.unrecorded, execID)
+}
+
+// storeUnrecorded retries the records that could not be stored before,
+// stopping at the first failure (the broker is likely still away).
+func (e *engine) storeUnrecorded(ctx context.Context) {
+	for id := range e.unrecorded {
+		e.storeRecord(ctx, id)
+		if e.unrecorded[id] {
+			return
+		}
 	}
 }
 

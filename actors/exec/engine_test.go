@@ -24,6 +24,7 @@ import (
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/execrecord"
 	"kanade-backend/storage/storagetest"
 )
 
@@ -42,6 +43,8 @@ type env struct {
 	client *exec.Client
 	// nats replaces the engine's publisher when set (failure injection).
 	nats exec.Publisher
+	// records replaces the engine's record publisher when set.
+	records exec.Recorder
 }
 
 func newEnv(t testing.TB) *env {
@@ -68,9 +71,14 @@ func (e *env) deps() exec.Deps {
 	if pub == nil {
 		pub = e.br.Conn
 	}
+	var records exec.Recorder = &execrecord.Publisher{JS: e.br.JS}
+	if e.records != nil {
+		records = e.records
+	}
 	return exec.Deps{
 		Store: e.store, NATS: pub, KV: e.br.JS, Audit: audit.NewPublisher(e.br.JS, e.clk),
-		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second,
+		Records: records,
+		Clock:   e.clk, Logger: quietLogger(), RetryBackoff: time.Second,
 	}
 }
 
@@ -162,10 +170,25 @@ type recorder struct {
 	msgs []*nats.Msg
 }
 
+// recordCommands records the Commands agents see: everything on
+// commands.> but the engine's own records on commands.exec.>.
+func (e *env) recordCommands() *recorder {
+	e.t.Helper()
+	return e.recordIf("commands.>", func(subject string) bool { return !strings.HasPrefix(subject, "commands.exec.") })
+}
+
 func (e *env) record(subject string) *recorder {
+	e.t.Helper()
+	return e.recordIf(subject, func(string) bool { return true })
+}
+
+func (e *env) recordIf(subject string, keep func(subject string) bool) *recorder {
 	e.t.Helper()
 	r := &recorder{}
 	sub, err := e.br.Conn.Subscribe(subject, func(m *nats.Msg) {
+		if !keep(m.Subject) {
+			return
+		}
 		r.mu.Lock()
 		r.msgs = append(r.msgs, m)
 		r.mu.Unlock()

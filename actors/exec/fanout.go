@@ -18,9 +18,8 @@ import (
 	"kanade-backend/storage"
 )
 
-// insertChunk bounds the rows of one INSERT statement, so that a 10 000-PC
-// fan-out is a handful of statements in one transaction rather than one
-// statement of several megabytes.
+// insertChunk bounds the ids of one IN (...) list, as storage.InsertChunked
+// bounds the rows of one INSERT.
 const insertChunk = 1000
 
 // outgoing is one Command ready to publish, with the part of the target its
@@ -131,6 +130,7 @@ func (e *engine) exec(ctx context.Context, sys *actor.ActorSystem, req *messages
 		if err != nil {
 			e.log.Error("record exec publish failure", "exec_id", execID, "err", err)
 		} else {
+			e.storeRecord(ctx, execID)
 			progressed(sys, recorded, done)
 		}
 		resp.Subjects = subjectsOf(p.now[:handed])
@@ -144,6 +144,7 @@ func (e *engine) exec(ctx context.Context, sys *actor.ActorSystem, req *messages
 		// The Commands are out; only the published_at marks are missing.
 		e.log.Error("record exec published", "exec_id", execID, "err", err)
 	}
+	e.storeRecord(ctx, execID)
 	progressed(sys, row, done)
 	e.auditExec(ctx, req, &m, resp, p.waveMode, nil)
 	e.Metrics.fired.WithLabelValues(auditActor(req)).Inc()
@@ -363,30 +364,16 @@ func (e *engine) recordExec(ctx context.Context, row *storage.Execution, p plan,
 		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
 			return err
 		}
-		if err := insertChunked(ctx, tx, reqs, false); err != nil {
+		if err := storage.InsertChunked(ctx, tx, reqs, false); err != nil {
 			return err
 		}
-		if err := insertChunked(ctx, tx, exp, false); err != nil {
+		if err := storage.InsertChunked(ctx, tx, exp, false); err != nil {
 			return err
 		}
-		return insertChunked(ctx, tx, p.waves, false)
+		return storage.InsertChunked(ctx, tx, p.waves, false)
 	})
 	if err != nil {
 		return fmt.Errorf("record exec %s: %w", row.ExecID, err)
-	}
-	return nil
-}
-
-func insertChunked[T any](ctx context.Context, db bun.IDB, rows []T, ignoreConflicts bool) error {
-	for i := 0; i < len(rows); i += insertChunk {
-		chunk := rows[i:min(i+insertChunk, len(rows))]
-		q := db.NewInsert().Model(&chunk)
-		if ignoreConflicts {
-			q = q.On("CONFLICT DO NOTHING")
-		}
-		if _, err := q.Exec(ctx); err != nil {
-			return fmt.Errorf("insert %d rows: %w", len(chunk), err)
-		}
 	}
 	return nil
 }

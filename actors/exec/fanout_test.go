@@ -71,7 +71,7 @@ func TestExecPublishesEverySubjectInOrderAfterThePin(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	audits := e.record("audit.>")
 	events := make(chan *messages.ExecProgressed, 4)
 	es := e.sys.EventStream.Subscribe(func(ev any) {
@@ -174,7 +174,7 @@ func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
 	e.putRaw("badshell", []byte(`{"id":"badshell","version":"1","execute":{"shell":"bash","script":"x","timeout":"1m"}}`))
 	e.putRaw("renamed", []byte(`{"id":"other","version":"1","execute":{"shell":"cmd","script":"x","timeout":"1m"}}`))
 	e.putRaw("garbage", []byte(`not json`))
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 
 	cases := []struct {
@@ -228,7 +228,7 @@ func TestExecRejectsBadRequestsWithTheAPITexts(t *testing.T) {
 func TestJobEditAppliesToTheNextExec(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1.0.0", "echo one")
 	e.mustExec(`{"target":{"pcs":["p1"]}}`)
@@ -255,7 +255,7 @@ func TestJobEditAppliesToTheNextExec(t *testing.T) {
 func TestDuplicateTargetsArePublishedOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
 	r := e.mustExec(`{"target":{"groups":["g","g"],"pcs":["p1","p1"]}}`)
@@ -287,7 +287,7 @@ func TestPublishFailureRecordsWhatWasPublished(t *testing.T) {
 	e := newEnv(t)
 	fp := &failingPublisher{nc: e.br.Conn}
 	e.nats = fp
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
 	ctx := context.Background()

@@ -11,6 +11,7 @@ type Metrics struct {
 	fanoutDuration prometheus.Histogram
 	pendingWaves   prometheus.Gauge
 	auditFailed    prometheus.Counter
+	recordFailed   prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -42,9 +43,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kanade_exec_audit_failures_total",
 			Help: "Exec audit events that could not be stored in the AUDIT stream.",
 		}),
+		recordFailed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_record_failures_total",
+			Help: "Attempts to store an exec's record on the EXEC stream that failed (retried; the database stays right).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed)
+		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed, m.recordFailed)
 	}
 	return m
 }

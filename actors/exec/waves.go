@@ -92,6 +92,8 @@ func (e *engine) publishDue(ctx context.Context, sys *actor.ActorSystem) {
 			e.log.Error("rollout wave failed for good", "exec_id", w.ExecID, "wave", w.WaveIndex, "group", w.GroupName, "err", err)
 			if ferr := e.setWaveState(ctx, w, storage.WaveFailed); ferr != nil {
 				e.log.Error("mark rollout wave failed", "exec_id", w.ExecID, "wave", w.WaveIndex, "err", ferr)
+			} else {
+				e.storeRecord(ctx, w.ExecID)
 			}
 			continue
 		}
@@ -159,7 +161,7 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 		for i, pc := range expected {
 			exp[i] = storage.ExecExpected{ExecID: ex.ExecID, PcID: pc}
 		}
-		if err := insertChunked(ctx, tx, exp, true); err != nil {
+		if err := storage.InsertChunked(ctx, tx, exp, true); err != nil {
 			return err
 		}
 		_, err := tx.NewUpdate().Model((*storage.Execution)(nil)).
@@ -209,6 +211,7 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 		return nil
 	}
 	e.log.Info("rollout wave published", "exec_id", ex.ExecID, "wave", w.WaveIndex, "subject", subject, "expected_pcs", len(expected))
+	e.storeRecord(ctx, ex.ExecID)
 	if err := e.Store.R.NewSelect().Model(ex).WherePK().Scan(ctx); err == nil {
 		progressed(sys, ex, at)
 	}
@@ -288,6 +291,7 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 		return reply
 	}
 	e.rearm(ctx)
+	e.storeRecord(ctx, execID)
 	if err := e.Store.R.NewSelect().Model(ex).WherePK().Scan(ctx); err != nil {
 		reply.Err = fmt.Errorf("reload exec %s: %w", execID, err)
 		return reply

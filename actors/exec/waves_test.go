@@ -25,7 +25,7 @@ const canaryThenWave1 = `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"
 func TestWavesPublishAtTheirDelay(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
 	e.agent("c1", "canary")
@@ -84,7 +84,7 @@ func TestWavesPublishAtTheirDelay(t *testing.T) {
 func TestWavesSurviveARestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
 	e.mustExec(`{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"10s"},{"group":"wave2","delay":"1m"}]}}`)
@@ -119,7 +119,7 @@ func TestWavesSurviveARestart(t *testing.T) {
 func TestCancelStopsPendingWaves(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	cmds := e.record("commands.>")
+	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
 	ctx := context.Background()

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/uptrace/bun"
 
 	"kanade-backend/messages"
@@ -34,6 +35,9 @@ func (auditCodec) projection() string { return ProjAudit }
 func (auditCodec) stream() string     { return messages.StreamAudit }
 func (auditCodec) durable() string    { return DurableAudit }
 func (auditCodec) table() string      { return "audit_log" }
+
+// beforeConsume has nothing to prepare: audit_log needs no other table.
+func (auditCodec) beforeConsume(context.Context, actor.Context, *env) error { return nil }
 
 func (auditCodec) decode(data []byte) (auditItem, error) {
 	var ev messages.AuditEvent

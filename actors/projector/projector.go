@@ -3,7 +3,9 @@
 // execution_results, inventory_facts and exec progress, the AUDIT stream
 // into audit_log, and the KV buckets jobs, schedules and agent_groups into
 // their mirror tables. It also expires execs nobody finished answering and
-// sweeps old rows (retention).
+// sweeps old rows (retention). Before the results projector replays RESULTS
+// into a wiped database it restores the exec engine's records from the EXEC
+// stream (storage/execrecord), so that replayed results find their execs.
 //
 // Every projector is an actor under one supervisor that restarts a failed
 // child with a growing delay, forever: a projector that stays down silently

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/uptrace/bun"
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/execrecord"
 )
 
 // resultItem is one decoded ExecResult.
@@ -30,6 +32,20 @@ func (resultsCodec) projection() string { return ProjResults }
 func (resultsCodec) stream() string     { return messages.StreamResults }
 func (resultsCodec) durable() string    { return DurableResults }
 func (resultsCodec) table() string      { return "execution_results" }
+
+// beforeConsume restores the exec engine's records into a wiped database
+// before RESULTS is replayed: a result finds its exec only through the
+// request_ids those records hold.
+func (resultsCodec) beforeConsume(ctx context.Context, c actor.Context, e *env) error {
+	res, err := execrecord.RestoreIfWiped(ctx, e.store, e.js, e.log)
+	if err != nil {
+		return fmt.Errorf("projector %s: %w", ProjResults, err)
+	}
+	if res.Execs > 0 {
+		c.ActorSystem().EventStream.Publish(&messages.ExecsRestored{Execs: res.Execs})
+	}
+	return nil
+}
 
 // decode rejects what the schema could not store, so that a bad message is
 // poison instead of a database error that would fail its batch forever.

@@ -24,6 +24,9 @@ type codec[T any] interface {
 	// table is probed at start: empty while the stream is not means the
 	// database was wiped or rebuilt, and the stream is projected again.
 	table() string
+	// beforeConsume runs once per start, before the consumer is set up;
+	// an error fails the start (the supervisor retries it).
+	beforeConsume(ctx context.Context, c actor.Context, e *env) error
 	// decode turns a payload into an item; an error makes it poison.
 	decode(data []byte) (T, error)
 	// apply writes a batch inside tx. Per-message problems that do not stop
@@ -73,6 +76,9 @@ func newStreamProjector[T any](e *env, c codec[T]) *streamProjector[T] {
 func (p *streamProjector[T]) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		if err := p.beforeConsume(c); err != nil {
+			panic(err) // retried by the supervisor, as below
+		}
 		ctx, cancel := opContext()
 		defer cancel()
 		cons, err := p.ensureConsumer(ctx)
@@ -104,6 +110,16 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 	case *actor.Stopping:
 		p.pump.stop()
 	}
+}
+
+// beforeConsumeTimeout bounds a codec's start work; restoring a week of
+// exec records into a wiped database can take longer than one batch.
+const beforeConsumeTimeout = 10 * time.Minute
+
+func (p *streamProjector[T]) beforeConsume(c actor.Context) error {
+	ctx, cancel := context.WithTimeout(context.Background(), beforeConsumeTimeout)
+	defer cancel()
+	return p.codec.beforeConsume(ctx, c, p.env)
 }
 
 // pumpFailed says the pump gave up pulling.

@@ -6,15 +6,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
+	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/http/executions"
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 )
 
 // simResults records the ExecResults a simulated fleet publishes, with the
@@ -40,16 +45,7 @@ func (s *simResults) all() []simResult {
 func startFleet(t *testing.T, b *apptest.Backend, n int, groups map[string][]string) (*sim.Fleet, *simResults) {
 	t.Helper()
 	ctx := context.Background()
-	kv, err := b.JS.KeyValue(ctx, messages.BucketAgentGroups)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for pc, gs := range groups {
-		v, _ := json.Marshal(messages.AgentGroups{Groups: gs})
-		if _, err := kv.Put(ctx, pc, v); err != nil {
-			t.Fatal(err)
-		}
-	}
+	setGroups(t, b, groups)
 	rs := &simResults{}
 	sub, err := b.Conn.Subscribe("results.>", func(m *nats.Msg) {
 		var r messages.ExecResult
@@ -130,4 +126,102 @@ func TestExecAgainstTheFleetSimulator(t *testing.T) {
 	}
 }
 
+// setGroups writes agent_groups as an operator (or kanade-fleet
+// --assign-groups) would.
+func setGroups(t *testing.T, b *apptest.Backend, groups map[string][]string) {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := b.JS.KeyValue(ctx, messages.BucketAgentGroups)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pc, gs := range groups {
+		v, _ := json.Marshal(messages.AgentGroups{Groups: gs})
+		if _, err := kv.Put(ctx, pc, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
+
+// The database file is deleted while a rollout is between its waves, and
+// the backend starts again on the same JetStream: the exec comes back from
+// its record on the EXEC stream, the canary's results are projected again
+// under their exec, and wave1 still runs once, on time; nothing runs twice.
+func TestWipedDatabaseGetsItsExecutionsBack(t *testing.T) {
+	t.Parallel()
+	dir, natsAddr := t.TempDir(), freeAddr(t)
+	opts := apptest.Options{DataDir: dir, Configure: func(c *app.Config) { c.NATS.Listen = natsAddr }}
+	b, stop := apptest.StartManual(t, opts)
+	putJob(t, b, "hello", "1.0.0", "echo hello")
+	f, err := sim.Start(context.Background(), sim.Config{NATSURL: b.NATSURL, Agents: 4, Heartbeat: time.Second, Seed: 1,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = f.Stop(ctx)
+	})
+	setGroups(t, b, map[string][]string{"SIM-0001": {"canary"}, "SIM-0002": {"canary"}, "SIM-0003": {"wave1"}, "SIM-0004": {"wave1"}})
+	apptest.Eventually(t, 5*time.Second, func() error {
+		var agents []map[string]any
+		b.JSON(t, "GET", "/api/agents?online=true", nil, 200, &agents)
+		if len(agents) != 4 {
+			return errorf("%d agents online, want 4", len(agents))
+		}
+		return nil
+	})
+
+	t0 := time.Now()
+	r := execJob(t, b, "hello", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"6s"}]}}`)
+	var before executions.Detail
+	apptest.Eventually(t, 5*time.Second, func() error {
+		b.JSON(t, "GET", "/api/executions/"+r.ExecID, nil, 200, &before)
+		if before.SuccessCount != 2 {
+			return errorf("canary: success_count %d, want 2", before.SuccessCount)
+		}
+		return nil
+	})
+	stop()
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(filepath.Join(dir, "backend.db"+suffix)); err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("backend stopped and database deleted %v after the exec", time.Since(t0))
+	b2, stop2 := apptest.StartManual(t, opts)
+	defer stop2()
+	t.Logf("backend started again %v after the exec", time.Since(t0))
+
+	var after executions.Detail
+	b2.JSON(t, "GET", "/api/executions/"+r.ExecID, nil, 200, &after)
+	if after.JobID != "hello" || after.Version != "1.0.0" || !after.CreatedAt.Equal(before.CreatedAt.Time) ||
+		len(after.Waves) != 2 || after.Waves[0].State != storage.WavePublished {
+		t.Fatalf("exec after the wipe: %+v", after.Execution)
+	}
+	apptest.Eventually(t, 12*time.Second, func() error {
+		b2.JSON(t, "GET", "/api/executions/"+r.ExecID, nil, 200, &after)
+		if after.Status != storage.ExecCompleted || after.SuccessCount != 4 || after.ExpectedPcs != 4 || after.TargetCount != 2 {
+			return errorf("exec: status %s success %d expected %d target_count %d waves %+v fleet %+v", after.Status, after.SuccessCount, after.ExpectedPcs, after.TargetCount, after.Waves, f.Stats())
+		}
+		return nil
+	})
+	if d := after.Waves[1].PublishedAt.Sub(t0); after.Waves[1].State != storage.WavePublished || d < 5900*time.Millisecond || d > 9*time.Second {
+		t.Fatalf("wave1 %s %v after the exec, want published about 6s after", after.Waves[1].State, d)
+	}
+	var results []storage.ExecutionResult
+	b2.JSON(t, "GET", "/api/results?exec_id="+r.ExecID, nil, 200, &results)
+	perPC := map[string]int{}
+	for _, x := range results {
+		perPC[x.PcID]++
+	}
+	if len(results) != 4 || len(perPC) != 4 {
+		t.Fatalf("results of the exec after the wipe: %v, want one from each of the 4 agents", perPC)
+	}
+	if st := f.Stats(); st.ResultsSent != 4 {
+		t.Fatalf("the fleet sent %d results, want 4 (a canary run twice?)", st.ResultsSent)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/actors/live"
 	"kanade-backend/actors/projector"
+	"kanade-backend/storage/execrecord"
 )
 
 // startActors spawns the top-level actors in dependency order and returns
@@ -32,7 +33,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	pids = append(pids, proj)
 
 	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
-		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Clock: a.Clock,
+		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Records: &execrecord.Publisher{JS: a.JS}, Clock: a.Clock,
 		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics),
 	})
 	if err != nil {
