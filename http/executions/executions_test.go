@@ -50,7 +50,7 @@ func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
 		pinMu.Lock()
 		pin = v
 		pinMu.Unlock()
-	}, "commands.>")
+	}, "commands.>") // one subscription keeps the publish order
 
 	resp, body := b.Do(t, "POST", "/api/exec/job1", `{"target":{"all":true,"groups":["a"],"pcs":["p1"]}}`,
 		"X-Kanade-Source", "cli")

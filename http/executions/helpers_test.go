@@ -62,6 +62,9 @@ func startAgentWith(t *testing.T, url string, onFirst func(), subjects ...string
 }
 
 func (a *agent) handle(m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, "commands.exec.") {
+		return // the engine's exec records, not Commands
+	}
 	at := time.Now()
 	var c messages.Command
 	_ = json.Unmarshal(m.Data, &c)
