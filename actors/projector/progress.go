@@ -173,7 +173,7 @@ func finalStatus(ex storage.Execution) string {
 type expiryTick struct{}
 
 // expirySweeper periodically settles in-flight execs whose deadline_at has
-// passed. The exec engine writes the deadline at creation (and pushes it
+// passed, once the results projection has applied its start-up backlog. The exec engine writes the deadline at creation (and pushes it
 // back when a later wave publishes) as the last publish + timeout + jitter
 // + a margin, so an exec still in flight then has PCs that will not answer.
 type expirySweeper struct {
@@ -191,6 +191,14 @@ func (s *expirySweeper) Receive(c actor.Context) {
 		s.arm(c)
 		reportReady(c, projExpiry)
 	case *expiryTick:
+		if !s.env.isCurrent(ProjResults) {
+			// Answers may still be in the RESULTS backlog (after downtime or
+			// a rebuild): expiring now would call PCs silent that did
+			// answer, and an expired exec never completes.
+			s.env.log.Debug("exec expiry waits for the results projection to catch up")
+			s.arm(c)
+			return
+		}
 		ctx, cancel := opContext()
 		events, err := expireDue(ctx, s.env.store, s.env.clock.Now().UTC())
 		cancel()

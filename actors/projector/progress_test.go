@@ -3,7 +3,9 @@ package projector
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -12,6 +14,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker/brokertest"
 )
 
 // execFixture inserts what the exec engine writes when it fires: the
@@ -168,4 +171,54 @@ func TestExecProgress(t *testing.T) {
 	if got := byExec["ex-silent"]; len(got) != 2 || got[0] != "expired 0/0 of 3" {
 		t.Fatalf("ExecProgressed for ex-silent: %v", got)
 	}
+}
+
+// After downtime the answers to an exec past its deadline may still wait in
+// the RESULTS backlog: the expiry sweeper waits until the results
+// projection has applied that backlog, so the exec completes instead of
+// expiring with PCs called silent that did answer.
+func TestExpiryWaitsForTheResultsBacklog(t *testing.T) {
+	fake := clock.NewFake(t0.Add(time.Hour)) // long past the deadline (t0 + 90 s)
+	b := brokertest.Start(t)
+	h := newHarness(t, harnessOpts{broker: b, clock: fake})
+	insertExec(t, h.store, execFixture{id: "ex-late", requests: map[string]string{"req-l": "commands.all"}, expected: []string{"pc-a", "pc-b"}})
+	publishJS(t, b.JS, []pubMsg{result("req-l", "pc-a", 0, "", ""), result("req-l", "pc-b", 0, "", "")})
+
+	// The backlog cannot be applied for now (the database refuses it).
+	var blocked atomicBool
+	blocked.Store(true)
+	var attempts atomic.Int32
+	setBeforeCommit(t, func(projection string) error {
+		if projection == ProjResults && blocked.Load() {
+			attempts.Add(1)
+			return errors.New("injected: results batch refused")
+		}
+		return nil
+	})
+	h.start()
+	eventually(t, 5*time.Second, func() error {
+		if attempts.Load() == 0 {
+			return errors.New("no results batch tried yet")
+		}
+		return nil
+	})
+	for range 3 {
+		fake.Advance(h.cfg.withDefaults().ExpiryInterval)
+		time.Sleep(30 * time.Millisecond)
+	}
+	if ex := execRow(t, h.store, "ex-late"); ex.Status != storage.ExecPending {
+		t.Fatalf("exec is %s while its answers were still in the backlog", ex.Status)
+	}
+	blocked.Store(false)
+	wantExec(t, h.store, "ex-late", storage.ExecCompleted, 2, 0)
+
+	// Once current, expiry runs again: a silent exec expires.
+	insertExec(t, h.store, execFixture{id: "ex-silent", requests: map[string]string{"req-s": "commands.all"}, expected: []string{"pc-a"}})
+	eventually(t, 5*time.Second, func() error {
+		fake.Advance(h.cfg.withDefaults().ExpiryInterval)
+		if ex := execRow(t, h.store, "ex-silent"); ex.Status != storage.ExecExpired {
+			return fmt.Errorf("ex-silent is %s", ex.Status)
+		}
+		return nil
+	})
 }

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -161,6 +162,18 @@ type env struct {
 	log     *slog.Logger
 	cfg     Config
 	metrics *metrics
+	// current holds, per stream projection, whether it has applied the
+	// backlog its stream held when it started (projection name → bool).
+	current sync.Map
+}
+
+// setCurrent records whether projection has caught up with its stream.
+func (e *env) setCurrent(projection string, v bool) { e.current.Store(projection, v) }
+
+// isCurrent reports whether projection has caught up with its stream.
+func (e *env) isCurrent(projection string) bool {
+	v, ok := e.current.Load(projection)
+	return ok && v.(bool)
 }
 
 // Start spawns the projector supervisor and its children, and waits (up to

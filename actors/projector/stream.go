@@ -65,6 +65,9 @@ type streamProjector[T any] struct {
 	env   *env
 	codec codec[T]
 	pump  *pump
+	// catchUpTo is the stream sequence up to which the backlog found at
+	// start reaches; the projection is current once a batch gets there.
+	catchUpTo uint64
 }
 
 var _ actor.Actor = (*streamProjector[resultItem])(nil)
@@ -76,6 +79,7 @@ func newStreamProjector[T any](e *env, c codec[T]) *streamProjector[T] {
 func (p *streamProjector[T]) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
+		p.env.setCurrent(p.codec.projection(), false)
 		if err := p.beforeConsume(c); err != nil {
 			panic(err) // retried by the supervisor, as below
 		}
@@ -87,6 +91,11 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 			// is the retry loop for a broker that is not reachable yet.
 			panic(err)
 		}
+		ci := cons.CachedInfo()
+		if ci.NumPending == 0 && ci.NumAckPending == 0 {
+			p.env.setCurrent(p.codec.projection(), true)
+		}
+		p.catchUpTo = ci.Delivered.Stream + ci.NumPending
 		self, root := c.Self(), c.ActorSystem().Root
 		p.pump = startPump(cons, pumpConfig{
 			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log,
@@ -278,7 +287,18 @@ func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *p
 		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
 	}
 	p.finish(c, out, len(pr.batch), len(pr.poison), pr.pending, start)
+	p.caughtUp(pr.maxSeq, pr.pending)
 	return batchResult{}
+}
+
+// caughtUp marks the projection current once a committed batch reaches the
+// end of the backlog found at start, or leaves nothing pending. It stays
+// current afterwards: under steady load a batch rarely ends with nothing
+// pending, and "current" means the start-up backlog is applied.
+func (p *streamProjector[T]) caughtUp(maxSeq, pending uint64) {
+	if maxSeq >= p.catchUpTo || pending == 0 {
+		p.env.setCurrent(p.codec.projection(), true)
+	}
 }
 
 // commit writes batch, errs and the checkpoint in one transaction.
@@ -370,6 +390,7 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
 	}
 	p.finish(c, all, applied, len(poison), 0, start)
+	p.caughtUp(pr.maxSeq, pr.pending)
 	return batchResult{}
 }
 
