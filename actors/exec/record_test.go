@@ -19,7 +19,7 @@ import (
 func (e *env) restored() *storage.Store {
 	e.t.Helper()
 	fresh := storagetest.OpenAt(e.t, filepath.Join(e.t.TempDir(), "wiped.db"))
-	if _, err := execrecord.RestoreIfWiped(context.Background(), fresh, e.br.JS, quietLogger()); err != nil {
+	if _, err := execrecord.RestoreIfWiped(context.Background(), fresh, e.br.JS, quietLogger(), true); err != nil {
 		e.t.Fatal(err)
 	}
 	return fresh
@@ -127,7 +127,7 @@ func TestEngineReloadsWavesAfterARestore(t *testing.T) {
 	// The engine comes up on a wiped database; the restore follows.
 	e.store = storagetest.OpenAt(t, filepath.Join(t.TempDir(), "late.db"))
 	e.start()
-	if _, err := execrecord.RestoreIfWiped(context.Background(), e.store, e.br.JS, quietLogger()); err != nil {
+	if _, err := execrecord.RestoreIfWiped(context.Background(), e.store, e.br.JS, quietLogger(), true); err != nil {
 		t.Fatal(err)
 	}
 	e.clk.Advance(3 * time.Second)

@@ -37,7 +37,11 @@ func (resultsCodec) table() string      { return "execution_results" }
 // before RESULTS is replayed: a result finds its exec only through the
 // request_ids those records hold.
 func (resultsCodec) beforeConsume(ctx context.Context, c actor.Context, e *env) error {
-	res, err := execrecord.RestoreIfWiped(ctx, e.store, e.js, e.log)
+	cp, err := loadCheckpoint(ctx, e.store.R, ProjResults)
+	if err != nil {
+		return err
+	}
+	res, err := execrecord.RestoreIfWiped(ctx, e.store, e.js, e.log, cp == 0)
 	if err != nil {
 		return fmt.Errorf("projector %s: %w", ProjResults, err)
 	}

@@ -163,12 +163,17 @@ func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
 	want := map[string]*execrecord.Record{"big": load(t, st, "big"), "small": load(t, st, "small"), "waves": load(t, st, "waves")}
 
 	// Nothing to do while the database has its executions.
-	if res, err := execrecord.RestoreIfWiped(ctx, st, br.JS, quiet()); err != nil || res.Execs != 0 {
+	if res, err := execrecord.RestoreIfWiped(ctx, st, br.JS, quiet(), true); err != nil || res.Execs != 0 {
 		t.Fatalf("restore on a full database: %+v, %v", res, err)
 	}
 
 	fresh := storagetest.OpenAt(t, dir+"/b.db")
-	res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet())
+	// A database that has projected results and lost its executions to
+	// retention keeps them lost.
+	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), false); err != nil || res.Execs != 0 {
+		t.Fatalf("restore into a database that is not new: %+v, %v", res, err)
+	}
+	res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +194,7 @@ func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
 		t.Fatalf("wave 1 restored as %q (%v), want the later revision's cancelled", state, err)
 	}
 	// A second start does not restore again.
-	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet()); err != nil || res.Execs != 0 {
+	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), true); err != nil || res.Execs != 0 {
 		t.Fatalf("second restore: %+v, %v", res, err)
 	}
 	// A restore that did not finish (its marker still at 0) runs again
@@ -201,7 +206,7 @@ func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
 	if _, err := fresh.W.NewDelete().Model((*storage.Execution)(nil)).Where("exec_id = 'small'").Exec(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet()); err != nil || res.Execs != 3 {
+	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), true); err != nil || res.Execs != 3 {
 		t.Fatalf("interrupted restore run again: %+v, %v; want 3 execs", res, err)
 	}
 	if got := load(t, fresh, "small"); len(got.Expected) != 2 {
@@ -242,7 +247,12 @@ func TestRestoreSkipsDamagedRecords(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := storagetest.OpenAt(t, dir+"/b.db")
-	res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet())
+	// A database that has projected results and lost its executions to
+	// retention keeps them lost.
+	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), false); err != nil || res.Execs != 0 {
+		t.Fatalf("restore into a database that is not new: %+v, %v", res, err)
+	}
+	res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), true)
 	if err != nil {
 		t.Fatal(err)
 	}

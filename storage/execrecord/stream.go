@@ -137,11 +137,14 @@ type Result struct {
 }
 
 // RestoreIfWiped writes the records of the EXEC stream back into the store
-// when the store has no executions while the stream has records (the
-// database was deleted or replaced), or when an earlier restore did not
-// finish. It runs before the results projector replays RESULTS, so that
-// every replayed result finds its exec. Otherwise it does nothing.
-func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slog.Logger) (Result, error) {
+// when the store is new (fresh: it never projected results) and has no
+// executions while the stream has records (the database was deleted or
+// replaced), or when an earlier restore did not finish. It runs before the
+// results projector replays RESULTS, so that every replayed result finds
+// its exec. Otherwise it does nothing: in a database that has projected
+// results, no executions means retention deleted them, and they stay
+// deleted.
+func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slog.Logger, fresh bool) (Result, error) {
 	stream, err := js.Stream(ctx, messages.StreamExec)
 	if err != nil {
 		return Result{}, fmt.Errorf("exec records: stream %s: %w", messages.StreamExec, err)
@@ -158,6 +161,9 @@ func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slo
 	interrupted := err == nil && marker.LastSeq == 0
 	if err != nil && !IsNotFound(err) {
 		return Result{}, fmt.Errorf("exec records: read restore marker: %w", err)
+	}
+	if !interrupted && !fresh {
+		return Result{}, nil
 	}
 	if !interrupted {
 		exists, err := st.R.NewSelect().Model((*storage.Execution)(nil)).ColumnExpr("1").Exists(ctx)
