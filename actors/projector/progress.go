@@ -107,9 +107,10 @@ func (p *progress) apply(ctx context.Context, tx bun.IDB, now time.Time) ([]*mes
 // execState is what settle needs to know about an exec.
 type execState struct {
 	storage.Execution `bun:",extend"`
-	Unanswered        int `bun:"unanswered"`
-	ExpectedRows      int `bun:"expected_rows"`
-	PendingWaves      int `bun:"pending_waves"`
+	Unanswered        int          `bun:"unanswered"`
+	ExpectedRows      int          `bun:"expected_rows"`
+	PendingWaves      int          `bun:"pending_waves"`
+	LastAnswer        storage.Time `bun:"last_answer"`
 }
 
 // settle finishes exec id when its answers allow it, and returns whether it
@@ -122,6 +123,7 @@ func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bo
 		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id AND x.answered_at IS NULL) AS unanswered").
 		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id) AS expected_rows").
 		ColumnExpr("(SELECT COUNT(*) FROM exec_waves AS w WHERE w.exec_id = execution.exec_id AND w.state = ?) AS pending_waves", storage.WavePending).
+		ColumnExpr("(SELECT MAX(x.answered_at) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id) AS last_answer").
 		Where("execution.exec_id = ?", id).
 		Scan(ctx)
 	if err != nil {
@@ -131,22 +133,28 @@ func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bo
 	inFlight := ex.Status == storage.ExecPending || ex.Status == storage.ExecRunning
 	changed := false
 	next := ""
+	// finished_at is when the exec's outcome became a fact: the last
+	// expected answer, or the deadline for an exec settled by it. Not the
+	// projection time, so that a rebuild or a late projection gives the
+	// same row. Agent clocks are not trusted beyond [created_at, now].
+	var finished time.Time
 	if inFlight && st.PendingWaves == 0 {
 		switch {
 		case st.ExpectedRows > 0 && st.Unanswered == 0:
 			next = finalStatus(ex)
+			finished = clampTime(st.LastAnswer.Time, ex.CreatedAt.Time, now)
 		case expire && st.Unanswered > 0:
-			next = storage.ExecExpired
+			next, finished = storage.ExecExpired, clampTime(ex.DeadlineAt.Time, ex.CreatedAt.Time, now)
 		case expire:
 			// It expected nobody (an empty group): nothing is missing. Such
 			// an exec waits for its deadline rather than finishing at once,
 			// because PCs outside the expectation may still answer.
-			next = finalStatus(ex)
+			next, finished = finalStatus(ex), clampTime(ex.DeadlineAt.Time, ex.CreatedAt.Time, now)
 		}
 	}
 	if next != "" {
 		res, err := tx.NewUpdate().Model((*storage.Execution)(nil)).
-			Set("status = ?", next).Set("finished_at = ?", storage.T(now)).Set("updated_at = ?", storage.T(now)).
+			Set("status = ?", next).Set("finished_at = ?", storage.T(finished)).Set("updated_at = ?", storage.T(now)).
 			Where("exec_id = ?", id).Where("status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
 			Exec(ctx)
 		if err != nil {
@@ -160,6 +168,17 @@ func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bo
 		ExecID: ex.ExecID, JobID: ex.JobID, Status: ex.Status, Expected: ex.ExpectedPcs,
 		Success: ex.SuccessCount, Failure: ex.FailureCount, At: now,
 	}, nil
+}
+
+// clampTime returns t within [lo, hi].
+func clampTime(t, lo, hi time.Time) time.Time {
+	if t.Before(lo) {
+		t = lo
+	}
+	if t.After(hi) {
+		t = hi
+	}
+	return t
 }
 
 func finalStatus(ex storage.Execution) string {

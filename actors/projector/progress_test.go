@@ -84,7 +84,8 @@ func wantExec(t *testing.T, st *storage.Store, id, status string, success, failu
 }
 
 func TestExecProgress(t *testing.T) {
-	fake := clock.NewFake(t0)
+	// The backend's clock is 10 s past the agents' finished_at (t0 + 1 s).
+	fake := clock.NewFake(t0.Add(10 * time.Second))
 	h := newHarness(t, harnessOpts{clock: fake}).start()
 	st := h.store
 	// failed: 2 answer 0 and 1 answers 2. The broadcast request is also
@@ -133,11 +134,11 @@ func TestExecProgress(t *testing.T) {
 	if answer.ExitCode == nil || *answer.ExitCode != 2 || answer.RequestID == nil || *answer.RequestID != "req-f" || !answer.AnsweredAt.Equal(t0.Add(time.Second)) {
 		t.Fatalf("exec_expected answer = %+v", answer)
 	}
-	if ex := execRow(t, st, "ex-done"); !ex.FinishedAt.Equal(t0) {
-		t.Fatalf("finished_at = %v, want the projection time %v", ex.FinishedAt, t0)
+	if ex := execRow(t, st, "ex-done"); !ex.FinishedAt.Equal(t0.Add(time.Second)) {
+		t.Fatalf("finished_at = %v, want the last answer's finished_at %v, not the projection time", ex.FinishedAt, t0.Add(time.Second))
 	}
 
-	// Before the deadline nothing expires.
+	// Before the deadline (t0 + 90 s) nothing expires.
 	fake.Advance(60 * time.Second)
 	time.Sleep(50 * time.Millisecond)
 	wantExec(t, st, "ex-silent", storage.ExecPending, 0, 0)
@@ -149,6 +150,9 @@ func TestExecProgress(t *testing.T) {
 		}
 		return nil
 	})
+	if ex := execRow(t, st, "ex-silent"); !ex.FinishedAt.Equal(t0.Add(90 * time.Second)) {
+		t.Fatalf("expired exec finished_at = %v, want its deadline %v", ex.FinishedAt, t0.Add(90*time.Second))
+	}
 	wantExec(t, st, "ex-partial", storage.ExecExpired, 1, 1)
 	wantExec(t, st, "ex-waves", storage.ExecRunning, 1, 0) // a wave is pending: not over
 	wantExec(t, st, "ex-failed", storage.ExecFailed, 2, 1)

@@ -175,6 +175,17 @@ func TestWipedDatabaseGetsItsExecutionsBack(t *testing.T) {
 		return nil
 	})
 
+	// An exec that finishes before the wipe must come back the same.
+	done := execJob(t, b, "hello", `{"target":{"all":true}}`)
+	var doneBefore executions.Detail
+	apptest.Eventually(t, 10*time.Second, func() error {
+		b.JSON(t, "GET", "/api/executions/"+done.ExecID, nil, 200, &doneBefore)
+		if doneBefore.Status != storage.ExecCompleted {
+			return errorf("first exec: %s %d/%d", doneBefore.Status, doneBefore.SuccessCount, doneBefore.ExpectedPcs)
+		}
+		return nil
+	})
+
 	t0 := time.Now()
 	r := execJob(t, b, "hello", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"6s"}]}}`)
 	var before executions.Detail
@@ -221,7 +232,18 @@ func TestWipedDatabaseGetsItsExecutionsBack(t *testing.T) {
 	if len(results) != 4 || len(perPC) != 4 {
 		t.Fatalf("results of the exec after the wipe: %v, want one from each of the 4 agents", perPC)
 	}
-	if st := f.Stats(); st.ResultsSent != 4 {
-		t.Fatalf("the fleet sent %d results, want 4 (a canary run twice?)", st.ResultsSent)
+	if st := f.Stats(); st.ResultsSent != 8 {
+		t.Fatalf("the fleet sent %d results, want 8 (4 for each exec; a canary run twice?)", st.ResultsSent)
+	}
+
+	var doneAfter executions.Detail
+	b2.JSON(t, "GET", "/api/executions/"+done.ExecID, nil, 200, &doneAfter)
+	same := func(d executions.Detail) string {
+		return fmt.Sprintf("%s %s %d/%d of %d, %d subjects %s, created %v deadline %v finished %v, pcs %d",
+			d.Status, d.JobID, d.SuccessCount, d.FailureCount, d.ExpectedPcs, d.TargetCount, d.Subjects,
+			d.CreatedAt.Time, d.DeadlineAt.Time, d.FinishedAt.Time, len(d.Pcs))
+	}
+	if a, b := same(doneAfter), same(doneBefore); a != b {
+		t.Fatalf("finished exec after the wipe:\n got %s\nwant %s", a, b)
 	}
 }
