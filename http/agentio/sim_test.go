@@ -1,9 +1,6 @@
 package agentio_test
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -20,22 +17,7 @@ import (
 // (version pins, kill.<job_id>, heartbeats, logs.fetch).
 func TestWithSimulatedFleet(t *testing.T) {
 	b := apptest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	fleet, err := sim.Start(ctx, sim.Config{
-		NATSURL: b.NATSURL, Agents: 3, Heartbeat: 200 * time.Millisecond, Seed: 42,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := fleet.Stop(sctx); err != nil {
-			t.Errorf("stop fleet: %v", err)
-		}
-	})
+	fleet := b.StartFleet(t, sim.Config{Agents: 3, Heartbeat: 200 * time.Millisecond, Seed: 42})
 	pcs := fleet.PCIDs()
 
 	t.Run("run", func(t *testing.T) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -44,8 +42,7 @@ func (s *simResults) all() []simResult {
 // agent_groups written to KV first, and records their results.
 func startFleet(t *testing.T, b *apptest.Backend, n int, groups map[string][]string) (*sim.Fleet, *simResults) {
 	t.Helper()
-	ctx := context.Background()
-	setGroups(t, b, groups)
+	b.SetGroups(t, groups)
 	rs := &simResults{}
 	sub, err := b.Conn.Subscribe("results.>", func(m *nats.Msg) {
 		var r messages.ExecResult
@@ -59,17 +56,7 @@ func startFleet(t *testing.T, b *apptest.Backend, n int, groups map[string][]str
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	f, err := sim.Start(ctx, sim.Config{NATSURL: b.NATSURL, Agents: n, Heartbeat: time.Minute, Seed: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.Stop(ctx)
-	})
-	return f, rs
+	return b.StartFleet(t, sim.Config{Agents: n, Heartbeat: time.Minute, Seed: 1}), rs
 }
 
 // Against the fleet simulator, which checks the version pin and the
@@ -126,23 +113,6 @@ func TestExecAgainstTheFleetSimulator(t *testing.T) {
 	}
 }
 
-// setGroups writes agent_groups as an operator (or kanade-fleet
-// --assign-groups) would.
-func setGroups(t *testing.T, b *apptest.Backend, groups map[string][]string) {
-	t.Helper()
-	ctx := context.Background()
-	kv, err := b.JS.KeyValue(ctx, messages.BucketAgentGroups)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for pc, gs := range groups {
-		v, _ := json.Marshal(messages.AgentGroups{Groups: gs})
-		if _, err := kv.Put(ctx, pc, v); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }
 
 // The database file is deleted while a rollout is between its waves, and
@@ -155,17 +125,8 @@ func TestWipedDatabaseGetsItsExecutionsBack(t *testing.T) {
 	opts := apptest.Options{DataDir: dir, Configure: func(c *app.Config) { c.NATS.Listen = natsAddr }}
 	b, stop := apptest.StartManual(t, opts)
 	putJob(t, b, "hello", "1.0.0", "echo hello")
-	f, err := sim.Start(context.Background(), sim.Config{NATSURL: b.NATSURL, Agents: 4, Heartbeat: time.Second, Seed: 1,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = f.Stop(ctx)
-	})
-	setGroups(t, b, map[string][]string{"SIM-0001": {"canary"}, "SIM-0002": {"canary"}, "SIM-0003": {"wave1"}, "SIM-0004": {"wave1"}})
+	f := b.StartFleet(t, sim.Config{Agents: 4, Heartbeat: time.Second, Seed: 1})
+	b.SetGroups(t, map[string][]string{"SIM-0001": {"canary"}, "SIM-0002": {"canary"}, "SIM-0003": {"wave1"}, "SIM-0004": {"wave1"}})
 	apptest.Eventually(t, 5*time.Second, func() error {
 		var agents []map[string]any
 		b.JSON(t, "GET", "/api/agents?online=true", nil, 200, &agents)
@@ -205,6 +166,13 @@ func TestWipedDatabaseGetsItsExecutionsBack(t *testing.T) {
 	t.Logf("backend stopped and database deleted %v after the exec", time.Since(t0))
 	b2, stop2 := apptest.StartManual(t, opts)
 	defer stop2()
+	defer func() { // the agents leave before the server they talk to
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := f.Stop(ctx); err != nil {
+			t.Errorf("stop simulated fleet: %v", err)
+		}
+	}()
 	t.Logf("backend started again %v after the exec", time.Since(t0))
 
 	var after executions.Detail

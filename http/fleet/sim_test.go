@@ -1,11 +1,8 @@
 package fleet_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -24,20 +21,7 @@ import (
 // commands.group.lab is answered by exactly the PC put into lab.
 func TestGroupsReachSimulatedAgents(t *testing.T) {
 	b := apptest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	fleet, err := sim.Start(ctx, sim.Config{
-		NATSURL: b.NATSURL, Agents: 3, Heartbeat: time.Second, Seed: 7,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = fleet.Stop(sctx)
-	})
+	fleet := b.StartFleet(t, sim.Config{Agents: 3, Heartbeat: time.Second, Seed: 7})
 	pcs := fleet.PCIDs()
 	b.JSON(t, http.MethodPost, "/api/agents/"+pcs[1]+"/groups", map[string]any{"group": "lab"}, 200, nil)
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"testing"
 	"time"
@@ -62,18 +60,7 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 		}
 	}
 	fleet := func(prefix string, n int) {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		f, err := sim.Start(sctx, sim.Config{NATSURL: b.NATSURL, Agents: n, Prefix: prefix, Heartbeat: time.Second, Seed: 5,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = f.Stop(sctx)
-		})
+		b.StartFleet(t, sim.Config{Agents: n, Prefix: prefix, Heartbeat: time.Second, Seed: 5})
 	}
 	countRows := func(model any, where string, args ...any) int {
 		n, err := b.Store.R.NewSelect().Model(model).Where(where, args...).Count(ctx)

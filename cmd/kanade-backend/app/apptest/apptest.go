@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"kanade-backend/cmd/kanade-backend/app"
+	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/messages"
 )
 
 // Token is the static API token of test backends.
@@ -209,4 +211,51 @@ func (w testWriter) Write(p []byte) (int, error) {
 		w.t.Log(string(bytes.TrimRight(p, "\n")))
 	}
 	return len(p), nil
+}
+
+// StartFleet runs simulated agents (the kanade-fleet simulator) against
+// the backend's NATS until the test ends. cfg.NATSURL defaults to the
+// backend's, cfg.Logger to a silent one.
+func (b *Backend) StartFleet(t testing.TB, cfg sim.Config) *sim.Fleet {
+	t.Helper()
+	if cfg.NATSURL == "" {
+		cfg.NATSURL = b.NATSURL
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	f, err := sim.Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start simulated fleet: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := f.Stop(ctx); err != nil {
+			t.Errorf("stop simulated fleet: %v", err)
+		}
+	})
+	return f
+}
+
+// SetGroups writes agent_groups keys as an operator (or kanade-fleet
+// --assign-groups) would: pc_id → its groups.
+func (b *Backend) SetGroups(t testing.TB, groups map[string][]string) {
+	t.Helper()
+	ctx := context.Background()
+	kv, err := b.JS.KeyValue(ctx, messages.BucketAgentGroups)
+	if err != nil {
+		t.Fatalf("agent_groups bucket: %v", err)
+	}
+	for pc, gs := range groups {
+		v, err := json.Marshal(messages.AgentGroups{Groups: gs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := kv.Put(ctx, pc, v); err != nil {
+			t.Fatalf("put groups of %s: %v", pc, err)
+		}
+	}
 }
