@@ -6,6 +6,15 @@
 // When the stream is unavailable (backend restarting, a proxy that buffers
 // SSE), subscribers are polled instead, so no page ever needs a manual
 // reload; the header says which of the two is in effect.
+//
+// All tabs share one stream. A browser opens at most six HTTP/1.1
+// connections to a host and an open stream holds one, so with a stream per
+// tab the seventh dashboard tab could not load anything. The tab holding
+// the Web Lock "kanade-live" leads: it alone connects (or polls) and
+// forwards every event and its state on a BroadcastChannel; the other tabs
+// follow. When the leading tab closes, the browser hands the lock to a
+// follower, which connects. A browser without Web Locks or BroadcastChannel
+// falls back to a stream per tab.
 import { token } from './auth.js';
 
 const KINDS = ['agent', 'result', 'exec', 'schedule', 'audit'];
@@ -21,8 +30,17 @@ const EVENT_KINDS = {
 const POLL_MS = 5000;
 const RETRY_MAX_MS = 30000;
 
+const SHARED = 'kanade-live';
+
 const subs = new Set();
 let es = null;
+// Sharing between tabs: the channel, whether this tab leads, and how to
+// give up the lock (held until releaseLock runs, or waited for until
+// lockWait is aborted).
+let channel = null;
+let leader = false;
+let releaseLock = null;
+let lockWait = null;
 let pollTimer = null;
 let retryTimer = null;
 let retryMs = 2000;
@@ -39,6 +57,7 @@ function setState(s) {
   state = s;
   document.documentElement.dataset.live = s;
   for (const f of stateListeners) f(s);
+  if (leader && channel) channel.postMessage({ type: 'state', state: s });
 }
 
 // subscribe calls f(kind, data) for events of the given kinds, and on every
@@ -49,7 +68,13 @@ export function subscribe(kinds, f) {
   return () => subs.delete(s);
 }
 
+// dispatch delivers an event here and, from the leading tab, to the others.
 function dispatch(kind, data) {
+  deliver(kind, data);
+  if (leader && channel) channel.postMessage({ type: 'event', kind, data });
+}
+
+function deliver(kind, data) {
   for (const s of [...subs]) {
     if (kind === 'poll' || s.kinds.has(kind)) s.f(kind, data);
   }
@@ -58,31 +83,93 @@ function dispatch(kind, data) {
 export function start() {
   if (running) return;
   running = true;
-  connect();
+  if (!('locks' in navigator) || typeof BroadcastChannel !== 'function') {
+    connect();
+    return;
+  }
+  channel = new BroadcastChannel(SHARED);
+  channel.onmessage = (e) => fromOtherTab(e.data || {});
+  setState('connecting');
+  // A leader answers with its state; until then this tab says connecting.
+  channel.postMessage({ type: 'hello' });
+  lead();
 }
 
-// A page left for another keeps its EventSource open while it sits in the
-// back/forward cache, and every open stream holds one of the browser's six
-// connections to this host; close it on the way out, reopen on the way back.
+// lead waits for the lock; holding it, this tab connects for everyone.
+function lead() {
+  lockWait = new AbortController();
+  navigator.locks
+    .request(SHARED, { signal: lockWait.signal }, () => {
+      lockWait = null;
+      if (!running) return undefined;
+      leader = true;
+      document.documentElement.dataset.liveLeader = 'true';
+      connect();
+      return new Promise((resolve) => {
+        releaseLock = resolve;
+      });
+    })
+    .catch(() => {}); // aborted by resign while waiting
+}
+
+// resign gives the lock (or the wait for it) up and closes the stream.
+function resign() {
+  if (lockWait) lockWait.abort();
+  lockWait = null;
+  if (releaseLock) releaseLock();
+  releaseLock = null;
+  leader = false;
+  delete document.documentElement.dataset.liveLeader;
+  disconnect();
+}
+
+function fromOtherTab(m) {
+  if (leader) {
+    if (m.type === 'hello') channel.postMessage({ type: 'state', state });
+    return;
+  }
+  if (m.type === 'state') setState(m.state);
+  else if (m.type === 'event') deliver(m.kind, m.data);
+}
+
+// A page left for another stays in the back/forward cache with whatever it
+// holds; the leading tab lets go of the stream and the lock on the way out,
+// so another tab takes over, and competes again on the way back.
 window.addEventListener('pagehide', () => {
-  if (es) es.close();
-  es = null;
+  if (channel) resign();
+  else disconnect();
 });
 window.addEventListener('pageshow', (e) => {
-  if (e.persisted && running && !es) connect();
+  if (!e.persisted || !running) return;
+  if (channel) {
+    channel.postMessage({ type: 'hello' });
+    lead();
+  } else if (!es) {
+    connect();
+  }
 });
 
 export function stop() {
   running = false;
+  if (channel) {
+    resign();
+    channel.close();
+    channel = null;
+  } else {
+    disconnect();
+  }
+  setState('off');
+}
+
+function disconnect() {
   if (es) es.close();
   es = null;
   clearTimeout(retryTimer);
   stopPolling();
-  setState('off');
 }
 
 function connect() {
-  if (!running) return;
+  if (!running || (channel && !leader)) return;
   const t = token();
   const url = t ? '/api/events?access_token=' + encodeURIComponent(t) : '/api/events';
   setState('connecting');
