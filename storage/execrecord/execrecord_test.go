@@ -258,3 +258,17 @@ func TestRestoreSkipsDamagedRecords(t *testing.T) {
 		t.Fatalf("good exec restored with %d expected PCs and %d requests, want its complete revision (2 and 2)", len(got.Expected), len(got.Requests))
 	}
 }
+
+// A missing EXEC stream (deleted by hand) must not hold up the results
+// projection: there is just nothing to restore.
+func TestRestoreWithoutTheStream(t *testing.T) {
+	ctx := context.Background()
+	br := brokertest.Start(t)
+	if err := br.JS.DeleteStream(ctx, messages.StreamExec); err != nil {
+		t.Fatal(err)
+	}
+	res, err := execrecord.RestoreIfWiped(ctx, storagetest.Open(t), br.JS, quiet(), true)
+	if err != nil || res.Execs != 0 {
+		t.Fatalf("restore without EXEC: %+v, %v", res, err)
+	}
+}

@@ -146,6 +146,12 @@ type Result struct {
 // deleted.
 func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slog.Logger, fresh bool) (Result, error) {
 	stream, err := js.Stream(ctx, messages.StreamExec)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		// Deleted behind our back (the health check reports it): there is
+		// nothing to restore, and results must still be projected.
+		log.Warn("stream EXEC is missing; executions cannot be restored from it", "stream", messages.StreamExec)
+		return Result{}, nil
+	}
 	if err != nil {
 		return Result{}, fmt.Errorf("exec records: stream %s: %w", messages.StreamExec, err)
 	}
