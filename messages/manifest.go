@@ -39,7 +39,7 @@ type Execute struct {
 // tells the dashboard how to show them.
 type InventoryHint struct {
 	Display []DisplayField `json:"display"`
-	Summary []DisplayField `json:"summary,omitempty"`
+	Summary []DisplayField `json:"summary,omitzero"` // [] is kept, null omitted
 }
 
 // DisplayField is one column of an inventory table.

@@ -107,7 +107,8 @@ func parseShell(s *string) (messages.Shell, error) {
 	case "cmd":
 		return messages.ShellCmd, nil
 	}
-	return "", httpx.BadRequest("unknown shell %q (use powershell or cmd)", *s)
+	// The exact text of api.md: clients of the upstream API match it.
+	return "", httpx.BadRequest("unknown shell")
 }
 
 // resultWait is how long /api/run waits for the agent's result.
