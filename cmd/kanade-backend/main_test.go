@@ -178,6 +178,58 @@ type status struct {
 	} `json:"object_stores"`
 }
 
+// wantAllResources requires /api/jetstream/status to list 5 streams, 7
+// buckets and 1 object store, all existing.
+func wantAllResources(t *testing.T, httpAddr, token string) {
+	t.Helper()
+	code, body := get(t, "http://"+httpAddr+"/api/jetstream/status", token)
+	if code != 200 {
+		t.Fatalf("status %d %s", code, body)
+	}
+	var st status
+	if err := json.Unmarshal(body, &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Streams) != 5 || len(st.KVBuckets) != 7 || len(st.ObjectStores) != 1 {
+		t.Fatalf("status = %s", body)
+	}
+	for _, r := range append(append(st.Streams, st.KVBuckets...), st.ObjectStores...) {
+		if !r.Exists {
+			t.Fatalf("%s missing: %s", r.Name, body)
+		}
+	}
+}
+
+// brokerResources lists, through a stock NATS client, every stream (KV
+// buckets and object stores included) with its creation time and config.
+func brokerResources(t *testing.T, natsAddr string) map[string]string {
+	t.Helper()
+	nc, err := nats.Connect("nats://" + natsAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	streams := js.ListStreams(ctx)
+	for info := range streams.Info() {
+		cfg, err := json.Marshal(info.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[info.Config.Name] = info.Created.UTC().Format(time.RFC3339Nano) + " " + string(cfg)
+	}
+	if err := streams.Err(); err != nil {
+		t.Fatalf("list streams: %v", err)
+	}
+	return out
+}
+
 // Fresh data dir, generated token, a stock NATS client on the listen
 // address, SIGTERM, a second start on the same data dir, clean database.
 func TestBinaryStartStatusStopRestart(t *testing.T) {
@@ -201,40 +253,16 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 		t.Fatalf("log does not say where the token is / the dashboard URL:\n%s", p.log.String())
 	}
 
-	code, body := get(t, "http://"+httpAddr+"/api/jetstream/status", strings.TrimSpace(string(tok)))
-	if code != 200 {
-		t.Fatalf("status %d %s", code, body)
-	}
-	var st status
-	if err := json.Unmarshal(body, &st); err != nil {
-		t.Fatal(err)
-	}
-	if len(st.Streams) != 5 || len(st.KVBuckets) != 7 || len(st.ObjectStores) != 1 {
-		t.Fatalf("status = %s", body)
-	}
-	for _, r := range append(append(st.Streams, st.KVBuckets...), st.ObjectStores...) {
-		if !r.Exists {
-			t.Fatalf("%s missing: %s", r.Name, body)
-		}
-	}
+	wantAllResources(t, httpAddr, strings.TrimSpace(string(tok)))
 
 	// A stock NATS client sees the resources on the listen address.
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
+	before := brokerResources(t, natsAddr)
+	for _, name := range []string{"INVENTORY", "RESULTS", "EXEC", "EVENTS", "AUDIT", "KV_agent_groups", "KV_agents_state", "KV_agent_config",
+		"KV_jobs", "KV_schedules", "KV_script_current", "KV_script_status", "OBJ_agent_releases"} {
+		if _, ok := before[name]; !ok {
+			t.Fatalf("stock client: no stream %s among %v", name, before)
+		}
 	}
-	js, _ := jetstream.New(nc)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	names := js.StreamNames(ctx)
-	n := 0
-	for range names.Name() {
-		n++
-	}
-	if _, err := js.KeyValue(ctx, "agent_groups"); err != nil || n < 5 {
-		t.Fatalf("stock client: %d streams, kv err %v", n, err)
-	}
-	nc.Close()
 
 	p.sigterm(t)
 
@@ -247,6 +275,13 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 	}
 	if strings.Contains(p2.log.String(), "database migrated") {
 		t.Fatalf("second start migrated again:\n%s", p2.log.String())
+	}
+	wantAllResources(t, httpAddr, strings.TrimSpace(string(tok)))
+	after := brokerResources(t, natsAddr)
+	for name, was := range before {
+		if now, ok := after[name]; !ok || now != was {
+			t.Fatalf("second start changed stream %s:\nbefore %s\nafter  %s", name, was, now)
+		}
 	}
 	p2.sigterm(t)
 

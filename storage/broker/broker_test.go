@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -29,12 +31,19 @@ func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
 		t.Fatalf("after ensure: %+v missing=%v", st, st.Missing())
 	}
 
-	before := streamCreated(t, b.JS, messages.StreamResults)
+	// A second ensure changes nothing: every stream (KV and object store
+	// ones included) keeps its creation time, configuration and messages.
+	before := allStreams(t, b.JS)
+	if len(before) != 13 {
+		t.Fatalf("%d streams after ensure, want 13: %v", len(before), before)
+	}
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatalf("second ensure: %v", err)
 	}
-	if after := streamCreated(t, b.JS, messages.StreamResults); !after.Equal(before) {
-		t.Fatalf("second ensure recreated RESULTS: %v -> %v", before, after)
+	for name, was := range allStreams(t, b.JS) {
+		if was != before[name] {
+			t.Fatalf("second ensure changed %s:\nbefore %s\nafter  %s", name, before[name], was)
+		}
 	}
 
 	s, err := b.JS.Stream(ctx, messages.StreamExec)
@@ -104,11 +113,21 @@ func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
 	}
 }
 
-func streamCreated(t *testing.T, js jetstream.JetStream, name string) time.Time {
+// allStreams describes every stream by creation time, configuration and
+// message count.
+func allStreams(t *testing.T, js jetstream.JetStream) map[string]string {
 	t.Helper()
-	s, err := js.Stream(context.Background(), name)
-	if err != nil {
+	out := map[string]string{}
+	l := js.ListStreams(context.Background())
+	for info := range l.Info() {
+		cfg, err := json.Marshal(info.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[info.Config.Name] = fmt.Sprintf("%s msgs=%d %s", info.Created.UTC().Format(time.RFC3339Nano), info.State.Msgs, cfg)
+	}
+	if err := l.Err(); err != nil {
 		t.Fatal(err)
 	}
-	return s.CachedInfo().Created
+	return out
 }
