@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,6 +97,7 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 	job("grp", "1.0.0", "sleep 1s")
 	job("tgt", "1.0.0", "fail-once\nsleep 1s")
 	job("ver", "1.0.0", "exit 0")
+	job("edit", "1.0.0", "echo v1")
 	post := func(s map[string]any) {
 		b.JSON(t, http.MethodPost, "/api/schedules", s, 200, nil)
 	}
@@ -114,9 +116,13 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 	post(every2("s-grp", "grp", map[string]any{"groups": []string{"canary"}}, map[string]any{"mode": "once_per_pc"}))
 	post(every2("s-tgt", "tgt", all, map[string]any{"mode": "once_per_target"}))
 	post(every2("s-ver", "ver", map[string]any{"pcs": []string{"SIM-0005"}}, nil))
+	post(every2("s-edit", "edit", map[string]any{"pcs": []string{"SIM-0004"}}, nil))
 	at := func(d time.Duration) { time.Sleep(time.Until(start.Add(d))) }
 
 	at(7 * time.Second)
+	// A job edit alone (the schedule untouched) applies at the next tick.
+	job("edit", "2.0.0", "echo v2")
+	jobEdited := time.Now()
 	job("ver", "2.0.0", "exit 0")
 	post(map[string]any{"id": "s-ver", "cron": "*/5 * * * * *", "job_id": "ver", "target": map[string]any{"pcs": []string{"SIM-0005"}}})
 	edited := time.Now()
@@ -236,6 +242,52 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 	if !sawV2 {
 		t.Errorf("s-ver never fired the edited job (%d execs)", len(execs))
 	}
+
+	// s-edit: "*/2 * * * * *" fires every 2 s on even seconds (not every
+	// 2 minutes), and the job edit alone shows from the next tick on.
+	execs = nil
+	if err := b.Store.R.NewSelect().Model(&execs).Where("schedule_id = ?", "s-edit").Order("created_at").Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(execs) < 8 {
+		t.Errorf("s-edit fired %d times in about 20 s, want one every 2 s", len(execs))
+	}
+	firstV2 := time.Time{}
+	for i, e := range execs {
+		created := e.CreatedAt.Time
+		if off := created.Sub(created.Truncate(2 * time.Second)); off > 500*time.Millisecond {
+			t.Errorf("s-edit fired at %v, %v after an even second", created, off)
+		}
+		if i > 0 {
+			if gap := created.Sub(execs[i-1].CreatedAt.Time); gap < 1500*time.Millisecond || gap > 2500*time.Millisecond {
+				t.Errorf("s-edit fired %v after the previous fire, want 2 s", gap)
+			}
+		}
+		want := "1.0.0"
+		if created.After(jobEdited) {
+			want = "2.0.0"
+			if firstV2.IsZero() {
+				firstV2 = created
+			}
+		}
+		if e.Version != want {
+			t.Errorf("s-edit fired version %s at %v (job edited at %v), want %s", e.Version, created, jobEdited, want)
+		}
+	}
+	if firstV2.IsZero() || firstV2.Sub(jobEdited) > 2500*time.Millisecond {
+		t.Errorf("first fire of the edited job at %v, job edited at %v: not the next tick", firstV2, jobEdited)
+	}
+	var outs []storage.ExecutionResult
+	if err := b.Store.R.NewSelect().Model(&outs).Where("pc_id = 'SIM-0004' AND job_id = 'edit'").Order("started_at").Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	said := make([]string, len(outs))
+	for i, r := range outs {
+		said[i] = strings.TrimSpace(r.Stdout)
+	}
+	if len(said) < 2 || said[0] != "v1" || said[len(said)-1] != "v2" {
+		t.Errorf("SIM-0004 running the edit job said %q, want v1 first and v2 last", said)
+	}
 	if t.Failed() {
 		for _, id := range []string{"s-once", "s-cool", "s-auto", "s-grp", "s-tgt"} {
 			var st struct {
@@ -250,3 +302,4 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 		}
 	}
 }
+
