@@ -28,10 +28,11 @@ var writeScreenshots = flag.Bool("screenshots", false, "write docs/screenshots/<
 // and the narrowest phone it supports.
 var screenshotWidths = []int64{1280, 360}
 
+// TestScreenshots loads every page with demo data at both widths and
+// checks that nothing is wider than the window (content that would be
+// clipped or need sideways scrolling of the whole page; wide tables scroll
+// inside their own box). With -screenshots it also writes the PNGs.
 func TestScreenshots(t *testing.T) {
-	if !*writeScreenshots {
-		t.Skip("pass -screenshots to write docs/screenshots")
-	}
 	browserCtx(t)
 	b := apptest.Start(t)
 	startFleet(t, b, 12, func(i int) []string {
@@ -67,11 +68,34 @@ func TestScreenshots(t *testing.T) {
 		{"jetstream", "/jetstream"},
 	}
 	dir := filepath.Join("..", "docs", "screenshots")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	if *writeScreenshots {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	shoot := func(tb *tab, name string) {
 		t.Helper()
+		// The element reaching furthest right, when the page is wider than
+		// the window.
+		wide := eval[string](tb, `(() => {
+			const limit = document.documentElement.clientWidth;
+			if (document.documentElement.scrollWidth <= limit) return '';
+			let worst = null;
+			for (const el of document.querySelectorAll('body *')) {
+				const r = el.getBoundingClientRect();
+				if (r.width > 0 && r.right > limit + 1 && (!worst || r.right > worst.r)) worst = {el, r: r.right};
+			}
+			if (!worst) return 'page ' + document.documentElement.scrollWidth + 'px';
+			const e = worst.el;
+			return e.tagName.toLowerCase() + (e.id ? '#' + e.id : '') + (e.className ? '.' + String(e.className).replace(/ /g, '.') : '') +
+				' reaches ' + Math.round(worst.r) + 'px: ' + (e.innerText || '').slice(0, 60);
+		})()`)
+		if wide != "" {
+			t.Errorf("%s: wider than the %d px window: %s", name, eval[int](tb, `document.documentElement.clientWidth`), wide)
+		}
+		if !*writeScreenshots {
+			return
+		}
 		// Let the first live refresh and the fonts settle.
 		time.Sleep(300 * time.Millisecond)
 		ctx, cancel := context.WithTimeout(tb.ctx, stepTimeout)
