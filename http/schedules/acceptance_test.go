@@ -302,4 +302,3 @@ func TestAcceptanceEndToEnd(t *testing.T) {
 		}
 	}
 }
-
