@@ -41,6 +41,9 @@ type env struct {
 	log         *slog.Logger
 	onTick      func(scheduleID string)
 	fireTimeout time.Duration
+	// workers run the schedule actors' mailboxes (see workerPool); the
+	// supervisor closes them when it stops for good.
+	workers *workerPool
 }
 
 // box carries what must outlive one incarnation of a schedule actor: the
@@ -164,7 +167,7 @@ var _ actor.Actor = (*scheduleActor)(nil)
 func (e *env) props(b *box, rec *record) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &scheduleActor{env: e, box: b, rec: rec}
-	})
+	}, actor.WithDispatcher(e.workers))
 }
 
 // Receive handles one message. It never waits for another actor: the exec

@@ -12,7 +12,10 @@
 // newest success per PC of its job, seeded from the store and kept current
 // by the results projector, and the PCs it fired that have not answered)
 // and its last ticks; it fires through the exec engine by message and
-// never waits inside Receive for another actor. Decide is the policy,
+// never waits inside Receive for another actor. The schedule actors run on
+// a few workers the supervisor owns (workerPool) rather than a goroutine
+// per mailbox activation, so that thousands of ticks due in the same
+// second stay within the fire-lateness budget. Decide is the policy,
 // free of time sources and I/O, so that every row of the spec's table is a
 // plain unit test.
 package schedule
