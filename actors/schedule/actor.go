@@ -44,6 +44,8 @@ type env struct {
 	// workers run the schedule actors' mailboxes (see workerPool); the
 	// supervisor closes them when it stops for good.
 	workers *workerPool
+	// alarms are the cron timers, one per instant (see alarms).
+	alarms *alarms
 }
 
 // box carries what must outlive one incarnation of a schedule actor: the
@@ -305,7 +307,7 @@ func (a *scheduleActor) arm(ctx actor.Context) {
 	a.rec.setNextTick(next)
 	msg := &tick{gen: a.box.gen, instant: next}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
-	a.timer = a.env.clock.AfterFunc(next.Sub(now), func() { root.Send(self, msg) })
+	a.timer = a.env.alarms.at(now, next, func() { root.Send(self, msg) })
 }
 
 func (a *scheduleActor) disarm() {

@@ -8,7 +8,8 @@
 // error, restarts a failing actor alone (more than MaxRestarts failures in
 // RestartWindow and it is stopped, the schedule faulted), and routes each
 // projected result only to the actors of that result's job. Each schedule
-// actor owns its cron timer (in the schedule's zone), its dedup state (the
+// actor owns its cron alarm (in the schedule's zone; the actors due at the
+// same instant share one clock timer, see alarms), its dedup state (the
 // newest success per PC of its job, seeded from the store and kept current
 // by the results projector, and the PCs it fired that have not answered)
 // and its last ticks; it fires through the exec engine by message and

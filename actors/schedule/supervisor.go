@@ -77,6 +77,7 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 		metrics: cfg.Metrics, log: cfg.Logger.With("component", "scheduler"), onTick: cfg.OnTick,
 		fireTimeout: cfg.FireTimeout,
 		workers:     newWorkerPool(2*runtime.GOMAXPROCS(0), mailboxThroughput),
+		alarms:      newAlarms(cfg.Clock),
 	}
 	// The failure callback belongs to the props, but must reach whichever
 	// supervisor instance is current (a restarted supervisor is a new one).
