@@ -41,6 +41,11 @@ type env struct {
 	log         *slog.Logger
 	onTick      func(scheduleID string)
 	fireTimeout time.Duration
+	// workers run the schedule actors' mailboxes (see workerPool); the
+	// supervisor closes them when it stops for good.
+	workers *workerPool
+	// alarms are the cron timers, one per instant (see alarms).
+	alarms *alarms
 }
 
 // box carries what must outlive one incarnation of a schedule actor: the
@@ -164,7 +169,7 @@ var _ actor.Actor = (*scheduleActor)(nil)
 func (e *env) props(b *box, rec *record) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &scheduleActor{env: e, box: b, rec: rec}
-	})
+	}, actor.WithDispatcher(e.workers))
 }
 
 // Receive handles one message. It never waits for another actor: the exec
@@ -302,7 +307,7 @@ func (a *scheduleActor) arm(ctx actor.Context) {
 	a.rec.setNextTick(next)
 	msg := &tick{gen: a.box.gen, instant: next}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
-	a.timer = a.env.clock.AfterFunc(next.Sub(now), func() { root.Send(self, msg) })
+	a.timer = a.env.alarms.at(now, next, func() { root.Send(self, msg) })
 }
 
 func (a *scheduleActor) disarm() {

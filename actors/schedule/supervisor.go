@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -45,6 +46,10 @@ type Config struct {
 	OnTick func(scheduleID string)
 }
 
+// mailboxThroughput is the library's default: how many messages a schedule
+// actor handles before its worker yields to others.
+const mailboxThroughput = 300
+
 // Name is the supervisor's actor name.
 const Name = "schedules"
 
@@ -71,6 +76,8 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 		clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
 		metrics: cfg.Metrics, log: cfg.Logger.With("component", "scheduler"), onTick: cfg.OnTick,
 		fireTimeout: cfg.FireTimeout,
+		workers:     newWorkerPool(2*runtime.GOMAXPROCS(0), mailboxThroughput),
+		alarms:      newAlarms(cfg.Clock),
 	}
 	// The failure callback belongs to the props, but must reach whichever
 	// supervisor instance is current (a restarted supervisor is a new one).
@@ -191,6 +198,10 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	case *actor.Restarting:
 		s.stopping = true
 		s.stop()
+	case *actor.Stopped:
+		// Every schedule actor has stopped by now; a restart, which keeps
+		// the workers for the next incarnation's actors, never gets here.
+		s.env.workers.close()
 	case *lastFires:
 		s.lastFires = m.fires
 	case *kvEntry:
