@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker/brokertest"
 )
 
 // These tests run the real binary as a subprocess: what an operator runs is
@@ -200,8 +201,8 @@ func wantAllResources(t *testing.T, httpAddr, token string) {
 	}
 }
 
-// brokerResources lists, through a stock NATS client, every stream (KV
-// buckets and object stores included) with its creation time and config.
+// brokerResources describes every stream (KV buckets and object stores
+// included) as a stock NATS client on the listen address sees them.
 func brokerResources(t *testing.T, natsAddr string) map[string]string {
 	t.Helper()
 	nc, err := nats.Connect("nats://" + natsAddr)
@@ -213,21 +214,7 @@ func brokerResources(t *testing.T, natsAddr string) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	out := map[string]string{}
-	streams := js.ListStreams(ctx)
-	for info := range streams.Info() {
-		cfg, err := json.Marshal(info.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[info.Config.Name] = info.Created.UTC().Format(time.RFC3339Nano) + " " + string(cfg)
-	}
-	if err := streams.Err(); err != nil {
-		t.Fatalf("list streams: %v", err)
-	}
-	return out
+	return brokertest.DescribeStreams(t, js)
 }
 
 // Fresh data dir, generated token, a stock NATS client on the listen

@@ -2,8 +2,6 @@ package broker_test
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -33,14 +31,14 @@ func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
 
 	// A second ensure changes nothing: every stream (KV and object store
 	// ones included) keeps its creation time, configuration and messages.
-	before := allStreams(t, b.JS)
+	before := brokertest.DescribeStreams(t, b.JS)
 	if len(before) != 13 {
 		t.Fatalf("%d streams after ensure, want 13: %v", len(before), before)
 	}
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatalf("second ensure: %v", err)
 	}
-	for name, was := range allStreams(t, b.JS) {
+	for name, was := range brokertest.DescribeStreams(t, b.JS) {
 		if was != before[name] {
 			t.Fatalf("second ensure changed %s:\nbefore %s\nafter  %s", name, before[name], was)
 		}
@@ -111,23 +109,4 @@ func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
 	if _, err := js.KeyValue(context.Background(), messages.BucketJobs); err != nil {
 		t.Fatalf("jobs bucket over TCP: %v", err)
 	}
-}
-
-// allStreams describes every stream by creation time, configuration and
-// message count.
-func allStreams(t *testing.T, js jetstream.JetStream) map[string]string {
-	t.Helper()
-	out := map[string]string{}
-	l := js.ListStreams(context.Background())
-	for info := range l.Info() {
-		cfg, err := json.Marshal(info.Config)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[info.Config.Name] = fmt.Sprintf("%s msgs=%d %s", info.Created.UTC().Format(time.RFC3339Nano), info.State.Msgs, cfg)
-	}
-	if err := l.Err(); err != nil {
-		t.Fatal(err)
-	}
-	return out
 }

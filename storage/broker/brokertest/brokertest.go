@@ -4,6 +4,8 @@ package brokertest
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -80,3 +82,26 @@ func (b *Broker) KV(t testing.TB, bucket string) jetstream.KeyValue {
 
 // ClientURL is the TCP URL when the server listens.
 func (b *Broker) ClientURL() string { return b.Server.ClientURL() }
+
+// DescribeStreams lists every stream of js (the streams behind KV buckets
+// and object stores included) with its creation time, configuration and
+// message count, so that a test can show that something left them as they
+// were.
+func DescribeStreams(t testing.TB, js jetstream.JetStream) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	out := map[string]string{}
+	l := js.ListStreams(ctx)
+	for info := range l.Info() {
+		cfg, err := json.Marshal(info.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[info.Config.Name] = fmt.Sprintf("%s msgs=%d %s", info.Created.UTC().Format(time.RFC3339Nano), info.State.Msgs, cfg)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatalf("list streams: %v", err)
+	}
+	return out
+}
