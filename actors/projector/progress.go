@@ -192,9 +192,10 @@ func finalStatus(ex storage.Execution) string {
 type expiryTick struct{}
 
 // expirySweeper periodically settles in-flight execs whose deadline_at has
-// passed, once the results projection has applied its start-up backlog. The exec engine writes the deadline at creation (and pushes it
-// back when a later wave publishes) as the last publish + timeout + jitter
-// + a margin, so an exec still in flight then has PCs that will not answer.
+// passed, once the results projection has applied its start-up backlog.
+// The exec engine writes the deadline at creation (and pushes it back when
+// a later wave publishes) as the last publish + timeout + jitter + a
+// margin, so an exec still in flight then has PCs that will not answer.
 type expirySweeper struct {
 	env   *env
 	timer clock.Timer
