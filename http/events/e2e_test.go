@@ -73,14 +73,24 @@ func TestAgentResultReachesStream(t *testing.T) {
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)
 	}
+	event := ""
 	for {
 		l, ok := next(time.Until(published.Add(time.Second)))
 		if !ok {
 			t.Fatalf("no result event within 1 s of the publish")
 		}
+		if name, ok := strings.CutPrefix(l, "event: "); ok {
+			event = name
+		}
 		if strings.HasPrefix(l, "data: ") && strings.Contains(l, `"request_id":"`+res.RequestID+`"`) {
+			if event != "result" {
+				t.Fatalf("the result came as event %q, want result", event)
+			}
 			t.Logf("result event %v after the publish", time.Since(published).Round(time.Millisecond))
 			break
+		}
+		if l == "" {
+			event = "" // an event ends with a blank line
 		}
 	}
 	// And the row is there for the list the dashboard then reloads.
@@ -91,8 +101,8 @@ func TestAgentResultReachesStream(t *testing.T) {
 	}
 }
 
-// requireConsumer skips the test unless some actor of the backend consumes
-// the stream.
+// requireConsumer fails the test unless some actor of the backend consumes
+// the stream within 3 s.
 func requireConsumer(t *testing.T, b *apptest.Backend, stream string) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Second)
