@@ -149,7 +149,9 @@ func (h *handlers) publish(w http.ResponseWriter, r *http.Request) error {
 	}
 	rel := toRelease(info)
 	opaudit.Record(ctx, h.audit, h.log, messages.ActionAgentPublish, version, map[string]any{
-		"version": version, "size": rel.Size, "digest": rel.Digest, "source": source,
+		// "source" is the caller's X-Kanade-Source in every audit event
+		// (wire.md §4), so where the version came from has its own key.
+		"version": version, "size": rel.Size, "digest": rel.Digest, "version_source": source,
 		"filename": fh.Filename, "replaced": replaced,
 	})
 	httpx.WriteJSON(w, http.StatusOK, PublishResponse{Release: rel, Source: source, Replaced: replaced})

@@ -35,7 +35,8 @@ func upload(t *testing.T, b *apptest.Backend, file []byte, version string) (int,
 		_, _ = fw.Write(file)
 	}
 	_ = mw.Close()
-	resp, out := b.Do(t, http.MethodPost, "/api/agents/publish", body.Bytes(), "Content-Type", mw.FormDataContentType())
+	resp, out := b.Do(t, http.MethodPost, "/api/agents/publish", body.Bytes(), "Content-Type", mw.FormDataContentType(),
+		"X-Kanade-Source", "cli")
 	return resp.StatusCode, out
 }
 
@@ -181,7 +182,8 @@ func TestPublishListRolloutDelete(t *testing.T) {
 		t.Fatalf("list after delete: %+v", list)
 	}
 
-	if evs := audit.Wait(t, messages.ActionAgentPublish, 3); *evs[0].Target != "0.21.2" || evs[0].Payload["source"] != "pe" {
+	if evs := audit.Wait(t, messages.ActionAgentPublish, 3); *evs[0].Target != "0.21.2" || evs[0].Payload["version_source"] != "pe" ||
+		evs[0].Payload["source"] != "cli" || evs[0].Payload["sub"] != "admin" {
 		t.Fatalf("agent_publish: %+v", evs[0])
 	}
 	if evs := audit.Wait(t, messages.ActionAgentRollout, 3); evs[0].Payload["scope_key"] != "groups.canary" || evs[0].Payload["sub"] != "admin" {
