@@ -89,18 +89,11 @@ func Register(r *server.Router, d Deps) {
 	r.API("POST /api/executions/{exec_id}/rerun-failed", h.rerunFailed)
 }
 
-// operatorExtra is what the exec audit event learns about the caller.
+// operatorExtra is what the exec audit event learns about the caller: the
+// sub and source every operator event carries (auth.OperatorEvent owns the
+// rule; the engine publishes the event itself).
 func operatorExtra(ctx context.Context) map[string]any {
-	extra := map[string]any{}
-	if p, ok := auth.PrincipalFrom(ctx); ok {
-		if p.Subject != "" {
-			extra["sub"] = p.Subject
-		}
-		if p.Source != "" {
-			extra["source"] = p.Source
-		}
-	}
-	return extra
+	return auth.OperatorEvent(ctx, "", "", nil).Payload
 }
 
 // exec fires a job with the plan in the body (an empty body is an empty
