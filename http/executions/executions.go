@@ -181,16 +181,8 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) error {
 // purpose), jitter kept. The manifest is read at fire time, as for any
 // exec, so a fixed script is what re-runs.
 func (h *handlers) rerunFailed(w http.ResponseWriter, r *http.Request) error {
-	id, err := execIDFrom(r)
-	if err != nil {
-		return err
-	}
 	ctx := r.Context()
-	ex, err := loadExecution(ctx, h.Store, id)
-	if err != nil {
-		return err
-	}
-	rows, err := pcStatuses(ctx, h.Store, ex, h.Clock.Now())
+	id, ex, rows, err := h.execWithPCs(r)
 	if err != nil {
 		return err
 	}
@@ -219,6 +211,24 @@ func (h *handlers) rerunFailed(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// execWithPCs loads the exec named by the path and the state of each of
+// its PCs.
+func (h *handlers) execWithPCs(r *http.Request) (string, *storage.Execution, []PCStatus, error) {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	ex, err := loadExecution(r.Context(), h.Store, id)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	pcs, err := pcStatuses(r.Context(), h.Store, ex, h.Clock.Now())
+	if err != nil {
+		return "", nil, nil, err
+	}
+	return id, ex, pcs, nil
 }
 
 // statuses are the values of executions.status, for filter validation.
@@ -274,16 +284,8 @@ type Summary struct {
 }
 
 func (h *handlers) get(w http.ResponseWriter, r *http.Request) error {
-	id, err := execIDFrom(r)
-	if err != nil {
-		return err
-	}
 	ctx := r.Context()
-	ex, err := loadExecution(ctx, h.Store, id)
-	if err != nil {
-		return err
-	}
-	pcs, err := pcStatuses(ctx, h.Store, ex, h.Clock.Now())
+	id, ex, pcs, err := h.execWithPCs(r)
 	if err != nil {
 		return err
 	}
