@@ -1,26 +1,19 @@
 // One schedule: its definition, the actor's state (with the error of a
 // schedule that fails to parse), the next fire times in UTC and its zone,
 // the last ticks, and the actions.
-import { h, heading, table, dl, statusBadge, errorCard, link, json, busy } from '../dom.js';
+import { h, heading, table, dl, statusBadge, link, json } from '../dom.js';
 import { get, seg } from '../api.js';
 import { time } from '../fmt.js';
 import { panel, execLink } from '../views.js';
 import { splitStatus, targetText, fireTime } from '../schedule-data.js';
-import { toggle, runNow } from './schedules.js';
+import { actor, toggle, runNow } from './schedules.js';
 
 export default async function schedule(ctx) {
   const id = ctx.params.id;
   ctx.title(`Schedule ${id}`);
   const msg = h('div', { 'aria-live': 'polite' });
   const actions = h('span', { class: 'actions' });
-  const act = async (el, p, done) => {
-    msg.replaceChildren();
-    try {
-      done(await busy(el, p));
-    } catch (e) {
-      msg.replaceChildren(errorCard(e));
-    }
-  };
+  const act = actor(msg);
   const body = panel(ctx, null, ['schedule', 'exec'], async () => {
     const d = await get('/api/schedules/' + seg(id), { signal: ctx.signal });
     const { s, state, error, next, ticks, restarts } = splitStatus(d);

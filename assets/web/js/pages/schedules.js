@@ -9,14 +9,7 @@ import { definition, targetText, splitStatus, fireTime } from '../schedule-data.
 export default async function schedules(ctx) {
   ctx.title('Schedules');
   const msg = h('div', { 'aria-live': 'polite' });
-  const act = async (el, p, done) => {
-    msg.replaceChildren();
-    try {
-      done(await busy(el, p));
-    } catch (e) {
-      msg.replaceChildren(errorCard(e));
-    }
-  };
+  const act = actor(msg);
   const body = panel(ctx, null, ['schedule', 'audit'], async () => {
     const items = (await get('/api/schedules', { signal: ctx.signal })) || [];
     // The list has no status; each schedule's own document has the actor
@@ -43,6 +36,20 @@ export default async function schedules(ctx) {
   }, { wait: 1000 });
   ctx.root.append(heading('Schedules', h('a', { class: 'btn primary', href: '/schedules/new' }, 'New schedule')), msg, body);
   await body.ready;
+}
+
+// actor returns the act function of the schedule actions: it runs the
+// request p with el busy, hands the answer to done, and shows a failure in
+// msg.
+export function actor(msg) {
+  return async (el, p, done) => {
+    msg.replaceChildren();
+    try {
+      done(await busy(el, p));
+    } catch (e) {
+      msg.replaceChildren(errorCard(e));
+    }
+  };
 }
 
 // toggle flips enabled by posting the definition back: the upsert is the
