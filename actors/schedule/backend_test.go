@@ -1,10 +1,11 @@
 package schedule
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/uptrace/bun"
 
 	"kanade-backend/storage/storagetest"
 )
@@ -15,31 +16,14 @@ import (
 // fires on executions_schedule.
 func TestQueriesUseIndexes(t *testing.T) {
 	st := storagetest.Open(t)
-	ctx := context.Background()
-	plan := func(q string) string {
-		rows, err := st.R.QueryContext(ctx, "EXPLAIN QUERY PLAN "+q)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		var out []string
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			out = append(out, detail)
-		}
-		return strings.Join(out, "; ")
-	}
-	if p := plan(seedQuery(st.R, "j").String()); !strings.Contains(p, "USING COVERING INDEX execution_results_success") {
+	plan := func(q *bun.SelectQuery) string { return storagetest.QueryPlan(t, st.R, q) }
+	if p := plan(seedQuery(st.R, "j")); !strings.Contains(p, "USING COVERING INDEX execution_results_success") {
 		t.Fatalf("seed query plan: %s", p)
 	}
-	if p := plan(lastFiresQuery(st.R).String()); !strings.Contains(p, "executions_schedule") {
+	if p := plan(lastFiresQuery(st.R)); !strings.Contains(p, "executions_schedule") {
 		t.Fatalf("last fires plan: %s", p)
 	}
-	if p := plan(inFlightQuery(st.R, "s", "j", time.Now()).String()); !strings.Contains(p, "executions_schedule") || strings.Contains(p, "SCAN e") {
+	if p := plan(inFlightQuery(st.R, "s", "j", time.Now())); !strings.Contains(p, "executions_schedule") || strings.Contains(p, "SCAN e") {
 		t.Fatalf("in-flight plan: %s", p)
 	}
 }

@@ -1,7 +1,6 @@
 package auditlog
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
@@ -25,29 +24,10 @@ func TestQueryPlans(t *testing.T) {
 		count := st.R.NewSelect().ColumnExpr("count(*)").TableExpr("(?) AS upto",
 			st.R.NewSelect().TableExpr("audit_log").ColumnExpr("1").Apply(f.apply).OrderExpr(newestFirst).Limit(10001))
 		for what, q := range map[string]*bun.SelectQuery{"page": page, "count": count} {
-			plan := explain(t, st.R, q)
+			plan := storagetest.QueryPlan(t, st.R, q)
 			if strings.Contains(plan, "TEMP B-TREE") || !strings.Contains(plan, "INDEX audit_log_") {
 				t.Errorf("%+v %s: plan %q", f, what, plan)
 			}
 		}
 	}
-}
-
-func explain(t *testing.T, db *bun.DB, q *bun.SelectQuery) string {
-	t.Helper()
-	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q.String())
-	if err != nil {
-		t.Fatalf("%s: %v", q.String(), err)
-	}
-	defer rows.Close()
-	var parts []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		parts = append(parts, detail)
-	}
-	return strings.Join(parts, "; ")
 }

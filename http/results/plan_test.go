@@ -1,7 +1,6 @@
 package results
 
 import (
-	"context"
 	"regexp"
 	"strings"
 	"testing"
@@ -54,7 +53,7 @@ func TestQueryPlans(t *testing.T) {
 		count := h.db.NewSelect().ColumnExpr("count(*)").TableExpr("(?) AS upto",
 			h.db.NewSelect().TableExpr("execution_results").ColumnExpr("1").Apply(c.f.apply).OrderExpr(newestFirst).Limit(10001))
 		for what, q := range map[string]*bun.SelectQuery{"page": page, "count": count} {
-			plan := explain(t, st.R, q)
+			plan := storagetest.QueryPlan(t, st.R, q)
 			if !regexp.MustCompile(`INDEX ` + c.index + `\b`).MatchString(plan) {
 				t.Errorf("%+v %s: plan %q, want index %s", c.f, what, plan, c.index)
 			}
@@ -66,23 +65,4 @@ func TestQueryPlans(t *testing.T) {
 			}
 		}
 	}
-}
-
-func explain(t *testing.T, db *bun.DB, q *bun.SelectQuery) string {
-	t.Helper()
-	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q.String())
-	if err != nil {
-		t.Fatalf("%s: %v", q.String(), err)
-	}
-	defer rows.Close()
-	var parts []string
-	for rows.Next() {
-		var id, parent, notused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		parts = append(parts, detail)
-	}
-	return strings.Join(parts, "; ")
 }

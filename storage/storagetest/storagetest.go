@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/uptrace/bun"
 
 	"kanade-backend/storage"
 )
@@ -34,4 +37,29 @@ func OpenAt(t testing.TB, path string) *storage.Store {
 		}
 	})
 	return s
+}
+
+// QueryPlan returns SQLite's EXPLAIN QUERY PLAN for q as one line, its
+// steps joined by "; ", so that a test can require an index ("USING
+// COVERING INDEX …") or forbid a sort ("TEMP B-TREE").
+func QueryPlan(t testing.TB, db *bun.DB, q *bun.SelectQuery) string {
+	t.Helper()
+	rows, err := db.QueryContext(context.Background(), "EXPLAIN QUERY PLAN "+q.String())
+	if err != nil {
+		t.Fatalf("explain %s: %v", q.String(), err)
+	}
+	defer rows.Close()
+	var parts []string
+	for rows.Next() {
+		var id, parent, notused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(parts, "; ")
 }
