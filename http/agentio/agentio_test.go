@@ -1,7 +1,6 @@
 package agentio_test
 
 import (
-	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -15,23 +14,6 @@ import (
 	"kanade-backend/http/internal/fleettest"
 	"kanade-backend/messages"
 )
-
-func wantError(t *testing.T, b *apptest.Backend, method, path string, body any, status int, text string) {
-	t.Helper()
-	resp, out := b.Do(t, method, path, body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, status, out)
-	}
-	var e struct {
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(out, &e); err != nil || e.Error == "" {
-		t.Fatalf("%s %s: want a JSON error, got %s", method, path, out)
-	}
-	if text != "" && e.Error != text {
-		t.Fatalf("%s %s: error %q, want %q", method, path, e.Error, text)
-	}
-}
 
 func TestRunReturnsTheAgentsResult(t *testing.T) {
 	b := apptest.Start(t)
@@ -73,16 +55,16 @@ func TestRunReturnsTheAgentsResult(t *testing.T) {
 		t.Fatalf("exec audit with job_id: %+v", evs[1])
 	}
 
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "shell": "bash", "script": "ls"}, 400,
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "shell": "bash", "script": "ls"}, 400,
 		`unknown shell`)
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC.1", "script": "x"}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "", "script": "x"}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": " "}, 400, "script must not be empty")
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "timeout_secs": 0}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "timeout_secs": -1}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "job_id": "a b"}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/run", "not json", 400, "")
-	wantError(t, b, http.MethodGet, "/api/run", nil, 405, "")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC.1", "script": "x"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "", "script": "x"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": " "}, 400, "script must not be empty")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "timeout_secs": 0}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "timeout_secs": -1}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-1", "script": "x", "job_id": "a b"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/run", "not json", 400, "")
+	b.WantError(t, http.MethodGet, "/api/run", nil, 405, "")
 
 	resp, out := b.Do(t, http.MethodGet, "/metrics", nil)
 	if resp.StatusCode != 200 || !strings.Contains(string(out), `kanade_agent_requests_total{op="run",outcome="ok"} 2`) {
@@ -99,7 +81,7 @@ func TestSlowAnswers(t *testing.T) {
 	t.Run("run at an offline PC", func(t *testing.T) {
 		t.Parallel()
 		start := time.Now()
-		wantError(t, b, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-OFF", "script": "echo hi", "timeout_secs": 1}, 408, "")
+		b.WantError(t, http.MethodPost, "/api/run", map[string]any{"pc_id": "PC-OFF", "script": "echo hi", "timeout_secs": 1}, 408, "")
 		if took := time.Since(start); took < 10500*time.Millisecond || took > 15*time.Second {
 			t.Fatalf("408 after %v, want about 11s", took)
 		}
@@ -118,7 +100,7 @@ func TestSlowAnswers(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		wantError(t, b, http.MethodGet, "/api/agents/PC-MUTE/logs", nil, 504, "agent 'PC-MUTE' didn't reply within 10s")
+		b.WantError(t, http.MethodGet, "/api/agents/PC-MUTE/logs", nil, 504, "agent 'PC-MUTE' didn't reply within 10s")
 		if took := time.Since(start); took < 9500*time.Millisecond {
 			t.Fatalf("504 after %v, want about 10s", took)
 		}
@@ -126,7 +108,7 @@ func TestSlowAnswers(t *testing.T) {
 	t.Run("ping an offline PC", func(t *testing.T) {
 		t.Parallel()
 		start := time.Now()
-		wantError(t, b, http.MethodPost, "/api/agents/PC-OFF/ping?wait_secs=1", nil, 408, "no heartbeat from PC-OFF within 1s")
+		b.WantError(t, http.MethodPost, "/api/agents/PC-OFF/ping?wait_secs=1", nil, 408, "no heartbeat from PC-OFF within 1s")
 		if took := time.Since(start); took < 900*time.Millisecond {
 			t.Fatalf("408 after %v", took)
 		}
@@ -162,12 +144,12 @@ func TestPing(t *testing.T) {
 		t.Fatalf("wire form: %s", out)
 	}
 
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=abc", nil, 400,
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=abc", nil, 400,
 		`invalid wait_secs "abc": must be an integer between 1 and 600`)
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=0", nil, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=601", nil, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/a.b/ping", nil, 400, "")
-	wantError(t, b, http.MethodGet, "/api/agents/PC-1/ping", nil, 405, "")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=0", nil, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/ping?wait_secs=601", nil, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/a.b/ping", nil, 400, "")
+	b.WantError(t, http.MethodGet, "/api/agents/PC-1/ping", nil, 405, "")
 }
 
 func TestLogs(t *testing.T) {
@@ -192,11 +174,11 @@ func TestLogs(t *testing.T) {
 		t.Fatalf("logs.fetch requests: %+v", reqs)
 	}
 
-	wantError(t, b, http.MethodGet, "/api/agents/PC-GONE/logs", nil, 502, "no agent answers on logs.fetch.PC-GONE: is PC-GONE online?")
-	wantError(t, b, http.MethodGet, "/api/agents/PC-1/logs?tail=x", nil, 400, `invalid tail "x": must be an integer between 1 and 100000`)
-	wantError(t, b, http.MethodGet, "/api/agents/PC-1/logs?tail=0", nil, 400, "")
-	wantError(t, b, http.MethodGet, "/api/agents/P*/logs", nil, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/logs", nil, 405, "")
+	b.WantError(t, http.MethodGet, "/api/agents/PC-GONE/logs", nil, 502, "no agent answers on logs.fetch.PC-GONE: is PC-GONE online?")
+	b.WantError(t, http.MethodGet, "/api/agents/PC-1/logs?tail=x", nil, 400, `invalid tail "x": must be an integer between 1 and 100000`)
+	b.WantError(t, http.MethodGet, "/api/agents/PC-1/logs?tail=0", nil, 400, "")
+	b.WantError(t, http.MethodGet, "/api/agents/P*/logs", nil, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/logs", nil, 405, "")
 }
 
 func grep(s, sub string) string {

@@ -209,7 +209,7 @@ func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 		t.Fatalf("cancel = %v", reply)
 	}
 	resp, body := b.Do(t, "POST", "/api/executions/"+r.ExecID+"/cancel", nil)
-	if resp.StatusCode != 409 || errorText(t, body) != "execution '"+r.ExecID+"' has no pending rollout waves to cancel" {
+	if resp.StatusCode != 409 || apptest.ErrorText(t, body) != "execution '"+r.ExecID+"' has no pending rollout waves to cancel" {
 		t.Fatalf("second cancel: %d %s", resp.StatusCode, body)
 	}
 	time.Sleep(time.Until(t0.Add(3500 * time.Millisecond)))
@@ -257,7 +257,7 @@ func TestKillPublishesOnTheExecID(t *testing.T) {
 		return nil
 	})
 	resp, body := b.Do(t, "POST", "/api/executions/a.b/kill", nil)
-	if resp.StatusCode != 400 || !strings.HasPrefix(errorText(t, body), `invalid exec id "a.b"`) {
+	if resp.StatusCode != 400 || !strings.HasPrefix(apptest.ErrorText(t, body), `invalid exec id "a.b"`) {
 		t.Fatalf("bad id: %d %s", resp.StatusCode, body)
 	}
 }
@@ -302,7 +302,7 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 				body = c.body
 			}
 			resp, out := b.Do(t, "POST", c.path, body)
-			text := errorText(t, out)
+			text := apptest.ErrorText(t, out)
 			if resp.StatusCode != c.status {
 				t.Errorf("status %d, want %d (%s)", resp.StatusCode, c.status, text)
 			}
@@ -322,7 +322,7 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 		}
 	}
 	resp, out := b.Do(t, "GET", "/api/executions?status=done", nil)
-	if resp.StatusCode != 400 || errorText(t, out) != `invalid status "done": want one of pending, running, completed, failed, expired, cancelled` {
+	if resp.StatusCode != 400 || apptest.ErrorText(t, out) != `invalid status "done": want one of pending, running, completed, failed, expired, cancelled` {
 		t.Fatalf("bad status filter: %d %s", resp.StatusCode, out)
 	}
 }
@@ -432,7 +432,7 @@ func TestExecutionsListDetailAndRerun(t *testing.T) {
 	ok := execJob(t, b, "job1", `{"target":{"pcs":["p9"]}}`)
 	result(t, b, ok.ExecID, "commands.pc.p9", "p9", 0)
 	resp, body = b.Do(t, "POST", "/api/executions/"+ok.ExecID+"/rerun-failed", nil)
-	if resp.StatusCode != 400 || !strings.HasPrefix(errorText(t, body), "execution '"+ok.ExecID+"' has nothing to re-run") {
+	if resp.StatusCode != 400 || !strings.HasPrefix(apptest.ErrorText(t, body), "execution '"+ok.ExecID+"' has nothing to re-run") {
 		t.Fatalf("rerun with nothing to do: %d %s", resp.StatusCode, body)
 	}
 }

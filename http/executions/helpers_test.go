@@ -165,12 +165,3 @@ func result(t *testing.T, b *apptest.Backend, execID, subject, pc string, exit i
 		t.Fatal(err)
 	}
 }
-
-func errorText(t *testing.T, body []byte) string {
-	t.Helper()
-	var e struct{ Error string }
-	if err := json.Unmarshal(body, &e); err != nil {
-		t.Fatalf("body %q is not a JSON error: %v", body, err)
-	}
-	return e.Error
-}

@@ -22,25 +22,6 @@ type errBody struct {
 	Error string `json:"error"`
 }
 
-// wantError checks status and exact error text of a JSON error response.
-func wantError(t *testing.T, b *apptest.Backend, method, path string, body any, status int, text string) {
-	t.Helper()
-	resp, out := b.Do(t, method, path, body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, status, out)
-	}
-	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
-		t.Fatalf("%s %s: content type %q, want JSON", method, path, ct)
-	}
-	var e errBody
-	if err := json.Unmarshal(out, &e); err != nil {
-		t.Fatalf("%s %s: error body %s: %v", method, path, out, err)
-	}
-	if text != "" && e.Error != text {
-		t.Fatalf("%s %s: error %q, want %q", method, path, e.Error, text)
-	}
-}
-
 func TestAgentsListFiltersAndPages(t *testing.T) {
 	b := apptest.Start(t)
 	now := time.Now().UTC()
@@ -135,20 +116,20 @@ func TestAgentsListFiltersAndPages(t *testing.T) {
 		t.Fatalf("online=false&q=pc: %v", ids(rows))
 	}
 
-	wantError(t, b, http.MethodGet, "/api/agents?online=maybe", nil, 400, `invalid online "maybe": must be true or false`)
-	wantError(t, b, http.MethodGet, "/api/agents?limit=0", nil, 400, "")
-	wantError(t, b, http.MethodGet, "/api/agents?offset=-1", nil, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents", nil, 405, "")
+	b.WantError(t, http.MethodGet, "/api/agents?online=maybe", nil, 400, `invalid online "maybe": must be true or false`)
+	b.WantError(t, http.MethodGet, "/api/agents?limit=0", nil, 400, "")
+	b.WantError(t, http.MethodGet, "/api/agents?offset=-1", nil, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents", nil, 405, "")
 }
 
 func TestAgentDetail(t *testing.T) {
 	b := apptest.Start(t)
 	fleettest.InsertAgents(t, b.Store, fleettest.Agent{PcID: "PC-1", Hostname: "pc1", OS: "windows", Seen: time.Now()})
 
-	wantError(t, b, http.MethodGet, "/api/agents/nope", nil, 404, "agent 'nope' not found")
-	wantError(t, b, http.MethodGet, "/api/agents/bad.id", nil, 400,
+	b.WantError(t, http.MethodGet, "/api/agents/nope", nil, 404, "agent 'nope' not found")
+	b.WantError(t, http.MethodGet, "/api/agents/bad.id", nil, 400,
 		`invalid pc_id "bad.id": must match [A-Za-z0-9_=-]+ (no spaces, '.', '*', '>')`)
-	wantError(t, b, http.MethodDelete, "/api/agents/PC-1", nil, 405, "")
+	b.WantError(t, http.MethodDelete, "/api/agents/PC-1", nil, 405, "")
 
 	b.JSON(t, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"lab", "canary"}}, 200, nil)
 	b.JSON(t, http.MethodPut, "/api/groups/canary/config", map[string]any{"target_version": "0.22.0"}, 200, nil)
@@ -195,11 +176,11 @@ func TestGroupsEditing(t *testing.T) {
 		t.Fatalf("KV value %q %v", entry.Value(), err)
 	}
 
-	wantError(t, b, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"a", "  "}}, 400, "group name must not be empty")
-	wantError(t, b, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"a.b"}}, 400,
+	b.WantError(t, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"a", "  "}}, 400, "group name must not be empty")
+	b.WantError(t, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"a.b"}}, 400,
 		`invalid group "a.b": must match [A-Za-z0-9_=-]+ (no spaces, '.', '*', '>')`)
-	wantError(t, b, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"group": []string{"a"}}, 400, "")
-	wantError(t, b, http.MethodPut, "/api/agents/PC-1/groups", "{", 400, "")
+	b.WantError(t, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"group": []string{"a"}}, 400, "")
+	b.WantError(t, http.MethodPut, "/api/agents/PC-1/groups", "{", 400, "")
 
 	b.JSON(t, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": "aa"}, 200, &g)
 	if !slices.Equal(g.Groups, []string{"a", "aa", "b", "c"}) {
@@ -209,10 +190,10 @@ func TestGroupsEditing(t *testing.T) {
 	if !slices.Equal(g.Groups, []string{"a", "aa", "b", "c"}) {
 		t.Fatalf("POST add twice: %v", g.Groups)
 	}
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": ""}, 400, "group name must not be empty")
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": "   "}, 400, "group name must not be empty")
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{}, 400, "group name must not be empty")
-	wantError(t, b, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": "x>"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": ""}, 400, "group name must not be empty")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": "   "}, 400, "group name must not be empty")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{}, 400, "group name must not be empty")
+	b.WantError(t, http.MethodPost, "/api/agents/PC-1/groups", map[string]any{"group": "x>"}, 400, "")
 
 	b.JSON(t, http.MethodDelete, "/api/agents/PC-1/groups/b", nil, 200, &g)
 	if !slices.Equal(g.Groups, []string{"a", "aa", "c"}) {
@@ -222,9 +203,9 @@ func TestGroupsEditing(t *testing.T) {
 	if !slices.Equal(g.Groups, []string{"a", "aa", "c"}) {
 		t.Fatalf("DELETE non-member: %v", g.Groups)
 	}
-	wantError(t, b, http.MethodDelete, "/api/agents/PC-1/groups/a*", nil, 400, "")
-	wantError(t, b, http.MethodPatch, "/api/agents/PC-1/groups", nil, 405, "")
-	wantError(t, b, http.MethodGet, "/api/agents/PC-1/groups/a", nil, 405, "")
+	b.WantError(t, http.MethodDelete, "/api/agents/PC-1/groups/a*", nil, 400, "")
+	b.WantError(t, http.MethodPatch, "/api/agents/PC-1/groups", nil, 405, "")
+	b.WantError(t, http.MethodGet, "/api/agents/PC-1/groups/a", nil, 405, "")
 
 	// The mirror rows follow at once (read-your-writes for targeting).
 	var members []string
@@ -321,16 +302,16 @@ func TestConfigScopes(t *testing.T) {
 	if strings.TrimSpace(string(out)) != "{}" {
 		t.Fatalf("unset group: %s", out)
 	}
-	wantError(t, b, http.MethodPut, "/api/config", map[string]any{"heartbeat_interval": "5 parsecs"}, 400, "")
+	b.WantError(t, http.MethodPut, "/api/config", map[string]any{"heartbeat_interval": "5 parsecs"}, 400, "")
 	resp, body := b.Do(t, http.MethodPut, "/api/config", map[string]any{"target_version_jitter": "soon"})
 	if resp.StatusCode != 400 || !strings.Contains(string(body), "invalid target_version_jitter") {
 		t.Fatalf("bad jitter: %d %s", resp.StatusCode, body)
 	}
-	wantError(t, b, http.MethodPut, "/api/config", map[string]any{"heartbeat_interval": 30}, 400, "")
-	wantError(t, b, http.MethodPut, "/api/config", "", 400, "")
-	wantError(t, b, http.MethodDelete, "/api/config", nil, 405, "")
-	wantError(t, b, http.MethodPut, "/api/groups/a.b/config", map[string]any{}, 400, "")
-	wantError(t, b, http.MethodGet, "/api/pcs/a%20b/config", nil, 400, "")
+	b.WantError(t, http.MethodPut, "/api/config", map[string]any{"heartbeat_interval": 30}, 400, "")
+	b.WantError(t, http.MethodPut, "/api/config", "", 400, "")
+	b.WantError(t, http.MethodDelete, "/api/config", nil, 405, "")
+	b.WantError(t, http.MethodPut, "/api/groups/a.b/config", map[string]any{}, 400, "")
+	b.WantError(t, http.MethodGet, "/api/pcs/a%20b/config", nil, 400, "")
 
 	global := map[string]any{"heartbeat_interval": "1m", "target_version": "0.21.2", "legacy_inventory_x": true}
 	out = b.JSON(t, http.MethodPut, "/api/config", global, 200, nil)

@@ -40,28 +40,6 @@ func upload(t *testing.T, b *apptest.Backend, file []byte, version string) (int,
 	return resp.StatusCode, out
 }
 
-func errText(t *testing.T, out []byte) string {
-	t.Helper()
-	var e struct {
-		Error string `json:"error"`
-	}
-	if err := json.Unmarshal(out, &e); err != nil || e.Error == "" {
-		t.Fatalf("want a JSON error, got %s", out)
-	}
-	return e.Error
-}
-
-func wantError(t *testing.T, b *apptest.Backend, method, path string, body any, status int, text string) {
-	t.Helper()
-	resp, out := b.Do(t, method, path, body)
-	if resp.StatusCode != status {
-		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, status, out)
-	}
-	if got := errText(t, out); text != "" && got != text {
-		t.Fatalf("%s %s: error %q, want %q", method, path, got, text)
-	}
-}
-
 func TestPublishListRolloutDelete(t *testing.T) {
 	b := apptest.Start(t)
 	audit := fleettest.RecordAudit(t, b.Conn)
@@ -91,7 +69,7 @@ func TestPublishListRolloutDelete(t *testing.T) {
 	}
 	// A contradicting field is refused: the binary decides.
 	status, out = upload(t, b, win, "9.9.9")
-	if status != 400 || !strings.Contains(errText(t, out), "version field '9.9.9' disagrees with the binary's embedded version '0.21.2'") {
+	if status != 400 || !strings.Contains(apptest.ErrorText(t, out), "version field '9.9.9' disagrees with the binary's embedded version '0.21.2'") {
 		t.Fatalf("contradicting field: %d %s", status, out)
 	}
 	// No version resource: the field names the release.
@@ -100,20 +78,20 @@ func TestPublishListRolloutDelete(t *testing.T) {
 		t.Fatalf("publish with field: %d %s", status, out)
 	}
 	status, out = upload(t, b, elf, "")
-	if status != 400 || !strings.HasPrefix(errText(t, out), "no version: the uploaded file carries no Windows version resource") {
+	if status != 400 || !strings.HasPrefix(apptest.ErrorText(t, out), "no version: the uploaded file carries no Windows version resource") {
 		t.Fatalf("no version at all: %d %s", status, out)
 	}
 	if status, out = upload(t, b, elf, "../etc"); status != 400 {
 		t.Fatalf("bad version: %d %s", status, out)
 	}
 	status, out = upload(t, b, nil, "1.0.0")
-	if status != 400 || errText(t, out) != "missing 'file' field" {
+	if status != 400 || apptest.ErrorText(t, out) != "missing 'file' field" {
 		t.Fatalf("missing file: %d %s", status, out)
 	}
-	if status, out = upload(t, b, []byte{}, "1.0.0"); status != 400 || errText(t, out) != "'file' field is empty" {
+	if status, out = upload(t, b, []byte{}, "1.0.0"); status != 400 || apptest.ErrorText(t, out) != "'file' field is empty" {
 		t.Fatalf("empty file: %d %s", status, out)
 	}
-	wantError(t, b, http.MethodPost, "/api/agents/publish", map[string]any{"file": "x"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/publish", map[string]any{"file": "x"}, 400, "")
 
 	var list []releases.Release
 	resp, raw := b.Do(t, http.MethodGet, "/api/agents/releases", nil)
@@ -129,16 +107,16 @@ func TestPublishListRolloutDelete(t *testing.T) {
 	}
 
 	// Rollout: errors first.
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "7.7.7", "scope": map[string]any{"type": "global"}}, 404,
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "7.7.7", "scope": map[string]any{"type": "global"}}, 404,
 		"version '7.7.7' not found in agent_releases; publish it first")
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "fleet"}}, 400,
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "fleet"}}, 400,
 		`invalid scope.type "fleet": must be global, group or pc`)
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "group"}}, 400,
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "group"}}, 400,
 		"scope.value is required for type group")
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "pc", "value": "a.b"}}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2"}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "global"}, "jitter": "later"}, 400, "")
-	wantError(t, b, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "", "scope": map[string]any{"type": "global"}}, 400, "version must not be empty")
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "pc", "value": "a.b"}}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "0.21.2", "scope": map[string]any{"type": "global"}, "jitter": "later"}, 400, "")
+	b.WantError(t, http.MethodPost, "/api/agents/rollout", map[string]any{"version": "", "scope": map[string]any{"type": "global"}}, 400, "version must not be empty")
 
 	// A rollout keeps the scope's other fields.
 	b.JSON(t, http.MethodPut, "/api/groups/canary/config", map[string]any{"heartbeat_interval": "10s"}, 200, nil)
@@ -162,21 +140,21 @@ func TestPublishListRolloutDelete(t *testing.T) {
 	}
 
 	// Delete: refused while a scope targets the version.
-	wantError(t, b, http.MethodDelete, "/api/agents/releases/0.21.2", nil, 409,
+	b.WantError(t, http.MethodDelete, "/api/agents/releases/0.21.2", nil, 409,
 		"version '0.21.2' is the target_version of scope 'group:canary'; clear or change that scope first")
-	wantError(t, b, http.MethodDelete, "/api/agents/releases/0.22.0-linux", nil, 409,
+	b.WantError(t, http.MethodDelete, "/api/agents/releases/0.22.0-linux", nil, 409,
 		"version '0.22.0-linux' is the target_version of scope 'global'; clear or change that scope first")
-	wantError(t, b, http.MethodDelete, "/api/agents/releases/3.0.0", nil, 404, "version '3.0.0' not found in agent_releases")
-	wantError(t, b, http.MethodDelete, "/api/agents/releases/-rf", nil, 400, "")
-	wantError(t, b, http.MethodGet, "/api/agents/releases/0.21.2", nil, 405, "")
-	wantError(t, b, http.MethodPut, "/api/agents/releases", nil, 405, "")
+	b.WantError(t, http.MethodDelete, "/api/agents/releases/3.0.0", nil, 404, "version '3.0.0' not found in agent_releases")
+	b.WantError(t, http.MethodDelete, "/api/agents/releases/-rf", nil, 400, "")
+	b.WantError(t, http.MethodGet, "/api/agents/releases/0.21.2", nil, 405, "")
+	b.WantError(t, http.MethodPut, "/api/agents/releases", nil, 405, "")
 
 	b.JSON(t, http.MethodPut, "/api/groups/canary/config", map[string]any{"heartbeat_interval": "10s"}, 200, nil)
 	resp, out = b.Do(t, http.MethodDelete, "/api/agents/releases/0.21.2", nil)
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("delete: %d %s", resp.StatusCode, out)
 	}
-	wantError(t, b, http.MethodDelete, "/api/agents/releases/0.21.2", nil, 404, "")
+	b.WantError(t, http.MethodDelete, "/api/agents/releases/0.21.2", nil, 404, "")
 	b.JSON(t, http.MethodGet, "/api/agents/releases", nil, 200, &list)
 	if len(list) != 1 || list[0].Version != "0.22.0-linux" {
 		t.Fatalf("list after delete: %+v", list)
@@ -237,7 +215,7 @@ func bigUpload(t *testing.T, client *http.Client, url string, size int, declared
 func TestPublishTooLarge(t *testing.T) {
 	b := apptest.Start(t)
 	status, out := bigUpload(t, b.Client, b.URL, 65<<20, true)
-	if status != http.StatusRequestEntityTooLarge || errText(t, out) != "request body larger than 67108864 bytes" {
+	if status != http.StatusRequestEntityTooLarge || apptest.ErrorText(t, out) != "request body larger than 67108864 bytes" {
 		t.Fatalf("status %d body %s", status, out)
 	}
 }
@@ -254,7 +232,7 @@ func TestPublishLimitChunked(t *testing.T) {
 	t.Cleanup(srv.Close)
 
 	status, out := bigUpload(t, srv.Client(), srv.URL, 2<<20, false)
-	if status != http.StatusRequestEntityTooLarge || errText(t, out) != "request body larger than 1048576 bytes" {
+	if status != http.StatusRequestEntityTooLarge || apptest.ErrorText(t, out) != "request body larger than 1048576 bytes" {
 		t.Fatalf("chunked over the limit: %d %s", status, out)
 	}
 	status, out = bigUpload(t, srv.Client(), srv.URL, 512<<10, false)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -257,5 +258,34 @@ func (b *Backend) SetGroups(t testing.TB, groups map[string][]string) {
 		if _, err := kv.Put(ctx, pc, v); err != nil {
 			t.Fatalf("put groups of %s: %v", pc, err)
 		}
+	}
+}
+
+// ErrorText returns the message of a JSON error body ({"error": "…"}),
+// failing the test when body is not one or the message is empty.
+func ErrorText(t testing.TB, body []byte) string {
+	t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error == "" {
+		t.Fatalf("want a JSON error, got %s", body)
+	}
+	return e.Error
+}
+
+// WantError sends a request and requires status, a JSON error response
+// and, when text is not empty, exactly that message.
+func (b *Backend) WantError(t testing.TB, method, path string, body any, status int, text string) {
+	t.Helper()
+	resp, out := b.Do(t, method, path, body)
+	if resp.StatusCode != status {
+		t.Fatalf("%s %s: status %d, want %d; body %s", method, path, resp.StatusCode, status, out)
+	}
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Fatalf("%s %s: content type %q, want JSON", method, path, ct)
+	}
+	if got := ErrorText(t, out); text != "" && got != text {
+		t.Fatalf("%s %s: error %q, want %q", method, path, got, text)
 	}
 }
