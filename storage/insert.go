@@ -17,7 +17,11 @@ const insertChunk = 1000
 func InsertChunked[T any](ctx context.Context, db bun.IDB, rows []T, ignoreConflicts bool) error {
 	for i := 0; i < len(rows); i += insertChunk {
 		chunk := rows[i:min(i+insertChunk, len(rows))]
-		q := db.NewInsert().Model(&chunk)
+		// Returning("NULL") drops the RETURNING clause bun adds for nil
+		// pointer columns (to read back defaults none of them have): it
+		// turned each insert into a query whose rows were scanned back
+		// into the models, a third of the cost of a 10 000-row insert.
+		q := db.NewInsert().Model(&chunk).Returning("NULL")
 		if ignoreConflicts {
 			q = q.On("CONFLICT DO NOTHING")
 		}

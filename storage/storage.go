@@ -216,6 +216,13 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 	return fmt.Errorf("database still busy after %d attempts: %w", attempts, err)
 }
 
+// IsConstraint reports whether err is a constraint violation (a primary
+// key or unique index refusing a row, a NOT NULL or foreign key failing).
+func IsConstraint(err error) bool {
+	var se *sqlite.Error
+	return errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
+}
+
 // IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
 func IsBusy(err error) bool {
 	var se *sqlite.Error

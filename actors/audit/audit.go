@@ -9,10 +9,12 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker"
 )
 
 // Publisher publishes audit events through JetStream, so a nil error means
@@ -43,6 +45,34 @@ func (p *Publisher) Publish(ctx context.Context, ev messages.AuditEvent) error {
 		return fmt.Errorf("publish audit event on %s: %w", ev.Subject(), err)
 	}
 	return nil
+}
+
+// PublishAll stores evs in the AUDIT stream in one pipeline
+// (broker.PublishAll) and returns one error per event (nil: stored): the
+// exec engine's audit events of a burst of fires cost a few round trips,
+// not one each.
+func (p *Publisher) PublishAll(ctx context.Context, evs []messages.AuditEvent) []error {
+	errs := make([]error, len(evs))
+	msgs := make([]*nats.Msg, 0, len(evs))
+	idx := make([]int, 0, len(evs))
+	for i, ev := range evs {
+		if ev.OccurredAt.IsZero() {
+			ev.OccurredAt = p.clock.Now().UTC()
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			errs[i] = fmt.Errorf("encode audit event %s/%s: %w", ev.Actor, ev.Action, err)
+			continue
+		}
+		msgs = append(msgs, &nats.Msg{Subject: ev.Subject(), Data: b})
+		idx = append(idx, i)
+	}
+	for j, err := range broker.PublishAll(ctx, p.js, msgs) {
+		if err != nil {
+			errs[idx[j]] = fmt.Errorf("publish audit event: %w", err)
+		}
+	}
+	return errs
 }
 
 // Event builds an event; target "" means none (JSON null).

@@ -11,9 +11,10 @@
 // state (Record) on the EXEC stream; the results projector restores the
 // four tables from there before it replays RESULTS into an empty database.
 //
-// On the wire a record is one or more gzip-compressed JSON parts on
-// commands.exec.<exec_id>.<rev>.<part>, each under the server's payload
-// limit (a 10 000-PC fan-out lists 10 000 request_ids or PCs). After a new
+// On the wire a record is one or more JSON parts (gzip-compressed from a
+// few kilobytes on) on commands.exec.<exec_id>.<rev>.<part>, each under
+// the server's payload limit (a 10 000-PC fan-out lists 10 000
+// request_ids or PCs). After a new
 // revision is stored the older ones are purged, so the stream holds one
 // record per exec (EXEC keeps them 7 days). A revision counts only when all
 // its parts are there: a crash mid-publish leaves the previous revision
@@ -33,6 +34,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
+	"sync"
 
 	"github.com/uptrace/bun"
 
@@ -92,6 +96,28 @@ func Load(ctx context.Context, db bun.IDB, execID string) (*Record, error) {
 		return nil, fmt.Errorf("load waves of exec %s: %w", execID, err)
 	}
 	return rec, nil
+}
+
+// New is the record of an exec the engine has just written, built from the
+// rows it wrote instead of reading them back: what Load would return for
+// them (lists in Load's order, the projectors' part left out).
+func New(ex *storage.Execution, reqs []storage.ExecRequest, expected []string, waves []storage.ExecWave) *Record {
+	rec := &Record{Exec: Exec{Execution: *ex, Manifest: ex.Manifest}}
+	e := &rec.Exec.Execution
+	e.Manifest, e.SuccessCount, e.FailureCount = nil, 0, 0
+	if !engineFinal(e) {
+		e.Status, e.FinishedAt = storage.ExecPending, storage.Time{}
+	}
+	rec.Requests = make([]Request, len(reqs))
+	for i, r := range reqs {
+		rec.Requests[i] = Request{RequestID: r.RequestID, Subject: r.Subject, PublishedAt: r.PublishedAt}
+	}
+	slices.SortFunc(rec.Requests, func(a, b Request) int { return strings.Compare(a.RequestID, b.RequestID) })
+	rec.Expected = slices.Clone(expected)
+	slices.Sort(rec.Expected)
+	rec.Waves = slices.Clone(waves)
+	slices.SortFunc(rec.Waves, func(a, b storage.ExecWave) int { return a.WaveIndex - b.WaveIndex })
+	return rec
 }
 
 // engineFinal reports whether the exec's status was set by the engine and
@@ -184,33 +210,58 @@ func (rec *Record) merge(part *Record) {
 	rec.Expected = append(rec.Expected, part.Expected...)
 }
 
-func encodePart(part *Record) ([]byte, error) {
+// compressAbove is the JSON size from which a part is gzip-compressed. A
+// small exec's record (one PC: about a kilobyte) barely shrinks, and
+// compressing it cost more CPU than the rest of recording it; a part
+// starts with the gzip magic bytes or with '{', so a restore reads both.
+const compressAbove = 4 << 10
+
+// gzipWriters reuses compressors: a new gzip.Writer allocates its whole
+// deflate state (hundreds of KiB).
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(io.Discard) }}
+
+// encodePart returns a part's payload and whether it is compressed.
+func encodePart(part *Record) ([]byte, bool, error) {
+	raw, err := json.Marshal(part)
+	if err != nil {
+		return nil, false, fmt.Errorf("encode exec record: %w", err)
+	}
+	if len(raw) < compressAbove {
+		return raw, false, nil
+	}
 	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if err := json.NewEncoder(zw).Encode(part); err != nil {
-		return nil, fmt.Errorf("encode exec record: %w", err)
+	zw := gzipWriters.Get().(*gzip.Writer)
+	defer gzipWriters.Put(zw)
+	zw.Reset(&buf)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, false, fmt.Errorf("compress exec record: %w", err)
 	}
 	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("compress exec record: %w", err)
+		return nil, false, fmt.Errorf("compress exec record: %w", err)
 	}
-	return buf.Bytes(), nil
+	return buf.Bytes(), true, nil
 }
 
 // maxDecoded bounds what one part may inflate to, so a corrupt or hostile
 // message cannot exhaust memory during a restore.
 const maxDecoded = 64 << 20
 
+// gzipMagic starts every gzip stream.
+var gzipMagic = []byte{0x1f, 0x8b}
+
 func decodePart(data []byte) (*Record, error) {
-	zr, err := gzip.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("exec record part is not gzip: %w", err)
-	}
-	raw, err := io.ReadAll(io.LimitReader(zr, maxDecoded+1))
-	if err != nil {
-		return nil, fmt.Errorf("inflate exec record part: %w", err)
-	}
-	if len(raw) > maxDecoded {
-		return nil, fmt.Errorf("exec record part inflates beyond %d bytes", maxDecoded)
+	raw := data
+	if bytes.HasPrefix(data, gzipMagic) {
+		zr, err := gzip.NewReader(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("exec record part is not gzip: %w", err)
+		}
+		if raw, err = io.ReadAll(io.LimitReader(zr, maxDecoded+1)); err != nil {
+			return nil, fmt.Errorf("inflate exec record part: %w", err)
+		}
+		if len(raw) > maxDecoded {
+			return nil, fmt.Errorf("exec record part inflates beyond %d bytes", maxDecoded)
+		}
 	}
 	var part Record
 	if err := json.Unmarshal(raw, &part); err != nil {

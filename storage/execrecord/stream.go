@@ -16,6 +16,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // DefaultPartBytes bounds the JSON of one part before compression: half
@@ -55,6 +56,7 @@ type Streams interface {
 // JetStream is what the publisher needs.
 type JetStream interface {
 	Streams
+	broker.AsyncPublisher
 	PublishMsg(ctx context.Context, msg *nats.Msg, opts ...jetstream.PublishOpt) (*jetstream.PubAck, error)
 }
 
@@ -74,27 +76,15 @@ type Publisher struct {
 // leaves an older revision that a restore ignores.
 func (p *Publisher) Publish(ctx context.Context, rec *Record) error {
 	id := rec.Exec.ExecID
-	max := p.PartBytes
-	if max <= 0 {
-		max = DefaultPartBytes
+	msgs, err := p.encode(rec)
+	if err != nil {
+		return err
 	}
-	parts := split(rec, max)
-	// Revisions only need to be distinct per exec; the restore orders
-	// them by stream sequence. Wall time keeps them distinct across
-	// restarts, the counter within one process.
-	rev := strconv.FormatInt(p.nextRev(), 36)
 	var first uint64
-	for i, part := range parts {
-		data, err := encodePart(part)
-		if err != nil {
-			return err
-		}
-		msg := &nats.Msg{Subject: Subject(id, rev, i), Data: data, Header: nats.Header{}}
-		msg.Header.Set(HeaderParts, strconv.Itoa(len(parts)))
-		msg.Header.Set("Content-Encoding", "gzip")
+	for i, msg := range msgs {
 		ack, err := p.JS.PublishMsg(ctx, msg, jetstream.WithExpectStream(messages.StreamExec))
 		if err != nil {
-			return fmt.Errorf("store exec record %s part %d/%d on %s: %w", id, i+1, len(parts), messages.StreamExec, err)
+			return fmt.Errorf("store exec record %s part %d/%d on %s: %w", id, i+1, len(msgs), messages.StreamExec, err)
 		}
 		if i == 0 {
 			first = ack.Sequence
@@ -108,6 +98,61 @@ func (p *Publisher) Publish(ctx context.Context, rec *Record) error {
 		return fmt.Errorf("purge older exec records of %s: %w", id, err)
 	}
 	return nil
+}
+
+// PublishNew stores the first revision of each of recs, execs the engine
+// has just recorded: no older revision can exist, so nothing is purged,
+// and the parts of all of them are published in one pipeline
+// (broker.PublishAll) rather than one round trip each. It returns one error
+// per record (nil: stored).
+func (p *Publisher) PublishNew(ctx context.Context, recs []*Record) []error {
+	errs := make([]error, len(recs))
+	var msgs []*nats.Msg
+	var owner []int
+	for i, rec := range recs {
+		m, err := p.encode(rec)
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		for range m {
+			owner = append(owner, i)
+		}
+		msgs = append(msgs, m...)
+	}
+	for j, err := range broker.PublishAll(ctx, p.JS, msgs, jetstream.WithExpectStream(messages.StreamExec)) {
+		if err != nil && errs[owner[j]] == nil {
+			errs[owner[j]] = fmt.Errorf("store exec record %s on %s: %w", recs[owner[j]].Exec.ExecID, messages.StreamExec, err)
+		}
+	}
+	return errs
+}
+
+// encode turns rec into the messages of a new revision.
+func (p *Publisher) encode(rec *Record) ([]*nats.Msg, error) {
+	max := p.PartBytes
+	if max <= 0 {
+		max = DefaultPartBytes
+	}
+	parts := split(rec, max)
+	// Revisions only need to be distinct per exec; the restore orders
+	// them by stream sequence. Wall time keeps them distinct across
+	// restarts, the counter within one process.
+	rev := strconv.FormatInt(p.nextRev(), 36)
+	msgs := make([]*nats.Msg, len(parts))
+	for i, part := range parts {
+		data, gzipped, err := encodePart(part)
+		if err != nil {
+			return nil, err
+		}
+		msg := &nats.Msg{Subject: Subject(rec.Exec.ExecID, rev, i), Data: data, Header: nats.Header{}}
+		msg.Header.Set(HeaderParts, strconv.Itoa(len(parts)))
+		if gzipped {
+			msg.Header.Set("Content-Encoding", "gzip")
+		}
+		msgs[i] = msg
+	}
+	return msgs, nil
 }
 
 func (p *Publisher) nextRev() int64 {
