@@ -64,6 +64,24 @@ type ExecsRestored struct {
 	Execs int
 }
 
+// KVMirrored is published by a KV mirror projector after each committed
+// batch of watch entries (jobs, schedules, agent_groups), in watch order.
+// The scheduler's fleet view follows jobs and group memberships through
+// it instead of reading the store at every tick.
+type KVMirrored struct {
+	Bucket  string
+	Entries []KVMirroredEntry
+}
+
+// KVMirroredEntry is one applied KV entry. Value is nil for a delete or
+// purge marker.
+type KVMirroredEntry struct {
+	Key     string
+	Rev     uint64
+	Value   []byte
+	Deleted bool
+}
+
 // Tick outcomes of a schedule (behaviour.md §3, step 5).
 const (
 	TickFired   = "fired"
@@ -95,10 +113,31 @@ type AuditProjected struct {
 
 // ExecRequest asks the exec engine to fire a job (POST /api/exec, a
 // schedule tick, rerun-failed). The engine replies with *ExecReply to the
-// sender (Request/RequestFuture).
+// sender (Request/RequestFuture), carrying the request's CorrelationID.
 type ExecRequest struct {
-	JobID string
-	Plan  FanoutPlan
+	// CorrelationID is echoed in the reply, so that a sender that makes
+	// requests over time (a schedule actor) tells the answer it waits for
+	// from a late answer to an earlier request. Zero for a sender that
+	// waits on a future.
+	CorrelationID uint64
+	// ExecID, when set, is the exec's id: a scheduled fire's is derived
+	// from its schedule and instant (ScheduledExecID), so a retried or
+	// replayed tick names the same exec. The engine records at most one
+	// exec per id; a request whose id is already recorded publishes
+	// nothing and is answered with ExecReply.Existing. Empty: a new random
+	// id.
+	ExecID string
+	JobID  string
+	Plan   FanoutPlan
+	// Manifest is the job as the caller read it at fire time (the
+	// scheduler reads the jobs mirror); nil: the engine reads KV jobs.
+	Manifest *Manifest
+	// Resolved says Expected holds the PCs the caller resolved the plan's
+	// target to at fire time (the scheduler's fleet view), so the engine
+	// does not resolve them again. Ignored for a plan with rollout waves,
+	// whose PCs are resolved wave by wave.
+	Resolved bool
+	Expected []string
 	// Actor is ActorOperator or ActorScheduler (audit actor).
 	Actor string
 	// InitiatedBy is stored on the executions row: "operator:<sub>" or
@@ -114,6 +153,13 @@ type ExecRequest struct {
 // ExecReply answers an ExecRequest. Err wraps one of the error kinds
 // (ErrNotFound, ErrInvalid, ErrUnavailable) with an operator-facing text.
 type ExecReply struct {
-	Response ExecResponse
+	// CorrelationID is the request's.
+	CorrelationID uint64
+	Response      ExecResponse
+	// Existing is set when the request's ExecID was recorded before: this
+	// request recorded and published nothing, and Response describes the
+	// exec recorded under that id (whose Commands went out, or not, with
+	// the request that recorded it).
+	Existing bool
 	Err      error
 }

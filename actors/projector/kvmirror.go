@@ -108,6 +108,9 @@ type kvMirror struct {
 	snapshotSeq uint64
 	seen        map[string]bool
 	synced      bool
+	// dropped are the keys the last reconcile removed, announced with the
+	// batch's KVMirrored event.
+	dropped []string
 }
 
 var _ actor.Actor = (*kvMirror)(nil)
@@ -143,6 +146,9 @@ func (k *kvMirror) Receive(c actor.Context) {
 			panic(err)
 		}
 		close(m.done)
+		if ev := k.mirrored(m.entries); len(ev.Entries) > 0 {
+			c.ActorSystem().EventStream.Publish(ev)
+		}
 		if m.snapshotEnd && !k.synced {
 			k.synced, k.seen = true, nil
 			reportReady(c, k.name())
@@ -232,6 +238,26 @@ func (k *kvMirror) apply(b *kvBatch) error {
 	return nil
 }
 
+// mirrored is the KVMirrored event of a committed batch: its entries, and
+// the keys reconcile dropped as deletions newer than the snapshot.
+func (k *kvMirror) mirrored(entries []jetstream.KeyValueEntry) *messages.KVMirrored {
+	ev := &messages.KVMirrored{Bucket: k.spec.bucket, Entries: make([]messages.KVMirroredEntry, 0, len(entries)+len(k.dropped))}
+	for _, e := range entries {
+		me := messages.KVMirroredEntry{Key: e.Key(), Rev: e.Revision()}
+		if e.Operation() == jetstream.KeyValuePut {
+			me.Value = e.Value()
+		} else {
+			me.Deleted = true
+		}
+		ev.Entries = append(ev.Entries, me)
+	}
+	for _, key := range k.dropped {
+		ev.Entries = append(ev.Entries, messages.KVMirroredEntry{Key: key, Rev: k.snapshotSeq + 1, Deleted: true})
+	}
+	k.dropped = nil
+	return ev
+}
+
 // reconcile drops rows whose key is absent from the snapshot.
 func (k *kvMirror) reconcile(ctx context.Context, tx bun.Tx, last []jetstream.KeyValueEntry) error {
 	revs, err := k.spec.revisions(ctx, tx)
@@ -248,6 +274,7 @@ func (k *kvMirror) reconcile(ctx context.Context, tx bun.Tx, last []jetstream.Ke
 			stale = append(stale, key)
 		}
 	}
+	k.dropped = stale
 	if len(stale) == 0 {
 		return nil
 	}
