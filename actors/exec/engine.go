@@ -1,17 +1,29 @@
 // Package exec is the fan-out engine (behaviour.md §2): the one actor that
 // turns "run job J at target T" into Commands on NATS. The HTTP API, the
 // schedule actors and rerun-failed all send it *messages.ExecRequest, and it
-// replies *messages.ExecReply to the sender.
+// replies *messages.ExecReply (carrying the request's correlation id) to
+// the sender.
 //
-// For every exec it reads the manifest from KV jobs (the catalog is the
-// source of truth, so an edit applies to the next exec), validates the plan,
-// writes the version pin script_current[id] before anything is published
-// (upstream wrote it after, and a fast agent dropped the command), and
-// records the executions row with every request_id and expected PC before
-// publishing: an ExecResult carries no exec_id, so a fast agent's result can
-// only find its exec through exec_requests rows that already exist. Commands
-// go out with core NATS publishes, which are buffered, and one flush, so a
-// fan-out to 10 000 PCs costs one round trip to the server, not 10 000.
+// For every exec it takes the manifest the request carries (the scheduler
+// reads its jobs mirror) or reads it from KV jobs (the catalog is the
+// source of truth, so an edit applies to the next exec), validates the
+// plan, writes the version pin script_current[id] before anything is
+// published (upstream wrote it after, and a fast agent dropped the
+// command), and records the executions row with every request_id and
+// expected PC before publishing: an ExecResult carries no exec_id, so a
+// fast agent's result can only find its exec through exec_requests rows
+// that already exist. Commands go out with core NATS publishes, which are
+// buffered, and one flush, so a fan-out to 10 000 PCs costs one round trip
+// to the server, not 10 000.
+//
+// Requests are handled in batches (batch.go): everything pending when the
+// engine gets to it shares one catalog read and one pin per job, one
+// database transaction, one flush, and one pipeline of exec records and
+// audit events (pipeline.go), so that thousands of schedules due at the
+// same instant cost a few round trips instead of thousands. An exec id the
+// request names (a scheduled fire's, derived from its schedule and
+// instant) is recorded at most once: a second request for it publishes
+// nothing and is answered with the exec already recorded.
 //
 // Rollout waves are durable (upstream kept them in memory, defect 12): every
 // wave is a row of exec_waves, one timer (clock.AfterFunc sending a message
@@ -27,9 +39,9 @@
 // creation (pending), to cancelled (every wave cancelled before any was
 // published) and to failed when not a single Command could be published.
 //
-// The actor serialises fan-outs on purpose: NATS publishes and SQLite writes
-// run inside Receive because they are fast and local, but Receive never
-// waits on another actor.
+// NATS publishes and SQLite writes run inside Receive because they are
+// fast and local, but Receive never waits on another actor, nor on
+// JetStream acknowledgements (the pipeline waits for those).
 package exec
 
 import (
@@ -87,16 +99,20 @@ type Buckets interface {
 
 var _ Buckets = (jetstream.JetStream)(nil)
 
-// Recorder stores an exec's record on the EXEC stream (execrecord).
+// Recorder stores execs' records on the EXEC stream (execrecord): a new
+// revision of one exec, or the first records of many new ones in one
+// pipeline (one error per record).
 type Recorder interface {
 	Publish(ctx context.Context, rec *execrecord.Record) error
+	PublishNew(ctx context.Context, recs []*execrecord.Record) []error
 }
 
 var _ Recorder = (*execrecord.Publisher)(nil)
 
-// Auditor publishes audit events.
+// Auditor publishes audit events, many in one pipeline (one error per
+// event).
 type Auditor interface {
-	Publish(ctx context.Context, ev messages.AuditEvent) error
+	PublishAll(ctx context.Context, evs []messages.AuditEvent) []error
 }
 
 var _ Auditor = (*audit.Publisher)(nil)
@@ -187,6 +203,17 @@ type engine struct {
 	sys     *actor.ActorSystem
 	buckets map[string]jetstream.KeyValue
 
+	// queue holds the requests of the next batch; flushQueued says a
+	// flushBatch is on its way.
+	queue       []*queued
+	flushQueued bool
+	pipe        *pipeline
+	// probeQueued says an idleProbe is on its way.
+	probeQueued bool
+	// unstamped are published_at marks deferred until idle (deferStamps).
+	unstamped      []stamps
+	unstampedExecs int
+
 	// Wave timer: armed says whether a wavesDue for generation gen is on
 	// its way (timer is nil when it was sent directly because the wave was
 	// already due).
@@ -211,6 +238,7 @@ func (e *engine) Receive(c actor.Context) {
 	case *actor.Started:
 		e.self, e.sys = c.Self(), c.ActorSystem()
 		self, root := e.self, e.sys.Root
+		e.pipe = newPipeline(&e.Deps, e.log, self, root.Send)
 		e.restoredSub = e.sys.EventStream.Subscribe(func(evt any) {
 			if ev, ok := evt.(*messages.ExecsRestored); ok {
 				root.Send(self, ev)
@@ -221,12 +249,10 @@ func (e *engine) Receive(c actor.Context) {
 		if n := e.rearm(ctx); n > 0 {
 			e.log.Info("rollout waves pending", "count", n, "next_due", e.armedAt)
 		}
-	case *actor.Restarting, *actor.Stopping:
-		e.disarm()
-		if e.restoredSub != nil {
-			e.sys.EventStream.Unsubscribe(e.restoredSub)
-			e.restoredSub = nil
-		}
+	case *actor.Restarting:
+		e.halt(messages.Unavailablef("the exec engine restarted before handling this request; nothing was published"))
+	case *actor.Stopping:
+		e.halt(messages.Unavailablef("%v", errStopping))
 	case *messages.ExecsRestored:
 		// Executions came back from the EXEC stream after this engine
 		// started (the broker was away at start): their waves are due too.
@@ -236,16 +262,36 @@ func (e *engine) Receive(c actor.Context) {
 			e.log.Info("rollout waves pending after restore", "count", n, "next_due", e.armedAt)
 		}
 	case *messages.ExecRequest:
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		e.storeUnrecorded(ctx)
-		resp, err := e.exec(ctx, c.ActorSystem(), m)
-		c.Respond(&messages.ExecReply{Response: resp, Err: err})
+		e.enqueue(c, m)
+	case *flushBatch:
+		e.runBatch(c)
+		e.probeIdle(c)
+	case *idleProbe:
+		e.probeQueued = false
+		if len(e.queue) == 0 && !e.flushQueued {
+			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			defer cancel()
+			e.flushStamps(ctx)
+			e.pipe.release()
+		}
+	case *recordsFailed:
+		if e.unrecorded == nil {
+			e.unrecorded = map[string]bool{}
+		}
+		for _, id := range m.ids {
+			e.unrecorded[id] = true
+		}
 	case *Cancel:
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		reply := e.cancel(ctx, c.ActorSystem(), m.ExecID)
-		c.Respond(&reply)
+		e.storeUnrecorded(ctx)
+		reply, rec := e.cancel(ctx, c.ActorSystem(), m.ExecID)
+		h := &handoff{replies: []outbound{{to: c.Sender(), msg: &reply}}}
+		if rec != nil {
+			h.revised = append(h.revised, rec)
+		}
+		e.pipe.push(h)
+		e.probeIdle(c)
 	case *wavesDue:
 		if !e.armed || m.gen != e.gen {
 			return // a replaced or stopped timer
@@ -256,42 +302,89 @@ func (e *engine) Receive(c actor.Context) {
 		e.storeUnrecorded(ctx)
 		e.publishDue(ctx, c.ActorSystem())
 		e.rearm(ctx)
+		e.probeIdle(c)
 	}
 }
 
-// storeRecord stores exec id's current record on the EXEC stream. On
-// failure the exec is remembered and tried again with the next exec
-// request or wave round; the store itself is already right.
-func (e *engine) storeRecord(ctx context.Context, execID string) {
+// idleProbe goes to the back of the engine's mailbox: when it is handled
+// with no request queued, nothing came in ahead of it, the engine is idle
+// and the pipeline may have the cores.
+type idleProbe struct{}
+
+func (e *engine) probeIdle(c actor.Context) {
+	if !e.probeQueued {
+		e.probeQueued = true
+		c.Send(c.Self(), &idleProbe{})
+	}
+}
+
+// halt ends this incarnation: the wave timer, the restore subscription,
+// the requests still queued (answered with err: nothing of them was
+// written), and the pipeline, given a moment to store what it holds.
+func (e *engine) halt(err error) {
+	e.disarm()
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	e.flushStamps(ctx)
+	if e.restoredSub != nil {
+		e.sys.EventStream.Unsubscribe(e.restoredSub)
+		e.restoredSub = nil
+	}
+	for _, q := range e.queue {
+		if q.sender != nil {
+			e.sys.Root.Send(q.sender, &messages.ExecReply{CorrelationID: q.req.CorrelationID, Err: err})
+		}
+	}
+	e.queue = nil
+	if e.pipe != nil {
+		e.pipe.stop(pipelineStopTimeout)
+		e.pipe = nil
+	}
+}
+
+// loadRecord reads exec id's current record for the pipeline; nil when
+// there is nothing to store (removed by retention meanwhile) or it could
+// not be read (then it is retried with the next batch or wave round).
+func (e *engine) loadRecord(ctx context.Context, execID string) *execrecord.Record {
+	e.flushStamps(ctx) // the record reads them back
 	rec, err := execrecord.Load(ctx, e.Store.R, execID)
 	if execrecord.IsNotFound(err) {
-		delete(e.unrecorded, execID) // removed by retention meanwhile
-		return
-	}
-	if err == nil {
-		err = e.Records.Publish(ctx, rec)
+		delete(e.unrecorded, execID)
+		return nil
 	}
 	if err != nil {
 		e.Metrics.recordFailed.Inc()
-		e.log.Error("exec record not stored on JetStream; will retry", "exec_id", execID, "err", err)
+		e.log.Error("exec record not loaded; will retry", "exec_id", execID, "err", err)
 		if e.unrecorded == nil {
 			e.unrecorded = map[string]bool{}
 		}
 		e.unrecorded[execID] = true
-		return
+		return nil
 	}
 	delete(e.unrecorded, execID)
+	return rec
 }
 
-// storeUnrecorded retries the records that could not be stored before,
-// stopping at the first failure (the broker is likely still away).
+// storeRecord hands exec id's current record to the pipeline.
+func (e *engine) storeRecord(ctx context.Context, execID string) {
+	if rec := e.loadRecord(ctx, execID); rec != nil {
+		e.pipe.push(&handoff{revised: []*execrecord.Record{rec}})
+	}
+}
+
+// storeUnrecorded hands the records that could not be stored before to
+// the pipeline again; the ones that fail again come back.
 func (e *engine) storeUnrecorded(ctx context.Context) {
+	if len(e.unrecorded) == 0 {
+		return
+	}
+	h := &handoff{}
 	for id := range e.unrecorded {
-		e.storeRecord(ctx, id)
-		if e.unrecorded[id] {
-			return
+		if rec := e.loadRecord(ctx, id); rec != nil {
+			h.revised = append(h.revised, rec)
 		}
 	}
+	e.pipe.push(h)
 }
 
 // kv returns an opened bucket, opening it on first use.

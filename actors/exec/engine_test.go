@@ -45,6 +45,8 @@ type env struct {
 	nats exec.Publisher
 	// records replaces the engine's record publisher when set.
 	records exec.Recorder
+	// metrics, when set, are the engine's collectors.
+	metrics *exec.Metrics
 }
 
 func newEnv(t testing.TB) *env {
@@ -77,8 +79,8 @@ func (e *env) deps() exec.Deps {
 	}
 	return exec.Deps{
 		Store: e.store, NATS: pub, KV: e.br.JS, Audit: audit.NewPublisher(e.br.JS, e.clk),
-		Records: records,
-		Clock:   e.clk, Logger: quietLogger(), RetryBackoff: time.Second,
+		Records: records, Metrics: e.metrics,
+		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second,
 	}
 }
 

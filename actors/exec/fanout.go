@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/asynkron/protoactor-go/actor"
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
@@ -57,109 +56,8 @@ func (k *kindError) Unwrap() []error { return []error{k.kind, k.err} }
 
 func invalid(err error) error { return &kindError{kind: messages.ErrInvalid, err: err} }
 
-// exec runs one ExecRequest end to end.
-func (e *engine) exec(ctx context.Context, sys *actor.ActorSystem, req *messages.ExecRequest) (messages.ExecResponse, error) {
-	t0 := time.Now()
-	defer func() { e.Metrics.fanoutDuration.Observe(time.Since(t0).Seconds()) }()
-
-	if err := messages.ValidateToken("job id", req.JobID); err != nil {
-		return messages.ExecResponse{}, err
-	}
-	m, err := e.loadManifest(ctx, req.JobID)
-	if err != nil {
-		return messages.ExecResponse{}, err
-	}
-	fp := req.Plan
-	if err := fp.Validate(); err != nil {
-		return messages.ExecResponse{}, invalid(err)
-	}
-	// The catalog can be written around the API (KV is open to the CLI),
-	// so the manifest is checked again here; its texts ("invalid timeout:
-	// …") are the API's.
-	if err := m.Validate(); err != nil {
-		return messages.ExecResponse{}, invalid(err)
-	}
-	if m.ID != req.JobID {
-		return messages.ExecResponse{}, messages.Invalidf("job '%s' in catalog carries id '%s'; post it again", req.JobID, m.ID)
-	}
-	timeoutSecs, err := m.Execute.TimeoutSecs()
-	if err != nil {
-		return messages.ExecResponse{}, invalid(err)
-	}
-	jitterSecs, err := fp.JitterSecs()
-	if err != nil {
-		return messages.ExecResponse{}, invalid(err)
-	}
-
-	now := e.Clock.Now().UTC()
-	execID := uuid.NewString()
-	p, err := buildPlan(&m, &fp, execID, jitterSecs, now)
-	if err != nil {
-		return messages.ExecResponse{}, err
-	}
-	expected, err := storage.ResolveTargetPCs(ctx, e.Store.R, reachedTarget(p.now), now)
-	if err != nil {
-		return messages.ExecResponse{}, fmt.Errorf("exec %s: %w", execID, err)
-	}
-
-	// The pin goes first: once a Command is out, an agent compares its
-	// version with script_current and drops it on a mismatch.
-	if err := e.pin(ctx, &m); err != nil {
-		return messages.ExecResponse{}, err
-	}
-
-	row, err := newExecutionRow(req, &m, &fp, execID, p, len(expected), timeoutSecs, jitterSecs, now)
-	if err != nil {
-		return messages.ExecResponse{}, err
-	}
-	if err := e.recordExec(ctx, row, p, expected); err != nil {
-		return messages.ExecResponse{}, err
-	}
-
-	handed, confirmed, pubErr := e.publish(p.now)
-	e.Metrics.published.Add(float64(handed))
-	done := e.Clock.Now().UTC()
-	resp := messages.ExecResponse{
-		ExecID: execID, JobID: m.ID, Version: m.Version,
-		TargetCount: len(p.subjects), Subjects: p.subjects, ExpectedPcs: len(expected),
-	}
-	if pubErr != nil {
-		e.Metrics.publishFailed.Inc()
-		e.log.Error("exec publish failed", "exec_id", execID, "job_id", m.ID, "published", handed, "of", len(p.now), "err", pubErr)
-		recorded, err := e.recordPublishFailure(ctx, row, p, expected, handed, confirmed, pubErr, now, done)
-		if err != nil {
-			e.log.Error("record exec publish failure", "exec_id", execID, "err", err)
-		} else {
-			e.storeRecord(ctx, execID)
-			progressed(sys, recorded, done)
-		}
-		resp.Subjects = subjectsOf(p.now[:handed])
-		resp.TargetCount = handed
-		e.auditExec(ctx, req, &m, resp, p.waveMode, pubErr)
-		e.Metrics.fired.WithLabelValues(auditActor(req)).Inc()
-		return messages.ExecResponse{}, messages.Unavailablef(
-			"publish to NATS failed after %d of %d commands (exec %s): %v", handed, len(p.now), execID, pubErr)
-	}
-	if err := e.recordPublished(ctx, execID, p, done); err != nil {
-		// The Commands are out; only the published_at marks are missing.
-		e.log.Error("record exec published", "exec_id", execID, "err", err)
-	}
-	e.storeRecord(ctx, execID)
-	progressed(sys, row, done)
-	e.auditExec(ctx, req, &m, resp, p.waveMode, nil)
-	e.Metrics.fired.WithLabelValues(auditActor(req)).Inc()
-	if hasPendingWave(p) {
-		e.rearm(ctx)
-	}
-	return resp, nil
-}
-
 // loadManifest reads the job from KV jobs, the catalog's source of truth.
-func (e *engine) loadManifest(ctx context.Context, jobID string) (messages.Manifest, error) {
-	kv, err := e.kv(ctx, messages.BucketJobs)
-	if err != nil {
-		return messages.Manifest{}, messages.Unavailablef("job catalog (KV %s) unavailable: %v", messages.BucketJobs, err)
-	}
+func loadManifest(ctx context.Context, kv jetstream.KeyValue, jobID string) (messages.Manifest, error) {
 	entry, err := kv.Get(ctx, jobID)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return messages.Manifest{}, messages.NotFoundf("job '%s' not found in catalog", jobID)
@@ -172,19 +70,6 @@ func (e *engine) loadManifest(ctx context.Context, jobID string) (messages.Manif
 		return messages.Manifest{}, messages.Invalidf("job '%s' in catalog is not a valid manifest: %v; post it again", jobID, err)
 	}
 	return m, nil
-}
-
-// pin writes script_current[id] = version.
-func (e *engine) pin(ctx context.Context, m *messages.Manifest) error {
-	kv, err := e.kv(ctx, messages.BucketScriptCurrent)
-	if err == nil {
-		_, err = kv.Put(ctx, m.ID, []byte(m.Version))
-	}
-	if err != nil {
-		return messages.Unavailablef("write version pin %s[%s] = %s: %v; nothing was published",
-			messages.BucketScriptCurrent, m.ID, m.Version, err)
-	}
-	return nil
 }
 
 // buildPlan decides what goes out now and what later. With rollout waves
@@ -310,15 +195,13 @@ func deadline(from time.Time, timeoutSecs uint64, jitterSecs *uint64) time.Time 
 	return d
 }
 
-func newExecutionRow(req *messages.ExecRequest, m *messages.Manifest, fp *messages.FanoutPlan, execID string,
+// newExecutionRow is the executions row of an exec; manifestJSON is m
+// encoded (once per job and batch: the fires of a burst share it).
+func newExecutionRow(req *messages.ExecRequest, m *messages.Manifest, manifestJSON []byte, fp *messages.FanoutPlan, execID string,
 	p plan, expected int, timeoutSecs uint64, jitterSecs *uint64, now time.Time) (*storage.Execution, error) {
 	planJSON, err := json.Marshal(fp)
 	if err != nil {
 		return nil, fmt.Errorf("encode plan: %w", err)
-	}
-	manifestJSON, err := json.Marshal(m)
-	if err != nil {
-		return nil, fmt.Errorf("encode manifest: %w", err)
 	}
 	subjects, err := json.Marshal(nonNil(subjectsOf(p.now)))
 	if err != nil {
@@ -348,36 +231,6 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// recordExec writes the executions row, every request_id about to be
-// published, the expected PCs and the waves, in one transaction, before
-// anything is published.
-func (e *engine) recordExec(ctx context.Context, row *storage.Execution, p plan, expected []string) error {
-	reqs := make([]storage.ExecRequest, len(p.now))
-	for i, o := range p.now {
-		reqs[i] = storage.ExecRequest{RequestID: o.requestID, ExecID: row.ExecID, Subject: o.subject}
-	}
-	exp := make([]storage.ExecExpected, len(expected))
-	for i, pc := range expected {
-		exp[i] = storage.ExecExpected{ExecID: row.ExecID, PcID: pc}
-	}
-	err := e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
-			return err
-		}
-		if err := storage.InsertChunked(ctx, tx, reqs, false); err != nil {
-			return err
-		}
-		if err := storage.InsertChunked(ctx, tx, exp, false); err != nil {
-			return err
-		}
-		return storage.InsertChunked(ctx, tx, p.waves, false)
-	})
-	if err != nil {
-		return fmt.Errorf("record exec %s: %w", row.ExecID, err)
-	}
-	return nil
-}
-
 // publish hands the Commands to the NATS client and flushes once. It
 // returns how many were handed over and whether the server confirmed them
 // (a flush round trip). After a failed publish the ones handed over before
@@ -397,33 +250,6 @@ func (e *engine) publish(out []outgoing) (handed int, confirmed bool, err error)
 		return len(out), false, fmt.Errorf("flush after %d commands (delivery not confirmed): %w", len(out), err)
 	}
 	return len(out), true, nil
-}
-
-// recordPublished stamps the request_ids and the immediate waves.
-func (e *engine) recordPublished(ctx context.Context, execID string, p plan, at time.Time) error {
-	if len(p.now) == 0 {
-		return nil
-	}
-	var waves []int
-	for _, o := range p.now {
-		if o.wave >= 0 {
-			waves = append(waves, o.wave)
-		}
-	}
-	return e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).
-			Set("published_at = ?", storage.T(at)).
-			Where("exec_id = ?", execID).Where("published_at IS NULL").Exec(ctx); err != nil {
-			return err
-		}
-		if len(waves) == 0 {
-			return nil
-		}
-		_, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).
-			Set("state = ?", storage.WavePublished).Set("published_at = ?", storage.T(at)).
-			Where("exec_id = ?", execID).Where("wave_index IN (?)", bun.In(waves)).Exec(ctx)
-		return err
-	})
 }
 
 // recordPublishFailure records what was published before a failure: the
@@ -533,11 +359,11 @@ func auditActor(req *messages.ExecRequest) string {
 	return req.Actor
 }
 
-// auditExec publishes the exec audit event (wire.md §4). A failure to
-// store it is logged and counted but does not fail the exec: the Commands
-// are already out and the executions row records them.
-func (e *engine) auditExec(ctx context.Context, req *messages.ExecRequest, m *messages.Manifest,
-	resp messages.ExecResponse, waveMode bool, pubErr error) {
+// auditEvent is the exec audit event (wire.md §4). The pipeline stores
+// it; a failure to store it is logged and counted but does not fail the
+// exec: the Commands are already out and the executions row records them.
+func (e *engine) auditEvent(req *messages.ExecRequest, m *messages.Manifest,
+	resp messages.ExecResponse, waveMode bool, pubErr error) messages.AuditEvent {
 	ev := audit.Event(auditActor(req), messages.ActionExec, m.ID, map[string]any{
 		"exec_id":      resp.ExecID,
 		"version":      m.Version,
@@ -555,8 +381,5 @@ func (e *engine) auditExec(ctx context.Context, req *messages.ExecRequest, m *me
 		ev.SetPayloadDefault(k, v)
 	}
 	ev.OccurredAt = e.Clock.Now().UTC()
-	if err := e.Audit.Publish(ctx, ev); err != nil {
-		e.Metrics.auditFailed.Inc()
-		e.log.Error("exec audit event not stored", "exec_id", resp.ExecID, "err", err)
-	}
+	return ev
 }

@@ -12,6 +12,7 @@ type Metrics struct {
 	pendingWaves   prometheus.Gauge
 	auditFailed    prometheus.Counter
 	recordFailed   prometheus.Counter
+	batchSize      prometheus.Histogram
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -32,7 +33,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		fanoutDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kanade_exec_fanout_duration_seconds",
-			Help:    "Time from receiving an exec request to its reply: catalog read, pin, rows, publish and flush.",
+			Help:    "Time from receiving an exec request to its Commands flushed: its batch's catalog reads, pins, rows, publishes and flush.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}),
 		pendingWaves: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -47,9 +48,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kanade_exec_record_failures_total",
 			Help: "Attempts to store an exec's record on the EXEC stream that failed (retried; the database stays right).",
 		}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_exec_batch_requests",
+			Help:    "Exec requests handled together in one batch (one transaction, one flush).",
+			Buckets: []float64{1, 2, 5, 10, 50, 100, 500, 1000},
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed, m.recordFailed)
+		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed, m.recordFailed, m.batchSize)
 	}
 	return m
 }

@@ -3,6 +3,7 @@ package exec_test
 import (
 	"context"
 	"errors"
+	"net/http"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
@@ -80,6 +81,17 @@ func (f *flakyRecords) Publish(ctx context.Context, rec *execrecord.Record) erro
 	return f.pub.Publish(ctx, rec)
 }
 
+func (f *flakyRecords) PublishNew(ctx context.Context, recs []*execrecord.Record) []error {
+	if f.down.Load() {
+		errs := make([]error, len(recs))
+		for i := range errs {
+			errs[i] = errors.New("nats: timeout")
+		}
+		return errs
+	}
+	return f.pub.PublishNew(ctx, recs)
+}
+
 // A record that cannot be stored does not fail the exec (its Commands are
 // out and the database is right); it is stored with the next exec.
 func TestUnstoredRecordIsRetried(t *testing.T) {
@@ -127,6 +139,11 @@ func TestEngineReloadsWavesAfterARestore(t *testing.T) {
 	// The engine comes up on a wiped database; the restore follows.
 	e.store = storagetest.OpenAt(t, filepath.Join(t.TempDir(), "late.db"))
 	e.start()
+	// A round trip: the engine has looked for waves (none yet) before the
+	// restore writes any.
+	if _, err := e.client.Cancel(context.Background(), "none"); statusOf(err) != http.StatusNotFound {
+		t.Fatalf("cancel of an unknown exec: %v", err)
+	}
 	if _, err := execrecord.RestoreIfWiped(context.Background(), e.store, e.br.JS, quietLogger(), true); err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/execrecord"
 )
 
 // wavesPerRound bounds the waves published in one message, so that a long
@@ -225,24 +226,25 @@ func (e *engine) setWaveState(ctx context.Context, w *storage.ExecWave, state st
 	})
 }
 
-// cancel cancels an exec's pending waves. The exec becomes cancelled only
-// when nothing of it was published; otherwise Commands are out and their
-// results still count, so the status stays the projector's.
-func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID string) CancelReply {
+// cancel cancels an exec's pending waves and returns the exec's new record
+// (nil when nothing changed). The exec becomes cancelled only when nothing
+// of it was published; otherwise Commands are out and their results still
+// count, so the status stays the projector's.
+func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID string) (CancelReply, *execrecord.Record) {
 	reply := CancelReply{ExecID: execID}
 	if err := messages.ValidateToken("exec id", execID); err != nil {
 		reply.Err = err
-		return reply
+		return reply, nil
 	}
 	ex := new(storage.Execution)
 	err := e.Store.R.NewSelect().Model(ex).Where("exec_id = ?", execID).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
 		reply.Err = messages.NotFoundf("execution '%s' not found", execID)
-		return reply
+		return reply, nil
 	}
 	if err != nil {
 		reply.Err = fmt.Errorf("load exec %s: %w", execID, err)
-		return reply
+		return reply, nil
 	}
 	now := e.Clock.Now().UTC()
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -283,21 +285,21 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 	})
 	if err != nil {
 		reply.Err = fmt.Errorf("cancel waves of exec %s: %w", execID, err)
-		return reply
+		return reply, nil
 	}
 	if reply.CancelledWaves == 0 {
 		reply.Status = ex.Status
 		reply.Err = messages.Conflictf("execution '%s' has no pending rollout waves to cancel", execID)
-		return reply
+		return reply, nil
 	}
 	e.rearm(ctx)
-	e.storeRecord(ctx, execID)
+	rec := e.loadRecord(ctx, execID)
 	if err := e.Store.R.NewSelect().Model(ex).WherePK().Scan(ctx); err != nil {
 		reply.Err = fmt.Errorf("reload exec %s: %w", execID, err)
-		return reply
+		return reply, rec
 	}
 	reply.Status = ex.Status
 	e.log.Info("rollout waves cancelled", "exec_id", execID, "waves", reply.CancelledWaves, "status", ex.Status)
 	progressed(sys, ex, now)
-	return reply
+	return reply, rec
 }

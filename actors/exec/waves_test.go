@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"go.uber.org/goleak"
 
 	"kanade-backend/actors/actorsys"
@@ -15,6 +16,7 @@ import (
 	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 const canaryThenWave1 = `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`
@@ -182,6 +184,10 @@ func TestEngineStopLeavesNoGoroutines(t *testing.T) {
 	// reply subscription, which lives as long as the connection.
 	if _, err := e.br.JS.Publish(context.Background(), "audit.test.warmup", []byte("{}")); err != nil {
 		t.Fatal(err)
+	}
+	// So does the subscription of its pipelined (asynchronous) publishes.
+	if errs := broker.PublishAll(context.Background(), e.br.JS, []*nats.Msg{{Subject: "audit.test.warmup", Data: []byte("{}")}}); errs[0] != nil {
+		t.Fatal(errs[0])
 	}
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
