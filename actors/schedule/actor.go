@@ -8,21 +8,24 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
 
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
 )
 
-// ioTimeout bounds each store or KV call a tick makes. They are local
-// reads (an indexed SQLite query, a KV get) that take well under a
-// millisecond; the bound only keeps a wedged dependency from holding the
-// actor forever.
+// ioTimeout bounds each store or KV call made for a schedule actor (the
+// dedup seed, settling an unanswered fire, the auto-disable write). None
+// runs inside Receive: each runs on a goroutine and answers with a
+// message, so a slow store never holds a worker that thousands of other
+// schedules' ticks need.
 const ioTimeout = 5 * time.Second
 
 // DefaultFireTimeout is how long a schedule waits for the exec engine to
-// answer a fire before recording the tick as failed.
+// answer a fire before it settles the fire by looking its exec up.
 const DefaultFireTimeout = 30 * time.Second
 
 // maxDecideAttempts bounds how often one tick re-decides after losing the
@@ -41,6 +44,9 @@ type env struct {
 	log         *slog.Logger
 	onTick      func(scheduleID string)
 	fireTimeout time.Duration
+	// fleet is the in-memory view of jobs, agents and groups that ticks
+	// read (see fleet).
+	fleet *fleetView
 	// workers run the schedule actors' mailboxes (see workerPool); the
 	// supervisor closes them when it stops for good.
 	workers *workerPool
@@ -51,9 +57,11 @@ type env struct {
 // box carries what must outlive one incarnation of a schedule actor: the
 // newest definition it applied (a restarted actor must not fall back to
 // the definition it was spawned with), the last instant it handled (so a
-// restart never fires the same instant twice) and the one-time catch-up of
-// a backend start. Only the actor's own goroutine touches it: the
-// producer that reads it runs in the restart, on that goroutine too.
+// restart never fires the same instant twice), the one-time catch-up of a
+// backend start, the correlation ids of its exec requests and a fire still
+// waiting for the exec engine when the actor failed. Only the actor's own
+// goroutine touches it: the producer that reads it runs in the restart, on
+// that goroutine too.
 type box struct {
 	def messages.Schedule
 	rev uint64
@@ -67,11 +75,13 @@ type box struct {
 	// gen of its timer, so a tick from a timer since re-armed (or from an
 	// earlier incarnation, still queued in the mailbox) is recognised.
 	gen uint64
-	// staleDirect counts exec requests sent directly (see fire) whose
-	// replies are still due but no longer wanted: they timed out, or were
-	// sent by an earlier incarnation. It outlives a restart so that the
-	// new incarnation never mistakes such a reply for its own.
-	staleDirect int
+	// corr numbers the exec requests (ExecRequest.CorrelationID). It
+	// outlives a restart, so a new incarnation never takes the answer to
+	// an earlier incarnation's request for its own.
+	corr uint64
+	// pending is the fire the failed incarnation was waiting for; the
+	// next one adopts it, so its answer is still recorded.
+	pending *pendingFire
 }
 
 // catchUp asks a schedule loaded at backend start to look for the instant
@@ -103,13 +113,28 @@ type (
 	// runNow fires at once through the normal dedup path; the outcome is
 	// sent to the sender as *Tick.
 	runNow struct{}
-	// fireDone is the exec engine's answer, relayed by a fire's proxy.
-	fireDone struct {
-		seq   uint64
-		reply *messages.ExecReply
+	// seeded is the dedup state of the schedule's job, loaded in bulk by
+	// the supervisor (see supervisor.seed).
+	seeded struct {
+		jobID    string
+		latest   map[string]time.Time
+		inFlight []InFlightPC
+		err      error
 	}
 	// fireTimeout is the fire's timer expiring before any answer.
-	fireTimeout struct{ seq uint64 }
+	fireTimeout struct{ corr uint64 }
+	// fireSettled is what the store says became of an unanswered fire.
+	fireSettled struct {
+		corr uint64
+		s    exec.Settlement
+		err  error
+	}
+	// disableDone is the auto-disable write's outcome.
+	disableDone struct {
+		newRev uint64
+		cur    *Versioned
+		err    error
+	}
 )
 
 // inFlight is one PC a fire of this schedule waits for.
@@ -120,17 +145,34 @@ type inFlight struct {
 
 // pendingFire is the one exec request a schedule may have outstanding.
 type pendingFire struct {
-	seq     uint64
+	req     *messages.ExecRequest
 	instant time.Time
 	trigger string
 	replyTo *actor.PID
 	pcs     []string
 	count   int
-	// direct is set when the request was sent by the actor itself (its
-	// reply arrives as *messages.ExecReply); otherwise proxy sent it.
-	direct bool
-	proxy  *actor.PID
-	timer  clock.Timer
+	timer   clock.Timer
+	// settling is set while the store is asked what became of it;
+	// existing once the engine said its exec id was recorded before.
+	settling bool
+	existing bool
+}
+
+// tickWait is a tick waiting for the dedup state.
+type tickWait struct {
+	instant time.Time
+	trigger string
+	replyTo *actor.PID
+	attempt int
+}
+
+// pendingDisable is a tick whose auto-disable write is on its way.
+type pendingDisable struct {
+	t       Tick
+	replyTo *actor.PID
+	attempt int
+	reason  string
+	def     messages.Schedule
 }
 
 // scheduleActor owns one schedule: its cron timer, its dedup state
@@ -153,12 +195,18 @@ type scheduleActor struct {
 
 	timer clock.Timer
 
+	// Dedup state: seeded once the supervisor's bulk load arrived
+	// (asked: requested and not answered yet).
 	seeded   bool
+	asked    bool
 	latest   map[string]time.Time
 	inFlight map[string]inFlight
 
-	fireSeq uint64
-	pending *pendingFire
+	// At most one of these holds a tick open: a fire waiting for the exec
+	// engine, a tick waiting for the dedup state, an auto-disable write.
+	pending   *pendingFire
+	waiting   *tickWait
+	disabling *pendingDisable
 }
 
 var _ actor.Actor = (*scheduleActor)(nil)
@@ -172,18 +220,18 @@ func (e *env) props(b *box, rec *record) *actor.Props {
 	}, actor.WithDispatcher(e.workers))
 }
 
-// Receive handles one message. It never waits for another actor: the exec
-// engine's answer comes back as a message. Store and KV calls are made
-// inline; they are local, indexed and bounded by ioTimeout, and making them
-// asynchronous would only let a second tick interleave with the first.
+// Receive handles one message. It makes no call to the store or to NATS:
+// a tick reads the fleet view, the exec engine answers by message, and
+// the dedup seed, the settling of an unanswered fire and the auto-disable
+// write run elsewhere and answer by message too.
 func (a *scheduleActor) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
 		a.started(ctx)
 	case *actor.Restarting:
-		a.halt(ctx, "the schedule's actor failed and is restarting")
+		a.halt(ctx, true, "the schedule's actor failed and is restarting")
 	case *actor.Stopping:
-		a.halt(ctx, "the schedule's actor stopped")
+		a.halt(ctx, false, "the schedule's actor stopped")
 	case *actor.Stopped:
 		a.env.metrics.running.Dec()
 	case *tick:
@@ -192,17 +240,27 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 		a.onUpdate(ctx, m)
 	case *jobResults:
 		a.onResults(m)
+	case *seeded:
+		a.onSeeded(ctx, m)
 	case *runNow:
 		a.runTick(ctx, a.env.clock.Now(), TriggerManual, ctx.Sender(), 0)
 	case *messages.ExecReply:
-		a.onDirectReply(ctx, m)
+		a.onReply(ctx, m)
 	case *actor.DeadLetterResponse:
-		// A direct request reached no one: the exec engine is gone.
-		a.onDirectReply(ctx, &messages.ExecReply{Err: messages.Unavailablef("the exec engine is not running")})
-	case *fireDone:
-		a.onFireDone(ctx, m)
+		// The request reached no one (the exec engine is gone): what
+		// became of the pending fire is settled in the store, like a
+		// timeout.
+		if p := a.pending; p != nil && !p.settling {
+			a.settle(ctx, p)
+		}
 	case *fireTimeout:
-		a.onFireTimeout(ctx, m)
+		if p := a.pending; p != nil && p.req.CorrelationID == m.corr && !p.settling {
+			a.settle(ctx, p)
+		}
+	case *fireSettled:
+		a.onSettled(ctx, m)
+	case *disableDone:
+		a.onDisableDone(ctx, m)
 	}
 }
 
@@ -223,6 +281,14 @@ func (a *scheduleActor) started(ctx actor.Context) {
 		// failing makes it visible through the restart policy.
 		panic(fmt.Sprintf("schedule %s: %v", a.box.def.ID, err))
 	}
+	if p := a.box.pending; p != nil {
+		// The fire the failed incarnation sent is still answered to this
+		// PID; wait for it afresh.
+		a.box.pending = nil
+		a.pending = p
+		a.armFireTimeout(ctx, p)
+	}
+	a.askSeed(ctx)
 	if c := a.box.catchUp; c != nil {
 		a.box.catchUp = nil
 		a.catchUp(ctx, c)
@@ -232,20 +298,33 @@ func (a *scheduleActor) started(ctx actor.Context) {
 
 // halt stops the timers of this incarnation, so that a restarted or
 // stopped actor leaves nothing behind that could send it a stale message.
-func (a *scheduleActor) halt(ctx actor.Context, why string) {
+// A fire still waiting for the exec engine is handed to the next
+// incarnation on a restart; on a stop it is abandoned (the schedule is
+// deleted or the backend stops), and a manual run waiting for it is told.
+func (a *scheduleActor) halt(ctx actor.Context, restarting bool, why string) {
 	a.disarm()
+	now := a.env.clock.Now()
 	if p := a.pending; p != nil {
 		a.pending = nil
 		p.timer.Stop()
-		if p.direct {
-			a.box.staleDirect++
+		p.settling = false
+		if restarting {
+			a.box.pending = p
+		} else if p.replyTo != nil {
+			ctx.Send(p.replyTo, &Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant, At: now,
+				Reason: fmt.Sprintf("%s before the exec engine answered; exec %s may still run", why, p.req.ExecID)})
 		}
-		// The proxy dies with this incarnation, so its answer would never
-		// be recorded; a manual run waiting for it is told now instead.
-		if p.replyTo != nil {
-			ctx.Send(p.replyTo, &Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant,
-				At: a.env.clock.Now(), Reason: why + " before the exec engine answered"})
-		}
+	}
+	// Nothing was published for these ticks.
+	if w := a.waiting; w != nil {
+		a.waiting = nil
+		a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: w.trigger, Instant: w.instant,
+			Reason: why + " while loading the dedup state"}, w.replyTo)
+	}
+	if d := a.disabling; d != nil {
+		a.disabling = nil
+		d.t.Outcome, d.t.Reason = messages.TickFailed, d.reason+"; "+why+" while auto-disabling the schedule"
+		a.finish(ctx, d.t, d.replyTo)
 	}
 }
 
@@ -348,10 +427,63 @@ func (a *scheduleActor) applyUpdate(ctx actor.Context, def messages.Schedule, re
 		return
 	}
 	if def.JobID != oldJob {
-		a.seeded, a.latest, a.inFlight = false, nil, nil
+		a.seeded, a.asked, a.latest, a.inFlight = false, false, nil, nil
 		a.publishDedup()
 	}
+	a.askSeed(ctx)
 	a.arm(ctx)
+}
+
+// askSeed asks the supervisor for the dedup state of the schedule's job
+// (once_per_pc and once_per_target keep one), unless it is there or asked
+// for already. The supervisor loads the state of every schedule asking at
+// the same time in one bulk query.
+func (a *scheduleActor) askSeed(ctx actor.Context) {
+	if a.seeded || a.asked || a.policy.Mode == messages.ModeEveryTick {
+		return
+	}
+	a.asked = true
+	ctx.Send(ctx.Parent(), &needSeed{pid: ctx.Self(), key: SeedKey{ScheduleID: a.def.ID, JobID: a.def.JobID}})
+}
+
+// onSeeded merges the loaded dedup state with what results delivered
+// meanwhile (both sides keep the newest time per PC) and runs a tick that
+// waited for it.
+func (a *scheduleActor) onSeeded(ctx actor.Context, m *seeded) {
+	if m.jobID != a.def.JobID || a.seeded {
+		return // the job changed since; a new seed is on its way
+	}
+	a.asked = false
+	if m.err != nil {
+		if w := a.waiting; w != nil {
+			a.waiting = nil
+			a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: w.trigger, Instant: w.instant,
+				Reason: fmt.Sprintf("load dedup state: %v", m.err)}, w.replyTo)
+		}
+		return // asked again at the next tick
+	}
+	if a.latest == nil {
+		a.latest = make(map[string]time.Time, len(m.latest))
+	}
+	for pc, t := range m.latest {
+		if cur, ok := a.latest[pc]; !ok || t.After(cur) {
+			a.latest[pc] = t
+		}
+	}
+	for _, p := range m.inFlight {
+		if _, ok := a.inFlight[p.PC]; !ok {
+			if a.inFlight == nil {
+				a.inFlight = map[string]inFlight{}
+			}
+			a.inFlight[p.PC] = inFlight{execID: p.ExecID, since: p.Since, until: p.Until}
+		}
+	}
+	a.seeded = true
+	a.publishDedup()
+	if w := a.waiting; w != nil {
+		a.waiting = nil
+		a.runTick(ctx, w.instant, w.trigger, w.replyTo, w.attempt)
+	}
 }
 
 func (a *scheduleActor) onResults(m *jobResults) {
@@ -376,41 +508,6 @@ func (a *scheduleActor) onResults(m *jobResults) {
 		}
 	}
 	a.publishDedup()
-}
-
-// seed loads the dedup state from the store: the newest success per PC of
-// the job (one indexed query) and the PCs recent fires of this schedule
-// still wait for. Results projected before the seed are merged, not lost:
-// both sides keep the newest time per PC.
-func (a *scheduleActor) seed(now time.Time) error {
-	ctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	latest, err := a.env.reader.LatestSuccesses(ctx, a.def.JobID)
-	if err != nil {
-		return err
-	}
-	pcs, err := a.env.reader.InFlight(ctx, a.def.ID, a.def.JobID, now)
-	if err != nil {
-		return err
-	}
-	if a.latest == nil {
-		a.latest = make(map[string]time.Time, len(latest))
-	}
-	for pc, t := range latest {
-		if cur, ok := a.latest[pc]; !ok || t.After(cur) {
-			a.latest[pc] = t
-		}
-	}
-	for _, p := range pcs {
-		if _, ok := a.inFlight[p.PC]; !ok {
-			if a.inFlight == nil {
-				a.inFlight = map[string]inFlight{}
-			}
-			a.inFlight[p.PC] = inFlight{execID: p.ExecID, since: p.Since, until: p.Until}
-		}
-	}
-	a.seeded = true
-	return nil
 }
 
 // catchUp handles the instant missed while the backend was down: at most
@@ -440,11 +537,12 @@ func (a *scheduleActor) catchUp(ctx actor.Context, c *catchUp) {
 	}
 }
 
-// runTick runs one tick: the job and the target at fire time, the dedup
-// decision, then a fire through the exec engine or a recorded skip.
+// runTick runs one tick: the job and the target at fire time (from the
+// fleet view), the dedup decision, then a fire through the exec engine or
+// a recorded skip.
 func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger string, replyTo *actor.PID, attempt int) {
 	now := a.env.clock.Now()
-	if attempt == 0 {
+	if attempt == 0 && a.waiting == nil {
 		if a.env.onTick != nil {
 			a.env.onTick(a.def.ID)
 		}
@@ -464,47 +562,47 @@ func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger st
 		t.Outcome, t.Reason = messages.TickSkipped, reason
 		a.finish(ctx, t, replyTo)
 	}
-	fail := func(err error) {
-		t.Outcome, t.Reason = messages.TickFailed, err.Error()
-		a.finish(ctx, t, replyTo)
-	}
 	if late := now.Sub(instant); a.hasDeadline && trigger == TriggerCron && late > a.deadline {
 		t.Outcome = messages.TickMissed
 		t.Reason = fmt.Sprintf("tick handled %s late, beyond starting_deadline %s", late.Round(time.Millisecond), a.deadline)
 		a.finish(ctx, t, replyTo)
 		return
 	}
-	if a.pending != nil {
+	switch {
+	case a.pending != nil:
 		skip("the previous fire is still waiting for the exec engine")
 		return
-	}
-	if a.policy.Mode == messages.ModeEveryTick {
-		a.fire(ctx, t, replyTo, a.def.FanoutPlan, nil, 0, 0)
+	case a.waiting != nil:
+		skip("the previous tick is still waiting for the dedup state to load")
+		return
+	case a.disabling != nil:
+		skip("the previous tick is still auto-disabling the schedule")
 		return
 	}
-
-	ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	job, err := a.env.reader.Job(ioctx, a.def.JobID)
+	job, err := a.env.fleet.job(a.def.JobID)
 	if errors.Is(err, messages.ErrNotFound) {
 		skip(err.Error())
 		return
 	}
 	if err != nil {
-		fail(fmt.Errorf("read job: %w", err))
+		t.Outcome, t.Reason = messages.TickFailed, err.Error()
+		a.finish(ctx, t, replyTo)
+		return
+	}
+	if a.policy.Mode == messages.ModeEveryTick {
+		var expected []string
+		if !hasRollout(a.def.FanoutPlan) {
+			expected = a.env.fleet.resolve(a.def.Target, now)
+		}
+		a.fire(ctx, t, replyTo, job, a.def.FanoutPlan, expected, nil, 0, 0)
 		return
 	}
 	if !a.seeded {
-		if err := a.seed(now); err != nil {
-			fail(fmt.Errorf("load dedup state: %w", err))
-			return
-		}
-	}
-	expected, err := a.env.reader.ResolveTargets(ioctx, a.resolve, now)
-	if err != nil {
-		fail(err)
+		a.waiting = &tickWait{instant: instant, trigger: trigger, replyTo: replyTo, attempt: attempt}
+		a.askSeed(ctx)
 		return
 	}
+	expected := a.env.fleet.resolve(a.resolve, now)
 	a.pruneInFlight(now)
 	d := DecideLatest(a.policy, expected, a.latest, now)
 	window := a.inFlightWindow(job)
@@ -527,7 +625,7 @@ func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger st
 			return
 		}
 		plan := messages.FanoutPlan{Target: messages.Target{Pcs: pcs}, Jitter: a.def.Jitter}
-		a.fire(ctx, t, replyTo, plan, pcs, len(pcs), window)
+		a.fire(ctx, t, replyTo, job, plan, pcs, pcs, len(pcs), window)
 	case FireWholeTarget:
 		busy := 0
 		for _, pc := range expected {
@@ -539,13 +637,19 @@ func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger st
 			skip(fmt.Sprintf("the previous fire is still running on %d of %d PCs", busy, len(expected)))
 			return
 		}
-		a.fire(ctx, t, replyTo, a.def.FanoutPlan, expected, len(expected), window)
+		var resolved []string
+		if !hasRollout(a.def.FanoutPlan) {
+			resolved = expected
+		}
+		a.fire(ctx, t, replyTo, job, a.def.FanoutPlan, resolved, expected, len(expected), window)
 	}
 }
 
+func hasRollout(p messages.FanoutPlan) bool { return p.Rollout != nil && len(p.Rollout.Waves) > 0 }
+
 // inFlightWindow is how long a fired PC is left alone without a result:
 // the job's timeout, the plan's jitter and InFlightMargin.
-func (a *scheduleActor) inFlightWindow(job messages.Manifest) time.Duration {
+func (a *scheduleActor) inFlightWindow(job *messages.Manifest) time.Duration {
 	w := InFlightMargin
 	if d, err := job.Execute.Timeout.Parse(); err == nil {
 		w += d
@@ -566,79 +670,84 @@ func (a *scheduleActor) pruneInFlight(now time.Time) {
 	}
 }
 
-// fire sends one exec request. A schedule has at most one request
-// outstanding, so the exec engine's reply, which carries nothing that
-// identifies the request, is simply the answer to that one: the request
-// is sent by the actor itself (ctx.Request), the cheap path that every
-// tick of a busy scheduler takes. Only while a reply that timed out is
-// still due does a short-lived proxy child send the request instead, so
-// that the late reply and the new one cannot be confused.
-// The PCs are marked in flight at once, not when the engine answers, so
-// that a tick arriving meanwhile cannot fire them again.
-func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, plan messages.FanoutPlan, pcs []string, count int, window time.Duration) {
+// fire sends one exec request, carrying the job as the fleet view has it
+// and, for a plan without rollout waves, the PCs its target resolved to
+// (resolved), so the exec engine neither reads the catalog nor queries the
+// store for it. A cron or catch-up fire names its exec id, derived from
+// the schedule and the instant: however often that instant is fired
+// (a retry, a restart, a replay), the engine records one exec for it. The
+// reply carries the request's correlation id, so a late answer to an
+// earlier request is never taken for this one. The PCs (inFlightPCs) are
+// marked in flight at once, not when the engine answers, so that a tick
+// arriving meanwhile cannot fire them again.
+func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job *messages.Manifest, plan messages.FanoutPlan,
+	resolved, inFlightPCs []string, count int, window time.Duration) {
 	if a.env.exec == nil {
 		t.Outcome, t.Reason = messages.TickFailed, "the exec engine is not running"
 		a.finish(ctx, t, replyTo)
 		return
 	}
-	a.fireSeq++
-	seq := a.fireSeq
+	a.box.corr++
+	execID := uuid.NewString()
+	if t.Trigger != TriggerManual {
+		execID = messages.ScheduledExecID(a.def.ID, t.Instant)
+	}
 	req := &messages.ExecRequest{
-		JobID:       a.def.JobID,
-		Plan:        plan,
-		Actor:       messages.ActorScheduler,
-		InitiatedBy: messages.ActorScheduler + ":" + a.def.ID,
-		ScheduleID:  a.def.ID,
+		CorrelationID: a.box.corr,
+		ExecID:        execID,
+		JobID:         a.def.JobID,
+		Plan:          plan,
+		Manifest:      job,
+		Resolved:      !hasRollout(plan),
+		Expected:      resolved,
+		Actor:         messages.ActorScheduler,
+		InitiatedBy:   messages.ActorScheduler + ":" + a.def.ID,
+		ScheduleID:    a.def.ID,
 	}
 	now := a.env.clock.Now()
-	if len(pcs) > 0 && a.inFlight == nil {
-		a.inFlight = make(map[string]inFlight, len(pcs))
+	if len(inFlightPCs) > 0 && a.inFlight == nil {
+		a.inFlight = make(map[string]inFlight, len(inFlightPCs))
 	}
-	for _, pc := range pcs {
-		a.inFlight[pc] = inFlight{since: now, until: now.Add(window)}
+	for _, pc := range inFlightPCs {
+		a.inFlight[pc] = inFlight{execID: execID, since: now, until: now.Add(window)}
 	}
-	p := &pendingFire{seq: seq, instant: t.Instant, trigger: t.Trigger, replyTo: replyTo, pcs: pcs, count: count}
-	if a.box.staleDirect == 0 {
-		p.direct = true
-		ctx.Request(a.env.exec, req)
-	} else {
-		exec := a.env.exec
-		p.proxy = ctx.Spawn(actor.PropsFromProducer(func() actor.Actor { return &fireProxy{exec: exec, req: req, seq: seq} }))
-	}
-	root, self := ctx.ActorSystem().Root, ctx.Self()
-	p.timer = a.env.clock.AfterFunc(a.env.fireTimeout, func() { root.Send(self, &fireTimeout{seq: seq}) })
+	p := &pendingFire{req: req, instant: t.Instant, trigger: t.Trigger, replyTo: replyTo, pcs: inFlightPCs, count: count}
+	ctx.Request(a.env.exec, req)
 	a.pending = p
+	a.armFireTimeout(ctx, p)
 }
 
-// onDirectReply takes a reply to a request the actor sent itself. While
-// stale replies are due no request is sent directly, so a reply then is
-// one of them.
-func (a *scheduleActor) onDirectReply(ctx actor.Context, r *messages.ExecReply) {
-	if a.box.staleDirect > 0 {
-		a.box.staleDirect--
+func (a *scheduleActor) armFireTimeout(ctx actor.Context, p *pendingFire) {
+	root, self, corr := ctx.ActorSystem().Root, ctx.Self(), p.req.CorrelationID
+	p.timer = a.env.clock.AfterFunc(a.env.fireTimeout, func() { root.Send(self, &fireTimeout{corr: corr}) })
+}
+
+// onReply takes the exec engine's answer to the pending fire; an answer to
+// any other request (one settled meanwhile, or an earlier incarnation's)
+// is ignored.
+func (a *scheduleActor) onReply(ctx actor.Context, r *messages.ExecReply) {
+	p := a.pending
+	if p == nil || r.CorrelationID != p.req.CorrelationID {
 		return
 	}
-	if p := a.pending; p != nil && p.direct {
-		a.onFireDone(ctx, &fireDone{seq: p.seq, reply: r})
-	}
-}
-
-func (a *scheduleActor) onFireDone(ctx actor.Context, m *fireDone) {
-	p := a.pending
-	if p == nil || p.seq != m.seq {
-		return // answered after its timeout: the tick is already recorded
+	if r.Existing {
+		// This instant's exec was recorded before (a retry or replay):
+		// whether its Commands went out is the store's to say.
+		p.existing = true
+		if !p.settling {
+			a.settle(ctx, p)
+		}
+		return
 	}
 	a.pending = nil
 	p.timer.Stop()
 	t := Tick{Trigger: p.trigger, Instant: p.instant}
-	if err := m.reply.Err; err != nil {
+	if err := r.Err; err != nil {
 		// Nothing was published for a missing job or an invalid plan, so
 		// the PCs are not in flight; after any other failure some commands
 		// may have gone out, and the window keeps them from being doubled.
 		if errors.Is(err, messages.ErrNotFound) || errors.Is(err, messages.ErrInvalid) {
-			for _, pc := range p.pcs {
-				delete(a.inFlight, pc)
-			}
+			a.release(p)
 		}
 		t.Outcome, t.Reason = messages.TickFailed, err.Error()
 		if errors.Is(err, messages.ErrNotFound) {
@@ -647,39 +756,89 @@ func (a *scheduleActor) onFireDone(ctx actor.Context, m *fireDone) {
 		a.finish(ctx, t, p.replyTo)
 		return
 	}
-	resp := m.reply.Response
-	for _, pc := range p.pcs {
-		if f, ok := a.inFlight[pc]; ok && f.execID == "" {
-			f.execID = resp.ExecID
-			a.inFlight[pc] = f
-		}
-	}
-	t.Outcome, t.ExecID, t.Pcs = messages.TickFired, resp.ExecID, p.count
+	a.fired(ctx, p, r.Response.ExecID, r.Response.ExpectedPcs, "")
+}
+
+// fired records the pending fire as fired with exec execID.
+func (a *scheduleActor) fired(ctx actor.Context, p *pendingFire, execID string, expectedPcs int, reason string) {
+	t := Tick{Outcome: messages.TickFired, Trigger: p.trigger, Instant: p.instant, ExecID: execID, Pcs: p.count, Reason: reason}
 	if p.count == 0 {
-		t.Pcs = resp.ExpectedPcs
+		t.Pcs = expectedPcs
 	}
 	a.finish(ctx, t, p.replyTo)
 }
 
-func (a *scheduleActor) onFireTimeout(ctx actor.Context, m *fireTimeout) {
+// release takes a fire's PCs out of flight: nothing was published to them.
+func (a *scheduleActor) release(p *pendingFire) {
+	for _, pc := range p.pcs {
+		if f, ok := a.inFlight[pc]; ok && f.execID == p.req.ExecID {
+			delete(a.inFlight, pc)
+		}
+	}
+}
+
+// settle asks the store what became of a fire the exec engine did not
+// answer (or answered with an exec recorded earlier): never a guess. An
+// exec id no exec holds is claimed with a failed row, so the engine can no
+// longer publish under it; otherwise the recorded exec tells whether its
+// Commands went out.
+func (a *scheduleActor) settle(ctx actor.Context, p *pendingFire) {
+	p.settling = true
+	p.timer.Stop()
+	root, self, w := ctx.ActorSystem().Root, ctx.Self(), a.env.writer
+	req, corr := p.req, p.req.CorrelationID
+	reason := fmt.Sprintf("the exec engine did not answer within %s; nothing was published", a.env.fireTimeout)
+	now := a.env.clock.Now().UTC()
+	go func() {
+		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		s, err := w.Settle(ioctx, req, reason, now)
+		root.Send(self, &fireSettled{corr: corr, s: s, err: err})
+	}()
+}
+
+func (a *scheduleActor) onSettled(ctx actor.Context, m *fireSettled) {
 	p := a.pending
-	if p == nil || p.seq != m.seq {
+	if p == nil || p.req.CorrelationID != m.corr || !p.settling {
 		return
 	}
-	a.pending = nil
-	if p.direct {
-		a.box.staleDirect++
-	} else {
-		ctx.Stop(p.proxy)
+	p.settling = false
+	if m.err != nil {
+		// Still unknown: keep waiting and ask again after another timeout;
+		// meanwhile later ticks are skipped with the reason.
+		a.env.log.Warn("could not settle an unanswered fire; asking again later", "schedule", a.def.ID, "exec_id", p.req.ExecID, "err", m.err)
+		a.armFireTimeout(ctx, p)
+		return
 	}
-	a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant,
-		Reason: fmt.Sprintf("the exec engine did not answer within %s", a.env.fireTimeout)}, p.replyTo)
+	ex := m.s.Exec
+	switch m.s.State {
+	case exec.FirePublished:
+		a.pending = nil
+		reason := ""
+		if p.existing {
+			reason = "this instant was already fired as exec " + ex.ExecID + "; nothing was published again"
+		}
+		a.fired(ctx, p, ex.ExecID, ex.ExpectedPcs, reason)
+	case exec.FireRecorded:
+		// Recorded, not yet published: the engine publishes right after
+		// its transaction. Wait for its answer.
+		a.armFireTimeout(ctx, p)
+	default: // FireClaimed, FireFailed: nothing was published
+		a.pending = nil
+		a.release(p)
+		reason := "exec " + ex.ExecID + " failed"
+		if ex.Error != nil {
+			reason = *ex.Error + " (exec " + ex.ExecID + ")"
+		}
+		a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant, ExecID: ex.ExecID, Reason: reason}, p.replyTo)
+	}
 }
 
 // autoDisable writes the schedule back with enabled=false, compare-and-set
-// on the revision this actor decided on. If an operator edited the
-// schedule in between, the edit wins: the actor takes the new version and
-// decides again on it (bounded by maxDecideAttempts).
+// on the revision this actor decided on, on a goroutine (disableDone). If
+// an operator edited the schedule in between, the edit wins: the actor
+// takes the new version and decides again on it (bounded by
+// maxDecideAttempts).
 func (a *scheduleActor) autoDisable(ctx actor.Context, t Tick, replyTo *actor.PID, attempt int, reason string) {
 	t.Outcome = messages.TickSkipped
 	if !a.def.Enabled {
@@ -687,28 +846,50 @@ func (a *scheduleActor) autoDisable(ctx actor.Context, t Tick, replyTo *actor.PI
 		a.finish(ctx, t, replyTo)
 		return
 	}
-	ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-	defer cancel()
-	newRev, cur, err := a.env.writer.Disable(ioctx, a.def, a.rev)
-	switch {
-	case err == nil:
-		def := a.def
-		def.Enabled = false
-		a.def, a.rev = def, newRev
-		a.box.def, a.box.rev = def, newRev
-		a.disarm()
-		ev := audit.Event(messages.ActorScheduler, messages.ActionScheduleCompleted, def.ID,
-			map[string]any{"mode": string(def.EffectiveMode()), "job_id": def.JobID})
-		if err := a.env.audit.Publish(ioctx, ev); err != nil {
-			a.env.log.Warn("audit schedule_completed not published", "schedule", def.ID, "err", err)
+	def, rev := a.def, a.rev
+	a.disabling = &pendingDisable{t: t, replyTo: replyTo, attempt: attempt, reason: reason, def: def}
+	root, self, w, au := ctx.ActorSystem().Root, ctx.Self(), a.env.writer, a.env.audit
+	log := a.env.log
+	go func() {
+		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		defer cancel()
+		newRev, cur, err := w.Disable(ioctx, def, rev)
+		if err == nil {
+			ev := audit.Event(messages.ActorScheduler, messages.ActionScheduleCompleted, def.ID,
+				map[string]any{"mode": string(def.EffectiveMode()), "job_id": def.JobID})
+			if err := au.Publish(ioctx, ev); err != nil {
+				log.Warn("audit schedule_completed not published", "schedule", def.ID, "err", err)
+			}
 		}
-		a.env.log.Info("schedule completed; auto-disabled", "schedule", def.ID, "job", def.JobID, "rev", newRev)
+		root.Send(self, &disableDone{newRev: newRev, cur: cur, err: err})
+	}()
+}
+
+func (a *scheduleActor) onDisableDone(ctx actor.Context, m *disableDone) {
+	d := a.disabling
+	if d == nil {
+		return
+	}
+	a.disabling = nil
+	t, replyTo, attempt, reason := d.t, d.replyTo, d.attempt, d.reason
+	switch err := m.err; {
+	case err == nil:
+		def := d.def
+		def.Enabled = false
+		if m.newRev > a.rev {
+			a.def, a.rev = def, m.newRev
+			a.box.def, a.box.rev = def, m.newRev
+		}
+		a.disarm()
+		a.env.log.Info("schedule completed; auto-disabled", "schedule", def.ID, "job", def.JobID, "rev", m.newRev)
 		t.Reason = reason + "; schedule completed and auto-disabled"
 		a.finish(ctx, t, replyTo)
-	case errors.Is(err, messages.ErrConflict) && cur != nil && cur.Err == nil && attempt+1 < maxDecideAttempts:
+	case errors.Is(err, messages.ErrConflict) && m.cur != nil && m.cur.Err == nil && attempt+1 < maxDecideAttempts:
 		a.env.log.Info("schedule changed while auto-disabling; deciding again on the new version",
-			"schedule", a.def.ID, "rev", a.rev, "now", cur.Rev)
-		a.applyUpdate(ctx, cur.Def, cur.Rev, cur.expr)
+			"schedule", a.def.ID, "rev", a.rev, "now", m.cur.Rev)
+		if m.cur.Rev > a.rev {
+			a.applyUpdate(ctx, m.cur.Def, m.cur.Rev, m.cur.expr)
+		}
 		a.runTick(ctx, t.Instant, t.Trigger, replyTo, attempt+1)
 	case errors.Is(err, messages.ErrConflict):
 		t.Reason = reason + "; not auto-disabled: " + err.Error()
@@ -740,28 +921,4 @@ func (a *scheduleActor) finish(ctx actor.Context, t Tick, replyTo *actor.PID) {
 
 func (a *scheduleActor) publishDedup() {
 	a.rec.setDedup(a.seeded, len(a.latest), len(a.inFlight))
-}
-
-// fireProxy sends one ExecRequest and relays the one reply to its parent,
-// tagged with the fire it belongs to.
-type fireProxy struct {
-	exec *actor.PID
-	req  *messages.ExecRequest
-	seq  uint64
-}
-
-var _ actor.Actor = (*fireProxy)(nil)
-
-func (p *fireProxy) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		ctx.Request(p.exec, p.req)
-	case *messages.ExecReply:
-		ctx.Send(ctx.Parent(), &fireDone{seq: p.seq, reply: m})
-		ctx.Stop(ctx.Self())
-	case *actor.DeadLetterResponse:
-		// The exec engine's PID is gone (stopped, or never started).
-		ctx.Send(ctx.Parent(), &fireDone{seq: p.seq, reply: &messages.ExecReply{Err: messages.Unavailablef("the exec engine is not running")}})
-		ctx.Stop(ctx.Self())
-	}
 }

@@ -11,14 +11,14 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/uptrace/bun"
 
+	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
 
-// Backend implements Reader and Writer over the SQL read model and the
-// KV buckets: jobs and schedules are read from KV (the source of truth, so
-// that an edit applies at the very next tick rather than when a mirror
-// catches up), targets, results and executions from SQL.
+// Backend implements Reader, Writer and Source over the SQL read model and
+// KV schedules: the fleet view's initial state, the dedup seeds and the
+// last fires come from SQL, schedules from KV (their source of truth).
 type Backend struct {
 	Store *storage.Store
 	JS    jetstream.JetStream
@@ -65,83 +65,118 @@ func (b *Backend) Schedules(ctx context.Context) (jetstream.KeyValue, error) {
 	return b.bucket(ctx, messages.BucketSchedules)
 }
 
-// Job reads the job from KV jobs.
-func (b *Backend) Job(ctx context.Context, jobID string) (messages.Manifest, error) {
-	kv, err := b.bucket(ctx, messages.BucketJobs)
-	if err != nil {
-		return messages.Manifest{}, err
+// LoadFleet reads the fleet view's initial state: the jobs mirror, every
+// agent's last heartbeat and every PC's mirrored groups, in four plain
+// scans (10 000 agents take a few milliseconds).
+func (b *Backend) LoadFleet(ctx context.Context) (*FleetSnapshot, error) {
+	s := &FleetSnapshot{Agents: map[string]time.Time{}, Groups: map[string]SnapshotGroups{}}
+	var jobs []storage.Job
+	if err := b.Store.R.NewSelect().Model(&jobs).Column("id", "manifest", "kv_revision").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("load the jobs mirror: %w", err)
 	}
-	e, err := kv.Get(ctx, jobID)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return messages.Manifest{}, messages.NotFoundf("job '%s' not found in catalog", jobID)
+	for _, j := range jobs {
+		s.Jobs = append(s.Jobs, SnapshotJob{ID: j.ID, Manifest: j.Manifest, Rev: j.KVRevision})
 	}
-	if err != nil {
-		return messages.Manifest{}, fmt.Errorf("read job %s: %w", jobID, err)
+	var agents []storage.Agent
+	if err := b.Store.R.NewSelect().Model(&agents).Column("pc_id", "last_heartbeat").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("load agents: %w", err)
 	}
-	var m messages.Manifest
-	if err := messages.DecodeJSON(e.Value(), &m); err != nil {
-		return messages.Manifest{}, fmt.Errorf("decode job %s: %w", jobID, err)
+	for _, a := range agents {
+		s.Agents[a.PcID] = a.LastHeartbeat.Time
 	}
-	return m, nil
+	var revs []storage.GroupRevision
+	if err := b.Store.R.NewSelect().Model(&revs).Column("pc_id", "kv_revision").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("load agent_groups revisions: %w", err)
+	}
+	for _, r := range revs {
+		s.Groups[r.PcID] = SnapshotGroups{Rev: r.KVRevision}
+	}
+	var members []storage.GroupMember
+	if err := b.Store.R.NewSelect().Model(&members).Scan(ctx); err != nil {
+		return nil, fmt.Errorf("load group members: %w", err)
+	}
+	for _, m := range members {
+		g := s.Groups[m.PcID]
+		g.Groups = append(g.Groups, m.GroupName)
+		s.Groups[m.PcID] = g
+	}
+	return s, nil
 }
 
-// ResolveTargets is storage.ResolveTargetPCs on the read pool.
-func (b *Backend) ResolveTargets(ctx context.Context, t messages.Target, now time.Time) ([]string, error) {
-	return storage.ResolveTargetPCs(ctx, b.Store.R, t, now)
-}
+// seedChunk bounds the ids of one IN (...) list of the seed queries.
+const seedChunk = 500
 
-// LatestSuccesses runs one grouped query that the covering index
-// execution_results_success (job_id, exit_code, pc_id, finished_at)
-// answers without touching the table.
-func (b *Backend) LatestSuccesses(ctx context.Context, jobID string) (map[string]time.Time, error) {
-	var rows []struct {
-		PcID string       `bun:"pc_id"`
-		Last storage.Time `bun:"last"`
+// Seeds loads the dedup state of many schedules with one grouped query
+// per chunk of jobs (the covering index execution_results_success answers
+// it without touching the table) and one per chunk of schedules (index
+// executions_schedule): the seed of 10 000 schedules at start costs a few
+// queries, not two per schedule.
+func (b *Backend) Seeds(ctx context.Context, keys []SeedKey, now time.Time) (*Seeds, error) {
+	out := &Seeds{Latest: map[string]map[string]time.Time{}, InFlight: map[string][]InFlightPC{}}
+	jobOf := make(map[string]string, len(keys))
+	var jobs, schedules []string
+	for _, k := range keys {
+		if _, ok := out.Latest[k.JobID]; !ok {
+			out.Latest[k.JobID] = map[string]time.Time{}
+			jobs = append(jobs, k.JobID)
+		}
+		if _, ok := jobOf[k.ScheduleID]; !ok {
+			schedules = append(schedules, k.ScheduleID)
+		}
+		jobOf[k.ScheduleID] = k.JobID
 	}
-	err := seedQuery(b.Store.R, jobID).Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("latest successes of job %s: %w", jobID, err)
+	for i := 0; i < len(jobs); i += seedChunk {
+		var rows []struct {
+			JobID string       `bun:"job_id"`
+			PcID  string       `bun:"pc_id"`
+			Last  storage.Time `bun:"last"`
+		}
+		if err := seedQuery(b.Store.R, jobs[i:min(i+seedChunk, len(jobs))]).Scan(ctx, &rows); err != nil {
+			return nil, fmt.Errorf("latest successes of %d jobs: %w", min(seedChunk, len(jobs)-i), err)
+		}
+		for _, r := range rows {
+			out.Latest[r.JobID][r.PcID] = r.Last.Time
+		}
 	}
-	out := make(map[string]time.Time, len(rows))
-	for _, r := range rows {
-		out[r.PcID] = r.Last.Time
+	for i := 0; i < len(schedules); i += seedChunk {
+		var rows []struct {
+			ScheduleID  string       `bun:"schedule_id"`
+			JobID       string       `bun:"job_id"`
+			ExecID      string       `bun:"exec_id"`
+			PcID        string       `bun:"pc_id"`
+			CreatedAt   storage.Time `bun:"created_at"`
+			TimeoutSecs uint64       `bun:"timeout_secs"`
+			JitterSecs  *uint64      `bun:"jitter_secs"`
+		}
+		if err := inFlightQuery(b.Store.R, schedules[i:min(i+seedChunk, len(schedules))], now).Scan(ctx, &rows); err != nil {
+			return nil, fmt.Errorf("in-flight PCs of %d schedules: %w", min(seedChunk, len(schedules)-i), err)
+		}
+		for _, r := range rows {
+			if jobOf[r.ScheduleID] != r.JobID {
+				continue // a fire of the schedule's earlier job
+			}
+			window := time.Duration(r.TimeoutSecs)*time.Second + InFlightMargin
+			if r.JitterSecs != nil {
+				window += time.Duration(*r.JitterSecs) * time.Second
+			}
+			if until := r.CreatedAt.Add(window); until.After(now) {
+				out.InFlight[r.ScheduleID] = append(out.InFlight[r.ScheduleID],
+					InFlightPC{PC: r.PcID, ExecID: r.ExecID, Since: r.CreatedAt.Time, Until: until})
+			}
+		}
 	}
 	return out, nil
+}
+
+// Settle is exec.Settle on the scheduler's store.
+func (b *Backend) Settle(ctx context.Context, req *messages.ExecRequest, reason string, now time.Time) (exec.Settlement, error) {
+	return exec.Settle(ctx, b.Store, req, reason, now)
 }
 
 // inFlightLookback bounds the executions InFlight looks at. A job timeout
 // longer than this is unheard of; the bound keeps the query on the index
 // range of recent fires.
 const inFlightLookback = 7 * 24 * time.Hour
-
-// InFlight finds the PCs that recent fires of the schedule expect and that
-// have not answered, using the exec engine's records (executions,
-// exec_expected) and the projected results.
-func (b *Backend) InFlight(ctx context.Context, scheduleID, jobID string, now time.Time) ([]InFlightPC, error) {
-	var rows []struct {
-		ExecID      string       `bun:"exec_id"`
-		PcID        string       `bun:"pc_id"`
-		CreatedAt   storage.Time `bun:"created_at"`
-		TimeoutSecs uint64       `bun:"timeout_secs"`
-		JitterSecs  *uint64      `bun:"jitter_secs"`
-	}
-	err := inFlightQuery(b.Store.R, scheduleID, jobID, now).Scan(ctx, &rows)
-	if err != nil {
-		return nil, fmt.Errorf("in-flight PCs of schedule %s: %w", scheduleID, err)
-	}
-	var out []InFlightPC
-	for _, r := range rows {
-		window := time.Duration(r.TimeoutSecs)*time.Second + InFlightMargin
-		if r.JitterSecs != nil {
-			window += time.Duration(*r.JitterSecs) * time.Second
-		}
-		until := r.CreatedAt.Add(window)
-		if until.After(now) {
-			out = append(out, InFlightPC{PC: r.PcID, ExecID: r.ExecID, Since: r.CreatedAt.Time, Until: until})
-		}
-	}
-	return out, nil
-}
 
 // LastFires returns the newest exec of every schedule that ever fired, in
 // one grouped query (executions_schedule index), so that catch-up after
@@ -162,22 +197,22 @@ func (b *Backend) LastFires(ctx context.Context) (map[string]time.Time, error) {
 	return out, nil
 }
 
-// seedQuery is the once_per_pc seed: the newest success per PC of one job,
-// answered by the covering index execution_results_success.
-func seedQuery(db bun.IDB, jobID string) *bun.SelectQuery {
+// seedQuery is the once_per_pc seed: the newest success per PC of some
+// jobs, answered by the covering index execution_results_success.
+func seedQuery(db bun.IDB, jobIDs []string) *bun.SelectQuery {
 	return db.NewSelect().TableExpr("execution_results").
-		ColumnExpr("pc_id").ColumnExpr("MAX(finished_at) AS last").
-		Where("job_id = ?", jobID).Where("exit_code = 0").
-		GroupExpr("pc_id")
+		ColumnExpr("job_id, pc_id").ColumnExpr("MAX(finished_at) AS last").
+		Where("job_id IN (?)", bun.In(jobIDs)).Where("exit_code = 0").
+		GroupExpr("job_id, pc_id")
 }
 
-// inFlightQuery lists the PCs recent fires of a schedule for a job expect
-// and that have not answered (index executions_schedule).
-func inFlightQuery(db bun.IDB, scheduleID, jobID string, now time.Time) *bun.SelectQuery {
+// inFlightQuery lists the PCs recent fires of some schedules expect and
+// that have not answered (index executions_schedule).
+func inFlightQuery(db bun.IDB, scheduleIDs []string, now time.Time) *bun.SelectQuery {
 	return db.NewSelect().TableExpr("executions AS e").
-		ColumnExpr("e.exec_id, x.pc_id, e.created_at, e.timeout_secs, e.jitter_secs").
+		ColumnExpr("e.schedule_id, e.job_id, e.exec_id, x.pc_id, e.created_at, e.timeout_secs, e.jitter_secs").
 		Join("JOIN exec_expected AS x ON x.exec_id = e.exec_id").
-		Where("e.schedule_id = ?", scheduleID).Where("e.job_id = ?", jobID).
+		Where("e.schedule_id IN (?)", bun.In(scheduleIDs)).
 		Where("e.created_at >= ?", storage.T(now.Add(-inFlightLookback))).
 		Where("e.status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
 		Where("NOT EXISTS (SELECT 1 FROM execution_results AS r WHERE r.exec_id = e.exec_id AND r.pc_id = x.pc_id)")

@@ -226,7 +226,7 @@ func TestBackendDisableCompareAndSet(t *testing.T) {
 	if _, cur, err := h.backend.Disable(context.Background(), s, r); !errors.Is(err, messages.ErrConflict) || cur != nil {
 		t.Fatalf("disable of a deleted schedule: %v %v", cur, err)
 	}
-	if _, err := h.backend.Job(context.Background(), "nope"); !errors.Is(err, messages.ErrNotFound) {
+	if _, err := newFleetView(nil).job("nope"); !errors.Is(err, messages.ErrNotFound) {
 		t.Fatalf("missing job: %v", err)
 	}
 	_ = jetstream.ErrKeyNotFound
@@ -324,16 +324,11 @@ func TestOncePerPCGroupTarget(t *testing.T) {
 }
 
 // A job missing at fire time is a skipped tick with the reason, for the
-// dedup modes (read by the actor) and for every_tick (answered by the
-// exec engine).
+// dedup modes and for every_tick alike (both read the catalog as the jobs
+// mirror holds it).
 func TestMissingJobSkips(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.agents("a")
-	h.exec.set(func(x *execDouble) {
-		x.reply = func(r *messages.ExecRequest) *messages.ExecReply {
-			return &messages.ExecReply{Err: messages.NotFoundf("job '%s' not found in catalog", r.JobID)}
-		}
-	})
 	h.putSchedule(`{"id":"e","cron":"*/2 * * * * *","job_id":"gone","target":{"all":true}}`)
 	h.putSchedule(`{"id":"o","cron":"*/2 * * * * *","job_id":"gone","target":{"all":true},"mode":"once_per_pc"}`)
 	h.armedFor("e", t0.Add(2*time.Second))
@@ -353,9 +348,8 @@ func TestMissingJobSkips(t *testing.T) {
 			t.Fatalf("%s: %+v", id, tk)
 		}
 	}
-	if r := h.exec.nextRequest(t, time.Second); r.ScheduleID != "e" {
-		t.Fatalf("only every_tick reaches the engine, got %+v", r)
-	}
+	// The catalog (the jobs mirror the scheduler follows) has no such job:
+	// no request reaches the engine.
 	h.exec.noRequest(t, 20*time.Millisecond)
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
 )
@@ -14,22 +15,33 @@ import (
 // against an in-process NATS and a real SQLite file through Backend, and
 // nothing in this package knows about the application that wires it.
 
-// Reader is what a schedule reads: the job and the target at fire time,
-// and the dedup state it rebuilds when it (re)starts.
+// Reader is what the scheduler reads from the store, in bulk and never
+// inside a schedule actor's Receive: the fleet view's initial state when
+// the scheduler starts, and the dedup state of the schedules that ask for
+// it, many at a time.
 type Reader interface {
-	// Job returns the catalog entry at fire time; an error wrapping
-	// messages.ErrNotFound when the job is not in the catalog.
-	Job(ctx context.Context, jobID string) (messages.Manifest, error)
-	// ResolveTargets returns the PCs a target means at now
-	// (storage.ResolveTargetPCs).
-	ResolveTargets(ctx context.Context, t messages.Target, now time.Time) ([]string, error)
-	// LatestSuccesses returns, for one job, the newest finished_at of a
-	// successful result per PC.
-	LatestSuccesses(ctx context.Context, jobID string) (map[string]time.Time, error)
-	// InFlight returns the PCs that fires of this schedule for this job
-	// still wait for: expected by such an exec, with no result from that
-	// PC yet.
-	InFlight(ctx context.Context, scheduleID, jobID string, now time.Time) ([]InFlightPC, error)
+	// LoadFleet reads the jobs mirror, every agent's last heartbeat and
+	// every PC's mirrored groups.
+	LoadFleet(ctx context.Context) (*FleetSnapshot, error)
+	// Seeds returns the dedup state of the given schedules: for each of
+	// their jobs the newest finished_at of a successful result per PC,
+	// and for each schedule the PCs its fires of its job still wait for
+	// (expected by such an exec, with no result from that PC yet).
+	Seeds(ctx context.Context, keys []SeedKey, now time.Time) (*Seeds, error)
+}
+
+// SeedKey names a schedule whose dedup state is wanted, and its job.
+type SeedKey struct {
+	ScheduleID string
+	JobID      string
+}
+
+// Seeds is the dedup state of several schedules.
+type Seeds struct {
+	// Latest maps job → PC → newest success.
+	Latest map[string]map[string]time.Time
+	// InFlight maps schedule → the PCs its fires still wait for.
+	InFlight map[string][]InFlightPC
 }
 
 // InFlightPC is one PC a fire of the schedule is still waiting for.
@@ -48,8 +60,14 @@ type InFlightPC struct {
 // again.
 const InFlightMargin = 60 * time.Second
 
-// Writer changes a schedule in KV on the scheduler's own behalf.
+// Writer changes a schedule in KV on the scheduler's own behalf, and
+// settles a fire the exec engine did not answer.
 type Writer interface {
+	// Settle finds out what became of an exec request that got no answer
+	// in time (exec.Settle): it claims the request's exec id with a failed
+	// row when no exec holds it, or reports the exec recorded under it.
+	Settle(ctx context.Context, req *messages.ExecRequest, reason string, now time.Time) (exec.Settlement, error)
+
 	// Disable writes the schedule back with enabled=false if, and only if,
 	// its KV revision is still rev (compare-and-set), and returns the new
 	// revision. When the revision moved on it returns an error wrapping

@@ -10,13 +10,23 @@
 // projected result only to the actors of that result's job. Each schedule
 // actor owns its cron alarm (in the schedule's zone; the actors due at the
 // same instant share one clock timer, see alarms), its dedup state (the
-// newest success per PC of its job, seeded from the store and kept current
-// by the results projector, and the PCs it fired that have not answered)
-// and its last ticks; it fires through the exec engine by message and
-// never waits inside Receive for another actor. The schedule actors run on
-// a few workers the supervisor owns (workerPool) rather than a goroutine
-// per mailbox activation, so that thousands of ticks due in the same
-// second stay within the fire-lateness budget. Decide is the policy,
-// free of time sources and I/O, so that every row of the spec's table is a
-// plain unit test.
+// newest success per PC of its job, and the PCs it fired that have not
+// answered) and its last ticks.
+//
+// A tick does no I/O (thousands of schedules share an instant): it reads
+// the job and resolves the target in the fleet view (fleetView: the jobs
+// mirror, agents and groups in memory, loaded once and kept current by the
+// projectors' events), decides, and sends the exec engine a request that
+// carries the job, the resolved PCs, a correlation id and, for a cron or
+// catch-up tick, the exec id derived from the schedule and the instant
+// (messages.ScheduledExecID), so that no retry or replay of an instant
+// can make a second exec. The engine answers by message; a fire it does
+// not answer in time is settled in the store (exec.Settle), never guessed,
+// so the recorded outcome is what was published. The dedup state is
+// loaded by the supervisor in bulk, one load for every schedule starting
+// together; the auto-disable write runs on a goroutine that answers by
+// message. The schedule actors run on a few workers the supervisor owns
+// (workerPool) rather than a goroutine per mailbox activation. Decide is
+// the policy, free of time sources and I/O, so that every row of the
+// spec's table is a plain unit test.
 package schedule

@@ -22,18 +22,24 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/exec"
+	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/execrecord"
 	"kanade-backend/storage/storagetest"
 )
 
 // The harness runs the scheduler against the real parts: an in-process
 // nats-server with JetStream (KV schedules and jobs, the AUDIT stream) and
-// a SQLite file. The exec engine is another engineer's component; until it
-// is wired in, a recording double stands in for it, answering each
+// a SQLite file. The projectors are not running: the harness writes the
+// rows they would write (agents, the jobs and group mirrors, results) and
+// publishes the events they would publish after the commit (AgentsSeen,
+// KVMirrored, ResultsProjected). A recording double stands in for the exec
+// engine (harnessOpts.realEngine puts the real one in), answering each
 // ExecRequest the way the engine's contract says (and, like the engine,
-// writing the executions rows).
+// writing the executions rows, one per exec id).
 
 // t0 is a Monday, far from any DST change in UTC.
 var t0 = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -46,6 +52,7 @@ type harness struct {
 	clock   clock.Clock
 	fake    *clock.Fake
 	backend *Backend
+	reader  Reader
 	exec    *execDouble
 	execPID *actor.PID
 	pid     *actor.PID
@@ -59,6 +66,10 @@ type harness struct {
 
 	onTick  atomic.Pointer[func(string)]
 	stopped bool
+
+	// groups is each PC's agent_groups value as the harness set it.
+	groups   map[string][]string
+	groupRev uint64
 }
 
 type harnessOpts struct {
@@ -67,8 +78,11 @@ type harnessOpts struct {
 	noStart     bool // do not start the supervisor yet
 	writer      func(*Backend) Writer
 	fireTimeout time.Duration
-	// execActor replaces the recording exec double.
-	execActor func(h *harness) actor.Actor
+	// realEngine puts the real exec engine in place of the recording
+	// double (publishing on the harness's broker).
+	realEngine bool
+	// reader wraps the harness's Reader (to observe the scheduler's reads).
+	reader func(Reader) Reader
 }
 
 func testLogger() *slog.Logger {
@@ -99,11 +113,16 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	h.exec = &execDouble{store: h.store, clock: h.clock, requests: make(chan *messages.ExecRequest, 100_000)}
 	var err error
-	var execActor actor.Actor = h.exec
-	if o.execActor != nil {
-		execActor = o.execActor(h)
+	props := actor.PropsFromProducer(func() actor.Actor { return h.exec })
+	if o.realEngine {
+		props = exec.Props(exec.Deps{Store: h.store, NATS: h.b.Conn, KV: h.b.JS, Audit: audit.NewPublisher(h.b.JS, h.clock),
+			Records: &execrecord.Publisher{JS: h.b.JS}, Clock: h.clock, Logger: testLogger()})
 	}
-	h.execPID, err = h.sys.Root.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return execActor }), "exec")
+	h.reader = h.backend
+	if o.reader != nil {
+		h.reader = o.reader(h.backend)
+	}
+	h.execPID, err = h.sys.Root.SpawnNamed(props, "exec")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +149,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 func (h *harness) start(fireTimeout time.Duration) {
 	h.t.Helper()
 	pid, err := Start(h.sys, Config{
-		Clock: h.clock, Source: h.backend, Reader: h.backend, Writer: h.writer,
+		Clock: h.clock, Source: h.backend, Reader: h.reader, Writer: h.writer,
 		Audit: audit.NewPublisher(h.b.JS, h.clock), Exec: h.execPID, Metrics: h.metrics,
 		Logger: testLogger(), FireTimeout: fireTimeout,
 		OnTick: func(id string) {
@@ -195,9 +214,17 @@ func (h *harness) putJob(id, timeout string) {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	if _, err := h.kv(messages.BucketJobs).Put(context.Background(), id, b); err != nil {
+	rev, err := h.kv(messages.BucketJobs).Put(context.Background(), id, b)
+	if err != nil {
 		h.t.Fatal(err)
 	}
+	// The jobs mirror row and its event, as the KV mirror projector
+	// writes and publishes them.
+	if err := mirror.Job(context.Background(), h.store.W, id, b, rev, h.clock.Now()); err != nil {
+		h.t.Fatal(err)
+	}
+	h.sys.EventStream.Publish(&messages.KVMirrored{Bucket: messages.BucketJobs,
+		Entries: []messages.KVMirroredEntry{{Key: id, Rev: rev, Value: b}}})
 }
 
 // putSchedule stores a schedule in KV from JSON and returns its revision.
@@ -229,26 +256,42 @@ func (h *harness) getSchedule(id string) (messages.Schedule, uint64) {
 	return s, e.Revision()
 }
 
-// agents records heartbeats at the clock's now, so the PCs count as alive.
+// agents records heartbeats at the clock's now, so the PCs count as alive,
+// and publishes AgentsSeen as the heartbeat projector does.
 func (h *harness) agents(pcs ...string) {
 	h.t.Helper()
 	now := h.clock.Now()
+	seen := make([]messages.AgentSeen, 0, len(pcs))
 	for _, pc := range pcs {
 		row := &storage.Agent{PcID: pc, AgentVersion: "0.21.2", LastHeartbeat: storage.T(now), UpdatedAt: storage.T(now)}
 		if _, err := h.store.W.NewInsert().Model(row).On("CONFLICT (pc_id) DO UPDATE").
 			Set("last_heartbeat = EXCLUDED.last_heartbeat").Exec(context.Background()); err != nil {
 			h.t.Fatal(err)
 		}
+		seen = append(seen, messages.AgentSeen{PcID: pc, At: now, AgentVersion: "0.21.2"})
 	}
+	h.sys.EventStream.Publish(&messages.AgentsSeen{Agents: seen})
 }
 
+// groupMembers adds group to each PC's agent_groups value, mirrored and
+// announced as the agent_groups mirror projector does.
 func (h *harness) groupMembers(group string, pcs ...string) {
 	h.t.Helper()
+	if h.groups == nil {
+		h.groups = map[string][]string{}
+	}
 	for _, pc := range pcs {
-		if _, err := h.store.W.NewInsert().Model(&storage.GroupMember{PcID: pc, GroupName: group}).
-			Ignore().Exec(context.Background()); err != nil {
+		h.groups[pc] = append(h.groups[pc], group)
+		h.groupRev++
+		if err := mirror.Groups(context.Background(), h.store.W, pc, h.groups[pc], h.groupRev, h.clock.Now()); err != nil {
 			h.t.Fatal(err)
 		}
+		v, err := json.Marshal(messages.AgentGroups{Groups: h.groups[pc]})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.sys.EventStream.Publish(&messages.KVMirrored{Bucket: messages.BucketAgentGroups,
+			Entries: []messages.KVMirroredEntry{{Key: pc, Rev: h.groupRev, Value: v}}})
 	}
 }
 
@@ -377,13 +420,23 @@ func (x *execDouble) Receive(ctx actor.Context) {
 	ctx.Respond(x.answer(req, f))
 }
 
+// correlated answers req with r, carrying req's correlation id as the
+// engine does.
+func correlated(req *messages.ExecRequest, r *messages.ExecReply) *messages.ExecReply {
+	r.CorrelationID = req.CorrelationID
+	return r
+}
+
 func (x *execDouble) answer(req *messages.ExecRequest, f func(*messages.ExecRequest) *messages.ExecReply) *messages.ExecReply {
 	if f != nil {
 		if r := f(req); r != nil {
-			return r
+			return correlated(req, r)
 		}
 	}
-	execID := fmt.Sprintf("exec-%d", x.n.Add(1))
+	execID := req.ExecID
+	if execID == "" {
+		execID = fmt.Sprintf("exec-%d", x.n.Add(1))
+	}
 	pcs := req.Plan.Target.Pcs
 	now := x.clock.Now()
 	plan, _ := json.Marshal(req.Plan)
@@ -398,11 +451,17 @@ func (x *execDouble) answer(req *messages.ExecRequest, f func(*messages.ExecRequ
 	noRows := x.noRows
 	x.mu.Unlock()
 	if noRows {
-		return &messages.ExecReply{Response: messages.ExecResponse{ExecID: execID, JobID: req.JobID, Version: "1.0.0"}}
+		return &messages.ExecReply{CorrelationID: req.CorrelationID, Response: messages.ExecResponse{ExecID: execID, JobID: req.JobID, Version: "1.0.0"}}
 	}
 	ctx := context.Background()
+	existing := false
 	err := x.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
+		res, err := tx.NewInsert().Model(row).On("CONFLICT (exec_id) DO NOTHING").Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			existing = true // the engine records one exec per id
 			return err
 		}
 		for _, pc := range pcs {
@@ -413,9 +472,10 @@ func (x *execDouble) answer(req *messages.ExecRequest, f func(*messages.ExecRequ
 		return nil
 	})
 	if err != nil {
-		return &messages.ExecReply{Err: err}
+		return &messages.ExecReply{CorrelationID: req.CorrelationID, Err: err}
 	}
-	return &messages.ExecReply{Response: messages.ExecResponse{ExecID: execID, JobID: req.JobID, Version: "1.0.0",
+	return &messages.ExecReply{CorrelationID: req.CorrelationID, Existing: existing, Response: messages.ExecResponse{
+		ExecID: execID, JobID: req.JobID, Version: "1.0.0",
 		TargetCount: row.TargetCount, Subjects: req.Plan.Target.Subjects(), ExpectedPcs: len(pcs)}}
 }
 

@@ -17,6 +17,8 @@ type Metrics struct {
 	faulted  prometheus.Gauge
 	invalid  prometheus.Gauge
 	loaded   prometheus.Gauge
+	// skippedPCs counts stored pc_ids left out of targets (fleet).
+	skippedPCs prometheus.Counter
 }
 
 // NewMetrics registers the collectors on reg (nil: unregistered, for
@@ -53,12 +55,16 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "kanade_schedules_load_seconds",
 			Help: "Time from the scheduler's start to the end of the initial KV snapshot.",
 		}),
+		skippedPCs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_schedule_skipped_pc_ids_total",
+			Help: "Stored pc_ids (agents, group members) left out of every schedule target because they are not valid subject tokens; each is counted and logged once.",
+		}),
 	}
 	for _, o := range []string{messages.TickFired, messages.TickSkipped, messages.TickMissed, messages.TickFailed} {
 		m.ticks[o] = ticks.WithLabelValues(o)
 	}
 	if reg != nil {
-		reg.MustRegister(ticks, m.lateness, m.running, m.restarts, m.faulted, m.invalid, m.loaded)
+		reg.MustRegister(ticks, m.lateness, m.running, m.restarts, m.faulted, m.invalid, m.loaded, m.skippedPCs)
 	}
 	return m
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -80,12 +82,18 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	if cfg.Source == nil || cfg.Reader == nil || cfg.Writer == nil || cfg.Audit == nil {
 		return nil, fmt.Errorf("schedule supervisor: Source, Reader, Writer and Audit are required")
 	}
+	log := cfg.Logger.With("component", "scheduler")
+	metrics := cfg.Metrics
 	e := &env{
 		clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
-		metrics: cfg.Metrics, log: cfg.Logger.With("component", "scheduler"), onTick: cfg.OnTick,
+		metrics: metrics, log: log, onTick: cfg.OnTick,
 		fireTimeout: cfg.FireTimeout,
-		workers:     newWorkerPool(workerCount(), mailboxThroughput),
-		alarms:      newAlarms(cfg.Clock),
+		fleet: newFleetView(func(pc string, err error) {
+			metrics.skippedPCs.Inc()
+			log.Warn("stored pc_id left out of every schedule target: not a valid subject token", "pc_id", pc, "err", err)
+		}),
+		workers: newWorkerPool(workerCount(), mailboxThroughput),
+		alarms:  newAlarms(cfg.Clock),
 	}
 	// The failure callback belongs to the props, but must reach whichever
 	// supervisor instance is current (a restarted supervisor is a new one).
@@ -151,17 +159,26 @@ type supervisor struct {
 	// not a fault.
 	stopping bool
 
+	// Dedup seeds: the schedules waiting for theirs (by schedule id), and
+	// the ones the running bulk load covers (schedule → job; one load at a
+	// time, see seed).
+	seedWant    map[string]*needSeed
+	seeding     bool
+	seedLoading map[string]string
+
 	sys         *actor.ActorSystem
 	sub         *eventstream.Subscription
 	watchCancel context.CancelFunc
-	watchDone   chan struct{}
+	// work counts the goroutines the supervisor owns (the watch, a seed
+	// load), waited for when it stops.
+	work sync.WaitGroup
 }
 
 var _ actor.Actor = (*supervisor)(nil)
 
 func newSupervisor(e *env, src Source) *supervisor {
 	return &supervisor{env: e, src: src, entries: map[string]*entry{}, byPID: map[string]*entry{},
-		byJob: map[string]map[string]*actor.PID{}, initial: true}
+		byJob: map[string]map[string]*actor.PID{}, seedWant: map[string]*needSeed{}, initial: true}
 }
 
 // Messages from the watch goroutine.
@@ -179,6 +196,21 @@ type (
 	}
 	snapshotDone struct{ gen uint64 }
 	lastFires    struct{ fires map[string]time.Time }
+)
+
+// Dedup seeds, between the schedule actors and the supervisor.
+type (
+	// needSeed asks for a schedule's dedup state.
+	needSeed struct {
+		pid *actor.PID
+		key SeedKey
+	}
+	// seedsLoaded is a bulk load's result.
+	seedsLoaded struct {
+		asked []*needSeed
+		seeds *Seeds
+		err   error
+	}
 )
 
 // Requests from Client (answered to the sender).
@@ -218,6 +250,14 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		s.onSnapshotDone(ctx, m)
 	case *messages.ResultsProjected:
 		s.route(ctx, m)
+	case *needSeed:
+		if s.seeding && s.seedLoading[m.key.ScheduleID] == m.key.JobID {
+			return // the running load answers it
+		}
+		s.seedWant[m.key.ScheduleID] = m
+		s.seed(ctx)
+	case *seedsLoaded:
+		s.onSeeds(ctx, m)
 	case *actor.Terminated:
 		s.onTerminated(m)
 	case *statusRequest:
@@ -235,23 +275,33 @@ func (s *supervisor) start(ctx actor.Context) {
 	sys, self := ctx.ActorSystem(), ctx.Self()
 	s.sys = sys
 	// One subscription for the whole scheduler: the EventStream calls it on
-	// the projector's goroutine, so it only forwards.
+	// the projector's goroutine, so it forwards results, and applies the
+	// fleet view's events in place (a map update under the view's lock,
+	// which readers hold for map work only: it never waits on I/O or on an
+	// actor).
+	fl := s.env.fleet
 	s.sub = sys.EventStream.Subscribe(func(evt any) {
 		if r, ok := evt.(*messages.ResultsProjected); ok {
 			sys.Root.Send(self, r)
+			return
+		}
+		if isFleetEvent(evt) {
+			fl.apply(evt)
 		}
 	})
 	wctx, cancel := context.WithCancel(context.Background())
-	s.watchCancel, s.watchDone = cancel, make(chan struct{})
+	s.watchCancel = cancel
+	s.work.Add(1)
 	go func() {
-		defer close(s.watchDone)
-		w := &watcher{src: s.src, log: s.env.log, send: func(m any) { sys.Root.Send(self, m) }}
+		defer s.work.Done()
+		w := &watcher{src: s.src, reader: s.env.reader, fleet: fl, log: s.env.log, send: func(m any) { sys.Root.Send(self, m) }}
 		w.run(wctx)
 	}()
 }
 
-// stop ends the watch goroutine and the results subscription. The schedule
-// actors are children: the actor system stops them after this returns.
+// stop ends the watch goroutine, a running seed load and the events
+// subscription. The schedule actors are children: the actor system stops
+// them after this returns.
 func (s *supervisor) stop() {
 	if s.sub != nil {
 		s.sys.EventStream.Unsubscribe(s.sub)
@@ -259,9 +309,61 @@ func (s *supervisor) stop() {
 	}
 	if s.watchCancel != nil {
 		s.watchCancel()
-		<-s.watchDone
 		s.watchCancel = nil
 	}
+	s.work.Wait()
+}
+
+// seed loads, in one bulk query (Reader.Seeds), the dedup state of every
+// schedule that asked for it, unless a load is running (the schedules
+// asking meanwhile get the next one) or the initial snapshot is still
+// coming in (every schedule of a start asks; they are loaded together once
+// it is applied). The load runs on a goroutine; its result comes back as
+// seedsLoaded.
+func (s *supervisor) seed(ctx actor.Context) {
+	if s.seeding || s.initial || len(s.seedWant) == 0 {
+		return
+	}
+	asked := make([]*needSeed, 0, len(s.seedWant))
+	keys := make([]SeedKey, 0, len(s.seedWant))
+	s.seedLoading = make(map[string]string, len(s.seedWant))
+	for _, n := range s.seedWant {
+		asked = append(asked, n)
+		keys = append(keys, n.key)
+		s.seedLoading[n.key.ScheduleID] = n.key.JobID
+	}
+	s.seedWant = map[string]*needSeed{}
+	s.seeding = true
+	root, self, reader, now := ctx.ActorSystem().Root, ctx.Self(), s.env.reader, s.env.clock.Now()
+	wctx, cancel := context.WithTimeout(context.Background(), seedTimeout)
+	s.work.Add(1)
+	go func() {
+		defer s.work.Done()
+		defer cancel()
+		seeds, err := reader.Seeds(wctx, keys, now)
+		root.Send(self, &seedsLoaded{asked: asked, seeds: seeds, err: err})
+	}()
+}
+
+// seedTimeout bounds one bulk seed load.
+const seedTimeout = 30 * time.Second
+
+// onSeeds hands each schedule its part of a bulk load: its own copy of its
+// job's newest successes (each actor updates its map as results come).
+func (s *supervisor) onSeeds(ctx actor.Context, m *seedsLoaded) {
+	s.seeding, s.seedLoading = false, nil
+	if m.err != nil {
+		s.env.log.Error("load the dedup state of schedules", "schedules", len(m.asked), "err", m.err)
+	}
+	for _, n := range m.asked {
+		msg := &seeded{jobID: n.key.JobID, err: m.err}
+		if m.err == nil {
+			msg.latest = maps.Clone(m.seeds.Latest[n.key.JobID])
+			msg.inFlight = m.seeds.InFlight[n.key.ScheduleID]
+		}
+		ctx.Send(n.pid, msg)
+	}
+	s.seed(ctx)
 }
 
 func (s *supervisor) onEntry(ctx actor.Context, m *kvEntry) {
@@ -413,6 +515,15 @@ func (s *supervisor) onSnapshotDone(ctx actor.Context, m *snapshotDone) {
 		d := s.loadedAt.Sub(s.startedAt)
 		s.env.metrics.loaded.Set(d.Seconds())
 		s.env.log.Info("schedules loaded", "schedules", len(s.entries), "took", d.Round(time.Millisecond))
+		// Every schedule that keeps dedup state is seeded now, in one load,
+		// whether or not its actor has asked yet (its asking then finds the
+		// load running).
+		for _, en := range s.entries {
+			if en.pid != nil && en.def.EffectiveMode() != messages.ModeEveryTick {
+				s.seedWant[en.id] = &needSeed{pid: en.pid, key: SeedKey{ScheduleID: en.id, JobID: en.def.JobID}}
+			}
+		}
+		s.seed(ctx)
 	}
 	// After a re-watch, a key the new snapshot did not deliver at all is
 	// gone (its history expired while the watch was down).
@@ -592,9 +703,11 @@ func (s *supervisor) run(ctx actor.Context, m *runRequest) {
 // watcher follows KV schedules on a goroutine the supervisor owns and
 // turns every entry into a message to the supervisor.
 type watcher struct {
-	src  Source
-	log  *slog.Logger
-	send func(any)
+	src    Source
+	reader Reader
+	fleet  *fleetView
+	log    *slog.Logger
+	send   func(any)
 }
 
 func (w *watcher) run(ctx context.Context) {
@@ -605,6 +718,22 @@ func (w *watcher) run(ctx context.Context) {
 		w.log.Warn("could not read the last fire of each schedule; no catch-up after this downtime", "err", err)
 	}
 	w.send(&lastFires{fires: lf})
+	// The fleet view is loaded before any schedule actor exists, so no
+	// tick reads it empty. Events already applied meanwhile are newer
+	// facts and are kept.
+	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 10*time.Second) {
+		snap, err := w.reader.LoadFleet(ctx)
+		if err == nil {
+			w.fleet.load(snap)
+			break
+		}
+		w.log.Warn("cannot load the fleet view for the scheduler; retrying", "err", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+	}
 	backoff := 100 * time.Millisecond
 	for gen := uint64(1); ctx.Err() == nil; gen++ {
 		kw, err := w.open(ctx)

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/goleak"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 )
 
 func (h *harness) summary() Summary {
@@ -378,8 +379,11 @@ func TestRunNow(t *testing.T) {
 	}
 }
 
-// A fire the exec engine does not answer is recorded as failed after the
-// fire timeout, and the next tick is not blocked by it.
+// A fire the exec engine does not answer is settled by looking its exec
+// up, never by guessing: here no exec holds the instant's id, so the tick
+// claims it with a failed row and is recorded failed; the engine's late
+// answer for it then finds the id taken, records and publishes nothing,
+// and is not confused with the answer to the next fire (correlation ids).
 func TestExecEngineSilent(t *testing.T) {
 	h := newHarness(t, harnessOpts{fireTimeout: 3 * time.Second})
 	h.putJob("job", "30s")
@@ -387,7 +391,10 @@ func TestExecEngineSilent(t *testing.T) {
 	h.putSchedule(`{"id":"q","cron":"*/2 * * * * *","job_id":"job","target":{"all":true}}`)
 	h.armedFor("q", t0.Add(2*time.Second))
 	h.fake.Set(t0.Add(2 * time.Second))
-	h.exec.nextRequest(t, time.Second)
+	first := h.exec.nextRequest(t, time.Second)
+	if want := messages.ScheduledExecID("q", t0.Add(2*time.Second)); first.ExecID != want {
+		t.Fatalf("exec id %q, want the instant's %q", first.ExecID, want)
+	}
 	h.armedFor("q", t0.Add(4*time.Second))
 	h.fake.Set(t0.Add(4 * time.Second))
 	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickSkipped {
@@ -395,23 +402,30 @@ func TestExecEngineSilent(t *testing.T) {
 	}
 	h.armedFor("q", t0.Add(6*time.Second))
 	h.fake.Set(t0.Add(5 * time.Second))
-	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFailed || !strings.Contains(tk.Reason, "did not answer") {
+	tk := h.nextTick("q", 5*time.Second)
+	if tk.Outcome != messages.TickFailed || !strings.Contains(tk.Reason, "did not answer") || tk.ExecID != first.ExecID {
 		t.Fatalf("timeout tick: %+v", tk)
 	}
-	// While the late answer is still due, the next fire goes through a
-	// proxy, and the two answers are not confused: the tick records the
-	// second exec, not the first.
-	h.fake.Set(t0.Add(6 * time.Second))
-	h.exec.nextRequest(t, time.Second)
-	h.exec.release(h.sys) // exec-1 answers the timed-out fire, exec-2 the new one
-	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired || tk.ExecID != "exec-2" {
-		t.Fatalf("tick after timeout: %+v", tk)
+	var claimed storage.Execution
+	if err := h.store.R.NewSelect().Model(&claimed).Where("exec_id = ?", first.ExecID).Scan(context.Background()); err != nil ||
+		claimed.Status != storage.ExecFailed || claimed.TargetCount != 0 || claimed.ScheduleID == nil || *claimed.ScheduleID != "q" {
+		t.Fatalf("claimed row %+v (%v)", claimed, err)
 	}
-	// Back on the direct path: the next fire is answered directly.
+	h.fake.Set(t0.Add(6 * time.Second))
+	second := h.exec.nextRequest(t, time.Second)
+	h.exec.release(h.sys) // the late answer finds its id claimed; then the new fire's
+	tk = h.nextTick("q", time.Second)
+	if tk.Outcome != messages.TickFired || tk.ExecID != second.ExecID || second.ExecID != messages.ScheduledExecID("q", t0.Add(6*time.Second)) {
+		t.Fatalf("tick after timeout: %+v (request %s)", tk, second.ExecID)
+	}
 	h.armedFor("q", t0.Add(8*time.Second))
 	h.fake.Set(t0.Add(8 * time.Second))
-	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired || tk.ExecID != "exec-3" {
-		t.Fatalf("tick on the direct path: %+v", tk)
+	if tk := h.nextTick("q", time.Second); tk.Outcome != messages.TickFired || tk.ExecID != messages.ScheduledExecID("q", t0.Add(8*time.Second)) {
+		t.Fatalf("next tick: %+v", tk)
+	}
+	var n int
+	if err := h.store.R.NewSelect().TableExpr("executions").ColumnExpr("count(*)").Where("schedule_id = 'q'").Scan(context.Background(), &n); err != nil || n != 3 {
+		t.Fatalf("%d executions rows (%v), want 3: one per instant, the late answer added none", n, err)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +45,8 @@ import (
 //
 //	go test -run '^$' -bench Fires -benchtime 1x -timeout 30m ./actors/schedule/firebench/
 //
-// KANADE_BENCH_FIRES=100,1000 picks the sizes (default 100,1000,10000).
+// KANADE_BENCH_FIRES=100,1000 picks the sizes (default 100,1000,10000);
+// KANADE_BENCH_PROFILE=<file> writes a CPU profile of the fire.
 func BenchmarkFires(b *testing.B) {
 	for _, n := range sizes(b) {
 		b.Run(strconv.Itoa(n), func(b *testing.B) {
@@ -105,7 +107,7 @@ func runFires(b *testing.B, n int) {
 
 	// One instant far enough ahead for the schedules to be written and
 	// loaded; a cron naming that very second fires once.
-	margin := 2*time.Second + time.Duration(n)*400*time.Microsecond
+	margin := 3*time.Second + time.Duration(n)*700*time.Microsecond
 	instant := time.Now().UTC().Add(margin).Truncate(time.Second).Add(time.Second)
 	cronExpr := fmt.Sprintf("%d %d %d %d %d *", instant.Second(), instant.Minute(), instant.Hour(), instant.Day(), int(instant.Month()))
 	putSchedules(b, bk, n, cronExpr)
@@ -124,10 +126,12 @@ func runFires(b *testing.B, n int) {
 	}
 
 	rec.arm(instant, n)
+	stopProfile := profile(b, instant)
 	cpu0 := cpuTime()
 	timeout := 30*time.Second + time.Duration(n)*10*time.Millisecond
 	rec.wait(b, timeout)
 	fireCPU := cpuTime() - cpu0
+	stopProfile()
 	lat := rec.samples()
 
 	outcomes, bad := ticks(b, bk, n, instant, timeout)
@@ -154,6 +158,29 @@ func runFires(b *testing.B, n int) {
 	if len(lat) != n || execRows != n || outcomes[messages.TickFired] != n || bad != "" {
 		b.Errorf("want %d Commands, %d executions rows and %d ticks fired with their exec ids; got %d, %d, %v %s",
 			n, n, n, len(lat), execRows, outcomes, bad)
+	}
+}
+
+// profile writes a CPU profile of the fire to $KANADE_BENCH_PROFILE, from
+// just before the instant until the Commands have arrived.
+func profile(b *testing.B, instant time.Time) func() {
+	path := os.Getenv("KANADE_BENCH_PROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	time.Sleep(time.Until(instant.Add(-100 * time.Millisecond)))
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
 	}
 }
 

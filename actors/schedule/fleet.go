@@ -1,0 +1,311 @@
+package schedule
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"kanade-backend/messages"
+	"kanade-backend/storage"
+)
+
+// fleetView is the scheduler's in-memory view of what a tick reads: the job
+// catalog (as the jobs mirror holds it) and the fleet (each agent's last
+// heartbeat, each PC's groups). A tick resolves its job and its target
+// here, without a query or a KV read: when thousands of schedules share an
+// instant, per-tick I/O is what made the burst late.
+//
+// The view is loaded from the store once, when the scheduler starts
+// (FleetSnapshot), and kept current by the projectors' events, applied in
+// the supervisor's event subscription: AgentsSeen after each heartbeat
+// flush and KVMirrored after each batch of the jobs and agent_groups
+// mirrors. Every fact carries its order (a heartbeat time, a KV revision),
+// and an older fact never replaces a newer one, so the load and the events
+// may arrive in any order. Readers are the schedule actors' workers; the
+// lock is held for map work only.
+//
+// A pc_id that is not a valid subject token (an agent_groups key may hold
+// a '.') is left out of every target and counted: published as part of a
+// subject it would address the wrong agents, and failing every tick that
+// reaches it would stop the schedule for the whole fleet.
+type fleetView struct {
+	mu sync.RWMutex
+	// jobs by id; a deleted job stays as a tombstone with the revision of
+	// its delete, so that an older value cannot bring it back.
+	jobs map[string]fleetJob
+	// seen is each valid PC's newest heartbeat; agents lists them sorted.
+	seen   map[string]time.Time
+	agents []string
+	// groupRev is the agent_groups revision applied per PC, memberOf its
+	// groups, members each group's PCs (sorted).
+	groupRev map[string]uint64
+	memberOf map[string][]string
+	members  map[string][]string
+	// invalid are the stored pc_ids skipped as subject tokens.
+	invalid map[string]struct{}
+	// onInvalid is told about each invalid pc_id once (log and metric).
+	onInvalid func(pcID string, err error)
+}
+
+type fleetJob struct {
+	// m is shared by every fire of the job at this revision (the exec
+	// engine encodes it once per batch); nobody changes it.
+	m       *messages.Manifest
+	err     error // the value does not decode
+	rev     uint64
+	deleted bool
+}
+
+func newFleetView(onInvalid func(string, error)) *fleetView {
+	return &fleetView{
+		jobs: map[string]fleetJob{}, seen: map[string]time.Time{}, groupRev: map[string]uint64{},
+		memberOf: map[string][]string{}, members: map[string][]string{}, invalid: map[string]struct{}{},
+		onInvalid: onInvalid,
+	}
+}
+
+// FleetSnapshot is the fleet view's initial state, read from the store in
+// bulk (Reader.LoadFleet).
+type FleetSnapshot struct {
+	Jobs   []SnapshotJob
+	Agents map[string]time.Time
+	// Groups is each PC's groups and the agent_groups revision they come
+	// from.
+	Groups map[string]SnapshotGroups
+}
+
+// SnapshotJob is one row of the jobs mirror.
+type SnapshotJob struct {
+	ID       string
+	Manifest []byte
+	Rev      uint64
+}
+
+// SnapshotGroups is one PC's mirrored groups.
+type SnapshotGroups struct {
+	Groups []string
+	Rev    uint64
+}
+
+// load merges a snapshot into the view.
+func (f *fleetView) load(s *FleetSnapshot) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, j := range s.Jobs {
+		f.putJob(j.ID, j.Manifest, j.Rev)
+	}
+	for pc, at := range s.Agents {
+		f.sawAgent(pc, at)
+	}
+	for pc, g := range s.Groups {
+		f.setGroups(pc, g.Groups, g.Rev)
+	}
+}
+
+// apply takes one projector event; other events are ignored.
+func (f *fleetView) apply(evt any) {
+	switch e := evt.(type) {
+	case *messages.AgentsSeen:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		for _, a := range e.Agents {
+			f.sawAgent(a.PcID, a.At)
+		}
+	case *messages.KVMirrored:
+		switch e.Bucket {
+		case messages.BucketJobs:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			for _, en := range e.Entries {
+				if en.Deleted {
+					f.deleteJob(en.Key, en.Rev)
+				} else {
+					f.putJob(en.Key, en.Value, en.Rev)
+				}
+			}
+		case messages.BucketAgentGroups:
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			for _, en := range e.Entries {
+				var groups []string
+				if !en.Deleted {
+					g, err := messages.ParseAgentGroups(en.Value)
+					if err != nil {
+						continue // the mirror records it as a projection error
+					}
+					groups = g.Groups
+				}
+				f.setGroups(en.Key, groups, en.Rev)
+			}
+		}
+	}
+}
+
+// isFleetEvent says whether the view follows evt.
+func isFleetEvent(evt any) bool {
+	switch e := evt.(type) {
+	case *messages.AgentsSeen:
+		return true
+	case *messages.KVMirrored:
+		return e.Bucket == messages.BucketJobs || e.Bucket == messages.BucketAgentGroups
+	}
+	return false
+}
+
+func (f *fleetView) putJob(id string, value []byte, rev uint64) {
+	if cur, ok := f.jobs[id]; ok && cur.rev >= rev {
+		return
+	}
+	j := fleetJob{rev: rev, m: new(messages.Manifest)}
+	if err := messages.DecodeJSON(value, j.m); err != nil {
+		j.err = err
+	}
+	f.jobs[id] = j
+}
+
+func (f *fleetView) deleteJob(id string, rev uint64) {
+	if cur, ok := f.jobs[id]; ok && cur.rev >= rev {
+		return
+	}
+	f.jobs[id] = fleetJob{rev: rev, deleted: true}
+}
+
+// valid checks a pc_id as a subject token, reporting each bad one once.
+func (f *fleetView) valid(pc string) bool {
+	err := messages.ValidateToken("pc_id", pc)
+	if err == nil {
+		return true
+	}
+	if _, seen := f.invalid[pc]; !seen {
+		f.invalid[pc] = struct{}{}
+		if f.onInvalid != nil {
+			f.onInvalid(pc, err)
+		}
+	}
+	return false
+}
+
+func (f *fleetView) sawAgent(pc string, at time.Time) {
+	cur, known := f.seen[pc]
+	if known {
+		if at.After(cur) {
+			f.seen[pc] = at
+		}
+		return
+	}
+	if !f.valid(pc) {
+		return
+	}
+	f.seen[pc] = at
+	i, _ := slices.BinarySearch(f.agents, pc)
+	f.agents = slices.Insert(f.agents, i, pc)
+}
+
+// setGroups replaces pc's groups if rev is newer than the revision applied.
+func (f *fleetView) setGroups(pc string, groups []string, rev uint64) {
+	if cur, ok := f.groupRev[pc]; ok && cur >= rev {
+		return
+	}
+	f.groupRev[pc] = rev
+	if !f.valid(pc) {
+		return
+	}
+	for _, g := range f.memberOf[pc] {
+		ms := f.members[g]
+		if i, ok := slices.BinarySearch(ms, pc); ok {
+			ms = slices.Delete(ms, i, i+1)
+		}
+		if len(ms) == 0 {
+			delete(f.members, g)
+		} else {
+			f.members[g] = ms
+		}
+	}
+	groups = messages.NormalizeGroups(groups)
+	if len(groups) == 0 {
+		delete(f.memberOf, pc)
+		return
+	}
+	f.memberOf[pc] = groups
+	for _, g := range groups {
+		ms := f.members[g]
+		if i, ok := slices.BinarySearch(ms, pc); !ok {
+			f.members[g] = slices.Insert(ms, i, pc)
+		}
+	}
+}
+
+// job returns the catalog entry of id as mirrored (shared: read only), or
+// an error wrapping messages.ErrNotFound when the catalog has no such job.
+func (f *fleetView) job(id string) (*messages.Manifest, error) {
+	f.mu.RLock()
+	j, ok := f.jobs[id]
+	f.mu.RUnlock()
+	switch {
+	case !ok || j.deleted:
+		return nil, messages.NotFoundf("job '%s' not found in catalog", id)
+	case j.err != nil:
+		return nil, messages.Invalidf("job '%s' in catalog is not a valid manifest: %v; post it again", id, j.err)
+	}
+	return j.m, nil
+}
+
+// resolve returns the PCs a target means at now, as
+// storage.ResolveTargetPCs does from the store (behaviour.md §3): `all` →
+// every alive agent, `groups` → alive members of any listed group (each
+// part sorted by pc_id), `pcs` → the listed PCs verbatim; the union in
+// first-occurrence order.
+func (f *fleetView) resolve(t messages.Target, now time.Time) []string {
+	since := now.Add(-storage.AliveWindow)
+	alive := func(pc string) bool { return !f.seen[pc].Before(since) }
+	var out []string
+	var seen map[string]bool
+	add := func(pc string) {
+		if seen == nil {
+			seen = map[string]bool{}
+		}
+		if !seen[pc] {
+			seen[pc] = true
+			out = append(out, pc)
+		}
+	}
+	f.mu.RLock()
+	if t.All {
+		out = make([]string, 0, len(f.agents))
+		seen = make(map[string]bool, len(f.agents))
+		for _, pc := range f.agents {
+			if alive(pc) {
+				add(pc)
+			}
+		}
+	}
+	if len(t.Groups) > 0 {
+		var part []string
+		for _, g := range t.Groups {
+			for _, pc := range f.members[g] {
+				if alive(pc) {
+					part = append(part, pc)
+				}
+			}
+		}
+		if len(t.Groups) > 1 {
+			slices.Sort(part)
+			part = slices.Compact(part)
+		}
+		for _, pc := range part {
+			add(pc)
+		}
+	}
+	f.mu.RUnlock()
+	for _, pc := range t.Pcs {
+		add(pc)
+	}
+	return out
+}
+
+// invalidCount is how many stored pc_ids the view skips.
+func (f *fleetView) invalidCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.invalid)
+}
