@@ -162,20 +162,26 @@ func (e *engine) loadManifests(ctx context.Context, items []*queued) map[string]
 		}
 		return out
 	}
-	// Each goroutine fills its own entry; the map is not touched.
+	// Each call fills its own entry; the map is not written.
+	perJob(out, func(id string, r *manifestRead) { r.m, r.err = loadManifest(ctx, kv, id) })
+	return out
+}
+
+// perJob calls f for every entry of jobs, up to 16 at a time (each a KV
+// round trip), and returns when all have returned.
+func perJob[V any](jobs map[string]V, f func(id string, v V)) {
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 16)
-	for id, r := range out {
+	for id, v := range jobs {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r.m, r.err = loadManifest(ctx, kv, id)
+			f(id, v)
 		}()
 	}
 	wg.Wait()
-	return out
 }
 
 // prepareOne validates one request (behaviour.md §2 steps 1–3) and builds
@@ -265,22 +271,13 @@ func (e *engine) pinAll(ctx context.Context, fires []*fire) {
 		}
 	} else {
 		var mu sync.Mutex
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, 16)
-		for id, m := range jobs {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer wg.Done()
-				defer func() { <-sem }()
-				if _, err := kv.Put(ctx, id, []byte(m.Version)); err != nil {
-					mu.Lock()
-					failed[id] = pinError(m, err)
-					mu.Unlock()
-				}
-			}()
-		}
-		wg.Wait()
+		perJob(jobs, func(id string, m *messages.Manifest) {
+			if _, err := kv.Put(ctx, id, []byte(m.Version)); err != nil {
+				mu.Lock()
+				failed[id] = pinError(m, err)
+				mu.Unlock()
+			}
+		})
 	}
 	for _, f := range fires {
 		if err, ok := failed[f.m.ID]; ok && f.live() {

@@ -11,8 +11,8 @@ import (
 )
 
 // DefaultClientTimeout bounds a Client's wait for the engine. A 10 000-PC
-// fan-out takes well under a second, but the engine serialises fan-outs,
-// so a request may queue behind others.
+// fan-out takes well under a second, but a request may queue behind a
+// burst of others (they are handled in batches, one after the other).
 const DefaultClientTimeout = 30 * time.Second
 
 // Client calls the engine from outside the actor system (HTTP handlers),

@@ -88,26 +88,11 @@ func runFires(b *testing.B, n int) {
 		"execute": map[string]any{"shell": "powershell", "script": "Get-CimInstance Win32_OperatingSystem | Select-Object Caption", "timeout": "60s"},
 	}, 200, nil)
 
-	nc, err := nats.Connect(bk.NATSURL, nats.Name("fire-bench-subscriber"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer nc.Close()
-	rec := &recorder{}
-	sub, err := nc.Subscribe("commands.pc.>", rec.on)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := sub.SetPendingLimits(-1, -1); err != nil {
-		b.Fatal(err)
-	}
-	if err := nc.Flush(); err != nil {
-		b.Fatal(err)
-	}
+	rec := subscribe(b, bk)
 
 	// One instant far enough ahead for the schedules to be written and
 	// loaded; a cron naming that very second fires once.
-	margin := 3*time.Second + time.Duration(n)*700*time.Microsecond
+	margin := 3*time.Second + time.Duration(n)*perSchedule
 	instant := time.Now().UTC().Add(margin).Truncate(time.Second).Add(time.Second)
 	cronExpr := fmt.Sprintf("%d %d %d %d %d *", instant.Second(), instant.Minute(), instant.Hour(), instant.Day(), int(instant.Month()))
 	putSchedules(b, bk, n, cronExpr)
@@ -186,7 +171,7 @@ func profile(b *testing.B, instant time.Time) func() {
 
 // putSchedules writes n schedules straight into KV schedules, 64 puts in
 // flight (setup, not measured).
-func putSchedules(b *testing.B, bk *apptest.Backend, n int, cronExpr string) {
+func putSchedules(b testing.TB, bk *apptest.Backend, n int, cronExpr string) {
 	b.Helper()
 	ctx := context.Background()
 	kv, err := bk.JS.KeyValue(ctx, messages.BucketSchedules)
@@ -326,6 +311,29 @@ func rawCeiling(b *testing.B, bk *apptest.Backend, rec *recorder, n int) []time.
 	return rec.samples()
 }
 
+// subscribe starts a recorder on commands.pc.> on its own connection, as
+// an agent would be, with no limit on pending messages.
+func subscribe(t testing.TB, bk *apptest.Backend) *recorder {
+	t.Helper()
+	nc, err := nats.Connect(bk.NATSURL, nats.Name("fire-bench-subscriber"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	rec := &recorder{}
+	sub, err := nc.Subscribe("commands.pc.>", rec.on)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
 // recorder times Command arrivals from a start instant.
 type recorder struct {
 	mu     sync.Mutex
@@ -358,7 +366,7 @@ func (r *recorder) on(m *nats.Msg) {
 	}
 }
 
-func (r *recorder) wait(b *testing.B, timeout time.Duration) {
+func (r *recorder) wait(b testing.TB, timeout time.Duration) {
 	r.mu.Lock()
 	done := r.done
 	r.mu.Unlock()
