@@ -482,7 +482,7 @@ func (a *scheduleActor) onSeeded(ctx actor.Context, m *seeded) {
 	a.publishDedup()
 	if w := a.waiting; w != nil {
 		a.waiting = nil
-		a.runTick(ctx, w.instant, w.trigger, w.replyTo, w.attempt)
+		a.decideTick(ctx, w.instant, w.trigger, w.replyTo, w.attempt)
 	}
 }
 
@@ -541,15 +541,21 @@ func (a *scheduleActor) catchUp(ctx actor.Context, c *catchUp) {
 // fleet view), the dedup decision, then a fire through the exec engine or
 // a recorded skip.
 func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger string, replyTo *actor.PID, attempt int) {
-	now := a.env.clock.Now()
-	if attempt == 0 && a.waiting == nil {
+	if attempt == 0 {
 		if a.env.onTick != nil {
 			a.env.onTick(a.def.ID)
 		}
 		if trigger == TriggerCron {
-			a.env.metrics.late(now.Sub(instant))
+			a.env.metrics.late(a.env.clock.Now().Sub(instant))
 		}
 	}
+	a.decideTick(ctx, instant, trigger, replyTo, attempt)
+}
+
+// decideTick is runTick after its bookkeeping; a tick that waited for the
+// dedup state resumes here.
+func (a *scheduleActor) decideTick(ctx actor.Context, instant time.Time, trigger string, replyTo *actor.PID, attempt int) {
+	now := a.env.clock.Now()
 	t := Tick{Trigger: trigger, Instant: instant}
 	if !a.def.Enabled && trigger != TriggerManual {
 		// Only a race gets here (a tick queued just before an edit that
