@@ -166,8 +166,11 @@ type supervisor struct {
 	seeding     bool
 	seedLoading map[string]string
 
-	sys         *actor.ActorSystem
-	sub         *eventstream.Subscription
+	sys *actor.ActorSystem
+	sub *eventstream.Subscription
+	// workCtx ends when the supervisor stops (watchCancel): the watch and
+	// a running seed load end with it.
+	workCtx     context.Context
 	watchCancel context.CancelFunc
 	// work counts the goroutines the supervisor owns (the watch, a seed
 	// load), waited for when it stops.
@@ -290,7 +293,7 @@ func (s *supervisor) start(ctx actor.Context) {
 		}
 	})
 	wctx, cancel := context.WithCancel(context.Background())
-	s.watchCancel = cancel
+	s.workCtx, s.watchCancel = wctx, cancel
 	s.work.Add(1)
 	go func() {
 		defer s.work.Done()
@@ -335,7 +338,7 @@ func (s *supervisor) seed(ctx actor.Context) {
 	s.seedWant = map[string]*needSeed{}
 	s.seeding = true
 	root, self, reader, now := ctx.ActorSystem().Root, ctx.Self(), s.env.reader, s.env.clock.Now()
-	wctx, cancel := context.WithTimeout(context.Background(), seedTimeout)
+	wctx, cancel := context.WithTimeout(s.workCtx, seedTimeout)
 	s.work.Add(1)
 	go func() {
 		defer s.work.Done()

@@ -77,7 +77,7 @@ func burst(t *testing.T, bk *apptest.Backend, n int, office bool) (time.Time, *r
 // reaches a subscriber. The office schedules resolve their group through
 // the scheduler's fleet view, fed by the real projectors.
 func TestScheduledBurstAndAPIExecsBothComplete(t *testing.T) {
-	const n, apiExecs, apiPCs = 300, 8, 500
+	const n, apiExecs, apiPCs = burstSchedules, 8, 500
 	bk := apptest.Start(t)
 	instant, rec := burst(t, bk, n, true)
 	rec.arm(instant, n+3*10+apiExecs*apiPCs)

@@ -2,6 +2,8 @@
 
 package firebench_test
 
-const perSchedule = 7e5 // ns
-
-const stopBurst = 2000
+const (
+	perSchedule    = 2e6 // ns
+	burstSchedules = 300
+	stopBurst      = 2000
+)
