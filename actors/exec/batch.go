@@ -119,10 +119,10 @@ func (e *engine) prepare(ctx context.Context, items []*queued, now time.Time) (f
 	manifests := e.loadManifests(ctx, items)
 	versions := map[string]string{}
 	ids := map[string]bool{}
-	encoded := map[*messages.Manifest][]byte{}
+	cache := &encodings{manifests: map[*messages.Manifest][]byte{}, commands: map[commandKey]*commandTemplate{}}
 	for _, q := range items {
 		f := &fire{q: q}
-		f.err = e.prepareOne(ctx, f, manifests, encoded, now)
+		f.err = e.prepareOne(ctx, f, manifests, cache, now)
 		if f.err == nil {
 			if v, ok := versions[f.m.ID]; ok && v != f.m.Version || ids[f.execID] {
 				later = append(later, q)
@@ -133,6 +133,55 @@ func (e *engine) prepare(ctx context.Context, items []*queued, now time.Time) (f
 		fires = append(fires, f)
 	}
 	return fires, later
+}
+
+// encodings are a batch's encoded manifests and Commands, one per
+// manifest (and jitter): the scheduled fires of one job share the
+// manifest its fleet view holds, the requests without one the batch's
+// catalog read.
+type encodings struct {
+	manifests map[*messages.Manifest][]byte
+	commands  map[commandKey]*commandTemplate
+}
+
+type commandKey struct {
+	m         *messages.Manifest
+	jitter    uint64
+	hasJitter bool
+}
+
+// command returns the Command template of manifest src with jitterSecs.
+func (c *encodings) command(src *messages.Manifest, jitterSecs *uint64) (*commandTemplate, error) {
+	k := commandKey{m: src}
+	if jitterSecs != nil {
+		k.jitter, k.hasJitter = *jitterSecs, true
+	}
+	if t, ok := c.commands[k]; ok {
+		return t, nil
+	}
+	cmd, err := src.NewCommand("", nil, jitterSecs)
+	if err != nil {
+		return nil, invalid(err)
+	}
+	t, err := newCommandTemplate(cmd)
+	if err != nil {
+		return nil, err
+	}
+	c.commands[k] = t
+	return t, nil
+}
+
+// manifest returns src encoded.
+func (c *encodings) manifest(src *messages.Manifest) ([]byte, error) {
+	if b, ok := c.manifests[src]; ok {
+		return b, nil
+	}
+	b, err := json.Marshal(src)
+	if err != nil {
+		return nil, fmt.Errorf("encode manifest: %w", err)
+	}
+	c.manifests[src] = b
+	return b, nil
 }
 
 // manifestRead is one catalog read of a batch.
@@ -186,7 +235,7 @@ func perJob[V any](jobs map[string]V, f func(id string, v V)) {
 
 // prepareOne validates one request (behaviour.md §2 steps 1–3) and builds
 // its plan, expected PCs and executions row.
-func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*manifestRead, encoded map[*messages.Manifest][]byte, now time.Time) error {
+func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*manifestRead, cache *encodings, now time.Time) error {
 	req := f.q.req
 	if err := messages.ValidateToken("job id", req.JobID); err != nil {
 		return err
@@ -227,7 +276,11 @@ func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*
 	} else if err := uuid.Validate(f.execID); err != nil {
 		return messages.Invalidf("invalid exec id %q: %v", f.execID, err)
 	}
-	if f.p, err = buildPlan(m, &f.fp, f.execID, f.jitterSecs, now); err != nil {
+	tmpl, err := cache.command(src, f.jitterSecs)
+	if err != nil {
+		return err
+	}
+	if f.p, err = buildPlan(tmpl, &f.fp, f.execID, now); err != nil {
 		return err
 	}
 	if req.Resolved && !f.p.waveMode {
@@ -235,15 +288,9 @@ func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*
 	} else if f.expected, err = storage.ResolveTargetPCs(ctx, e.Store.R, reachedTarget(f.p.now), now); err != nil {
 		return fmt.Errorf("exec %s: %w", f.execID, err)
 	}
-	// The manifest snapshot is encoded once per manifest: the scheduled
-	// fires of one job share the one its fleet view holds, the requests
-	// without one the batch's catalog read.
-	mj, ok := encoded[src]
-	if !ok {
-		if mj, err = json.Marshal(m); err != nil {
-			return fmt.Errorf("encode manifest: %w", err)
-		}
-		encoded[src] = mj
+	mj, err := cache.manifest(src)
+	if err != nil {
+		return err
 	}
 	f.row, err = newExecutionRow(req, m, mj, &f.fp, f.execID, f.p, len(f.expected), f.timeoutSecs, f.jitterSecs, now)
 	return err

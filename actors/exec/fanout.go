@@ -77,19 +77,12 @@ func loadManifest(ctx context.Context, kv jetstream.KeyValue, jobID string) (mes
 // per wave (upstream semantics; the target is kept in the plan for the
 // record). Without waves the target's subjects go out at once, duplicates
 // removed so that a PC listed twice does not run the script twice.
-func buildPlan(m *messages.Manifest, fp *messages.FanoutPlan, execID string, jitterSecs *uint64, now time.Time) (plan, error) {
+// tmpl is the encoded Command of the exec's manifest and jitter.
+func buildPlan(tmpl *commandTemplate, fp *messages.FanoutPlan, execID string, now time.Time) (plan, error) {
 	p := plan{lastDue: now}
-	cmd, err := m.NewCommand("", &execID, jitterSecs)
-	if err != nil {
-		return plan{}, invalid(err)
-	}
-	tmpl, err := newCommandTemplate(cmd)
-	if err != nil {
-		return plan{}, err
-	}
 	add := func(o outgoing) error {
 		o.requestID = uuid.NewString()
-		o.payload = tmpl.with(o.requestID)
+		o.payload = tmpl.with(execID, o.requestID)
 		p.now = append(p.now, o)
 		return nil
 	}
