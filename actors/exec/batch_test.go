@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,8 @@ type sender struct {
 	engine  *actor.PID
 	reqs    []*messages.ExecRequest
 	replies chan<- *messages.ExecReply
+	// sent, if set, is called once the requests are posted.
+	sent func()
 }
 
 func (s *sender) Receive(c actor.Context) {
@@ -31,6 +34,9 @@ func (s *sender) Receive(c actor.Context) {
 	case *actor.Started:
 		for _, r := range s.reqs {
 			c.Request(s.engine, r)
+		}
+		if s.sent != nil {
+			s.sent()
 		}
 	case *messages.ExecReply:
 		s.replies <- m
@@ -279,6 +285,8 @@ func TestSettleClaimsOrReports(t *testing.T) {
 func TestStopCompletesTheBatchInProgressAndHalfWritesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	reg := prometheus.NewRegistry()
+	e.metrics = exec.NewMetrics(reg)
 	cmds := e.recordCommands()
 	e.putJob("job1", "1", "echo")
 	e.start()
@@ -294,23 +302,41 @@ func TestStopCompletesTheBatchInProgressAndHalfWritesNothing(t *testing.T) {
 			messages.ScheduledExecID(fmt.Sprintf("s%d", i), t0), fmt.Sprintf("pc-%d", i))})
 	}
 	replies := e.send(lists[:1]...)
-	time.Sleep(100 * time.Millisecond) // the first batch is waiting for the database
-	rest := e.send(lists[1:]...)
-	time.Sleep(100 * time.Millisecond) // the others are in the mailbox
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		e.stop()
-	}()
-	time.Sleep(50 * time.Millisecond)
+	// The first batch has started and waits for the database.
+	eventually(t, func() error {
+		if n, _ := histogram(t, reg, "kanade_exec_batch_requests"); n != 1 {
+			return fmt.Errorf("%d batches started", n)
+		}
+		return nil
+	})
+	// The others are in the engine's mailbox once their senders have
+	// sent them (a Request posts to the mailbox before it returns).
+	rest := make(chan *messages.ExecReply, len(lists)-1)
+	var sent sync.WaitGroup
+	for _, l := range lists[1:] {
+		sent.Add(1)
+		e.sys.Root.Spawn(actor.PropsFromProducer(func() actor.Actor {
+			return &sender{engine: e.pid, reqs: l, replies: rest, sent: sent.Done}
+		}))
+	}
+	sent.Wait()
+	// The stop is posted (a system message, handled before them) before
+	// the batch may go on.
+	stopping := e.sys.Root.StopFuture(e.pid)
 	if err := conn.Close(); err != nil {
 		t.Fatal(err)
 	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- stopping.Wait() }()
 	select {
-	case <-stopped:
+	case err := <-stopped:
+		if err != nil {
+			t.Fatal(err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the engine did not stop within 10 s")
 	}
+	e.pid = nil
 	if first := collect(t, replies, 1)[0]; first.Err != nil {
 		t.Fatalf("the batch in progress: %v", first.Err)
 	}
