@@ -21,10 +21,10 @@ import (
 const migrationLock = 0x6b616e616465
 
 // openPostgres opens the two pools on opts.URL. Bun formats every query's
-// arguments itself, so pgx runs them in the simple protocol: one round trip,
-// no server-side statement cache filling up with one-off query texts, and
-// nothing that breaks behind PgBouncer in transaction mode. A URL that sets
-// default_query_exec_mode keeps its choice.
+// arguments into its text itself, so pgx runs them in the simple protocol:
+// one round trip, and no per-connection statement cache filling up with
+// one-off query texts (pgx's default prepares each new text first). A URL
+// that sets default_query_exec_mode keeps its choice.
 func openPostgres(ctx context.Context, opts Options) (*Store, error) {
 	if !IsPostgresURL(opts.URL) {
 		return nil, fmt.Errorf("storage: database URL %q: want postgres://user:password@host:port/database", RedactURL(opts.URL))
