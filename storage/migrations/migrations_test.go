@@ -2,7 +2,6 @@ package migrations_test
 
 import (
 	"context"
-	"io"
 	"io/fs"
 	"strings"
 	"testing"
@@ -21,12 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 func read(t *testing.T, fsys fs.FS, name string) string {
 	t.Helper()
-	f, err := fsys.Open(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(f)
+	b, err := fs.ReadFile(fsys, name)
 	if err != nil {
 		t.Fatal(err)
 	}
