@@ -176,9 +176,9 @@ func TestPostgresInTxRetriesADeadlock(t *testing.T) {
 	}
 }
 
-func TestRetryable(t *testing.T) {
-	if storage.Retryable(errors.New("boom")) || storage.Retryable(nil) {
-		t.Fatal("an ordinary error is retryable")
+func TestIsBusy(t *testing.T) {
+	if storage.IsBusy(errors.New("boom")) || storage.IsBusy(nil) {
+		t.Fatal("an ordinary error is busy")
 	}
 }
 

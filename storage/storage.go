@@ -244,18 +244,17 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// InTx runs fn in one write transaction on the write pool. The transaction
-// is retried (up to 5 times, with a short backoff) when it failed for a
-// reason that a retry cures (Retryable): on SQLite another process holding
-// the file, on PostgreSQL a deadlock or a serialization failure with a
-// concurrent writer. Any other error is returned unchanged.
+// InTx runs fn in one write transaction on the writer connection. The
+// transaction is retried (up to 5 times, with a short backoff) when SQLite
+// reports the database busy or locked, which can only happen when another
+// process holds the file; any other error is returned unchanged.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	const attempts = 5
 	backoff := 20 * time.Millisecond
 	var err error
 	for i := 0; i < attempts; i++ {
 		err = s.W.RunInTx(ctx, nil, fn)
-		if err == nil || !Retryable(err) {
+		if err == nil || !IsBusy(err) {
 			return err
 		}
 		select {
@@ -268,10 +267,11 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 	return fmt.Errorf("database still busy after %d attempts: %w", attempts, err)
 }
 
-// Retryable reports whether err is a transient conflict that rerunning the
-// whole transaction cures: SQLite's SQLITE_BUSY or SQLITE_LOCKED, or
-// PostgreSQL's serialization_failure (40001) or deadlock_detected (40P01).
-func Retryable(err error) bool {
+// IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED, or
+// one of PostgreSQL's transient conflicts between concurrent writers
+// (serialization_failure 40001, deadlock_detected 40P01): the errors that
+// rerunning the whole transaction cures, which is what InTx does with them.
+func IsBusy(err error) bool {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		code := se.Code() & 0xff
