@@ -171,8 +171,11 @@ func TestPostgresInTxRetriesADeadlock(t *testing.T) {
 	if errs[0] != nil || errs[1] != nil {
 		t.Fatalf("errors: %v, %v", errs[0], errs[1])
 	}
-	if attempts[0]+attempts[1] != 3 {
-		t.Fatalf("attempts = %v, want one transaction rerun once", attempts)
+	// Usually one rerun; under load the rerun can meet the other writer
+	// before it took its second row and deadlock again, which InTx reruns
+	// too.
+	if attempts[0]+attempts[1] < 3 {
+		t.Fatalf("attempts = %v, want a deadlock and a rerun", attempts)
 	}
 }
 
