@@ -86,7 +86,11 @@ func verifyPostgres(ctx context.Context, db *bun.DB, where string) error {
 	}
 	var encoding string
 	err = conn.Raw(func(dc any) error {
-		encoding = dc.(*stdlib.Conn).Conn().PgConn().ParameterStatus("server_encoding")
+		c, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		encoding = c.Conn().PgConn().ParameterStatus("server_encoding")
 		return nil
 	})
 	_ = conn.Close()
