@@ -98,6 +98,15 @@ func TestParseErrors(t *testing.T) {
 		{"0 0 25 * * *", "", `cron "0 0 25 * * *": syntax error in hour field: '25'`, ErrSyntax},
 		{"0 0 0 * * Funday", "", `cron "0 0 0 * * Funday": syntax error in day-of-week field: 'Funday'`, ErrSyntax},
 		{"0 0 0 30 2 *", "", `cron "0 0 0 30 2 *": never matches any date between 1970 and 2099`, ErrSyntax},
+		{"0 0 0 31 2,4,6,9,11 *", "", `cron "0 0 0 31 2,4,6,9,11 *": never matches any date between 1970 and 2099`, ErrSyntax},
+		// Day-of-month and day-of-week combine with AND: each field alone
+		// matches, together they never do.
+		{"0 0 0 30 2 MON", "", `cron "0 0 0 30 2 MON": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 1-7 * MON#2", "", `cron "0 0 0 1-7 * MON#2": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 1-21 * 5L", "", `cron "0 0 0 1-21 * 5L": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 15W * Sat,Sun", "", `cron "0 0 0 15W * Sat,Sun": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 LW * 0,6", "", `cron "0 0 0 LW * 0,6": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 29 2 MON 2026-2040", "", `cron "0 0 0 29 2 MON 2026-2040": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
 		{"0 0 * * * *", "Mars/Base", `unknown time zone "Mars/Base"`, ErrUnknownZone},
 		{"0 0 * * * *", "Local", `unknown time zone "Local" (use an IANA name such as "Europe/Berlin")`, ErrUnknownZone},
 	}
@@ -141,7 +150,7 @@ func TestParseAccessors(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, expr, tz string) *Expr {
+func mustParse(t testing.TB, expr, tz string) *Expr {
 	t.Helper()
 	e, err := Parse(expr, tz)
 	if err != nil {
@@ -395,7 +404,7 @@ func TestNextProperty(t *testing.T) {
 			}
 			if start, _ := next.ZoneBounds(); !start.Equal(next) {
 				w := wallAsUTC(next.In(e.loc))
-				if !e.cx.Next(w.Add(-time.Nanosecond)).Equal(w) {
+				if !e.wallNext(w.Add(-time.Nanosecond)).Equal(w) {
 					t.Fatalf("%q in %s: Next(%v) = %v whose wall time %v does not match", expr, tz, after, next, w)
 				}
 			}
