@@ -92,38 +92,6 @@ func TestNextDayFieldsAND(t *testing.T) {
 	}
 }
 
-// TestNextDayFieldsANDAcrossDST: the AND rule decides the date, the DST
-// rules of TestNextDST the instant on it.
-func TestNextDayFieldsANDAcrossDST(t *testing.T) {
-	tests := []struct {
-		name, tz, expr, after string
-		want                  []string
-	}{
-		// The second Sunday of March 2026 is New York's spring-forward day:
-		// 02:30 does not exist and fires at the jump (07:00Z).
-		{"NY second Sunday 02:30", "America/New_York", "0 30 2 8-14 * SUN", "2026-02-15T00:00:00Z",
-			[]string{"2026-03-08T07:00:00Z", "2026-04-12T06:30:00Z"}},
-		// The first Sunday of November 2026 is the fall-back day: 01:30
-		// fires once, at its first (EDT) occurrence.
-		{"NY first Sunday 01:30", "America/New_York", "0 30 1 1-7 * SUN", "2026-10-15T00:00:00Z",
-			[]string{"2026-11-01T05:30:00Z", "2026-12-06T06:30:00Z"}},
-		// Berlin springs forward on the last Sunday of March.
-		{"Berlin last Sunday of March 02:30", "Europe/Berlin", "0 30 2 25-31 3 SUN", "2026-01-01T00:00:00Z",
-			[]string{"2026-03-29T01:00:00Z", "2027-03-28T01:00:00Z"}},
-		{"Berlin first Monday 09:00", "Europe/Berlin", "0 0 9 1-7 * MON", "2026-03-01T00:00:00Z",
-			[]string{"2026-03-02T08:00:00Z", "2026-04-06T07:00:00Z"}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			e := mustParse(t, tt.expr, tt.tz)
-			got := formatAll(e.NextN(utc(tt.after), len(tt.want)))
-			if got != strings.Join(tt.want, " ") {
-				t.Errorf("%q in %s after %s:\n got %s\nwant %s", tt.expr, tt.tz, tt.after, got, strings.Join(tt.want, " "))
-			}
-		})
-	}
-}
-
 func TestCheckFuture(t *testing.T) {
 	now := utc("2026-05-20T10:00:00Z")
 	// Parse accepts a year in the past: the expression is well formed and
