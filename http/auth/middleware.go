@@ -132,7 +132,9 @@ func (a *Authenticator) authenticate(ctx context.Context, tok string) (Principal
 		// admin takes effect. A token from before the prefix existed is
 		// looked up too.
 		p, ok, err := a.operator(ctx, tok)
-		if err != nil && err.status == http.StatusUnauthorized && !IsOperatorToken(tok) {
+		if err != nil && err.msg == msgUnknownOperator && !IsOperatorToken(tok) {
+			// Not an operator token's form: to its holder it was the
+			// static-like admin token, and that is what is wrong.
 			err.msg = msgInvalidStatic
 		}
 		return p, ok, err
