@@ -196,6 +196,15 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	if s.ID == reservedID {
 		return invalid(fmt.Errorf("schedule id %q is reserved (GET /api/schedules/preview)", reservedID))
 	}
+	// Parse accepted the expression; one whose every instant is past (a
+	// year field such as 1970) would be stored and never fire.
+	expr, err := s.CronExpr()
+	if err != nil {
+		return invalid(err)
+	}
+	if err := expr.CheckFuture(h.Clock.Now()); err != nil {
+		return invalid(err)
+	}
 	jobs, err := h.kv(r.Context(), messages.BucketJobs)
 	if err != nil {
 		return err
@@ -351,6 +360,11 @@ func (h *handlers) preview(w http.ResponseWriter, r *http.Request) error {
 	}
 	e, err := cron.Parse(expr, tz)
 	if err != nil {
+		return httpx.BadRequest("%v", err)
+	}
+	// The same refusal as the upsert's, so that the editor, which checks
+	// as you type through this route, shows it before saving.
+	if err := e.CheckFuture(h.Clock.Now()); err != nil {
 		return httpx.BadRequest("%v", err)
 	}
 	if tz == "" {

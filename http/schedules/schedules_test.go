@@ -64,6 +64,9 @@ func TestUpsertValidation(t *testing.T) {
 	}{
 		{"bad cron", with("cron", "61 * * * * *"), `invalid schedule: cron "61 * * * * *"`},
 		{"too few fields", with("cron", "* *"), "expected 5, 6 or 7 fields"},
+		{"day fields never meet", with("cron", "0 0 0 1-7 * MON#2"), "never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)"},
+		{"February 30th on a Monday", with("cron", "0 30 2 30 2 MON"), "never matches"},
+		{"a year in the past", with("cron", "0 0 0 1 1 * 1970"), `cron "0 0 0 1 1 * 1970": no fire time after `},
 		{"bad tz", with("tz", "Mars/Olympus"), `unknown time zone "Mars/Olympus"`},
 		{"bad cooldown", with("cooldown", "soon"), "invalid cooldown"},
 		{"bad jitter", with("jitter", "5 parsecs"), "invalid jitter"},

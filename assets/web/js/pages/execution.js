@@ -5,6 +5,7 @@ import { h, heading, table, dl, statusBadge, errorCard, notice, button, busy, li
 import { get, post, seg } from '../api.js';
 import { time, duration, between } from '../fmt.js';
 import { panel, progress, agentLink } from '../views.js';
+import { guard } from '../access.js';
 
 export default async function execution(ctx) {
   const id = ctx.params.id;
@@ -22,7 +23,7 @@ export default async function execution(ctx) {
         msg.replaceChildren(errorCard(e, `${label} failed`));
       }
     }, { class: cls });
-    return b;
+    return guard(b, 'POST /api/executions/{exec_id}' + path);
   };
   const actions = h('span', { class: 'actions' },
     act('Kill', '/kill', () => msg.replaceChildren(notice('Kill sent to every PC running this exec.')), 'btn danger'),
