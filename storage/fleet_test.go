@@ -12,8 +12,11 @@ import (
 )
 
 func TestResolveTargetPCs(t *testing.T) {
+	storagetest.ForEachDialect(t, testResolveTargetPCs)
+}
+
+func testResolveTargetPCs(t *testing.T, s *storage.Store) {
 	ctx := context.Background()
-	s := storagetest.Open(t)
 	now := time.Date(2026, 5, 20, 12, 0, 0, 0, time.UTC)
 	agents := map[string]time.Duration{"a": 10 * time.Second, "b": 119 * time.Second, "c": 121 * time.Second, "d": time.Second}
 	for pc, age := range agents {

@@ -39,9 +39,20 @@ func TestOpenVerifiesPragmasAndMigrates(t *testing.T) {
 }
 
 func TestReopenIsIdempotent(t *testing.T) {
+	storagetest.RunDialects(t, func(t *testing.T, d storagetest.Dialect) {
+		opts := storage.Options{URL: d.URL(t), Path: filepath.Join(t.TempDir(), "backend.db")}
+		testReopen(t, opts, func() *storage.Store {
+			if opts.URL != "" {
+				return storagetest.OpenURL(t, opts.URL)
+			}
+			return storagetest.OpenAt(t, opts.Path)
+		})
+	})
+}
+
+func testReopen(t *testing.T, opts storage.Options, reopen func() *storage.Store) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "backend.db")
-	s1, err := storage.Open(ctx, storage.Options{Path: path})
+	s1, err := storage.Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +63,7 @@ func TestReopenIsIdempotent(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := storagetest.OpenAt(t, path)
+	s2 := reopen()
 	n, err := s2.R.NewSelect().Model((*storage.Agent)(nil)).Count(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("after reopen: n=%d err=%v", n, err)
@@ -60,11 +71,20 @@ func TestReopenIsIdempotent(t *testing.T) {
 }
 
 func TestReadPoolRejectsWrites(t *testing.T) {
-	s := storagetest.Open(t)
-	_, err := s.R.ExecContext(context.Background(), "DELETE FROM agents")
-	if err == nil {
-		t.Fatal("write through the read pool succeeded; want query_only error")
-	}
+	storagetest.ForEachDialect(t, func(t *testing.T, s *storage.Store) {
+		_, err := s.R.ExecContext(context.Background(), "DELETE FROM agents")
+		if err == nil {
+			t.Fatal("write through the read pool succeeded; want a read-only error")
+		}
+		err = s.R.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+			_, err := tx.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1",
+				LastHeartbeat: storage.T(time.Now()), UpdatedAt: storage.T(time.Now())}).Exec(ctx)
+			return err
+		})
+		if err == nil {
+			t.Fatal("insert in a read-pool transaction succeeded; want a read-only error")
+		}
+	})
 }
 
 // A DSN whose parameters are not applied must not slip through: the store
@@ -83,8 +103,11 @@ func TestOpenRefusesWhenPragmasAreNotInEffect(t *testing.T) {
 }
 
 func TestTimeColumnsSortAndRoundTrip(t *testing.T) {
+	storagetest.ForEachDialect(t, testTimeColumns)
+}
+
+func testTimeColumns(t *testing.T, s *storage.Store) {
 	ctx := context.Background()
-	s := storagetest.Open(t)
 	base := time.Date(2026, 5, 20, 3, 0, 0, 0, time.UTC)
 	// Fractions of different lengths are where variable-width text sorts
 	// wrongly; the fixed-width layout must order them correctly.
@@ -125,8 +148,11 @@ func TestTimeColumnsSortAndRoundTrip(t *testing.T) {
 }
 
 func TestInTxRollsBackOnError(t *testing.T) {
+	storagetest.ForEachDialect(t, testInTxRollsBack)
+}
+
+func testInTxRollsBack(t *testing.T, s *storage.Store) {
 	ctx := context.Background()
-	s := storagetest.Open(t)
 	boom := errors.New("boom")
 	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1",
@@ -145,10 +171,13 @@ func TestInTxRollsBackOnError(t *testing.T) {
 }
 
 func TestZeroTimeIsNull(t *testing.T) {
-	ctx := context.Background()
-	s := storagetest.Open(t)
-	_, err := s.W.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1"}).Exec(ctx)
-	if err == nil || !strings.Contains(err.Error(), "NOT NULL") {
-		t.Fatalf("err = %v, want NOT NULL constraint", err)
-	}
+	storagetest.ForEachDialect(t, func(t *testing.T, s *storage.Store) {
+		_, err := s.W.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1"}).Exec(context.Background())
+		// SQLite: "NOT NULL constraint failed"; PostgreSQL: "violates
+		// not-null constraint".
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "not") ||
+			!strings.Contains(strings.ToLower(err.Error()), "null constraint") {
+			t.Fatalf("err = %v, want a NOT NULL constraint error", err)
+		}
+	})
 }

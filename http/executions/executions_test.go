@@ -18,6 +18,7 @@ import (
 	"kanade-backend/http/executions"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 // POST /api/exec/{job} to all + a group + a PC: three subjects in order,
@@ -347,7 +348,11 @@ func TestJobEditTakesEffectAtTheNextExec(t *testing.T) {
 
 func TestExecutionsListDetailAndRerun(t *testing.T) {
 	t.Parallel()
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testExecutionsListDetailAndRerun)
+}
+
+func testExecutionsListDetailAndRerun(t *testing.T, db storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: db.URL(t)})
 	putJob(t, b, "job1", "1", "echo")
 	putJob(t, b, "job2", "1", "echo")
 	heartbeat(t, b, "a1", "g")

@@ -13,6 +13,7 @@ import (
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/httpx"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -30,8 +31,8 @@ func manifest(id, hint string) json.RawMessage {
 	return json.RawMessage(`{"id":"` + id + `","version":"1","description":"` + id + ` probe","execute":{"shell":"powershell","script":"x","timeout":"60s","run_as":"system"},"require_approval":false,"inventory":` + inv + `}`)
 }
 
-func fixture(t *testing.T) *apptest.Backend {
-	b := apptest.Start(t)
+func fixture(t *testing.T, d storagetest.Dialect) *apptest.Backend {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	desc := func(s string) *string { return &s }
 	jobs := []storage.Job{
 		{ID: "hw", Version: "1", Description: desc("hw probe"), HasInventory: true, Manifest: manifest("hw", hwHint)},
@@ -78,7 +79,11 @@ func compact(t *testing.T, b []byte) string {
 }
 
 func TestJobs(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testJobs)
+}
+
+func testJobs(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	resp, body := b.Do(t, "GET", "/api/inventory/jobs", nil)
 	want := `[{"description":"hw probe","display":[{"field":"os","label":"OS"},{"field":"ram","label":"RAM","type":"bytes"}],"manifest_id":"hw","summary":[{"field":"os","label":"OS"}]},` +
 		`{"description":"sw probe","display":[{"field":"name","label":"Name"}],"manifest_id":"sw","summary":[]}]`
@@ -92,7 +97,11 @@ func TestJobs(t *testing.T) {
 }
 
 func TestByJob(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testByJob)
+}
+
+func testByJob(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	resp, body := b.Do(t, "GET", "/api/inventory/by-job/hw", nil)
 	want := `{"display":[{"field":"os","label":"OS"},{"field":"ram","label":"RAM","type":"bytes"}],"manifest_id":"hw",` +
 		`"rows":[{"collected_at":"2026-03-01T12:00:00Z","facts":{},"pc_id":"jobs"},` +
@@ -126,7 +135,11 @@ func TestByJob(t *testing.T) {
 }
 
 func TestByPC(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testByPC)
+}
+
+func testByPC(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	var rows []map[string]any
 	resp, body := b.Do(t, "GET", "/api/inventory/pc-1", nil)
 	if resp.StatusCode != 200 || json.Unmarshal(body, &rows) != nil || resp.Header.Get("X-Total-Count") != "3" {
@@ -162,7 +175,11 @@ func TestByPC(t *testing.T) {
 // /api/inventory/{pc_id}; every other one-segment path is a pc_id and every
 // two-segment by-job path a job.
 func TestRouteOverlap(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testRouteOverlap)
+}
+
+func testRouteOverlap(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	_, body := b.Do(t, "GET", "/api/inventory/jobs", nil)
 	if !strings.Contains(string(body), `"manifest_id"`) {
 		t.Fatalf("/api/inventory/jobs did not list jobs: %s", body)
@@ -182,7 +199,11 @@ func TestRouteOverlap(t *testing.T) {
 }
 
 func TestErrors(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testErrors)
+}
+
+func testErrors(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	for _, c := range []struct {
 		method, path string
 		status       int

@@ -52,9 +52,10 @@ func insert(t *testing.T, b *apptest.Backend, rows []storage.ExecutionResult) {
 }
 
 // fixture: a broadcast (req-b, exec-1, job-a) answered by three PCs at the
-// same instant, an ad-hoc run, and a failure of another job.
-func fixture(t *testing.T) *apptest.Backend {
-	b := apptest.Start(t)
+// same instant, an ad-hoc run, and a failure of another job, in a backend
+// on database d.
+func fixture(t *testing.T, d storagetest.Dialect) *apptest.Backend {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	insert(t, b, []storage.ExecutionResult{
 		result("req-b", "pc-1", "exec-1", "job-a", 0, 10),
 		result("req-b", "pc-2", "exec-1", "job-a", 0, 10),
@@ -85,7 +86,11 @@ func ids(rows []row) string {
 }
 
 func TestListFiltersAndOrder(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testListFiltersAndOrder)
+}
+
+func testListFiltersAndOrder(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	since := url.QueryEscape(t0.Add(20 * time.Second).In(time.FixedZone("JST", 9*3600)).Format(time.RFC3339))
 	cases := []struct {
 		query string
@@ -132,7 +137,11 @@ func TestListFiltersAndOrder(t *testing.T) {
 }
 
 func TestRowShape(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testRowShape)
+}
+
+func testRowShape(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	var got []map[string]any
 	b.JSON(t, "GET", "/api/results?pc_id=pc-1", nil, 200, &got)
 	want := map[string]any{
@@ -150,8 +159,9 @@ func TestRowShape(t *testing.T) {
 	}
 }
 
+// Bad filters are refused before any query: one dialect is enough.
 func TestBadFilters(t *testing.T) {
-	b := fixture(t)
+	b := fixture(t, storagetest.Dialects[0])
 	cases := []struct{ query, want string }{
 		{"?status=ok", `invalid status "ok": must be success or failure`},
 		{"?since=yesterday", `invalid since "yesterday": must be an RFC 3339 time such as 2026-01-02T15:04:05Z or 2026-01-02T15:04:05+09:00`},
@@ -173,7 +183,11 @@ func TestBadFilters(t *testing.T) {
 }
 
 func TestByRequest(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testByRequest)
+}
+
+func testByRequest(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	var got []row
 	resp, body := b.Do(t, "GET", "/api/results/req-b", nil)
 	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil {
@@ -230,7 +244,11 @@ func TestMethodsAndUnknownPaths(t *testing.T) {
 // cap, flagged as a lower bound, and never less than the rows already
 // paged past.
 func TestTotalIsCapped(t *testing.T) {
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testTotalIsCapped)
+}
+
+func testTotalIsCapped(t *testing.T, d storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	f := storagetest.Fleet{Agents: 100, Results: httpx.TotalCap + 100, ResultsPerExec: 100, Jobs: 2, End: t0, Spacing: time.Minute}
 	if err := storagetest.Seed(context.Background(), b.Store, f); err != nil {
 		t.Fatal(err)

@@ -149,12 +149,13 @@ func (a *App) Run(ctx context.Context) error {
 	}
 
 	g.Add("sql store", func(ctx context.Context) error {
-		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), Logger: log})
+		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), URL: cfg.DB.URL,
+			ReadConns: cfg.DB.ReadConns, WriteConns: cfg.DB.WriteConns, Logger: log})
 		if err != nil {
 			return err
 		}
 		a.Store = st
-		log.Info("database ready", "path", cfg.DBPath())
+		log.Info("database ready", "database", st.Location())
 		return nil
 	}, func(context.Context) error { return a.Store.Close() })
 

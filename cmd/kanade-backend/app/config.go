@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"kanade-backend/storage"
 )
 
 // Config is the whole configuration of the backend. Sources, lowest
@@ -51,7 +53,14 @@ type NATSConfig struct {
 
 // DBConfig is the [db] section.
 type DBConfig struct {
+	// SQLitePath is the SQLite file (default <data-dir>/backend.db).
 	SQLitePath string `toml:"sqlite_path"`
+	// URL selects PostgreSQL instead: postgres://user:password@host/db.
+	URL string `toml:"url"`
+	// ReadConns and WriteConns size the pools (0: the store's defaults;
+	// SQLite always has one writer).
+	ReadConns  int `toml:"read_conns"`
+	WriteConns int `toml:"write_conns"`
 }
 
 // LogConfig is the [log] section.
@@ -111,12 +120,13 @@ func (c Config) Embedded() bool { return c.NATS.URL == "" }
 
 // Env names the environment variables Load reads.
 var Env = struct {
-	Config, Bind, DataDir, DB, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
+	Config, Bind, DataDir, DB, DBURL, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
 }{
 	Config:     "KANADE_BACKEND_CONFIG",
 	Bind:       "KANADE_BIND",
 	DataDir:    "KANADE_DATA_DIR",
 	DB:         "KANADE_DB",
+	DBURL:      "KANADE_DB_URL",
 	NATSURL:    "KANADE_NATS_URL",
 	NATSListen: "KANADE_NATS_LISTEN",
 	NATSToken:  "KANADE_NATS_TOKEN",
@@ -140,6 +150,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		natsURL    = fs.String("nats-url", "", "external NATS URL; empty runs the embedded server")
 		natsListen = fs.String("nats-listen", "", "embedded NATS listen address, or off (default "+cfg.NATS.Listen+")")
 		db         = fs.String("db", "", "SQLite database path (default <data-dir>/backend.db)")
+		dbURL      = fs.String("db-url", "", "PostgreSQL URL (postgres://user:password@host/db); empty uses SQLite")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "text or json (default text)")
 		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
@@ -182,6 +193,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	overlay(&cfg.Server.Bind, *bind, getenv(Env.Bind))
 	overlay(&cfg.DataDir, *dataDir, getenv(Env.DataDir))
 	overlay(&cfg.DB.SQLitePath, *db, getenv(Env.DB))
+	overlay(&cfg.DB.URL, *dbURL, getenv(Env.DBURL))
 	overlay(&cfg.NATS.URL, *natsURL, getenv(Env.NATSURL))
 	overlay(&cfg.NATS.Listen, *natsListen, getenv(Env.NATSListen))
 	overlay(&cfg.NATS.Token, getenv(Env.NATSToken))
@@ -202,6 +214,12 @@ func (c Config) validate() error {
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("nats replicas %d: want 1 to 5", c.NATS.Replicas))
+	}
+	if c.DB.URL != "" && !storage.IsPostgresURL(c.DB.URL) {
+		errs = append(errs, fmt.Errorf("db url %q: want postgres://user:password@host:port/database", storage.RedactURL(c.DB.URL)))
+	}
+	if c.DB.ReadConns < 0 || c.DB.WriteConns < 0 {
+		errs = append(errs, fmt.Errorf("db read_conns %d, write_conns %d: want 0 (default) or more", c.DB.ReadConns, c.DB.WriteConns))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir must not be empty"))

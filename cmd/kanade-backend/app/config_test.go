@@ -82,3 +82,39 @@ func TestLoadRejectsUnknownKeysAndBadValues(t *testing.T) {
 		}
 	}
 }
+
+// [db] url < KANADE_DB_URL < --db-url selects PostgreSQL; anything but a
+// postgres:// URL is refused at load, without echoing a password.
+func TestLoadDatabaseURL(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "backend.toml")
+	err := os.WriteFile(file, []byte("[db]\nurl = \"postgres://file@db/kanade\"\nread_conns = 20\nwrite_conns = 5\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil || cfg.DB.URL != "postgres://file@db/kanade" || cfg.DB.ReadConns != 20 || cfg.DB.WriteConns != 5 {
+		t.Fatalf("file: %v %+v", err, cfg.DB)
+	}
+	e := env(map[string]string{"KANADE_DB_URL": "postgresql://env@db/kanade"})
+	if cfg, err = Load([]string{"--config", file}, e, io.Discard); err != nil || cfg.DB.URL != "postgresql://env@db/kanade" {
+		t.Fatalf("env: %v %+v", err, cfg.DB)
+	}
+	if cfg, err = Load([]string{"--config", file, "--db-url", "postgres://flag@db/kanade"}, e, io.Discard); err != nil || cfg.DB.URL != "postgres://flag@db/kanade" {
+		t.Fatalf("flag: %v %+v", err, cfg.DB)
+	}
+	for _, args := range [][]string{
+		{"--db-url", "mysql://u:s3cret@db/kanade"},
+		{"--db-url", "/var/lib/kanade.db"},
+	} {
+		_, err := Load(args, env(nil), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "want postgres://") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Load(%v): err = %v", args, err)
+		}
+	}
+	if err := os.WriteFile(file, []byte("[db]\nread_conns = -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load([]string{"--config", file}, env(nil), io.Discard); err == nil {
+		t.Error("negative read_conns accepted")
+	}
+}

@@ -1,6 +1,7 @@
 // Package apptest runs a whole backend in-process for end-to-end tests:
-// embedded NATS with JetStream, a real SQLite file and real HTTP, all in the
-// test's temporary directory, stopped at cleanup.
+// embedded NATS with JetStream, a real SQLite file (or a PostgreSQL database
+// of storage/pgtest) and real HTTP, all in the test's temporary directory,
+// stopped at cleanup.
 package apptest
 
 import (
@@ -38,6 +39,9 @@ type Backend struct {
 type Options struct {
 	// DataDir reuses a directory (to test restarts); default t.TempDir().
 	DataDir string
+	// DBURL runs the backend on PostgreSQL (storagetest.Dialect.URL);
+	// empty keeps the SQLite file in DataDir.
+	DBURL string
 	// Env adds environment variables seen by the backend (auth settings).
 	Env map[string]string
 	// Configure edits the config before start.
@@ -76,6 +80,7 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	cfg.DataDir = o.DataDir
 	cfg.Server.Bind = "127.0.0.1:0"
 	cfg.NATS.Listen = "127.0.0.1:-1"
+	cfg.DB.URL = o.DBURL
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
