@@ -26,6 +26,9 @@ type EmbeddedOptions struct {
 	// Token, when set, is required from every client (KANADE_NATS_TOKEN).
 	Token  string
 	Logger *slog.Logger
+	// Store, when set, watches the server's log for store failures and can
+	// recover them (see StoreHealth).
+	Store *StoreHealth
 }
 
 // StartEmbedded starts a nats-server with JetStream and waits until it
@@ -56,7 +59,10 @@ func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create embedded nats server: %w", err)
 	}
-	ns.SetLoggerV2(&serverLogger{l: opts.Logger.With("component", "nats-server")}, false, false, false)
+	ns.SetLoggerV2(&serverLogger{l: opts.Logger.With("component", "nats-server"), store: opts.Store}, false, false, false)
+	if opts.Store != nil {
+		opts.Store.attach(ns, opts.StoreDir)
+	}
 	go ns.Start()
 	if !ns.ReadyForConnections(10 * time.Second) {
 		ns.Shutdown()

@@ -32,6 +32,11 @@ type Options struct {
 	Listen string
 	// SkipEnsure leaves the JetStream resources uncreated.
 	SkipEnsure bool
+	// StoreDir holds the file store (default t.TempDir()), e.g. on a small
+	// filesystem for the disk-fault tests.
+	StoreDir string
+	// Store watches the server's store (broker.EmbeddedOptions.Store).
+	Store *broker.StoreHealth
 }
 
 // Start runs a server for the duration of the test.
@@ -42,7 +47,10 @@ func Start(t testing.TB, opts ...Options) *Broker {
 		o = opts[0]
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: t.TempDir(), Listen: o.Listen, Logger: logger})
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: o.StoreDir, Listen: o.Listen, Logger: logger, Store: o.Store})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
