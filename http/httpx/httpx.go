@@ -149,6 +149,9 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return BadRequest("request body must be a JSON object")
 	}
+	if err := messages.CheckJSONDepth(b); err != nil {
+		return BadRequest("invalid JSON body: %v", err)
+	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return BadRequest("invalid JSON body: %v", err)
 	}
