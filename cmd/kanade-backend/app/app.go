@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -77,6 +78,9 @@ type App struct {
 	Exec *actor.PID
 	// Live is the live-events hub behind /api/events.
 	Live *live.Hub
+	// Guards report what fleet health lists as the backend's own
+	// problems (disk space, stalled projections, broken streams).
+	Guards Guards
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -122,13 +126,15 @@ func (a *App) Run(ctx context.Context) error {
 	log := a.Logger
 	g := lifecycle.New(log)
 
+	a.setUpGuards()
 	if cfg.Embedded() {
 		g.Add("embedded nats", func(context.Context) error {
 			ns, err := broker.StartEmbedded(broker.EmbeddedOptions{
-				StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+				StoreDir: a.jetStreamDir(),
 				Listen:   cfg.NATS.Listen,
 				Token:    cfg.NATS.Token,
 				Logger:   log,
+				Store:    a.Guards.JetStream,
 			})
 			if err != nil {
 				return err
@@ -143,6 +149,7 @@ func (a *App) Run(ctx context.Context) error {
 			a.NATSServer.WaitForShutdown()
 			return nil
 		})
+		g.Add("jetstream store watch", a.startStoreWatch, a.stopStoreWatch)
 	}
 
 	g.Add("sql store", func(ctx context.Context) error {
@@ -222,6 +229,8 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		_, statErr := os.Stat(filepath.Join(cfg.DataDir, auth.TokenFileName))
+		freshToken := errors.Is(statErr, fs.ErrNotExist)
 		au, err := auth.New(authCfg, cfg.DataDir, log)
 		if err != nil {
 			return err
@@ -230,8 +239,9 @@ func (a *App) Run(ctx context.Context) error {
 		router := server.NewRouter()
 		a.Router = router
 		a.routes(router)
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Observe: a.Metrics.ObserveHTTP})
-		srv, err := server.Listen(cfg.Server.Bind, h)
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Observe: a.Metrics.ObserveHTTP,
+			WriteTimeout: cfg.Server.WriteTimeout.Duration})
+		srv, err := server.Listen(cfg.Server.Bind, h, a.httpLimits())
 		if err != nil {
 			return err
 		}
@@ -244,7 +254,7 @@ func (a *App) Run(ctx context.Context) error {
 				g.Fatal(fmt.Errorf("http server: %w", err))
 			}
 		}()
-		a.logDashboardURL()
+		a.logDashboardURL(freshToken)
 		return nil
 	}, func(ctx context.Context) error { return a.HTTP.Shutdown(ctx) })
 
@@ -253,12 +263,21 @@ func (a *App) Run(ctx context.Context) error {
 	return g.Run(ctx, StopTimeout)
 }
 
-func (a *App) logDashboardURL() {
+// logDashboardURL says where the dashboard is. A generated token is shown
+// once, in the URL logged when it is generated (fresh); later starts say
+// where the token file is, so that the token does not end up in every
+// start's log (and whatever collects logs).
+func (a *App) logDashboardURL(fresh bool) {
 	url := "http://" + a.HTTP.Addr() + "/"
 	switch a.Auth.Mode() {
 	case auth.ModeGenerated:
-		a.Logger.Info("dashboard ready (generated admin token; keep this URL private)",
-			"url", url+"#token="+a.Auth.Token(), "token_file", a.Auth.TokenFile())
+		if fresh {
+			a.Logger.Info("dashboard ready (new admin token, shown once; keep this URL private)",
+				"url", url+"#token="+a.Auth.Token(), "token_file", a.Auth.TokenFile())
+			return
+		}
+		a.Logger.Info("dashboard ready (admin token in the token file; open the URL with #token=<token>)",
+			"url", url, "token_file", a.Auth.TokenFile())
 	case auth.ModeDisabled:
 		a.Logger.Warn("dashboard ready with authentication DISABLED", "url", url)
 	default:
