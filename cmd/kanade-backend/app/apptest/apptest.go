@@ -42,6 +42,8 @@ type Options struct {
 	Env map[string]string
 	// Configure edits the config before start.
 	Configure func(*app.Config)
+	// Prepare edits the App before Run (test hooks, guard intervals).
+	Prepare func(*app.App)
 	// LogLevel of the captured log (default warn; KANADE_TEST_LOG=debug
 	// prints everything).
 	LogLevel slog.Level
@@ -87,6 +89,9 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	logger := slog.New(slog.NewTextHandler(testWriter{t: t, done: logDone}, &slog.HandlerOptions{Level: o.LogLevel}))
 	a := app.New(cfg, logger)
 	a.Getenv = func(k string) string { return env[k] }
+	if o.Prepare != nil {
+		o.Prepare(a)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
