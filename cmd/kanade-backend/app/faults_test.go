@@ -15,8 +15,10 @@ import (
 
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/cmd/kanade-fleet/sim"
 	"kanade-backend/http/health"
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )
 
@@ -275,3 +277,84 @@ func TestJetStreamStoreDiskFull(t *testing.T) {
 	}
 }
 
+// Heartbeats and results whose pc_id is not a subject token ("*", ">",
+// "a.b", " ") are recorded in projection_errors and never become agents;
+// an agents row like that from an older version is skipped when targets
+// are resolved; a once_per_pc schedule on all PCs keeps firing at the real
+// agents.
+func TestInvalidPcIDsNeverStopASchedule(t *testing.T) {
+	b := apptest.Start(t)
+	b.StartFleet(t, sim.Config{Agents: 3, Prefix: "REAL-", Heartbeat: time.Second, Seed: 7,
+		RunTime: sim.Range{Min: 10 * time.Millisecond, Max: 50 * time.Millisecond}})
+	nc, err := nats.Connect(b.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	bad := []string{"*", ">", "a.b", " "}
+	for i, pc := range bad {
+		hb, _ := json.Marshal(messages.Heartbeat{PcID: pc, At: time.Now().UTC(), AgentVersion: "0.21.2"})
+		if err := nc.Publish(fmt.Sprintf("heartbeat.bad%d", i), hb); err != nil {
+			t.Fatal(err)
+		}
+		r, _ := json.Marshal(messages.ExecResult{RequestID: fmt.Sprintf("bad-%d", i), PcID: pc, StartedAt: time.Now(), FinishedAt: time.Now()})
+		if _, err := b.JS.Publish(context.Background(), messages.ResultsSubject(fmt.Sprintf("bad-%d", i)), r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apptest.Eventually(t, 20*time.Second, func() error {
+		var errs []struct {
+			Projection string `bun:"projection"`
+			Error      string `bun:"error"`
+		}
+		if err := b.Store.R.NewSelect().TableExpr("projection_errors").Column("projection", "error").
+			Scan(context.Background(), &errs); err != nil {
+			return err
+		}
+		hb, res := 0, 0
+		for _, e := range errs {
+			if !strings.Contains(e.Error, "invalid pc_id") {
+				return fmt.Errorf("projection error %+v", e)
+			}
+			switch e.Projection {
+			case "heartbeat":
+				hb++
+			case "results":
+				res++
+			}
+		}
+		if hb != len(bad) || res != len(bad) {
+			return fmt.Errorf("%d heartbeat and %d results projection errors, want %d each", hb, res, len(bad))
+		}
+		return nil
+	})
+	var agents []string
+	if err := b.Store.R.NewSelect().TableExpr("agents").Column("pc_id").Order("pc_id").Scan(context.Background(), &agents); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(agents, ",") != "REAL-0001,REAL-0002,REAL-0003" {
+		t.Fatalf("agents = %q", agents)
+	}
+	// A row an older version let in, alive.
+	now := storage.T(time.Now())
+	if _, err := b.Store.W.NewInsert().Model(&storage.Agent{PcID: "old.bad", AgentVersion: "0.21.2",
+		LastHeartbeat: now, UpdatedAt: now}).Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+
+	b.JSON(t, http.MethodPost, "/api/jobs", map[string]any{"id": "hello", "version": "1",
+		"execute": map[string]any{"shell": "powershell", "script": "echo hi", "timeout": "1m"}}, 200, nil)
+	b.JSON(t, http.MethodPost, "/api/schedules", map[string]any{"id": "once", "cron": "* * * * * *", "job_id": "hello",
+		"target": map[string]any{"all": true}, "mode": "once_per_pc"}, 200, nil)
+	apptest.Eventually(t, 30*time.Second, func() error {
+		var pcs []string
+		if err := b.Store.R.NewSelect().TableExpr("execution_results").ColumnExpr("DISTINCT pc_id").
+			Where("job_id = 'hello'").Order("pc_id").Scan(context.Background(), &pcs); err != nil {
+			return err
+		}
+		if strings.Join(pcs, ",") != "REAL-0001,REAL-0002,REAL-0003" {
+			return fmt.Errorf("hello ran on %q", pcs)
+		}
+		return nil
+	})
+}
