@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -193,8 +194,11 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 		return recordErrors(ctx, tx, h.errs)
 	})
 	if err != nil {
-		h.env.stalled(ProjHeartbeat, err)
-		h.env.log.Error("heartbeat flush failed; keeping the heartbeats for the next flush", "agents", len(beats), "err", err)
+		level := slog.LevelDebug // retried every period: say it once, then quietly
+		if h.env.stalled(ProjHeartbeat, err) {
+			level = slog.LevelError
+		}
+		h.env.log.Log(ctx, level, "heartbeat flush failed; keeping the heartbeats for the next flush", "agents", len(beats), "err", err)
 		return false
 	}
 	h.env.progressed(ProjHeartbeat)

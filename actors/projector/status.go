@@ -56,16 +56,18 @@ func causeOf(err error) string {
 }
 
 // stalled records that projection failed to write with err; Since keeps
-// the start of the current run of failures.
-func (e *env) stalled(projection string, err error) {
+// the start of the current run of failures. It reports whether the
+// projection was making progress until now (callers log the first failure
+// of a run loudly, the retries quietly).
+func (e *env) stalled(projection string, err error) (first bool) {
 	cause := causeOf(err)
 	e.metrics.failures.WithLabelValues(projection, cause).Inc()
-	e.setStall(projection, cause, err.Error())
+	return e.setStall(projection, cause, err.Error())
 }
 
 // setStall marks projection stalled with reason, without counting a new
-// failure.
-func (e *env) setStall(projection, cause, reason string) {
+// failure; it reports whether the projection was not stalled before.
+func (e *env) setStall(projection, cause, reason string) (first bool) {
 	e.metrics.stalled.WithLabelValues(projection).Set(1)
 	s := e.status
 	s.mu.Lock()
@@ -76,6 +78,7 @@ func (e *env) setStall(projection, cause, reason string) {
 	}
 	st.Cause, st.Reason = cause, reason
 	s.stalls[projection] = st
+	return !ok
 }
 
 // progressed records that projection wrote successfully.

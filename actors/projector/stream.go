@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -351,13 +352,16 @@ func (p *streamProjector[T]) commit(ctx context.Context, batch []envelope[T], er
 func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []jetstream.Msg, pr *prepared[T], now time.Time, cause error) batchResult {
 	name := p.codec.projection()
 	p.env.metrics.retries.WithLabelValues(name).Inc()
-	p.env.stalled(name, cause)
+	level := slog.LevelDebug // retried with backoff: say it once, then quietly
+	if p.env.stalled(name, cause) {
+		level = slog.LevelWarn
+	}
 	if storage.Cause(cause) == "" && pr.delivered >= isolateAfter {
 		p.env.log.Warn("batch keeps failing on an error of its own; applying its messages one by one", "projection", name, "err", cause)
 		return p.isolate(ctx, c, pr, now)
 	}
 	delay := p.retryDelay(pr.delivered)
-	p.env.log.Warn("projection batch failed; handing it back for redelivery", "projection", name,
+	p.env.log.Log(ctx, level, "projection batch failed; handing it back for redelivery", "projection", name,
 		"messages", len(msgs), "retry_in", delay, "err", cause)
 	nakAll(msgs, delay)
 	return batchResult{failed: true}
@@ -395,9 +399,11 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 			p.finish(c, all, applied, 0, pr.pending, start)
 			return batchResult{failed: true}
 		}
+		if _, known := p.stuck[e.seq]; !known {
+			p.env.log.Error("message cannot be applied; retrying it (it is not dropped)", "projection", name,
+				"seq", e.seq, "retry_in", p.env.cfg.MaxRetryDelay, "err", err)
+		}
 		p.stuck[e.seq] = err
-		p.env.log.Error("message cannot be applied; retrying it (it is not dropped)", "projection", name,
-			"seq", e.seq, "retry_in", p.env.cfg.MaxRetryDelay, "err", err)
 		_ = pr.good[i].NakWithDelay(p.env.cfg.MaxRetryDelay)
 	}
 	if len(pr.poison) > 0 {

@@ -78,6 +78,9 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	cfg.DataDir = o.DataDir
 	cfg.Server.Bind = "127.0.0.1:0"
 	cfg.NATS.Listen = "127.0.0.1:-1"
+	// The free space of the machine running the tests is not the test's
+	// subject: disk thresholds are off unless a test sets them.
+	cfg.Disk = app.DiskConfig{MinFreePercent: -1, MinFreeMiB: -1}
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
