@@ -14,17 +14,6 @@ import (
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 )
 
-// bomb is a YAML document of levels lines in which each anchor holds width
-// aliases of the previous one: width^levels scalars once expanded.
-func bomb(levels, width int, key string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s0: &a0 [%s]\n", key, strings.TrimSuffix(strings.Repeat("lol,", width), ","))
-	for i := 1; i < levels; i++ {
-		fmt.Fprintf(&b, "%s%d: &a%d [%s]\n", key, i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*a%d,", i-1), width), ","))
-	}
-	return b.String()
-}
-
 // peakRSS reads the process's peak resident set (VmHWM) in bytes, after
 // resetting it when reset is set.
 func peakRSS(t *testing.T, reset bool) int64 {
@@ -59,11 +48,11 @@ func peakRSS(t *testing.T, reset bool) int64 {
 func TestYAMLBombsAre400Fast(t *testing.T) {
 	b := apptest.Start(t)
 	bodies := map[string]string{
-		"sequences, 9 levels of 9":    bomb(9, 9, "k"),
-		"sequences, 12 levels of 6":   bomb(12, 6, "x"),
+		"sequences, 9 levels of 9":    apptest.AliasBomb(9, 9, ""),
+		"sequences, 12 levels of 6":   apptest.AliasBomb(12, 6, ""),
 		"mappings via merge keys":     "a: &a {x: 1, y: 2, z: 3}\n" + mergeBomb(),
-		"under a manifest key":        "id: j\nversion: '1'\nexecute: {shell: cmd, script: x, timeout: 1m}\ndescription:\n" + indent(bomb(8, 8, "d")),
-		"under a schedule key (cron)": "id: s\njob_id: j\ncron: '@daily'\ntarget:\n  pcs:\n" + indent(bomb(9, 7, "p")),
+		"under a manifest key":        "id: j\nversion: '1'\nexecute: {shell: cmd, script: x, timeout: 1m}\ndescription:\n" + apptest.AliasBomb(8, 8, "  "),
+		"under a schedule key (cron)": "id: s\njob_id: j\ncron: '@daily'\ntarget:\n  pcs:\n" + apptest.AliasBomb(9, 7, "    "),
 	}
 	for name, body := range bodies {
 		if len(body) < 400 || len(body) > 600 {
@@ -107,8 +96,4 @@ func mergeBomb() string {
 		prev = name
 	}
 	return b.String()
-}
-
-func indent(s string) string {
-	return "  " + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n  ") + "\n"
 }

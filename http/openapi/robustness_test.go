@@ -348,23 +348,12 @@ var hostileBodies = []string{
 	"a: &a [*a, *a]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nd: [*c, *c, *c, *c]\n",
 	// Alias bombs of about 500 bytes (once an OOM), as a whole body and
 	// under a key a decoder reads; and JSON nested past any limit.
-	aliasBomb(9, 9, ""), "id: j\nversion: '1'\nexecute: {shell: cmd, script: x, timeout: 1m}\ndescription:\n" + aliasBomb(8, 8, "  "),
-	"id: s\njob_id: job-00\ncron: '@daily'\ntarget:\n  all: true\n  pcs:\n" + aliasBomb(8, 8, "    "),
+	apptest.AliasBomb(9, 9, ""), "id: j\nversion: '1'\nexecute: {shell: cmd, script: x, timeout: 1m}\ndescription:\n" + apptest.AliasBomb(8, 8, "  "),
+	"id: s\njob_id: job-00\ncron: '@daily'\ntarget:\n  all: true\n  pcs:\n" + apptest.AliasBomb(8, 8, "    "),
 	"a: &a {x: 1}\nb: &b {<<: [*a, *a], p: *a, q: *a}\nc: &c {<<: [*b, *b], p: *b, q: *b}\nd: &d {<<: *c, p: *c, q: *c}\n",
 	strings.Repeat("[", 200000) + strings.Repeat("]", 200000),
 	`{"target":{"pcs":` + strings.Repeat(`[`, 100) + strings.Repeat(`]`, 100) + `}}`,
 	"!!binary gIGC", "- - - - -\n", "key: [unclosed", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nMZ\r\n--XyZ--\r\n",
-}
-
-// aliasBomb is levels lines in which each anchor holds width aliases of the
-// previous one (width^levels scalars once expanded), each line prefixed.
-func aliasBomb(levels, width int, prefix string) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "%sb0: &b0 [%s]\n", prefix, strings.TrimSuffix(strings.Repeat("lol,", width), ","))
-	for i := 1; i < levels; i++ {
-		fmt.Fprintf(&b, "%sb%d: &b%d [%s]\n", prefix, i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*b%d,", i-1), width), ","))
-	}
-	return b.String()
 }
 
 func (g *generator) body() []byte {

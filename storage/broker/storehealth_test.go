@@ -33,18 +33,7 @@ func publishSome(t *testing.T, js jetstream.JetStream, prefix string, n int, wai
 		}
 		futures = append(futures, f)
 	}
-	ok := 0
-	deadline := time.After(wait)
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-			ok++
-		case <-f.Err():
-		case <-deadline:
-			return ok
-		}
-	}
-	return ok
+	return brokertest.Acked(futures, wait)
 }
 
 func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {

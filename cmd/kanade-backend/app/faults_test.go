@@ -19,6 +19,7 @@ import (
 	"kanade-backend/http/health"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker/brokertest"
 	"kanade-backend/storage/storagetest"
 )
 
@@ -46,18 +47,7 @@ func publishResults(t *testing.T, js jetstream.JetStream, from, to int, wait tim
 		}
 		futures = append(futures, f)
 	}
-	acked := 0
-	deadline := time.After(wait)
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-			acked++
-		case <-f.Err():
-		case <-deadline:
-			return acked
-		}
-	}
-	return acked
+	return brokertest.Acked(futures, wait)
 }
 
 func count(t *testing.T, b *apptest.Backend, table string) int {

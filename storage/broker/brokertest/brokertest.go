@@ -113,3 +113,21 @@ func DescribeStreams(t testing.TB, js jetstream.JetStream) map[string]string {
 	}
 	return out
 }
+
+// Acked waits (up to wait in all) for the acknowledgements of asynchronous
+// publishes and returns how many the stream acknowledged; a publish it
+// refused, or did not answer in time, does not count.
+func Acked(futures []jetstream.PubAckFuture, wait time.Duration) int {
+	acked := 0
+	deadline := time.After(wait)
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			acked++
+		case <-f.Err():
+		case <-deadline:
+			return acked
+		}
+	}
+	return acked
+}

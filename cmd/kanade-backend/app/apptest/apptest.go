@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -296,4 +297,17 @@ func (b *Backend) WantError(t testing.TB, method, path string, body any, status 
 	if got := ErrorText(t, out); text != "" && got != text {
 		t.Fatalf("%s %s: error %q, want %q", method, path, got, text)
 	}
+}
+
+// AliasBomb is a YAML document of levels lines, each prefixed, in which
+// every anchor holds width aliases of the previous one: a few hundred bytes
+// that expand to width^levels scalars ("billion laughs"), for the tests
+// that hostile YAML is refused cheaply.
+func AliasBomb(levels, width int, prefix string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%sb0: &b0 [%s]\n", prefix, strings.TrimSuffix(strings.Repeat("lol,", width), ","))
+	for i := 1; i < levels; i++ {
+		fmt.Fprintf(&b, "%sb%d: &b%d [%s]\n", prefix, i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*b%d,", i-1), width), ","))
+	}
+	return b.String()
 }
