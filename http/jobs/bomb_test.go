@@ -63,14 +63,19 @@ func TestYAMLBombsAre400Fast(t *testing.T) {
 	base := peakRSS(t, false)
 	for name, body := range bodies {
 		for _, path := range []string{"/api/jobs", "/api/schedules"} {
-			start := time.Now()
-			resp, out := b.Do(t, http.MethodPost, path, body, "Content-Type", "application/yaml")
-			took := time.Since(start)
-			if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(out, []byte("YAML aliases expand too much")) {
-				t.Errorf("%s to %s: %d %s", name, path, resp.StatusCode, out)
+			// The best of three: an expansion costs seconds every time,
+			// a busy test machine only now and then.
+			took := time.Hour
+			for range 3 {
+				start := time.Now()
+				resp, out := b.Do(t, http.MethodPost, path, body, "Content-Type", "application/yaml")
+				took = min(took, time.Since(start))
+				if resp.StatusCode != http.StatusBadRequest || !bytes.Contains(out, []byte("YAML aliases expand too much")) {
+					t.Errorf("%s to %s: %d %s", name, path, resp.StatusCode, out)
+				}
 			}
 			if took > 100*time.Millisecond {
-				t.Errorf("%s to %s: answered in %v, want < 100ms", name, path, took)
+				t.Errorf("%s to %s: answered in %v at best, want < 100ms", name, path, took)
 			}
 		}
 	}

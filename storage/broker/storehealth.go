@@ -29,18 +29,19 @@ import (
 // its log, so StoreHealth reads it there (the embedded server's log goes
 // through it, see EmbeddedOptions.Store), lists the streams that cannot
 // store for fleet health, and recovers them without restarting the
-// process: once the store directory takes writes again, it restarts
-// JetStream inside the running server (ShutdownJetStream, then
-// EnableJetStream on the same directory). Clients stay connected; streams
-// and durable consumers come back from disk with everything they had
-// stored.
+// process: once the store directory takes writes again, it restarts the
+// embedded server in place (Embedded.Restart), which recovers every
+// stream, durable consumer and bucket from disk with everything they had
+// stored; clients reconnect by themselves. (Restarting only JetStream
+// inside the running server, ShutdownJetStream then EnableJetStream, also
+// recovers the streams, but races with API requests in flight inside
+// nats-server.)
 type StoreHealth struct {
 	log *slog.Logger
 
-	mu       sync.Mutex
-	ns       *server.Server
-	storeDir string
-	failing  map[string]StoreFailure
+	mu      sync.Mutex
+	emb     *Embedded
+	failing map[string]StoreFailure
 
 	recoveries atomic.Uint64
 }
@@ -61,11 +62,23 @@ func NewStoreHealth(logger *slog.Logger) *StoreHealth {
 	return &StoreHealth{log: logger.With("component", "jetstream-store"), failing: map[string]StoreFailure{}}
 }
 
-// attach binds the running server (called by StartEmbedded).
-func (h *StoreHealth) attach(ns *server.Server, storeDir string) {
+// attach binds the server (called by StartEmbedded).
+func (h *StoreHealth) attach(e *Embedded) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.ns, h.storeDir = ns, storeDir
+	h.emb = e
+}
+
+// server is the current server, nil before attach or while a restart
+// failed.
+func (h *StoreHealth) server() *server.Server {
+	h.mu.Lock()
+	e := h.emb
+	h.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	return e.Server()
 }
 
 // The server's log lines that mean a stream could not store a message
@@ -102,11 +115,16 @@ func (h *StoreHealth) serverLog(msg string) {
 // Failures lists the streams that cannot store, sorted, and JetStream
 // itself (Stream "") when the server has disabled it.
 func (h *StoreHealth) Failures() []StoreFailure {
+	ns := h.server()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := make([]StoreFailure, 0, len(h.failing)+1)
-	if h.ns != nil && h.ns.Running() && !h.ns.JetStreamEnabled() {
-		out = append(out, StoreFailure{Reason: "JetStream is disabled by the server (store errors); it will be re-enabled once the store takes writes again"})
+	switch {
+	case h.emb == nil:
+	case ns == nil:
+		out = append(out, StoreFailure{Reason: "the embedded NATS server is not running; it is being restarted"})
+	case ns.Running() && !ns.JetStreamEnabled():
+		out = append(out, StoreFailure{Reason: "JetStream is disabled by the server (store errors); it will be restarted once the store takes writes again"})
 	}
 	for _, f := range h.failing {
 		out = append(out, f)
@@ -115,41 +133,35 @@ func (h *StoreHealth) Failures() []StoreFailure {
 	return out
 }
 
-// Recoveries is how many times JetStream was restarted to recover.
+// Recoveries is how many times the server was restarted to recover.
 func (h *StoreHealth) Recoveries() uint64 { return h.recoveries.Load() }
 
-// Recover restarts JetStream in the running server when a stream cannot
-// store or JetStream was disabled, and the store directory takes writes.
-// It reports whether it restarted JetStream.
+// Recover restarts the embedded server when a stream cannot store,
+// JetStream was disabled or an earlier restart failed, and the store
+// directory takes writes again. It reports whether it restarted the server.
 func (h *StoreHealth) Recover() (bool, error) {
 	if len(h.Failures()) == 0 {
 		return false, nil
 	}
 	h.mu.Lock()
-	ns, dir := h.ns, h.storeDir
+	e := h.emb
 	h.mu.Unlock()
-	if ns == nil || !ns.Running() {
+	if e == nil {
 		return false, nil
 	}
-	if err := probeWritable(dir); err != nil {
+	if err := probeWritable(e.StoreDir()); err != nil {
 		return false, fmt.Errorf("JetStream store still not writable: %w", err)
 	}
-	h.log.Warn("restarting JetStream in the embedded server to recover its store", "store_dir", dir)
-	if ns.JetStreamEnabled() {
-		if err := ns.ShutdownJetStream(); err != nil {
-			return false, fmt.Errorf("shut JetStream down: %w", err)
-		}
-	}
-	// The same directory and dynamic limits as at start (StartEmbedded
-	// passes no explicit limits), so the limits follow the space now free.
-	if err := ns.EnableJetStream(&server.JetStreamConfig{StoreDir: dir}); err != nil {
-		return false, fmt.Errorf("re-enable JetStream: %w", err)
-	}
+	h.log.Warn("restarting the embedded NATS server to recover its JetStream store; clients reconnect", "store_dir", e.StoreDir())
 	h.mu.Lock()
+	// Failures seen from now on are the new server's.
 	h.failing = map[string]StoreFailure{}
 	h.mu.Unlock()
+	if err := e.Restart(); err != nil {
+		return false, fmt.Errorf("restart the embedded NATS server: %w", err)
+	}
 	h.recoveries.Add(1)
-	h.log.Info("JetStream restarted; its streams store again")
+	h.log.Info("embedded NATS server restarted; its streams store again")
 	return true, nil
 }
 
@@ -202,7 +214,7 @@ var (
 	descStoreFailing = prometheus.NewDesc("kanade_jetstream_store_failing",
 		`1 for each JetStream stream of the embedded server that cannot store messages (stream "" means JetStream is disabled); absent when all store.`, []string{"stream"}, nil)
 	descStoreRecoveries = prometheus.NewDesc("kanade_jetstream_store_recoveries_total",
-		"Times JetStream was restarted inside the embedded server to recover from store errors.", nil, nil)
+		"Times the embedded NATS server was restarted to recover its JetStream store from write errors.", nil, nil)
 )
 
 type storeCollector struct{ h *StoreHealth }

@@ -51,10 +51,10 @@ func streamMsgs(t *testing.T, js jetstream.JetStream, name string) uint64 {
 
 // The embedded store on a real filesystem that fills up: the stream that
 // can no longer store is named, nothing is reported while it stores, and
-// once space is freed JetStream is restarted inside the running server:
-// the stream stores again and keeps everything it had, the client
-// connection is the same.
-func TestFullStoreIsReportedAndRecoveredWithoutRestart(t *testing.T) {
+// once space is freed the server is restarted in place: the stream stores
+// again and keeps everything it had, and the client (the same connection
+// object) reconnects by itself.
+func TestFullStoreIsReportedAndRecovered(t *testing.T) {
 	disk := storagetest.SmallDisk(t, 48<<20)
 	health := broker.NewStoreHealth(quiet)
 	b := brokertest.Start(t, brokertest.Options{StoreDir: filepath.Join(disk, "nats"), Store: health})
@@ -103,7 +103,7 @@ func TestFullStoreIsReportedAndRecoveredWithoutRestart(t *testing.T) {
 }
 
 // JetStream disabled by the server (as it does on a permission error) is
-// reported and re-enabled by Run.
+// reported, and Run restarts the server to bring it back.
 func TestDisabledJetStreamIsReEnabled(t *testing.T) {
 	health := broker.NewStoreHealth(quiet)
 	b := brokertest.Start(t, brokertest.Options{Store: health})

@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -64,7 +63,7 @@ type App struct {
 	Getenv func(string) string
 
 	// Set while running, in start order.
-	NATSServer *natsserver.Server // nil with an external NATS
+	NATSServer *broker.Embedded // nil with an external NATS
 	Conn       *nats.Conn
 	JS         jetstream.JetStream
 	Store      *storage.Store
@@ -146,7 +145,6 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}, func(context.Context) error {
 			a.NATSServer.Shutdown()
-			a.NATSServer.WaitForShutdown()
 			return nil
 		})
 		g.Add("jetstream store watch", a.startStoreWatch, a.stopStoreWatch)
@@ -163,10 +161,14 @@ func (a *App) Run(ctx context.Context) error {
 	}, func(context.Context) error { return a.Store.Close() })
 
 	g.Add("nats connection", func(ctx context.Context) error {
-		nc, err := broker.Connect(broker.ConnectOptions{
-			URL: cfg.NATS.URL, InProcess: a.NATSServer, Token: cfg.NATS.Token,
+		copts := broker.ConnectOptions{
+			URL: cfg.NATS.URL, Token: cfg.NATS.Token,
 			Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
-		})
+		}
+		if a.NATSServer != nil {
+			copts.InProcess = a.NATSServer // a nil *Embedded in the interface would not be nil
+		}
+		nc, err := broker.Connect(copts)
 		if err != nil {
 			return err
 		}

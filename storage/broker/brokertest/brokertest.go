@@ -21,8 +21,11 @@ import (
 // Broker is a running test server with a connected client.
 type Broker struct {
 	Server *server.Server
-	Conn   *nats.Conn
-	JS     jetstream.JetStream
+	// Embedded is the server's restartable wrapper (Server is the server
+	// it started with).
+	Embedded *broker.Embedded
+	Conn     *nats.Conn
+	JS       jetstream.JetStream
 }
 
 // Options tune Start.
@@ -50,19 +53,18 @@ func Start(t testing.TB, opts ...Options) *Broker {
 	if o.StoreDir == "" {
 		o.StoreDir = t.TempDir()
 	}
-	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: o.StoreDir, Listen: o.Listen, Logger: logger, Store: o.Store})
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: o.StoreDir, Listen: o.Listen, Logger: logger, Store: o.Store})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
-	nc, err := broker.Connect(broker.ConnectOptions{InProcess: ns, Name: t.Name(), Logger: logger})
+	nc, err := broker.Connect(broker.ConnectOptions{InProcess: emb, Name: t.Name(), Logger: logger})
 	if err != nil {
-		ns.Shutdown()
+		emb.Shutdown()
 		t.Fatalf("connect nats: %v", err)
 	}
 	t.Cleanup(func() {
 		nc.Close()
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		emb.Shutdown()
 	})
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -75,7 +77,7 @@ func Start(t testing.TB, opts ...Options) *Broker {
 			t.Fatalf("ensure resources: %v", err)
 		}
 	}
-	return &Broker{Server: ns, Conn: nc, JS: js}
+	return &Broker{Server: emb.Server(), Embedded: emb, Conn: nc, JS: js}
 }
 
 // KV opens a bucket or fails the test.
