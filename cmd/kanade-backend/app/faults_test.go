@@ -175,9 +175,9 @@ func TestDatabaseDiskFullDuring20000Results(t *testing.T) {
 
 // The embedded JetStream store (and the database) on a filesystem that
 // fills up while agents report: fleet health names the stream that cannot
-// store; once space is freed the backend restarts JetStream inside the
-// running server, the stream stores again, and every result the stream
-// acknowledged, before and after, is kept and projected.
+// store; once space is freed the backend restarts the embedded server in
+// place (the process keeps running), the stream stores again, and every
+// result the stream acknowledged, before and after, is kept and projected.
 func TestJetStreamStoreDiskFull(t *testing.T) {
 	disk := storagetest.SmallDisk(t, 64<<20)
 	b := apptest.Start(t, apptest.Options{DataDir: disk,
