@@ -183,20 +183,44 @@ func probeWritable(dir string) error {
 	return errors.Join(werr, serr, cerr, rerr)
 }
 
-// Run tries Recover every interval until ctx ends.
+// maxRestartBackoff bounds the wait between two restarts of a store that
+// keeps breaking right after each one.
+const maxRestartBackoff = 10 * time.Minute
+
+// Run tries Recover every interval until ctx ends. A store that breaks
+// again soon after a restart (a failing device rather than a full disk) is
+// restarted after a doubling wait, so that agents are not disconnected
+// every interval.
 func (h *StoreHealth) Run(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	lastErr := ""
+	backoff := interval
+	var notBefore, lastRestart time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if time.Now().Before(notBefore) {
+			continue
+		}
+		if len(h.Failures()) == 0 {
+			if time.Since(lastRestart) > maxRestartBackoff {
+				backoff = interval // stable for a good while
+			}
+			continue
+		}
 		msg := ""
-		if _, err := h.Recover(); err != nil {
+		restarted, err := h.Recover()
+		if err != nil {
 			msg = err.Error()
+		}
+		if restarted {
+			lastRestart = time.Now()
+			notBefore = lastRestart.Add(backoff)
+			backoff = min(2*backoff, maxRestartBackoff)
 		}
 		// Say once why recovery waits, not every interval.
 		if msg != "" && msg != lastErr {
