@@ -3,7 +3,6 @@ package server
 import (
 	"net"
 	"sync"
-	"syscall"
 )
 
 // DefaultMaxConns is a quarter of the process's file descriptor limit
@@ -11,11 +10,11 @@ import (
 // for the NATS listener, its stores and the database, so that a flood of
 // HTTP connections cannot keep agents from connecting.
 func DefaultMaxConns() int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+	fds := fdLimit()
+	if fds == 0 {
 		return 1024
 	}
-	return int(min(max(rl.Cur/4, 64), 4096))
+	return int(min(max(fds/4, 64), 4096))
 }
 
 // limitListener closes accepted connections beyond a total and a

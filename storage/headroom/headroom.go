@@ -11,11 +11,12 @@
 package headroom
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -82,19 +83,21 @@ func (w *Watcher) Measure() []Usage {
 	byDev := map[uint64]int{}
 	for _, p := range w.cfg.Places {
 		dir := existingParent(p.Dir)
-		var st syscall.Statfs_t
-		if err := syscall.Statfs(dir, &st); err != nil {
+		fs, err := statFS(dir)
+		if errors.Is(err, errUnsupported) {
+			continue
+		}
+		if err != nil {
 			out = append(out, Usage{Dir: p.Dir, Names: []string{p.Name}, Err: fmt.Errorf("statfs %s: %w", dir, err)})
 			continue
 		}
-		if i, ok := byDev[deviceOf(dir)]; ok {
+		if i, ok := byDev[fs.dev]; ok {
 			out[i].Names = append(out[i].Names, p.Name)
 			continue
 		}
-		u := Usage{Dir: p.Dir, Names: []string{p.Name},
-			Free: uint64(st.Bavail) * uint64(st.Bsize), Size: uint64(st.Blocks) * uint64(st.Bsize)}
+		u := Usage{Dir: p.Dir, Names: []string{p.Name}, Free: fs.free, Size: fs.size}
 		w.judge(&u)
-		byDev[deviceOf(dir)] = len(out)
+		byDev[fs.dev] = len(out)
 		out = append(out, u)
 	}
 	return out
@@ -136,8 +139,7 @@ func (w *Watcher) judge(u *Usage) {
 // database's directory may not exist yet on first start.
 func existingParent(dir string) string {
 	for {
-		var st syscall.Stat_t
-		if syscall.Stat(dir, &st) == nil {
+		if _, err := os.Stat(dir); err == nil {
 			return dir
 		}
 		parent := filepath.Dir(dir)
@@ -148,13 +150,15 @@ func existingParent(dir string) string {
 	}
 }
 
-func deviceOf(dir string) uint64 {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); err != nil {
-		return 0
-	}
-	return uint64(st.Dev)
+// filesystem is what statFS measures.
+type filesystem struct {
+	free, size uint64 // bytes available to this process, bytes in total
+	dev        uint64 // identifies the filesystem, to merge places on one
 }
+
+// errUnsupported: free space is not measured on this platform (the
+// backend's fault handling works the same, only without the warning).
+var errUnsupported = errors.New("free space not measured on this platform")
 
 // bytes formats n in binary units ("1.5 GiB").
 func bytes(n uint64) string {
