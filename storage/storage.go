@@ -151,7 +151,14 @@ func openSQLite(ctx context.Context, opts Options) (*Store, error) {
 	// which the read-only connections could not do.
 	if err := verifyPragmas(ctx, s.W, false); err != nil {
 		_ = s.W.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
+	}
+	// A database the process cannot write (a read-only file or mount, a
+	// full disk) opens and answers reads; without this probe the backend
+	// would report itself ready and then fail every write forever.
+	if err := s.probeWrite(ctx); err != nil {
+		_ = s.W.Close()
+		return nil, openError(opts.Path, err)
 	}
 
 	rsql, err := sql.Open("sqlite", DSN(opts.Path, true))
@@ -164,14 +171,61 @@ func openSQLite(ctx context.Context, opts Options) (*Store, error) {
 	s.R = bun.NewDB(rsql, sqlitedialect.New())
 	if err := verifyPragmas(ctx, s.R, true); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
 	}
 
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
 	}
 	return s, nil
+}
+
+// openError names the database in err and, when the file cannot be
+// written, says so first: "database /data/backend.db is not writable
+// (read-only file system): storage unavailable: unable to open database
+// file".
+func openError(path string, err error) error {
+	err = Unavailable(err)
+	if why := writeAccess(path); why != "" {
+		return fmt.Errorf("database %s is not writable%s: %w", path, why, err)
+	}
+	if Cause(err) != "" {
+		return fmt.Errorf("database %s is not writable: %w", path, err)
+	}
+	return fmt.Errorf("database %s: %w", path, err)
+}
+
+// writeAccess explains why the file (or, for a new database, its
+// directory) cannot be written, as " (<reason>)", or "" when it can: SQLite
+// itself only says "unable to open database file" when a read-only mount
+// keeps it from creating the WAL index.
+func writeAccess(path string) string {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err == nil {
+		_ = f.Close()
+		return ""
+	}
+	var pe *os.PathError
+	if errors.Is(err, os.ErrNotExist) || !errors.As(err, &pe) {
+		return ""
+	}
+	return " (" + pe.Err.Error() + ")"
+}
+
+// probeWrite commits one real write: it rewrites the header's user_version
+// with its own value, which SQLite writes to the WAL like any change
+// (schema and data untouched), so that a file that cannot take a commit is
+// found before anything else runs.
+func (s *Store) probeWrite(ctx context.Context) error {
+	return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var v int64
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v))
+		return err
+	})
 }
 
 // verifyPragmas refuses to run when the DSN's settings are not in effect.
@@ -247,7 +301,9 @@ func (s *Store) Close() error {
 // InTx runs fn in one write transaction on the writer connection. The
 // transaction is retried (up to 5 times, with a short backoff) when SQLite
 // reports the database busy or locked, which can only happen when another
-// process holds the file; any other error is returned unchanged.
+// process holds the file. A failure of the database's environment (full
+// disk, read-only file, I/O error) comes back marked ErrUnavailable (see
+// Unavailable); any other error is returned unchanged.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	const attempts = 5
 	backoff := 20 * time.Millisecond
@@ -255,16 +311,16 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 	for i := 0; i < attempts; i++ {
 		err = s.W.RunInTx(ctx, nil, fn)
 		if err == nil || !IsBusy(err) {
-			return err
+			return Unavailable(err)
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
+			return errors.Join(Unavailable(err), ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff *= 2
 	}
-	return fmt.Errorf("database still busy after %d attempts: %w", attempts, err)
+	return fmt.Errorf("database still busy after %d attempts: %w", attempts, Unavailable(err))
 }
 
 // IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED, or

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -180,4 +181,85 @@ func TestZeroTimeIsNull(t *testing.T) {
 			t.Fatalf("err = %v, want a NOT NULL constraint error", err)
 		}
 	})
+}
+
+// A database on a read-only mount is refused at open with one error that
+// names the file and says why, instead of opening for reads and failing
+// every write afterwards.
+func TestOpenRefusesReadOnlyDatabase(t *testing.T) {
+	dir := storagetest.SmallDisk(t, 8<<20)
+	path := filepath.Join(dir, "backend.db")
+	s, err := storage.Open(context.Background(), storage.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storagetest.ReadOnly(t, dir)
+	_, err = storage.Open(context.Background(), storage.Options{Path: path})
+	if err == nil {
+		t.Fatal("opened a database on a read-only mount")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "read-only file system") ||
+		!errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("error = %v, want the path and the cause", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// A full disk under the database: writes fail marked ErrUnavailable with
+// the cause, reads go on, and once space is freed writes succeed again on
+// the same store.
+func TestFullDiskIsUnavailableNotFatal(t *testing.T) {
+	ctx := context.Background()
+	dir := storagetest.SmallDisk(t, 8<<20)
+	s := storagetest.OpenAt(t, filepath.Join(dir, "backend.db"))
+	free := storagetest.Fill(t, dir)
+	big := strings.Repeat("x", 64<<10)
+	insert := func(i int) error {
+		return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO execution_results (request_id, pc_id, exit_code, stdout, stderr,
+				started_at, finished_at, recorded_at, stream_seq) VALUES (?, 'pc', 0, ?, '', ?, ?, ?, ?)`,
+				fmt.Sprintf("req-%d", i), big, storage.T(time.Now()), storage.T(time.Now()), storage.T(time.Now()), i+1)
+			return err
+		})
+	}
+	var err error
+	for i := 0; i < 200 && err == nil; i++ {
+		err = insert(i)
+	}
+	if err == nil {
+		t.Fatal("200 inserts of 64 KiB fit on a full 8 MiB disk")
+	}
+	if !errors.Is(err, storage.ErrUnavailable) || storage.Cause(err) != storage.CauseDiskFull ||
+		err.Error() != "storage unavailable: database or disk is full" {
+		t.Fatalf("err = %v (cause %q), want storage unavailable: database or disk is full", err, storage.Cause(err))
+	}
+	if _, err := s.R.NewSelect().TableExpr("execution_results").Count(ctx); err != nil {
+		t.Fatalf("reads fail on a full disk: %v", err)
+	}
+	free()
+	if err := insert(1000); err != nil {
+		t.Fatalf("after freeing space: %v", err)
+	}
+}
+
+func TestCauseIgnoresTheStatementsOwnErrors(t *testing.T) {
+	ctx := context.Background()
+	s := storagetest.Open(t)
+	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO agents (pc_id) VALUES (NULL)`)
+		return err
+	})
+	if err == nil || storage.Cause(err) != "" || errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("a constraint error was classified as unavailable: %v", err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `SELECT * FROM no_such_table`)
+		return err
+	})
+	if err == nil || storage.Cause(err) != "" {
+		t.Fatalf("a SQL error was classified as unavailable: %v", err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -22,6 +23,7 @@ import (
 
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/storagetest"
 )
 
 // These tests run the real binary as a subprocess: what an operator runs is
@@ -260,6 +262,11 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 	if string(tok2) != string(tok) {
 		t.Fatal("second start replaced the token")
 	}
+	// The token was shown once, when generated; later starts say where it
+	// is, never what it is.
+	if log2 := p2.log.String(); strings.Contains(log2, strings.TrimSpace(string(tok))) || !strings.Contains(log2, tokenFile) {
+		t.Fatalf("second start logs the token, or not where it is:\n%s", log2)
+	}
 	if strings.Contains(p2.log.String(), "database migrated") {
 		t.Fatalf("second start migrated again:\n%s", p2.log.String())
 	}
@@ -328,4 +335,53 @@ func TestBinaryRejectsBadConfig(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(out), "kanade-backend ") {
 		t.Fatalf("--version: %v %s", err, out)
 	}
+}
+
+// A database on a read-only mount: the binary refuses to start, exits
+// non-zero, and says in one line which file and why.
+func TestBinaryRefusesReadOnlyDatabase(t *testing.T) {
+	dbDir := storagetest.SmallDisk(t, 8<<20)
+	dbPath := filepath.Join(dbDir, "backend.db")
+	s, err := storage.Open(context.Background(), storage.Options{Path: dbPath, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storagetest.ReadOnly(t, dbDir)
+	cmd := exec.Command(binary, "--bind", freePort(t), "--data-dir", t.TempDir(), "--db", dbPath, "--nats-listen", "off")
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() == 0 {
+		t.Fatalf("exit = %v, want non-zero; output:\n%s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, dbPath) && strings.Contains(l, "not writable") && strings.Contains(l, "read-only file system") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || strings.Contains(string(out), "database ready") {
+		t.Fatalf("want one line naming %s and the cause, and no \"database ready\"; output:\n%s", dbPath, out)
+	}
+	t.Logf("refused: %s", lines[0])
+}
+
+// The embedded NATS on a non-loopback address without a token is refused
+// (exit 2) unless --insecure-nats says it is meant.
+func TestBinaryRefusesOpenNATSWithoutToken(t *testing.T) {
+	port := freePort(t)
+	_, p, _ := net.SplitHostPort(port)
+	cmd := exec.Command(binary, "--data-dir", t.TempDir(), "--nats-listen", "0.0.0.0:"+p, "--bind", freePort(t))
+	cmd.Env = os.Environ()
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "KANADE_NATS_TOKEN") ||
+		!strings.Contains(string(out), "--insecure-nats") {
+		t.Fatalf("exit = %v, want 2 with the reason; output %s", err, out)
+	}
+	httpAddr := freePort(t)
+	proc := start(t, nil, "--data-dir", t.TempDir(), "--nats-listen", "0.0.0.0:"+p, "--bind", httpAddr, "--insecure-nats")
+	waitHealth(t, "http://"+httpAddr, 15*time.Second)
+	proc.sigterm(t)
 }

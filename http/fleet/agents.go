@@ -62,7 +62,11 @@ type agentFilter struct {
 
 func parseAgentFilter(r *http.Request, now time.Time) (agentFilter, error) {
 	qs := r.URL.Query()
-	f := agentFilter{q: strings.TrimSpace(qs.Get("q")), since: now.Add(-storage.AliveWindow)}
+	q, err := httpx.QueryText(r, "q")
+	if err != nil {
+		return agentFilter{}, err
+	}
+	f := agentFilter{q: strings.TrimSpace(q), since: now.Add(-storage.AliveWindow)}
 	if s := qs.Get("online"); s != "" {
 		v, err := strconv.ParseBool(s)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -23,6 +24,7 @@ type Config struct {
 	DB        DBConfig        `toml:"db"`
 	Log       LogConfig       `toml:"log"`
 	Retention RetentionConfig `toml:"retention"`
+	Disk      DiskConfig      `toml:"disk"`
 
 	// DataDir holds the database (unless DB.SQLitePath says otherwise), the
 	// embedded JetStream store and the generated admin token.
@@ -33,9 +35,24 @@ type Config struct {
 	ConfigFile string `toml:"-"`
 }
 
-// ServerConfig is the [server] section.
+// ServerConfig is the [server] section. The limits keep slow or greedy
+// HTTP clients from starving /health and the NATS listener; zero values
+// take http/server's defaults.
 type ServerConfig struct {
-	Bind string `toml:"bind"`
+	Bind              string   `toml:"bind"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	MaxConns          int      `toml:"max_conns"`
+	MaxConnsPerClient int      `toml:"max_conns_per_client"`
+}
+
+// DiskConfig is the [disk] section: fleet health is degraded while a data
+// filesystem has less free space than either threshold (0 = default,
+// negative = off).
+type DiskConfig struct {
+	MinFreePercent float64 `toml:"min_free_percent"`
+	MinFreeMiB     int64   `toml:"min_free_mib"`
 }
 
 // NATSConfig is the [nats] section.
@@ -49,6 +66,9 @@ type NATSConfig struct {
 	Token string `toml:"token"`
 	// Replicas of every stream and bucket (3 on a clustered NATS).
 	Replicas int `toml:"replicas"`
+	// Insecure allows the embedded server to listen beyond loopback
+	// without a token (--insecure-nats).
+	Insecure bool `toml:"insecure"`
 }
 
 // DBConfig is the [db] section.
@@ -154,6 +174,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "text or json (default text)")
 		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
+		insecure   = fs.Bool("insecure-nats", false, "let the embedded NATS listen beyond loopback without "+Env.NATSToken)
 		version    = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -200,6 +221,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	overlay(&cfg.Log.Level, *logLevel, getenv(Env.LogLevel))
 	overlay(&cfg.Log.Format, *logFormat, getenv(Env.LogFormat))
 	cfg.Rebuild = *rebuild
+	cfg.NATS.Insecure = cfg.NATS.Insecure || *insecure
 
 	return cfg, cfg.validate()
 }
@@ -229,10 +251,33 @@ func (c Config) validate() error {
 		// to imply an empty stream for the rebuild check.
 		errs = append(errs, fmt.Errorf("retention: results_days must be ≥ 30 (the RESULTS stream's max_age), others ≥ 1"))
 	}
+	if err := c.checkNATSExposure(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.Retention.SweepInterval.Duration < time.Minute {
 		errs = append(errs, fmt.Errorf("retention sweep_interval %v: want at least 1m", c.Retention.SweepInterval.Duration))
 	}
 	return errors.Join(errs...)
+}
+
+// checkNATSExposure refuses an embedded NATS listening beyond loopback
+// without a token: anyone who reaches the port could publish Commands to
+// every agent and read every result. --insecure-nats is the explicit "I
+// know" (a lab, a network that is already closed).
+func (c Config) checkNATSExposure() error {
+	if !c.Embedded() || c.NATS.Token != "" || c.NATS.Insecure || c.NATS.Listen == "" || c.NATS.Listen == "off" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(c.NATS.Listen)
+	if err != nil {
+		return nil // the embedded server reports a malformed address itself
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("nats listen address %s is not loopback and %s is not set: agents and anyone else on the network could "+
+		"connect without credentials; set %s (or [nats] token), listen on 127.0.0.1, or pass --insecure-nats",
+		c.NATS.Listen, Env.NATSToken, Env.NATSToken)
 }
 
 func first(vals ...string) string {

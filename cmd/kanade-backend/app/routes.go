@@ -52,6 +52,7 @@ func (a *App) routes(r *server.Router) {
 		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
 		Connected: a.Conn.IsConnected,
 		Clock:     a.Clock,
+		Problems:  a.problems,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
 	operators.Register(r, operators.Deps{Store: a.Operators, Audit: a.Audit, Sessions: a.Auth, Mode: a.Auth.Mode(),
