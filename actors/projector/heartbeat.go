@@ -75,11 +75,14 @@ func (h *heartbeatProjector) Receive(c actor.Context) {
 		h.sub = sub
 		reportReady(c, ProjHeartbeat)
 	case *heartbeatIn:
-		h.receive(m)
+		// The period starts before the heartbeat is counted as received,
+		// so whoever sees the count (a test driving a fake clock) knows
+		// the flush timer is already armed.
 		if h.timer == nil {
 			self, root := c.Self(), c.ActorSystem().Root
 			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
 		}
+		h.receive(m)
 	case *flushTick:
 		h.timer = nil
 		if !h.flush(c) {
