@@ -41,10 +41,12 @@ func TestBrowserExecViewsSayWhatHappened(t *testing.T) {
 		}
 		return nil
 	})
-	execTo := func(job, plan string) string {
-		t.Helper()
+	// execAndOpen fires job at plan through the API and opens its page.
+	execAndOpen := func(tb *tab, job, plan string) string {
+		tb.t.Helper()
 		var r messages.ExecResponse
-		b.JSON(t, "POST", "/api/exec/"+job, plan, 200, &r)
+		b.JSON(tb.t, "POST", "/api/exec/"+job, plan, 200, &r)
+		tb.open("/executions/" + r.ExecID)
 		return r.ExecID
 	}
 	waitStatus := func(tb *tab, want string) {
@@ -57,8 +59,7 @@ func TestBrowserExecViewsSayWhatHappened(t *testing.T) {
 
 	t.Run("every PC failed: a red bar, 20 failed, re-run confirmed", func(t *testing.T) {
 		tb := tb.on(t)
-		id := execTo("fail-all", `{"target":{"all":true}}`)
-		tb.open("/executions/" + id)
+		id := execAndOpen(tb, "fail-all", `{"target":{"all":true}}`)
 		waitStatus(tb, "failed")
 		tb.waitText("main", "20 failed")
 		segs := eval[[]string](tb, `[...document.querySelectorAll('main .progress .seg')].map((s) => s.dataset.seg + '=' + getComputedStyle(s).backgroundColor + '/' + Math.round(s.getBoundingClientRect().width))`)
@@ -86,8 +87,7 @@ func TestBrowserExecViewsSayWhatHappened(t *testing.T) {
 
 	t.Run("output shows that PC's result only", func(t *testing.T) {
 		tb := tb.on(t)
-		id := execTo("hello", `{"target":{"all":true}}`)
-		tb.open("/executions/" + id)
+		execAndOpen(tb, "hello", `{"target":{"all":true}}`)
 		waitStatus(tb, "completed")
 		tb.waitText("main", "20 succeeded")
 		ok := eval[bool](tb, `(() => {
@@ -119,8 +119,7 @@ func TestBrowserExecViewsSayWhatHappened(t *testing.T) {
 
 	t.Run("Kill only while running", func(t *testing.T) {
 		tb := tb.on(t)
-		id := execTo("slow", `{"target":{"groups":["canary"]}}`)
-		tb.open("/executions/" + id)
+		execAndOpen(tb, "slow", `{"target":{"groups":["canary"]}}`)
 		tb.waitText("main .actions", "Kill")
 		waitStatus(tb, "completed")
 		tb.wait("Kill withdrawn", 10*time.Second, func() (bool, string) {
