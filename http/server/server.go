@@ -23,11 +23,20 @@ import (
 // ("GET /api/jobs/{id}"); the mux answers 405 for a known path with another
 // method, and Router turns that and unknown /api/ paths into JSON errors.
 type Router struct {
-	api    *http.ServeMux
-	public *http.ServeMux
+	// api checks /api patterns as they are registered, so a conflicting
+	// pattern panics at its Register call; Handler builds the mux it
+	// serves from apiRoutes, wrapping each with Options.Guard.
+	api       *http.ServeMux
+	apiRoutes []route
+	public    *http.ServeMux
 
 	mu       sync.Mutex
 	patterns []string
+}
+
+type route struct {
+	pattern string
+	h       http.Handler
 }
 
 // NewRouter returns an empty router.
@@ -44,14 +53,16 @@ func (r *Router) API(pattern string, h httpx.HandlerFunc) {
 	if !strings.Contains(pattern, " /api/") {
 		panic(fmt.Sprintf("server: API pattern %q must be \"METHOD /api/...\"", pattern))
 	}
-	r.api.Handle(pattern, httpx.Handle(h))
-	r.record(pattern)
+	r.APIHandler(pattern, httpx.Handle(h))
 }
 
 // APIHandler registers an authenticated /api route with a plain handler (for
 // streaming responses such as Server-Sent Events).
 func (r *Router) APIHandler(pattern string, h http.Handler) {
 	r.api.Handle(pattern, h)
+	r.mu.Lock()
+	r.apiRoutes = append(r.apiRoutes, route{pattern, h})
+	r.mu.Unlock()
 	r.record(pattern)
 }
 
@@ -83,6 +94,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Auth wraps every /api request; nil means no authentication.
 	Auth func(http.Handler) http.Handler
+	// Guard, if set, wraps each /api route's handler given its pattern
+	// (authorization: auth.Guard checks the route's role). It runs after
+	// Auth and after the mux matched the route, so it sees the principal
+	// and answers only for known routes.
+	Guard func(pattern string, h http.Handler) http.Handler
 	// Observe, if set, is told about every finished request (metrics).
 	Observe func(method, pattern string, status int, d time.Duration)
 }
@@ -93,7 +109,17 @@ func (r *Router) Handler(opts Options) http.Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	var api http.Handler = jsonMuxErrors(r.api)
+	mux := r.api
+	if opts.Guard != nil {
+		mux = http.NewServeMux()
+		r.mu.Lock()
+		routes := append([]route(nil), r.apiRoutes...)
+		r.mu.Unlock()
+		for _, rt := range routes {
+			mux.Handle(rt.pattern, opts.Guard(rt.pattern, rt.h))
+		}
+	}
+	var api http.Handler = jsonMuxErrors(mux)
 	if opts.Auth != nil {
 		api = opts.Auth(api)
 	}

@@ -128,7 +128,9 @@ export function execColumns({ job = true } = {}) {
 export function auditColumns() {
   return [
     { label: 'When', cell: (a) => time(a.occurred_at) },
-    { label: 'Actor', cell: (a) => a.actor },
+    // An operator's change names them (sub); the actor alone would say
+    // only "operator".
+    { label: 'Actor', cell: (a) => h('span', {}, a.actor, a.payload && a.payload.sub ? [' ', h('strong', { class: 'sub' }, a.payload.sub)] : null) },
     { label: 'Action', cell: (a) => h('code', {}, a.action) },
     { label: 'Target', cell: (a) => a.target ?? '—' },
     { label: 'Details', cell: (a) => payloadSummary(a.payload) },

@@ -32,6 +32,7 @@ import (
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
+	"kanade-backend/http/operators"
 	"kanade-backend/http/server"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker"
@@ -77,6 +78,8 @@ type App struct {
 	Exec *actor.PID
 	// Live is the live-events hub behind /api/events.
 	Live *live.Hub
+	// Operators are the API's operators and their hashed tokens.
+	Operators *operators.Store
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -222,15 +225,26 @@ func (a *App) Run(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		a.Operators = operators.NewStore(a.Store, a.Clock)
+		authCfg.Operators = a.Operators
 		au, err := auth.New(authCfg, cfg.DataDir, log)
 		if err != nil {
 			return err
+		}
+		if au.Mode() == auth.ModeGenerated {
+			// The generated token is the first admin operator, named admin.
+			if err := a.Operators.Bootstrap(ctx, au.Token(), log); err != nil {
+				return err
+			}
 		}
 		a.Auth = au
 		router := server.NewRouter()
 		a.Router = router
 		a.routes(router)
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Observe: a.Metrics.ObserveHTTP})
+		if err := auth.MissingRoles(router.Patterns()); err != nil {
+			return err
+		}
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: auth.Guard, Observe: a.Metrics.ObserveHTTP})
 		srv, err := server.Listen(cfg.Server.Bind, h)
 		if err != nil {
 			return err

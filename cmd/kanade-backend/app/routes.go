@@ -7,6 +7,7 @@ import (
 	"kanade-backend/assets"
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/auditlog"
+	"kanade-backend/http/auth"
 	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
 	"kanade-backend/http/fleet"
@@ -14,6 +15,7 @@ import (
 	"kanade-backend/http/inventory"
 	"kanade-backend/http/jobs"
 	"kanade-backend/http/openapi"
+	"kanade-backend/http/operators"
 	"kanade-backend/http/releases"
 	"kanade-backend/http/results"
 	"kanade-backend/http/schedules"
@@ -54,6 +56,8 @@ func (a *App) routes(r *server.Router) {
 		Clock:     a.Clock,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
+	operators.Register(r, operators.Deps{Store: a.Operators, Audit: a.Audit, Sessions: a.Auth, Mode: a.Auth.Mode(),
+		GuardLastAdmin: a.Auth.Mode() == auth.ModeGenerated, Logger: a.Logger})
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())

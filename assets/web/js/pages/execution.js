@@ -6,6 +6,7 @@ import { get, post, seg } from '../api.js';
 import { time, duration, between } from '../fmt.js';
 import { panel, progress, agentLink } from '../views.js';
 import { confirmButton } from '../confirm.js';
+import { guard } from '../access.js';
 
 export default async function execution(ctx) {
   const id = ctx.params.id;
@@ -23,7 +24,7 @@ export default async function execution(ctx) {
   };
   const act = (label, path, done, cls = 'btn') => {
     const b = button(label, () => run(label, path, done, b), { class: cls });
-    return b;
+    return guard(b, 'POST /api/executions/{exec_id}' + path);
   };
   // The actions offered follow the exec as it changes: Kill while it is in
   // flight, Cancel while a wave is pending, Re-run failed (confirmed, with
@@ -43,8 +44,9 @@ export default async function execution(ctx) {
     actions.replaceChildren(...[
       inFlight ? act('Kill', '/kill', () => msg.replaceChildren(notice('Kill sent to every PC running this exec.')), 'btn danger') : null,
       pendingWaves ? act('Cancel pending waves', '/cancel', () => (msg.replaceChildren(notice('Pending waves cancelled.')), body.load())) : null,
-      rerun > 0 ? confirmButton('Re-run failed', `re-run on ${rerun} PC${rerun === 1 ? '' : 's'}?`,
-        () => run('Re-run failed', '/rerun-failed', (r) => ctx.navigate('/executions/' + seg(r.exec_id))), { danger: false }) : null,
+      rerun > 0 ? guard(confirmButton('Re-run failed', `re-run on ${rerun} PC${rerun === 1 ? '' : 's'}?`,
+        () => run('Re-run failed', '/rerun-failed', (r) => ctx.navigate('/executions/' + seg(r.exec_id))), { danger: false }),
+      'POST /api/executions/{exec_id}/rerun-failed') : null,
     ].filter(Boolean));
   };
   ctx.root.append(heading(h('span', {}, 'Exec ', h('code', {}, id), ' ', state), actions), msg);

@@ -289,3 +289,21 @@ func (b *Backend) WantError(t testing.TB, method, path string, body any, status 
 		t.Fatalf("%s %s: error %q, want %q", method, path, got, text)
 	}
 }
+
+// Bearer returns the header pair that makes Do send tok instead of the
+// test token: b.Do(t, "GET", path, nil, apptest.Bearer(tok)...).
+func Bearer(tok string) []string { return []string{"Authorization", "Bearer " + tok} }
+
+// CreateOperator makes an operator with role (viewer, operator, admin)
+// through POST /api/operators as the test's admin, and returns its token.
+func (b *Backend) CreateOperator(t testing.TB, name, role string) string {
+	t.Helper()
+	var op struct {
+		Token string `json:"token"`
+	}
+	b.JSON(t, "POST", "/api/operators", map[string]string{"name": name, "role": role}, http.StatusCreated, &op)
+	if op.Token == "" {
+		t.Fatalf("POST /api/operators %s: no token in the answer", name)
+	}
+	return op.Token
+}
