@@ -150,12 +150,9 @@ func (h *handlers) refuseEmptyTarget(ctx context.Context, jobID string, plan mes
 	if plan.Validate() != nil {
 		return nil
 	}
-	p, err := targets.Resolve(ctx, h.Store.R, targets.ReachedTarget(plan), h.Clock.Now())
-	if err != nil {
-		return fmt.Errorf("preview target of exec %s: %w", jobID, err)
-	}
-	if !p.Empty() {
-		return nil
+	target := targets.ReachedTarget(plan)
+	if ok, err := targets.Matches(ctx, h.Store.R, target); err != nil || ok {
+		return err
 	}
 	if h.KV != nil {
 		kv, err := h.KV.KeyValue(ctx, messages.BucketJobs)
@@ -167,6 +164,10 @@ func (h *handlers) refuseEmptyTarget(ctx context.Context, jobID string, plan mes
 		} else if err != nil {
 			return messages.Unavailablef("read job '%s' from catalog: %v", jobID, err)
 		}
+	}
+	p, err := targets.Resolve(ctx, h.Store.R, target, h.Clock.Now())
+	if err != nil {
+		return fmt.Errorf("preview target of exec %s: %w", jobID, err)
 	}
 	return httpx.BadRequest("%s", p.Refusal())
 }

@@ -173,6 +173,42 @@ func Resolve(ctx context.Context, db bun.IDB, t messages.Target, now time.Time) 
 	return p, nil
 }
 
+// Matches reports whether target t matches at least one known PC: the
+// question an exec asks before it fires. It stops at the first PC found,
+// so an exec to 10 000 listed PCs pays one indexed lookup, not a full
+// preview (BenchmarkResolve); Resolve then explains a refusal.
+func Matches(ctx context.Context, db bun.IDB, t messages.Target) (bool, error) {
+	exists := func(q *bun.SelectQuery, what string) (bool, error) {
+		ok, err := q.Exists(ctx)
+		if err != nil {
+			return false, fmt.Errorf("look up %s: %w", what, err)
+		}
+		return ok, nil
+	}
+	if t.All {
+		if ok, err := exists(db.NewSelect().Model((*storage.Agent)(nil)), "agents"); ok || err != nil {
+			return ok, err
+		}
+	}
+	for chunk := range slices.Chunk(t.Groups, inChunk) {
+		q := db.NewSelect().Model((*storage.GroupMember)(nil)).Where("group_name IN (?)", bun.In(chunk))
+		if ok, err := exists(q, "group members"); ok || err != nil {
+			return ok, err
+		}
+	}
+	for chunk := range slices.Chunk(t.Pcs, inChunk) {
+		q := db.NewSelect().Model((*storage.Agent)(nil)).Where("pc_id IN (?)", bun.In(chunk))
+		if ok, err := exists(q, "listed agents"); ok || err != nil {
+			return ok, err
+		}
+		q = db.NewSelect().Model((*storage.GroupMember)(nil)).Where("pc_id IN (?)", bun.In(chunk))
+		if ok, err := exists(q, "listed PCs in groups"); ok || err != nil {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
 func dedupe(ids []string) []string {
 	seen := make(map[string]bool, len(ids))
 	out := make([]string, 0, len(ids))

@@ -79,6 +79,9 @@ func TestResolve(t *testing.T) {
 				!reflect.DeepEqual(got.UnknownGroups, tc.want.UnknownGroups) || !reflect.DeepEqual(got.UnknownPCs, tc.want.UnknownPCs) {
 				t.Fatalf("Resolve(%+v) = %+v, want %+v", tc.target, got, tc.want)
 			}
+			if ok, err := targets.Matches(context.Background(), st.R, tc.target); err != nil || ok != (tc.want.PCs > 0) {
+				t.Fatalf("Matches(%+v) = %v, %v; want %v", tc.target, ok, err, tc.want.PCs > 0)
+			}
 		})
 	}
 }
