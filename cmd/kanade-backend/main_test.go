@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -254,6 +255,7 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 	}
 
 	p.sigterm(t)
+	wantEachLineOnce(t, "first start", p.log.String(), tokenFile)
 
 	// Second start: same data dir, same token, nothing recreated.
 	p2 := start(t, nil, args...)
@@ -278,6 +280,7 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 		}
 	}
 	p2.sigterm(t)
+	wantEachLineOnce(t, "second start", p2.log.String(), tokenFile)
 
 	// The database opens cleanly afterwards.
 	s, err := storage.Open(context.Background(), storage.Options{Path: filepath.Join(dataDir, "backend.db")})
@@ -291,6 +294,44 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 		if fi, _ := os.Stat(filepath.Join(dataDir, "backend.db-wal")); fi.Size() != 0 {
 			t.Fatalf("WAL not checkpointed at stop: %d bytes", fi.Size())
 		}
+	}
+}
+
+// wantEachLineOnce fails when two lines of one run's log carry the same
+// message, or more than one line speaks of the generated token (issue 16:
+// the token message twice on first start, "dashboard ready" twice on a
+// restart).
+func wantEachLineOnce(t *testing.T, run, log, tokenFile string) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, line := range strings.Split(log, "\n") {
+		_, rest, ok := strings.Cut(line, " msg=")
+		if !ok {
+			continue
+		}
+		msg := rest
+		if strings.HasPrefix(rest, `"`) {
+			if q, err := strconv.QuotedPrefix(rest); err == nil {
+				msg = q
+			}
+		} else if i := strings.IndexByte(rest, ' '); i >= 0 {
+			msg = rest[:i]
+		}
+		seen[msg]++
+	}
+	if len(seen) == 0 {
+		t.Fatalf("%s: no log lines:\n%s", run, log)
+	}
+	for msg, n := range seen {
+		if n > 1 {
+			t.Errorf("%s logged %s %d times:\n%s", run, msg, n, log)
+		}
+	}
+	if n := strings.Count(log, "#token="); n != 1 {
+		t.Errorf("%s logged the dashboard URL %d times:\n%s", run, n, log)
+	}
+	if n := strings.Count(log, tokenFile); n != 1 {
+		t.Errorf("%s named the token file on %d lines, want one:\n%s", run, n, log)
 	}
 }
 

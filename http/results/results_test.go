@@ -182,36 +182,49 @@ func TestBadFilters(t *testing.T) {
 	}
 }
 
+// GET /api/results/{request_id} answers one object, as upstream: the
+// newest answer, or the PC's own with ?pc_id=; every PC's row of the
+// request is a list filter.
 func TestByRequest(t *testing.T) {
 	storagetest.RunDialects(t, testByRequest)
 }
 
 func testByRequest(t *testing.T, d storagetest.Dialect) {
 	b := fixture(t, d)
+	insert(t, b, []storage.ExecutionResult{result("req-b", "pc-0", "exec-1", "job-a", 0, 11)})
+	var one row
+	b.JSON(t, "GET", "/api/results/req-b", nil, 200, &one)
+	if one.PcID != "pc-0" || one.RequestID != "req-b" || one.Status != "success" {
+		t.Fatalf("newest answer = %+v, want pc-0's", one)
+	}
+	b.JSON(t, "GET", "/api/results/req-b?pc_id=pc-3", nil, 200, &one)
+	if one.PcID != "pc-3" || one.Status != "failure" || one.ExitCode != 2 || one.Stdout != "out pc-3" {
+		t.Fatalf("pc-3's answer = %+v", one)
+	}
+
 	var got []row
-	resp, body := b.Do(t, "GET", "/api/results/req-b", nil)
+	resp, body := b.Do(t, "GET", "/api/results?request_id=req-b", nil)
 	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
-	if ids(got) != "req-b/pc-1 req-b/pc-2 req-b/pc-3" || resp.Header.Get("X-Total-Count") != "3" {
+	if ids(got) != "req-b/pc-0 req-b/pc-3 req-b/pc-2 req-b/pc-1" || resp.Header.Get("X-Total-Count") != "4" {
 		t.Fatalf("got %q total %s", ids(got), resp.Header.Get("X-Total-Count"))
 	}
-	if got[2].Status != "failure" || got[2].ExitCode != 2 {
-		t.Fatalf("pc-3 row %+v", got[2])
-	}
 	got = nil
-	resp, body = b.Do(t, "GET", "/api/results/req-b?limit=1&offset=1", nil)
-	if json.Unmarshal(body, &got) != nil || ids(got) != "req-b/pc-2" || resp.Header.Get("X-Total-Count") != "3" {
-		t.Fatalf("paged: %s total %s", body, resp.Header.Get("X-Total-Count"))
+	resp, body = b.Do(t, "GET", "/api/results?request_id=req-b&status=failure", nil)
+	if json.Unmarshal(body, &got) != nil || ids(got) != "req-b/pc-3" || resp.Header.Get("X-Total-Count") != "1" {
+		t.Fatalf("failures of req-b: %s total %s", body, resp.Header.Get("X-Total-Count"))
 	}
 
 	for path, want := range map[string]struct {
 		status int
 		text   string
 	}{
-		"/api/results/req-none":      {404, "no results for request_id 'req-none'"},
-		"/api/results/a.b":           {400, `invalid request_id "a.b": must match [A-Za-z0-9_=-]+`},
-		"/api/results/req-b?limit=x": {400, `invalid limit "x"`},
+		"/api/results/req-none":            {404, "no results for request_id 'req-none'"},
+		"/api/results/req-b?pc_id=pc-9":    {404, "no result from pc 'pc-9' for request_id 'req-b'"},
+		"/api/results/a.b":                 {400, `invalid request_id "a.b": must match [A-Za-z0-9_=-]+`},
+		"/api/results/req-b?pc_id=a%20b":   {400, `invalid pc_id "a b": must match`},
+		"/api/results?request_id=" + "a.b": {400, `invalid request_id "a.b": must match`},
 	} {
 		resp, body := b.Do(t, "GET", path, nil)
 		var e httpx.ErrorBody

@@ -21,6 +21,7 @@ import (
 	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
+	"kanade-backend/http/targets"
 	"kanade-backend/storage/broker"
 )
 
@@ -32,9 +33,10 @@ func (a *App) routes(r *server.Router) {
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
-		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
+		NATS:   a.Conn, Store: a.Store, KV: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
-	schedules.Register(r, schedules.Deps{JS: a.JS, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	targets.Register(r, targets.Deps{DB: a.Store.R, Clock: a.Clock})
 	results.Register(r, results.Deps{DB: a.Store.R})
 	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
 	inventory.Register(r, inventory.Deps{DB: a.Store.R})
