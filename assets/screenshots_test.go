@@ -66,6 +66,7 @@ func TestScreenshots(t *testing.T) {
 		{"config", "/config?group=canary"},
 		{"rollout", "/rollout"},
 		{"jetstream", "/jetstream"},
+		{"operators", "/operators"},
 	}
 	dir := filepath.Join("..", "docs", "screenshots")
 	if *writeScreenshots {

@@ -34,6 +34,16 @@ const (
 	ActionReleaseDelete     = "release_delete"
 )
 
+// Audit actions of the operators API (beyond wire.md §4): an operator
+// created, its role changed, its token revoked or replaced. Their target is
+// the operator's name; no payload ever carries a token.
+const (
+	ActionOperatorCreate = "operator_create"
+	ActionOperatorRole   = "operator_role"
+	ActionOperatorRevoke = "operator_revoke"
+	ActionOperatorToken  = "operator_token"
+)
+
 // AuditEvent records one state-changing action; it is published on
 // Subject() and captured by the AUDIT stream.
 type AuditEvent struct {

@@ -38,11 +38,14 @@ const jwtAudience = "kanade"
 // §3.2 asks for a key at least as long as the hash output (32 bytes).
 const minJWTSecretLen = 32
 
-// Principal is who made an authenticated request. Source is what the client
-// says it is (the X-Kanade-Source header, e.g. "cli" or "dashboard"), kept
-// for the audit trail; it is not authenticated.
+// Principal is who made an authenticated request: Subject is the name the
+// audit trail records as `sub` (an operator's name, a JWT's sub, "admin" for
+// the static token), Role what it may do. Source is what the client says it
+// is (the X-Kanade-Source header, e.g. "cli" or "dashboard"), kept for the
+// audit trail; it is not authenticated.
 type Principal struct {
 	Subject string
+	Role    Role
 	Source  string
 }
 
@@ -62,14 +65,22 @@ func PrincipalFrom(ctx context.Context) (Principal, bool) {
 	return p, ok
 }
 
-// Authenticator checks API requests in the mode New chose. It is immutable
-// after New and safe for concurrent use.
+// Authenticator checks API requests in the mode New chose. Its settings are
+// immutable after New; it is safe for concurrent use.
 type Authenticator struct {
 	mode      Mode
 	token     string // static or generated token; empty otherwise
 	tokenFile string // generated mode only
 	jwtSecret []byte // jwt mode only
-	logger    *slog.Logger
+	// jwtRole is the role of a JWT without a role claim.
+	jwtRole Role
+	// operators looks up operator tokens; nil accepts none (and then the
+	// generated token is compared in memory, as the only credential).
+	operators OperatorStore
+	// streams are the open event streams of operator tokens, ended when
+	// the operator loses the token (EndSessions).
+	streams sessions
+	logger  *slog.Logger
 }
 
 // New resolves the mode in precedence order (disable > static > jwt >
@@ -81,7 +92,14 @@ func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error
 	if logger == nil {
 		logger = slog.Default()
 	}
-	a := &Authenticator{logger: logger}
+	jwtRole := cfg.JWTDefaultRole
+	if jwtRole == "" {
+		jwtRole = RoleAdmin
+	}
+	if !jwtRole.Valid() {
+		return nil, fmt.Errorf("auth: %s: unknown role %q: want viewer, operator or admin", EnvJWTDefaultRole, jwtRole)
+	}
+	a := &Authenticator{logger: logger, jwtRole: jwtRole, operators: cfg.Operators}
 	// Trimmed for the same reason as in ConfigFromEnv, for callers that
 	// build a Config by hand.
 	static := strings.TrimSpace(cfg.StaticToken)
@@ -97,7 +115,8 @@ func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error
 	case strings.TrimSpace(cfg.JWTSecret) != "":
 		a.mode = ModeJWT
 		a.jwtSecret = []byte(cfg.JWTSecret)
-		logger.Info("API authentication: HS256 JWT", "env", EnvJWTSecret, "audience", jwtAudience)
+		logger.Info("API authentication: HS256 JWT", "env", EnvJWTSecret, "audience", jwtAudience,
+			"role_without_claim", string(jwtRole))
 		if len(a.jwtSecret) < minJWTSecretLen {
 			logger.Warn("JWT secret is shorter than 32 bytes and easier to brute-force; use a longer random secret",
 				"env", EnvJWTSecret, "length", len(a.jwtSecret))
@@ -114,7 +133,8 @@ func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error
 		a.mode = ModeGenerated
 		a.token = tok
 		a.tokenFile = path
-		logger.Info("API authentication: generated admin token (no auth configured)", "token_file", path)
+		// Not logged here: the "dashboard ready" line names this mode and
+		// the token file once the server listens.
 	}
 	return a, nil
 }

@@ -10,6 +10,9 @@ const (
 	EnvDisable     = "KANADE_AUTH_DISABLE"
 	EnvStaticToken = "KANADE_AUTH_STATIC_TOKEN"
 	EnvJWTSecret   = "KANADE_JWT_SECRET"
+	// EnvJWTDefaultRole is the role of a JWT that carries no role claim
+	// (default admin, which is what every JWT was before roles existed).
+	EnvJWTDefaultRole = "KANADE_JWT_DEFAULT_ROLE"
 )
 
 // Config is the operator's choice of authentication; New turns it into a mode.
@@ -17,9 +20,16 @@ type Config struct {
 	Disable     bool   // KANADE_AUTH_DISABLE set to a true value
 	StaticToken string // KANADE_AUTH_STATIC_TOKEN
 	JWTSecret   string // KANADE_JWT_SECRET
+	// JWTDefaultRole is KANADE_JWT_DEFAULT_ROLE; empty means admin.
+	JWTDefaultRole Role
+
+	// Operators is where operator tokens are looked up (http/operators over
+	// the SQL store). It is not an environment setting: the application
+	// sets it. Nil accepts no operator tokens.
+	Operators OperatorStore
 }
 
-// ConfigFromEnv reads the three variables through getenv (os.Getenv in
+// ConfigFromEnv reads the four variables through getenv (os.Getenv in
 // production, a map lookup in tests).
 //
 // KANADE_AUTH_DISABLE counts only when its value is a true value (1, true,
@@ -38,10 +48,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", EnvDisable, err)
 	}
+	var role Role
+	if v := getenv(EnvJWTDefaultRole); strings.TrimSpace(v) != "" {
+		if role, err = ParseRole(v); err != nil {
+			return Config{}, fmt.Errorf("%s: %w", EnvJWTDefaultRole, err)
+		}
+	}
 	return Config{
-		Disable:     disable,
-		StaticToken: strings.TrimSpace(getenv(EnvStaticToken)),
-		JWTSecret:   getenv(EnvJWTSecret),
+		Disable:        disable,
+		StaticToken:    strings.TrimSpace(getenv(EnvStaticToken)),
+		JWTSecret:      getenv(EnvJWTSecret),
+		JWTDefaultRole: role,
 	}, nil
 }
 

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
@@ -26,6 +27,11 @@ const (
 	msgMissingBearer = "missing bearer token"
 	msgInvalidStatic = "invalid static token"
 	msgInvalidJWT    = "invalid token: "
+	// Operator tokens: one the store does not know, and one whose operator
+	// was revoked (saying so tells its holder why; the token itself is
+	// useless either way).
+	msgUnknownOperator = "invalid token: unknown operator token"
+	msgRevokedOperator = "invalid token: operator token revoked"
 )
 
 // jwtLeeway absorbs clock skew between the token issuer and this server, so
@@ -51,8 +57,8 @@ var jwtParser = jwt.NewParser(
 // Middleware authenticates every request it wraps; the caller wraps only
 // /api/*, since /health, /metrics and the dashboard's files are public. On
 // success the Principal is in the request context (PrincipalFrom); on failure
-// the response is 401 with `WWW-Authenticate: Bearer` and a JSON error body,
-// and next is not called.
+// the response is 401 with `WWW-Authenticate: Bearer` and a JSON error body
+// (503 when the operator store cannot be read), and next is not called.
 func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok := tokenFromRequest(r)
@@ -60,44 +66,111 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 		// in the URL: handlers and loggers print URLs freely.
 		r = withoutQueryToken(r)
 
-		p, failure := a.authenticate(tok)
-		if failure != "" {
-			a.unauthorized(w, r, failure)
+		p, viaOperator, err := a.authenticate(r.Context(), tok)
+		if err != nil {
+			a.refuse(w, r, err)
 			return
 		}
 		p.Source = sourceOf(r)
-		next.ServeHTTP(w, r.WithContext(WithPrincipal(r.Context(), p)))
+		ctx := WithPrincipal(r.Context(), p)
+		if viaOperator && isEventStreamGET(r) {
+			// A stream lives as long as the client keeps it open; it must
+			// end when the operator's token stops being valid.
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			defer a.streams.add(p.Subject, cancel)()
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }
 
+// refusal is why a request was not authenticated: the status (401, or 503
+// when the operator store could not answer) and the body's message.
+type refusal struct {
+	status int
+	msg    string
+	cause  error // logged, never sent
+}
+
+func unauthorized(msg string) *refusal { return &refusal{status: http.StatusUnauthorized, msg: msg} }
+
 // authenticate checks tok in the Authenticator's mode and returns the
-// principal, or the 401 message when tok is not accepted.
-func (a *Authenticator) authenticate(tok string) (Principal, string) {
+// principal and whether an operator token authenticated it, or why tok is
+// not accepted.
+func (a *Authenticator) authenticate(ctx context.Context, tok string) (Principal, bool, *refusal) {
 	if a.mode == ModeDisabled {
-		return Principal{Subject: SubjectAnonymous}, ""
+		// An open API has no identities to tell apart: whoever reaches it
+		// may do everything, as before roles existed.
+		return Principal{Subject: SubjectAnonymous, Role: RoleAdmin}, false, nil
 	}
 	if tok == "" {
-		return Principal{}, msgMissingBearer
+		return Principal{}, false, unauthorized(msgMissingBearer)
 	}
 	switch a.mode {
-	case ModeStatic, ModeGenerated:
+	case ModeStatic:
 		// JWTs are deliberately not tried here: a configured static token
-		// is the only credential, so a leaked or weak JWT secret elsewhere
-		// cannot open this API.
-		if !tokensEqual(tok, a.token) {
-			return Principal{}, msgInvalidStatic
+		// is the only shared credential, so a leaked or weak JWT secret
+		// elsewhere cannot open this API. Operator tokens are personal and
+		// revocable, and are accepted in every mode.
+		if tokensEqual(tok, a.token) {
+			return Principal{Subject: SubjectAdmin, Role: RoleAdmin}, false, nil
 		}
-		return Principal{Subject: SubjectAdmin}, ""
+		if a.operators != nil && IsOperatorToken(tok) {
+			return a.operator(ctx, tok)
+		}
+		return Principal{}, false, unauthorized(msgInvalidStatic)
+	case ModeGenerated:
+		if a.operators == nil {
+			if !tokensEqual(tok, a.token) {
+				return Principal{}, false, unauthorized(msgInvalidStatic)
+			}
+			return Principal{Subject: SubjectAdmin, Role: RoleAdmin}, false, nil
+		}
+		// The generated token is the operator named admin: it is checked in
+		// the store like every operator token, so revoking or demoting
+		// admin takes effect. A token from before the prefix existed is
+		// looked up too.
+		p, ok, err := a.operator(ctx, tok)
+		if err != nil && err.msg == msgUnknownOperator && !IsOperatorToken(tok) {
+			// Not an operator token's form: to its holder it was the
+			// static-like admin token, and that is what is wrong.
+			err.msg = msgInvalidStatic
+		}
+		return p, ok, err
 	case ModeJWT:
-		sub, reason := a.verifyJWT(tok)
-		if reason != "" {
-			return Principal{}, msgInvalidJWT + reason
+		if a.operators != nil && IsOperatorToken(tok) {
+			return a.operator(ctx, tok)
 		}
-		return Principal{Subject: sub}, ""
+		sub, role, reason := a.verifyJWT(tok)
+		if reason != "" {
+			return Principal{}, false, unauthorized(msgInvalidJWT + reason)
+		}
+		return Principal{Subject: sub, Role: role}, false, nil
 	}
 	// Unreachable for an Authenticator built by New; fail closed for a zero
 	// value rather than let requests through.
-	return Principal{}, msgMissingBearer
+	return Principal{}, false, unauthorized(msgMissingBearer)
+}
+
+// operator authenticates an operator token through the store.
+func (a *Authenticator) operator(ctx context.Context, tok string) (Principal, bool, *refusal) {
+	hash := TokenHash(tok)
+	cred, found, err := a.operators.OperatorByTokenHash(ctx, hash)
+	if err != nil {
+		return Principal{}, false, &refusal{status: http.StatusServiceUnavailable,
+			msg: "cannot check the operator token now; try again", cause: err}
+	}
+	// The store found the row by its hash (an index lookup, whose timing
+	// depends on the hash, not on the token); the comparison that decides
+	// is constant-time all the same.
+	if !found || subtle.ConstantTimeCompare(cred.TokenHash, hash) != 1 {
+		return Principal{}, false, unauthorized(msgUnknownOperator)
+	}
+	if cred.Revoked {
+		return Principal{}, false, unauthorized(msgRevokedOperator)
+	}
+	return Principal{Subject: cred.Name, Role: cred.Role}, true, nil
 }
 
 // tokensEqual compares in constant time so response timing does not reveal
@@ -109,9 +182,18 @@ func tokensEqual(got, want string) bool {
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
-// verifyJWT returns the token's subject, or a short reason it was rejected.
-func (a *Authenticator) verifyJWT(tok string) (string, string) {
-	var claims jwt.RegisteredClaims
+// jwtClaims are the registered claims plus the role. Role is decoded as any
+// so that a role of the wrong type is reported as such rather than as a
+// malformed token.
+type jwtClaims struct {
+	jwt.RegisteredClaims
+	Role any `json:"role,omitempty"`
+}
+
+// verifyJWT returns the token's subject and role, or a short reason it was
+// rejected.
+func (a *Authenticator) verifyJWT(tok string) (string, Role, string) {
+	var claims jwtClaims
 	parsed, err := jwtParser.ParseWithClaims(tok, &claims, func(t *jwt.Token) (any, error) {
 		// WithValidMethods already refused other algorithms; checking again
 		// here keeps the secret from ever being offered to a non-HMAC
@@ -122,14 +204,28 @@ func (a *Authenticator) verifyJWT(tok string) (string, string) {
 		return a.jwtSecret, nil
 	})
 	if err != nil {
-		return "", jwtReason(err, parsed, &claims)
+		return "", "", jwtReason(err, parsed, &claims.RegisteredClaims)
 	}
 	// jwt/v5 can only require sub to equal a fixed value; any subject will
 	// do here, but there must be one to attribute the audit trail to.
 	if claims.Subject == "" {
-		return "", "missing sub claim"
+		return "", "", "missing sub claim"
 	}
-	return claims.Subject, ""
+	role := a.jwtRole
+	switch v := claims.Role.(type) {
+	case nil:
+	case string:
+		r, err := ParseRole(v)
+		if err != nil {
+			// Refused rather than given the default: an issuer that names a
+			// role this server does not know meant something else.
+			return "", "", "role claim: " + err.Error()
+		}
+		role = r
+	default:
+		return "", "", "role claim must be a string"
+	}
+	return claims.Subject, role, ""
 }
 
 // jwtReason turns a jwt/v5 parse error into the short reason of the 401
@@ -249,12 +345,19 @@ func sourceOf(r *http.Request) string {
 	return s
 }
 
-// unauthorized writes the 401. The log line is at debug level because
-// failed attempts are routine (expired sessions, scanners) and would drown
-// the log at info; it carries the reason but never the presented token.
-func (a *Authenticator) unauthorized(w http.ResponseWriter, r *http.Request, msg string) {
+// refuse writes the 401 (or 503). A 401's log line is at debug level
+// because failed attempts are routine (expired sessions, scanners) and would
+// drown the log at info; it carries the reason but never the presented
+// token. A 503 is an outage of the operator store and is logged as one.
+func (a *Authenticator) refuse(w http.ResponseWriter, r *http.Request, f *refusal) {
+	if f.status != http.StatusUnauthorized {
+		a.logger.ErrorContext(r.Context(), "API request not authenticated: operator store unavailable",
+			"method", r.Method, "path", r.URL.Path, "err", f.cause)
+		httpx.WriteJSON(w, f.status, httpx.ErrorBody{Error: f.msg})
+		return
+	}
 	a.logger.DebugContext(r.Context(), "API request unauthorized",
-		"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", msg)
+		"method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "reason", f.msg)
 	w.Header().Set("WWW-Authenticate", "Bearer")
-	httpx.WriteJSON(w, http.StatusUnauthorized, httpx.ErrorBody{Error: msg})
+	httpx.WriteJSON(w, http.StatusUnauthorized, httpx.ErrorBody{Error: f.msg})
 }

@@ -26,6 +26,7 @@ const (
 // seen is what the wrapped handler reports about the request it received.
 type seen struct {
 	Subject    string `json:"subject"`
+	Role       Role   `json:"role"`
 	Source     string `json:"source"`
 	RawQuery   string `json:"raw_query"`
 	RequestURI string `json:"request_uri"`
@@ -42,6 +43,8 @@ type reqCase struct {
 	wantErr string // exact 401 message; empty means 200 expected
 	wantSub string
 	wantSrc string
+	// wantRole is checked when set.
+	wantRole Role
 }
 
 // serve runs a real HTTP server whose /api handler reports the principal.
@@ -54,7 +57,7 @@ func serve(t *testing.T, a *Authenticator) *httptest.Server {
 			return
 		}
 		httpx.WriteJSON(w, http.StatusOK, seen{
-			Subject: p.Subject, Source: p.Source, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
+			Subject: p.Subject, Role: p.Role, Source: p.Source, RawQuery: r.URL.RawQuery, RequestURI: r.RequestURI,
 		})
 	}))
 	srv := httptest.NewServer(h)
@@ -116,6 +119,9 @@ func run(t *testing.T, srv *httptest.Server, c reqCase) seen {
 	}
 	if s.Subject != c.wantSub || s.Source != c.wantSrc {
 		t.Fatalf("principal = {%q %q}, want {%q %q}", s.Subject, s.Source, c.wantSub, c.wantSrc)
+	}
+	if c.wantRole != "" && s.Role != c.wantRole {
+		t.Fatalf("principal %q has role %q, want %q", s.Subject, s.Role, c.wantRole)
 	}
 	return s
 }
@@ -191,7 +197,7 @@ func TestMiddlewareStatic(t *testing.T) {
 	validJWT := sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims(nil))
 
 	cases := append([]reqCase{
-		{name: "valid", header: bearer(testStatic), wantSub: SubjectAdmin},
+		{name: "valid", header: bearer(testStatic), wantSub: SubjectAdmin, wantRole: RoleAdmin},
 		{name: "valid with source", header: map[string]string{"Authorization": "Bearer " + testStatic, HeaderSource: "cli"}, wantSub: SubjectAdmin, wantSrc: "cli"},
 		{name: "lowercase scheme", header: map[string]string{"Authorization": "bearer " + testStatic}, wantSub: SubjectAdmin},
 		{name: "uppercase scheme, extra spaces", header: map[string]string{"Authorization": "  BEARER   " + testStatic + "  "}, wantSub: SubjectAdmin},
@@ -215,7 +221,7 @@ func TestMiddlewareGenerated(t *testing.T) {
 	validJWT := sign(t, jwt.SigningMethodHS256, []byte(testSecret), claims(nil))
 
 	cases := append([]reqCase{
-		{name: "valid", header: map[string]string{"Authorization": "Bearer " + a.Token(), HeaderSource: "dashboard"}, wantSub: SubjectAdmin, wantSrc: "dashboard"},
+		{name: "valid", header: map[string]string{"Authorization": "Bearer " + a.Token(), HeaderSource: "dashboard"}, wantSub: SubjectAdmin, wantSrc: "dashboard", wantRole: RoleAdmin},
 		{name: "lowercase scheme", header: map[string]string{"Authorization": "bearer " + a.Token()}, wantSub: SubjectAdmin},
 		{name: "wrong token", header: bearer(testStatic), wantErr: msgInvalidStatic},
 		{name: "JWT not tried", header: bearer(validJWT), wantErr: msgInvalidStatic},
@@ -241,7 +247,7 @@ func TestMiddlewareJWT(t *testing.T) {
 	cases := append([]reqCase{
 		{name: "valid", header: map[string]string{
 			"Authorization": "Bearer " + sign(t, jwt.SigningMethodHS256, secret, claims(nil)), HeaderSource: "cli",
-		}, wantSub: "alice", wantSrc: "cli"},
+		}, wantSub: "alice", wantSrc: "cli", wantRole: RoleAdmin},
 		{name: "lowercase scheme", header: map[string]string{
 			"Authorization": "bearer  " + sign(t, jwt.SigningMethodHS256, secret, claims(nil)),
 		}, wantSub: "alice"},
@@ -300,7 +306,7 @@ func forgeAlg(t *testing.T, alg string) string {
 func TestMiddlewareDisabled(t *testing.T) {
 	srv := serve(t, newAuth(t, Config{Disable: true, StaticToken: testStatic}))
 	for _, c := range []reqCase{
-		{name: "no header", wantSub: SubjectAnonymous},
+		{name: "no header", wantSub: SubjectAnonymous, wantRole: RoleAdmin},
 		{name: "source kept", header: map[string]string{HeaderSource: "  cli  "}, wantSub: SubjectAnonymous, wantSrc: "cli"},
 		{name: "any token ignored", header: bearer("whatever"), wantSub: SubjectAnonymous},
 		{name: "POST", method: http.MethodPost, wantSub: SubjectAnonymous},

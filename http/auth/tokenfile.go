@@ -1,8 +1,6 @@
 package auth
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -62,7 +60,8 @@ func loadOrCreateToken(dataDir string, logger *slog.Logger) (string, string, err
 		_ = os.Remove(path)
 		return "", "", fmt.Errorf("write token file %s: %w", path, err)
 	}
-	logger.Info("generated a new admin token", "token_file", path)
+	// Not logged here: the "dashboard ready" line names the token file
+	// (one line about the token per start, issue 16).
 	return tok, path, nil
 }
 
@@ -98,15 +97,10 @@ func readToken(path string, logger *slog.Logger) (string, error) {
 	return tok, nil
 }
 
-// newToken returns tokenBytes of crypto randomness, base64url without
-// padding so it can sit in a URL fragment without escaping.
-func newToken() (string, error) {
-	b := make([]byte, tokenBytes)
-	if _, err := rand.Read(b); err != nil {
-		return "", fmt.Errorf("random token: %w", err)
-	}
-	return base64.RawURLEncoding.EncodeToString(b), nil
-}
+// newToken returns a fresh admin token in the operator token form: the
+// generated token is the first operator, named admin (http/operators'
+// Bootstrap), so it is prefixed for secret scanners like every other.
+func newToken() (string, error) { return NewOperatorToken() }
 
 // writeAndClose writes s, syncs so a crash right after start-up cannot leave
 // an empty token file behind, and closes f.

@@ -79,7 +79,10 @@ func start(t *testing.T) *env {
 		e.streams.Close()
 		e.srv.Close()
 		e.stopHub(t)
-		goleak.VerifyNone(t, ignore)
+		// protoactor's dead-letter throttle keeps a goroutine for one
+		// throttle period after a message to a stopped actor; it ends by
+		// itself, so it is not a leak of the hub's.
+		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 	})
 	return e
 }

@@ -44,6 +44,19 @@ func newServer(t *testing.T, obs *observed) *httptest.Server {
 	return ts
 }
 
+// send makes one request and returns the response and its whole body.
+func send(t *testing.T, ts *httptest.Server, method, path string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, ts.URL+path, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body
+}
+
 func TestRouterErrorsAreJSON(t *testing.T) {
 	obs := &observed{}
 	ts := newServer(t, obs)
@@ -59,13 +72,7 @@ func TestRouterErrorsAreJSON(t *testing.T) {
 		{"GET", "/api/things/boom", 500, "internal error"},
 	}
 	for _, c := range cases {
-		req, _ := http.NewRequest(c.method, ts.URL+c.path, nil)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
+		resp, body := send(t, ts, c.method, c.path)
 		if resp.StatusCode != c.status {
 			t.Errorf("%s %s: status %d want %d (%s)", c.method, c.path, resp.StatusCode, c.status, body)
 			continue
@@ -104,5 +111,56 @@ func TestPatternsAreRecorded(t *testing.T) {
 	got := strings.Join(r.Patterns(), ",")
 	if got != "GET /api/a,POST /api/b" {
 		t.Fatalf("patterns = %s", got)
+	}
+}
+
+// Guard wraps every API route, knowing its pattern, inside the mux (so
+// unknown paths and wrong methods keep their JSON 404/405) and leaves the
+// public routes alone.
+func TestGuardWrapsEachAPIRoute(t *testing.T) {
+	r := server.NewRouter()
+	r.API("GET /api/open/{id}", func(w http.ResponseWriter, _ *http.Request) error {
+		httpx.WriteJSON(w, 200, "open")
+		return nil
+	})
+	r.API("POST /api/closed", func(w http.ResponseWriter, _ *http.Request) error {
+		httpx.WriteJSON(w, 200, "closed")
+		return nil
+	})
+	r.Public("GET /", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("public")) }))
+	var mu sync.Mutex
+	var guarded []string
+	ts := httptest.NewServer(r.Handler(server.Options{Guard: func(pattern string, h http.Handler) http.Handler {
+		mu.Lock()
+		guarded = append(guarded, pattern)
+		mu.Unlock()
+		if pattern == "POST /api/closed" {
+			return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				httpx.WriteJSON(w, http.StatusForbidden, httpx.ErrorBody{Error: "no"})
+			})
+		}
+		return h
+	}}))
+	t.Cleanup(ts.Close)
+	for _, c := range []struct {
+		method, path string
+		status       int
+		body         string
+	}{
+		{"GET", "/api/open/x", 200, `"open"`},
+		{"POST", "/api/closed", 403, `{"error":"no"}`},
+		{"GET", "/api/closed", 405, `{"error":"method GET not allowed on /api/closed (allowed: POST)"}`},
+		{"GET", "/api/nothing", 404, `{"error":"no API route GET /api/nothing"}`},
+		{"GET", "/", 200, "public"},
+	} {
+		resp, body := send(t, ts, c.method, c.path)
+		if resp.StatusCode != c.status || strings.TrimSpace(string(body)) != c.body {
+			t.Errorf("%s %s: %d %s; want %d %s", c.method, c.path, resp.StatusCode, body, c.status, c.body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got := strings.Join(guarded, ","); got != "GET /api/open/{id},POST /api/closed" {
+		t.Fatalf("guarded %s; want exactly the two API routes", got)
 	}
 }

@@ -98,6 +98,15 @@ func TestParseErrors(t *testing.T) {
 		{"0 0 25 * * *", "", `cron "0 0 25 * * *": syntax error in hour field: '25'`, ErrSyntax},
 		{"0 0 0 * * Funday", "", `cron "0 0 0 * * Funday": syntax error in day-of-week field: 'Funday'`, ErrSyntax},
 		{"0 0 0 30 2 *", "", `cron "0 0 0 30 2 *": never matches any date between 1970 and 2099`, ErrSyntax},
+		{"0 0 0 31 2,4,6,9,11 *", "", `cron "0 0 0 31 2,4,6,9,11 *": never matches any date between 1970 and 2099`, ErrSyntax},
+		// Day-of-month and day-of-week combine with AND: each field alone
+		// matches, together they never do.
+		{"0 0 0 30 2 MON", "", `cron "0 0 0 30 2 MON": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 1-7 * MON#2", "", `cron "0 0 0 1-7 * MON#2": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 1-21 * 5L", "", `cron "0 0 0 1-21 * 5L": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 15W * Sat,Sun", "", `cron "0 0 0 15W * Sat,Sun": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 LW * 0,6", "", `cron "0 0 0 LW * 0,6": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
+		{"0 0 0 29 2 MON 2026-2040", "", `cron "0 0 0 29 2 MON 2026-2040": never matches any date between 1970 and 2099 (day-of-month and day-of-week must both match)`, ErrSyntax},
 		{"0 0 * * * *", "Mars/Base", `unknown time zone "Mars/Base"`, ErrUnknownZone},
 		{"0 0 * * * *", "Local", `unknown time zone "Local" (use an IANA name such as "Europe/Berlin")`, ErrUnknownZone},
 	}
@@ -141,7 +150,7 @@ func TestParseAccessors(t *testing.T) {
 	}
 }
 
-func mustParse(t *testing.T, expr, tz string) *Expr {
+func mustParse(t testing.TB, expr, tz string) *Expr {
 	t.Helper()
 	e, err := Parse(expr, tz)
 	if err != nil {
@@ -280,6 +289,21 @@ func TestNextDST(t *testing.T) {
 			[]string{"2026-10-03T15:30:00Z", "2026-10-04T15:15:00Z"}},
 		{"Lord Howe fall half-hour overlap", "Australia/Lord_Howe", "0 */15 1 * * *", "2026-04-04T13:00:00Z",
 			[]string{"2026-04-04T14:00:00Z", "2026-04-04T14:15:00Z", "2026-04-04T14:30:00Z", "2026-04-04T14:45:00Z", "2026-04-05T14:30:00Z"}},
+		// Day-of-month and day-of-week combine with AND (TestNextDayFieldsAND):
+		// the AND decides the date, the rules above the instant on it.
+		// The second Sunday of March 2026 is New York's spring-forward day:
+		// 02:30 does not exist and fires at the jump (07:00Z).
+		{"NY second Sunday 02:30", "America/New_York", "0 30 2 8-14 * SUN", "2026-02-15T00:00:00Z",
+			[]string{"2026-03-08T07:00:00Z", "2026-04-12T06:30:00Z"}},
+		// The first Sunday of November 2026 is the fall-back day: 01:30
+		// fires once, at its first (EDT) occurrence.
+		{"NY first Sunday 01:30", "America/New_York", "0 30 1 1-7 * SUN", "2026-10-15T00:00:00Z",
+			[]string{"2026-11-01T05:30:00Z", "2026-12-06T06:30:00Z"}},
+		// Berlin springs forward on the last Sunday of March.
+		{"Berlin last Sunday of March 02:30", "Europe/Berlin", "0 30 2 25-31 3 SUN", "2026-01-01T00:00:00Z",
+			[]string{"2026-03-29T01:00:00Z", "2027-03-28T01:00:00Z"}},
+		{"Berlin first Monday 09:00", "Europe/Berlin", "0 0 9 1-7 * MON", "2026-03-01T00:00:00Z",
+			[]string{"2026-03-02T08:00:00Z", "2026-04-06T07:00:00Z"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -395,7 +419,7 @@ func TestNextProperty(t *testing.T) {
 			}
 			if start, _ := next.ZoneBounds(); !start.Equal(next) {
 				w := wallAsUTC(next.In(e.loc))
-				if !e.cx.Next(w.Add(-time.Nanosecond)).Equal(w) {
+				if !e.wallNext(w.Add(-time.Nanosecond)).Equal(w) {
 					t.Fatalf("%q in %s: Next(%v) = %v whose wall time %v does not match", expr, tz, after, next, w)
 				}
 			}

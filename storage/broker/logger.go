@@ -10,7 +10,12 @@ import (
 
 // serverLogger routes nats-server's printf-style logging into slog so the
 // embedded server's messages share the application's format and level.
-type serverLogger struct{ l *slog.Logger }
+type serverLogger struct {
+	l *slog.Logger
+	// store, if set, is shown every warning and error: it is how store
+	// failures are noticed.
+	store *StoreHealth
+}
 
 var _ interface {
 	Noticef(string, ...any)
@@ -24,11 +29,20 @@ var _ interface {
 // Notices (the start banner, every listener) are Debug: the backend logs
 // the one line an operator needs ("embedded NATS listening") itself.
 func (s *serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
-func (s *serverLogger) Warnf(f string, v ...any)   { s.l.Warn(fmt.Sprintf(f, v...)) }
-func (s *serverLogger) Fatalf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
-func (s *serverLogger) Errorf(f string, v ...any)  { s.l.Error(fmt.Sprintf(f, v...)) }
-func (s *serverLogger) Debugf(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
-func (s *serverLogger) Tracef(f string, v ...any)  { s.l.Debug(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Warnf(f string, v ...any)   { s.l.Warn(s.inspect(f, v)) }
+func (s *serverLogger) Fatalf(f string, v ...any)  { s.l.Error(s.inspect(f, v), "fatal", true) }
+func (s *serverLogger) Errorf(f string, v ...any)  { s.l.Error(s.inspect(f, v)) }
+
+// inspect formats a warning or error and shows it to the store watch.
+func (s *serverLogger) inspect(f string, v []any) string {
+	msg := fmt.Sprintf(f, v...)
+	if s.store != nil {
+		s.store.serverLog(msg)
+	}
+	return msg
+}
+func (s *serverLogger) Debugf(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Tracef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 
 func splitHostPort(addr string) (string, int, error) {
 	host, p, err := net.SplitHostPort(addr)

@@ -11,11 +11,18 @@ export class ApiError extends Error {
 }
 
 let onUnauthorized = () => {};
+let onForbidden = () => {};
 
 // setUnauthorizedHandler is called once by main.js (avoids an import cycle
 // with the router).
 export function setUnauthorizedHandler(f) {
   onUnauthorized = f;
+}
+
+// setForbiddenHandler is told about every 403: the caller's role may have
+// changed since the page loaded.
+export function setForbiddenHandler(f) {
+  onForbidden = f;
 }
 
 // request sends one API call. body: undefined, FormData, a string (sent with
@@ -48,6 +55,7 @@ export async function request(method, path, body, opts = {}) {
     onUnauthorized(msg);
     throw new ApiError(401, msg);
   }
+  if (r.status === 403) onForbidden();
   const data = await decode(r);
   if (!r.ok && !(opts.okStatus || []).includes(r.status)) {
     const msg = data && typeof data === 'object' && data.error ? data.error
@@ -81,6 +89,7 @@ export const get = (path, opts) => request('GET', path, undefined, opts);
 export const post = (path, body, opts) => request('POST', path, body, opts);
 export const put = (path, body, opts) => request('PUT', path, body, opts);
 export const del = (path, opts) => request('DELETE', path, undefined, opts);
+export const patch = (path, body, opts) => request('PATCH', path, body, opts);
 
 // list fetches one page of a list route: {items, total}. total falls back to
 // the page length when the route sends no X-Total-Count.

@@ -1,7 +1,8 @@
 // Entry point: signs in from a "#token=" fragment, wires the header (menu,
 // live indicator, logout) and starts the router.
 import { takeFragmentToken, probeOpen, signedIn, clearToken, token } from './auth.js';
-import { setUnauthorizedHandler } from './api.js';
+import { setUnauthorizedHandler, setForbiddenHandler } from './api.js';
+import { loadMe, forgetMe } from './access.js';
 import * as live from './live.js';
 import { navigate, start } from './router.js';
 import { refreshTimes } from './fmt.js';
@@ -13,6 +14,7 @@ await probeOpen();
 // API's reason, and back to this page after signing in again.
 setUnauthorizedHandler((reason) => {
   live.stop();
+  forgetMe();
   if (location.pathname === '/login') return;
   const q = new URLSearchParams({ next: location.pathname + location.search, reason });
   navigate('/login?' + q, { replace: true });
@@ -36,6 +38,7 @@ const logout = document.getElementById('logout');
 logout.hidden = signedIn() && token() === '';
 logout.addEventListener('click', () => {
   clearToken();
+  forgetMe();
   live.stop();
   navigate('/login');
 });
@@ -52,5 +55,10 @@ live.onState((s) => {
 // Relative times ("2 minutes ago") age while a page stays open.
 setInterval(() => refreshTimes(), 15000);
 
+// Who is signed in decides what each page enables; known before the first
+// page draws.
+setForbiddenHandler(() => loadMe());
+if (signedIn()) await loadMe();
+// Asked again: a refused token (401 from /api/me) was dropped meanwhile.
 if (signedIn()) live.start();
 start();

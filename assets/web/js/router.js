@@ -32,6 +32,7 @@ const ROUTES = [
   ['/config', 'config'],
   ['/rollout', 'rollout'],
   ['/jetstream', 'jetstream'],
+  ['/operators', 'operators'],
 ].map(([pattern, module, exp]) => ({ parts: pattern.split('/').filter(Boolean), module, exp: exp || 'default' }));
 
 function match(path) {
@@ -58,7 +59,9 @@ let main;
 export function navigate(path, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', path);
   else history.pushState(null, '', path);
-  render(true);
+  // Before start() (a 401 while main.js asks who is signed in) only the
+  // address changes; start() draws it.
+  if (main) render(true);
 }
 
 // Page context: what a page module receives. Everything it registers with

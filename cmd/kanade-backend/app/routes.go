@@ -7,6 +7,7 @@ import (
 	"kanade-backend/assets"
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/auditlog"
+	"kanade-backend/http/auth"
 	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
 	"kanade-backend/http/fleet"
@@ -14,11 +15,13 @@ import (
 	"kanade-backend/http/inventory"
 	"kanade-backend/http/jobs"
 	"kanade-backend/http/openapi"
+	"kanade-backend/http/operators"
 	"kanade-backend/http/releases"
 	"kanade-backend/http/results"
 	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
+	"kanade-backend/http/targets"
 	"kanade-backend/storage/broker"
 )
 
@@ -30,9 +33,10 @@ func (a *App) routes(r *server.Router) {
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
-		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
+		NATS:   a.Conn, Store: a.Store, KV: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
-	schedules.Register(r, schedules.Deps{JS: a.JS, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	targets.Register(r, targets.Deps{DB: a.Store.R, Clock: a.Clock})
 	results.Register(r, results.Deps{DB: a.Store.R})
 	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
 	inventory.Register(r, inventory.Deps{DB: a.Store.R})
@@ -50,8 +54,11 @@ func (a *App) routes(r *server.Router) {
 		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
 		Connected: a.Conn.IsConnected,
 		Clock:     a.Clock,
+		Problems:  a.problems,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
+	operators.Register(r, operators.Deps{Store: a.Operators, Audit: a.Audit, Sessions: a.Auth, Mode: a.Auth.Mode(),
+		GuardLastAdmin: a.Auth.Mode() == auth.ModeGenerated, Logger: a.Logger})
 	// The dashboard answers every other GET outside /api (its client-side
 	// routes); more specific public patterns above take precedence.
 	r.Public("GET /", assets.Handler())

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/messages/humantime"
-	"kanade-backend/storage/broker"
 )
 
 // Environment variables the command reads.
@@ -35,7 +34,10 @@ type Options struct {
 	// StopAfter ends the run after this long (0 = until SIGINT/SIGTERM);
 	// for benchmarks and scripted demos.
 	StopAfter time.Duration
-	LogLevel  slog.Level
+	// ConnectTimeout bounds the wait for NATS at start; then the command
+	// exits 1 (DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	LogLevel       slog.Level
 }
 
 // ParseArgs reads the command line (without the program name).
@@ -54,6 +56,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	assign := fs.String("assign-groups", "", "write agent_groups for the fleet's pc_ids and exit, e.g. canary=5%,wave1=45% (consecutive, non-overlapping slices; merged with existing groups)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed for phases, jitter, run times and failures (0 = random, logged)")
 	stopAfter := fs.String("stop-after", "", "stop after this long instead of waiting for SIGINT/SIGTERM")
+	connectTimeout := fs.String("connect-timeout", humantime.Format(DefaultConnectTimeout), "give up (exit 1) when NATS cannot be reached within this long")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -75,6 +78,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 		if o.AssignGroups, err = ParseGroupSpec(*assign); err != nil {
 			errs = append(errs, fmt.Errorf("--assign-groups: %w", err))
 		}
+	}
+	if o.ConnectTimeout, err = humantime.Parse(*connectTimeout); err != nil || o.ConnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--connect-timeout %q: want a positive duration such as 10s", *connectTimeout))
 	}
 	if *stopAfter != "" {
 		if o.StopAfter, err = humantime.Parse(*stopAfter); err != nil {
@@ -119,6 +125,18 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.LogLevel}))
+	connectCtx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	nc, err := Dial(connectCtx, o.NATSURL, o.Token, o.Logger)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0 // stopped (Ctrl-C) before NATS answered
+		}
+		o.Logger.Error("gave up connecting to NATS", "url", o.NATSURL, "connect_timeout", o.ConnectTimeout, "err", err)
+		return 1
+	}
+	defer nc.Close()
+	o.Conn = nc
 	if o.AssignGroups != nil {
 		if err := assign(ctx, o, stdout); err != nil {
 			o.Logger.Error("assign groups failed", "err", err)
@@ -152,19 +170,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // assign is the --assign-groups step: write the groups and report who
-// got what.
+// got what, on the connection Run made.
 func assign(ctx context.Context, o Options, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	nc, err := broker.Connect(broker.ConnectOptions{URL: o.NATSURL, Token: o.Token, Name: "kanade-fleet", Logger: o.Logger})
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := broker.WaitConnected(ctx, nc); err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", o.NATSURL, err)
-	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(o.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

@@ -5,6 +5,7 @@ import { get, post, del, list, seg } from '../api.js';
 import { time } from '../fmt.js';
 import { panel, resultColumns, keepOpen } from '../views.js';
 import { factsView } from '../facts.js';
+import { guard } from '../access.js';
 
 export default async function agent(ctx) {
   const id = ctx.params.id;
@@ -22,9 +23,10 @@ export default async function agent(ctx) {
       pingOut.replaceChildren(errorCard(e, 'Ping failed'));
     }
   }, { class: 'btn primary' });
+  guard(pingBtn, 'POST /api/agents/{pc_id}/ping');
   ctx.root.append(
     heading(h('span', {}, id, ' ', state), pingBtn,
-      link('/run?pc=' + encodeURIComponent(id), 'Run'), link('/logs?pc=' + encodeURIComponent(id), 'Logs'),
+      guard(link('/run?pc=' + encodeURIComponent(id), 'Run'), 'POST /api/run'), link('/logs?pc=' + encodeURIComponent(id), 'Logs'),
       link('/results?pc_id=' + encodeURIComponent(id), 'Results'), link('/inventory/pc/' + seg(id), 'Inventory')),
     pingOut);
 
@@ -76,7 +78,8 @@ function groupsPanel(ctx, id) {
   const draw = (groups) => {
     chips.replaceChildren(groups.length === 0 ? h('p', { class: 'muted' }, 'In no group.')
       : h('ul', { class: 'chips', 'aria-label': 'Groups' }, groups.map((g) => h('li', { class: 'chip' }, g,
-        h('button', { type: 'button', 'aria-label': `Remove group ${g}`, title: 'Remove', onclick: (e) => change(e.currentTarget, del(path + '/' + seg(g))) }, '×')))));
+        guard(h('button', { type: 'button', 'aria-label': `Remove group ${g}`, title: 'Remove', onclick: (e) => change(e.currentTarget, del(path + '/' + seg(g))) }, '×'),
+          'DELETE /api/agents/{pc_id}/groups/{group}')))));
   };
   const change = async (el, p) => {
     msg.replaceChildren();
@@ -90,7 +93,7 @@ function groupsPanel(ctx, id) {
     }
   };
   const input = h('input', { name: 'group', autocomplete: 'off', placeholder: 'e.g. canary' });
-  const add = h('button', { class: 'btn', type: 'submit' }, 'Add');
+  const add = guard(h('button', { class: 'btn', type: 'submit' }, 'Add'), 'POST /api/agents/{pc_id}/groups');
   const form = h('form', { class: 'row', onsubmit: async (e) => {
     e.preventDefault();
     if (await change(add, post(path, { group: input.value.trim() }))) input.value = '';

@@ -4,6 +4,7 @@
 import { h, heading, section, errorCard, notice, field, busy, button, table, link } from '../dom.js';
 import { get, put, del, list, seg, ApiError } from '../api.js';
 import { agentLink, groupsLoader } from '../views.js';
+import { guard } from '../access.js';
 
 const FIELDS = [
   ['target_version', 'Target version', 'agent version to run; empty keeps the current one'],
@@ -13,9 +14,9 @@ const FIELDS = [
 
 export default async function config(ctx) {
   ctx.title('Config & groups');
-  const global = scopeEditor('Global', () => '/api/config', { fixed: true });
-  const group = scopeEditor('Group', (v) => '/api/groups/' + seg(v) + '/config', { label: 'Group name', value: ctx.query.get('group') });
-  const pc = scopeEditor('PC', (v) => '/api/pcs/' + seg(v) + '/config', { label: 'PC id', value: ctx.query.get('pc') });
+  const global = scopeEditor('Global', () => '/api/config', { fixed: true, route: '/api/config' });
+  const group = scopeEditor('Group', (v) => '/api/groups/' + seg(v) + '/config', { label: 'Group name', value: ctx.query.get('group'), route: '/api/groups/{name}/config' });
+  const pc = scopeEditor('PC', (v) => '/api/pcs/' + seg(v) + '/config', { label: 'PC id', value: ctx.query.get('pc'), route: '/api/pcs/{pc_id}/config' });
   ctx.root.append(heading('Config & groups'),
     h('p', { class: 'muted' }, 'Resolution: built-ins → global → each of the PC\'s groups alphabetically → the PC. An agent\'s page shows the result.'),
     h('div', { class: 'cols' }, global.el, group.el, pc.el), membership(ctx));
@@ -24,7 +25,7 @@ export default async function config(ctx) {
 
 // scopeEditor edits one ConfigScope; every field is optional and an empty
 // field is left out, which means "inherit".
-function scopeEditor(title, pathOf, { fixed = false, label, value } = {}) {
+function scopeEditor(title, pathOf, { fixed = false, label, value, route } = {}) {
   const msg = h('div', { 'aria-live': 'polite' });
   const inputs = Object.fromEntries(FIELDS.map(([k]) => [k, h('input', { name: k, autocomplete: 'off' })]));
   const key = fixed ? null : h('input', { name: 'scope', value: value || '', autocomplete: 'off', required: true });
@@ -43,7 +44,7 @@ function scopeEditor(title, pathOf, { fixed = false, label, value } = {}) {
       else msg.replaceChildren(errorCard(e));
     }
   };
-  const save = h('button', { class: 'btn primary', type: 'submit' }, 'Save');
+  const save = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Save'), 'PUT ' + route);
   const onsubmit = async (e) => {
     e.preventDefault();
     const body = {};
@@ -67,6 +68,7 @@ function scopeEditor(title, pathOf, { fixed = false, label, value } = {}) {
       msg.replaceChildren(errorCard(err));
     }
   }, { class: 'btn danger' });
+  if (remove) guard(remove, 'DELETE ' + route);
   const form = h('form', { class: 'form', onsubmit },
     key ? h('div', { class: 'row' }, field(label, key), h('div', {}, button('Load', load))) : null,
     FIELDS.map(([k, l, hint]) => field(l, inputs[k], hint)),

@@ -3,6 +3,7 @@
 import { h, heading, errorCard, field, select, busy } from '../dom.js';
 import { get, post, seg } from '../api.js';
 import { planFields } from '../plan.js';
+import { guard, deniedNote } from '../access.js';
 
 export default async function exec(ctx) {
   ctx.title('Exec');
@@ -22,7 +23,8 @@ export default async function exec(ctx) {
   const job = select(jobs.map((j) => [j.id, j.description ? `${j.id} — ${j.description}` : j.id]), { name: 'job', required: true }, want);
   const plan = planFields();
   const msg = h('div', { 'aria-live': 'polite' });
-  const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Exec');
+  const route = 'POST /api/exec/{job_id}';
+  const submit = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Exec'), route);
   const form = h('form', { class: 'form card', onsubmit: async (e) => {
     e.preventDefault();
     msg.replaceChildren();
@@ -32,6 +34,6 @@ export default async function exec(ctx) {
     } catch (err) {
       msg.replaceChildren(errorCard(err, 'Not executed'));
     }
-  } }, field('Job', job), plan.el, msg, h('div', {}, submit));
+  } }, field('Job', job), plan.el, msg, deniedNote(route, 'exec a job'), h('div', {}, submit));
   ctx.root.append(form);
 }

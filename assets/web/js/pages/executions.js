@@ -3,6 +3,7 @@
 import { h, heading, table, field, select, pager } from '../dom.js';
 import { list } from '../api.js';
 import { panel, execColumns } from '../views.js';
+import { guard } from '../access.js';
 
 const LIMIT = 50;
 const STATUSES = ['', 'pending', 'running', 'completed', 'failed', 'expired', 'cancelled'];
@@ -29,7 +30,7 @@ export default async function executions(ctx) {
     q.delete('offset');
     ctx.navigate(location.pathname + (q.toString() ? '?' + q : ''), { replace: true });
   };
-  ctx.root.append(heading('Executions', h('a', { class: 'btn primary', href: '/exec' }, 'New exec')),
+  ctx.root.append(heading('Executions', guard(h('a', { class: 'btn primary', href: '/exec' }, 'New exec'), 'POST /api/exec/{job_id}')),
     h('form', { class: 'filters', onsubmit: apply }, field('Job', job), field('Status', status), field('Initiated by', by),
       h('button', { class: 'btn', type: 'submit' }, 'Filter')),
     body);

@@ -4,6 +4,7 @@
 import { h, heading, errorCard, notice, link, field, busy } from '../dom.js';
 import { get, post, seg } from '../api.js';
 import { toYAML } from '../yaml.js';
+import { guard, deniedNote } from '../access.js';
 
 const TEMPLATE = `id: hello
 version: "1.0.0"
@@ -20,9 +21,9 @@ export default async function jobEdit(ctx) {
   ctx.title(id ? `Job ${id}` : 'New job');
   const msg = h('div', { 'aria-live': 'polite' });
   const text = h('textarea', { name: 'manifest', rows: 18, spellcheck: 'false', required: true });
-  const save = h('button', { class: 'btn primary', type: 'submit' }, 'Save');
+  const save = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Save'), 'POST /api/jobs');
   ctx.root.append(heading(id ? `Job ${id}` : 'New job', link('/jobs', 'All jobs'),
-    id ? link('/exec?job=' + encodeURIComponent(id), 'Exec') : null), msg);
+    id ? guard(link('/exec?job=' + encodeURIComponent(id), 'Exec'), 'POST /api/exec/{job_id}') : null), msg);
 
   if (id) {
     try {
@@ -54,6 +55,6 @@ export default async function jobEdit(ctx) {
     }
   } },
   field('Manifest (YAML)', text, 'Fields: id, version, description, execute {shell, script, timeout, run_as, cwd}, require_approval, inventory {display, summary}.'),
-  h('div', { class: 'actions' }, save));
+  deniedNote('POST /api/jobs', 'save jobs'), h('div', { class: 'actions' }, save));
   ctx.root.append(form);
 }

@@ -4,6 +4,7 @@ import { h, heading, table, badge, link, errorCard, notice } from '../dom.js';
 import { get, del, seg } from '../api.js';
 import { panel } from '../views.js';
 import { confirmButton } from '../confirm.js';
+import { guard } from '../access.js';
 
 export default async function jobs(ctx) {
   ctx.title('Jobs');
@@ -18,9 +19,9 @@ export default async function jobs(ctx) {
       { label: 'Timeout', cell: (j) => j.execute?.timeout || '—' },
       { label: 'Kind', cell: (j) => (j.inventory ? badge('inventory', 'info') : badge('script')) },
       { label: 'Actions', cell: (j) => h('span', { class: 'actions' },
-        link('/exec?job=' + encodeURIComponent(j.id), 'Exec'),
+        guard(link('/exec?job=' + encodeURIComponent(j.id), 'Exec'), 'POST /api/exec/{job_id}'),
         link('/jobs/' + seg(j.id), 'Edit'),
-        confirmButton('Delete', `Delete ${j.id}?`, async () => {
+        guard(confirmButton('Delete', `Delete ${j.id}?`, async () => {
           msg.replaceChildren();
           try {
             await del('/api/jobs/' + seg(j.id));
@@ -29,9 +30,9 @@ export default async function jobs(ctx) {
           } catch (e) {
             msg.replaceChildren(errorCard(e, `Cannot delete ${j.id}`));
           }
-        })) },
+        }), 'DELETE /api/jobs/{id}')) },
     ], items || [], { empty: 'The catalog is empty. Create a job from YAML.', caption: 'Jobs' });
   }, { wait: 1000 });
-  ctx.root.append(heading('Jobs', h('a', { class: 'btn primary', href: '/jobs/new' }, 'New job')), msg, catalog);
+  ctx.root.append(heading('Jobs', guard(h('a', { class: 'btn primary', href: '/jobs/new' }, 'New job'), 'POST /api/jobs')), msg, catalog);
   await catalog.ready;
 }

@@ -3,6 +3,7 @@
 import { h, errorCard, notice } from '../dom.js';
 import { check, setToken, signedIn } from '../auth.js';
 import * as live from '../live.js';
+import { loadMe } from '../access.js';
 
 export default function login(ctx) {
   ctx.title('Log in');
@@ -19,7 +20,7 @@ export default function login(ctx) {
   const form = h('form', { class: 'form', onsubmit: onSubmit },
     h('div', { class: 'field' },
       h('label', { for: 'token' }, 'API token'), input,
-      h('small', { class: 'hint' }, 'Printed in the backend log at first start (…/#token=…) and kept in <data-dir>/admin.token.')),
+      h('small', { class: 'hint' }, 'Your operator token (kanade_op_…, from an admin), or the admin token: printed in the backend log at first start (…/#token=…) and kept in <data-dir>/admin.token.')),
     h('div', {}, submit));
 
   async function onSubmit(e) {
@@ -36,6 +37,7 @@ export default function login(ctx) {
         return;
       }
       setToken(t);
+      await loadMe();
       document.getElementById('logout').hidden = false;
       live.start();
       ctx.navigate(next, { replace: true });

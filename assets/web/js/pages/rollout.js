@@ -5,6 +5,7 @@ import { get, post, del, seg } from '../api.js';
 import { bytes, time } from '../fmt.js';
 import { panel } from '../views.js';
 import { confirmButton } from '../confirm.js';
+import { guard, deniedNote } from '../access.js';
 
 export default async function rollout(ctx) {
   ctx.title('Rollout');
@@ -20,7 +21,7 @@ export default async function rollout(ctx) {
       { label: 'Size', class: 'num', cell: (r) => bytes(r.size) },
       { label: 'Digest', cell: (r) => h('code', { title: r.digest }, String(r.digest || '').slice(0, 18) + (r.digest && r.digest.length > 18 ? '…' : '')) },
       { label: 'Uploaded', cell: (r) => time(r.modified) },
-      { label: 'Actions', cell: (r) => confirmButton('Delete', `Delete ${r.version}?`, async () => {
+      { label: 'Actions', cell: (r) => guard(confirmButton('Delete', `Delete ${r.version}?`, async () => {
         msg.replaceChildren();
         try {
           await del('/api/agents/releases/' + seg(r.version));
@@ -29,7 +30,7 @@ export default async function rollout(ctx) {
         } catch (e) {
           msg.replaceChildren(errorCard(e, `Cannot delete ${r.version}`));
         }
-      }) },
+      }), 'DELETE /api/agents/releases/{version}') },
     ], releases, { empty: 'No agent release uploaded yet.', caption: 'Agent releases' });
   }, { wait: 1000 });
 
@@ -40,7 +41,7 @@ export default async function rollout(ctx) {
 function uploadForm(msg, reload) {
   const file = h('input', { type: 'file', name: 'file', required: true });
   const version = h('input', { name: 'version', autocomplete: 'off', placeholder: 'read from the binary when empty' });
-  const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Upload');
+  const submit = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Upload'), 'POST /api/agents/publish');
   const onsubmit = async (e) => {
     e.preventDefault();
     const fd = new FormData();
@@ -57,7 +58,7 @@ function uploadForm(msg, reload) {
     }
   };
   return section('Upload a release', h('form', { class: 'form', onsubmit },
-    field('Agent executable', file), field('Version', version), h('div', {}, submit)));
+    field('Agent executable', file), field('Version', version), deniedNote('POST /api/agents/publish', 'upload releases'), h('div', {}, submit)));
 }
 
 function rolloutForm(msg, version) {
@@ -68,7 +69,7 @@ function rolloutForm(msg, version) {
     value.disabled = type.value === 'global';
     value.required = !value.disabled;
   });
-  const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Roll out');
+  const submit = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Roll out'), 'POST /api/agents/rollout');
   const onsubmit = async (e) => {
     e.preventDefault();
     const body = { version: version.value, scope: { type: type.value } };
@@ -85,5 +86,5 @@ function rolloutForm(msg, version) {
   };
   return section('Roll out', h('form', { class: 'form', onsubmit },
     field('Version', version), h('div', { class: 'row' }, field('Scope', type), field('Group or PC', value)),
-    field('Jitter', jitter, 'agents upgrade at a random time within this'), h('div', {}, submit)));
+    field('Jitter', jitter, 'agents upgrade at a random time within this'), deniedNote('POST /api/agents/rollout', 'roll out releases'), h('div', {}, submit)));
 }

@@ -3,6 +3,7 @@
 import { h, heading, errorCard, notice, field, select, busy, dl, pre, badge } from '../dom.js';
 import { post, list } from '../api.js';
 import { time, between } from '../fmt.js';
+import { guard, deniedNote } from '../access.js';
 
 export default async function run(ctx) {
   ctx.title('Run');
@@ -12,7 +13,7 @@ export default async function run(ctx) {
   const script = h('textarea', { name: 'script', rows: 8, required: true, spellcheck: 'false' }, 'hostname');
   const timeout = h('input', { name: 'timeout_secs', type: 'number', min: 1, max: 3600, value: 60, required: true });
   const out = h('div', { 'aria-live': 'polite' });
-  const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Run');
+  const submit = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Run'), 'POST /api/run');
   const form = h('form', { class: 'form card', onsubmit: async (e) => {
     e.preventDefault();
     const secs = Number(timeout.value);
@@ -33,7 +34,7 @@ export default async function run(ctx) {
     }
   } },
   h('div', { class: 'row' }, field('PC', pc), field('Shell', shell), field('Timeout (s)', timeout)), pcs,
-  field('Script', script), h('div', {}, submit));
+  field('Script', script), deniedNote('POST /api/run', 'run scripts'), h('div', {}, submit));
   ctx.root.append(heading('Run a script on one PC'), form, out);
   list('/api/agents', { online: 'true', limit: 1000 })
     .then(({ items }) => pcs.replaceChildren(...items.map((a) => h('option', { value: a.pc_id }))), () => {});

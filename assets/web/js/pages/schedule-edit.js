@@ -1,10 +1,11 @@
 // Create or edit a schedule. The cron field is checked as you type against
 // the backend's own parser (GET /api/schedules/preview), which lists the
 // next instants in the chosen zone.
-import { h, heading, errorCard, field, select, checkbox, busy, link } from '../dom.js';
+import { h, heading, errorCard, notice, field, select, checkbox, busy, link } from '../dom.js';
 import { get, post, seg } from '../api.js';
 import { planFields } from '../plan.js';
 import { definition, splitStatus, fireTime } from '../schedule-data.js';
+import { guard, deniedNote } from '../access.js';
 
 const MODES = [['every_tick', 'every tick'], ['once_per_pc', 'once per PC'], ['once_per_target', 'once per target']];
 
@@ -34,7 +35,7 @@ export default async function scheduleEdit(ctx) {
   const plan = planFields(s);
   const preview = h('div', { class: 'hint', 'aria-live': 'polite' });
   const msg = h('div', { 'aria-live': 'polite' });
-  const save = h('button', { class: 'btn primary', type: 'submit' }, 'Save schedule');
+  const save = guard(h('button', { class: 'btn primary', type: 'submit' }, 'Save schedule'), 'POST /api/schedules');
 
   let timer;
   const check = () => {
@@ -73,7 +74,11 @@ export default async function scheduleEdit(ctx) {
     });
     try {
       const r = await busy(save, post('/api/schedules', body));
-      ctx.navigate('/schedules/' + seg(r.id || body.id));
+      const to = '/schedules/' + seg(r.id || body.id);
+      // Saved either way; a target that reaches nobody (yet) is worth a
+      // second look before leaving the form.
+      if (r.warning) msg.replaceChildren(notice(h('span', {}, `Saved. ${r.warning}. `, link(to, 'Open the schedule')), 'warn'));
+      else ctx.navigate(to);
     } catch (err) {
       msg.replaceChildren(errorCard(err, 'Not saved'));
     }
@@ -86,6 +91,6 @@ export default async function scheduleEdit(ctx) {
   plan.el,
   h('div', { class: 'row' }, field('Mode', mode, 'every tick runs the whole target; once per PC / target stop after a success'), field('Cooldown', cooldown, 're-arm after a success'),
     field('Starting deadline', deadline, 'catch up a missed tick within this')),
-  autoDisable, enabled, msg, h('div', {}, save));
+  autoDisable, enabled, msg, deniedNote('POST /api/schedules', 'save schedules'), h('div', {}, save));
   ctx.root.append(form);
 }

@@ -7,6 +7,7 @@ import { time } from '../fmt.js';
 import { panel, execLink } from '../views.js';
 import { splitStatus, targetText, fireTime } from '../schedule-data.js';
 import { actor, toggle, runNow } from './schedules.js';
+import { guard } from '../access.js';
 
 export default async function schedule(ctx) {
   const id = ctx.params.id;
@@ -18,7 +19,7 @@ export default async function schedule(ctx) {
     const d = await get('/api/schedules/' + seg(id), { signal: ctx.signal });
     const { s, state, error, next, ticks, restarts } = splitStatus(d);
     actions.replaceChildren(toggle(s, act, () => body.load()), runNow(s, act, msg),
-      link('/schedules/' + seg(id) + '/edit', 'Edit'), link('/schedules', 'All schedules'));
+      guard(link('/schedules/' + seg(id) + '/edit', 'Edit'), 'POST /api/schedules'), link('/schedules', 'All schedules'));
     return h('div', { class: 'stack' },
       h('div', { class: 'cols' },
         h('div', {}, h('h2', {}, 'Definition'), dl([

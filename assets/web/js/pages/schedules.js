@@ -5,6 +5,7 @@ import { get, post, del, seg } from '../api.js';
 import { panel } from '../views.js';
 import { confirmButton } from '../confirm.js';
 import { definition, targetText, splitStatus, fireTime } from '../schedule-data.js';
+import { guard } from '../access.js';
 
 export default async function schedules(ctx) {
   ctx.title('Schedules');
@@ -27,14 +28,14 @@ export default async function schedules(ctx) {
       { label: 'Actions', cell: ({ s }) => h('span', { class: 'actions' },
         toggle(s, act, () => body.load()),
         runNow(s, act, msg),
-        link('/schedules/' + seg(s.id) + '/edit', 'Edit'),
-        confirmButton('Delete', `Delete ${s.id}?`, () => act(null, del('/api/schedules/' + seg(s.id)), () => {
+        guard(link('/schedules/' + seg(s.id) + '/edit', 'Edit'), 'POST /api/schedules'),
+        guard(confirmButton('Delete', `Delete ${s.id}?`, () => act(null, del('/api/schedules/' + seg(s.id)), () => {
           msg.replaceChildren(notice(`Deleted schedule ${s.id}.`));
           body.load();
-        }))) },
+        })), 'DELETE /api/schedules/{id}')) },
     ], rows, { empty: 'No schedules yet.', caption: 'Schedules' });
   }, { wait: 1000 });
-  ctx.root.append(heading('Schedules', h('a', { class: 'btn primary', href: '/schedules/new' }, 'New schedule')), msg, body);
+  ctx.root.append(heading('Schedules', guard(h('a', { class: 'btn primary', href: '/schedules/new' }, 'New schedule'), 'POST /api/schedules')), msg, body);
   await body.ready;
 }
 
@@ -58,7 +59,7 @@ export function toggle(s, act, reload) {
   const on = s.enabled !== false;
   const b = button(on ? 'Disable' : 'Enable', () => act(b, post('/api/schedules', { ...definition(s), enabled: !on }), reload),
     { class: 'btn small', 'aria-label': `${on ? 'Disable' : 'Enable'} schedule ${s.id}` });
-  return b;
+  return guard(b, 'POST /api/schedules');
 }
 
 export function runNow(s, act, msg) {
@@ -67,5 +68,5 @@ export function runNow(s, act, msg) {
       ? h('span', {}, `Schedule ${s.id} fired: `, link('/executions/' + seg(r.exec_id), 'follow the execution'))
       : `Schedule ${s.id}: ${(r && (r.outcome || r.reason)) || 'fired'}`));
   }), { class: 'btn small', 'aria-label': `Run schedule ${s.id} now` });
-  return b;
+  return guard(b, 'POST /api/schedules/{id}/run');
 }
