@@ -24,8 +24,11 @@ type EmbeddedOptions struct {
 	// in-process connections only.
 	Listen string
 	// Token, when set, is required from every client (KANADE_NATS_TOKEN).
-	Token  string
-	Logger *slog.Logger
+	Token string
+	// Callout, when set, authorizes clients through the backend's auth
+	// callout instead (auth.go); Token is then left to the callout.
+	Callout *CalloutOptions
+	Logger  *slog.Logger
 }
 
 // StartEmbedded starts a nats-server with JetStream and waits until it
@@ -42,6 +45,9 @@ func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
 		NoSigs:                 true, // the application owns signal handling
 		MaxPayload:             8 << 20,
 		DisableJetStreamBanner: true,
+	}
+	if opts.Callout != nil {
+		opts.Callout.apply(sopts)
 	}
 	if opts.Listen == "" || opts.Listen == "off" {
 		sopts.DontListen = true
@@ -72,6 +78,9 @@ type ConnectOptions struct {
 	// InProcess connects to an embedded server without a socket.
 	InProcess *server.Server
 	Token     string
+	// User and Password authenticate as a configured user instead (the
+	// backend's service user when the server runs the auth callout).
+	User, Password string
 	// Name shows up in the server's connection list.
 	Name   string
 	Logger *slog.Logger
@@ -120,6 +129,9 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 	}
 	if opts.Token != "" {
 		nopts = append(nopts, nats.Token(opts.Token))
+	}
+	if opts.User != "" {
+		nopts = append(nopts, nats.UserInfo(opts.User, opts.Password))
 	}
 	url := opts.URL
 	if opts.InProcess != nil {

@@ -1,0 +1,44 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+
+	"kanade-backend/storage/broker/callout"
+)
+
+// ServiceUser is the embedded server's one configured user: the backend's
+// own connection, which the server never sends to the auth callout (it
+// runs the callout).
+const ServiceUser = "kanade-backend"
+
+// CalloutOptions turn on auth callout on the embedded server: every client
+// except the backend is authorized by the callout service the backend runs
+// (storage/broker/callout), so each credential gets only its own subjects.
+type CalloutOptions struct {
+	Keys callout.Keys
+	// Password of ServiceUser (random at every start).
+	Password string
+}
+
+// calloutAuthTimeout is how long the server waits for the callout to
+// answer. A thousand agents reconnecting at once queue at the callout's
+// workers; two seconds (the default) would time some of them out for
+// nothing.
+const calloutAuthTimeout = 10 * time.Second
+
+// applyCallout configures sopts for auth callout. The shared token, if
+// any, is no longer the server's business: the callout accepts it, so
+// that legacy agents keep working beside per-PC credentials.
+func (c *CalloutOptions) apply(sopts *server.Options) {
+	sopts.Authorization = ""
+	sopts.Users = []*server.User{{Username: ServiceUser, Password: c.Password}}
+	sopts.AuthCallout = &server.AuthCallout{
+		Issuer:    c.Keys.IssuerPublic(),
+		Account:   callout.GlobalAccount,
+		AuthUsers: []string{ServiceUser},
+		XKey:      c.Keys.XKeyPublic(),
+	}
+	sopts.AuthTimeout = calloutAuthTimeout.Seconds()
+}
