@@ -53,6 +53,9 @@ type Deps struct {
 	// instead of waiting for each lookup to time out.
 	Connected func() bool
 	Clock     clock.Clock
+	// Warnings, if set, lists what monitors should know without the fleet
+	// being degraded (e.g. "shared agent token in use").
+	Warnings func() []string
 }
 
 // Agents counts the agents by liveness.
@@ -83,7 +86,9 @@ type Fleet struct {
 	Agents        Agents        `json:"agents"`
 	JetStream     JetStream     `json:"jetstream"`
 	RecentResults RecentResults `json:"recent_results"`
-	ObservedAt    time.Time     `json:"observed_at"`
+	// Warnings never change the status; [] when none.
+	Warnings   []string  `json:"warnings"`
+	ObservedAt time.Time `json:"observed_at"`
 }
 
 // Classify is the verdict of behaviour.md §4.
@@ -121,7 +126,10 @@ func Check(ctx context.Context, d Deps) (Fleet, error) {
 		d.Clock = clock.Real{}
 	}
 	now := d.Clock.Now().UTC()
-	f := Fleet{ObservedAt: now}
+	f := Fleet{ObservedAt: now, Warnings: []string{}}
+	if d.Warnings != nil {
+		f.Warnings = append(f.Warnings, d.Warnings()...)
+	}
 
 	var err error
 	if f.Agents, err = countAgents(ctx, d.DB, now.Add(-storage.AliveWindow)); err != nil {

@@ -203,7 +203,7 @@ func (e *Enroller) bind(ctx context.Context, id, pcID string) {
 func (e *Enroller) refuse(ctx context.Context, id, pcID string, why error) {
 	log := e.o.Logger.With("enrollment", id, "pc_id", pcID)
 	e.forget(id)
-	if _, err := e.o.Store.Revoke(ctx, id, "", "enrollment refused: "+why.Error()); err != nil {
+	if _, err := e.o.Store.Revoke(ctx, id, Match{Kind: KindEnrollment}, "enrollment refused: "+why.Error()); err != nil {
 		log.Error("revoking the refused enrollment failed", "err", err)
 	}
 	log.Warn("enrollment refused and revoked", "reason", why)

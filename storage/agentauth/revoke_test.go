@@ -80,7 +80,7 @@ func TestRevokingOneCredentialKeepsTheOther(t *testing.T) {
 		t.Fatalf("credentials of A: %v %v", creds, err)
 	}
 	oldID := creds[slices.IndexFunc(creds, func(c agentauth.Credential) bool { return c.ID != is[0].ID })].ID
-	if _, err := h.store.Revoke(ctx, oldID, "A", "admin"); err != nil {
+	if _, err := h.store.Revoke(ctx, oldID, agentauth.Match{PcID: "A"}, "admin"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.svc.Revoked(ctx, "A"); err != nil {

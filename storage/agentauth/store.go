@@ -332,18 +332,30 @@ func (s *Store) RevokePC(ctx context.Context, pcID, by string) ([]Credential, er
 	return out, err
 }
 
+// Match narrows which credential Revoke may revoke; empty fields match
+// anything.
+type Match struct {
+	// PcID is the PC the credential must belong to.
+	PcID string
+	// Kind is the kind it must have.
+	Kind string
+}
+
 // Revoke revokes one credential and returns it as it was before (a
-// revoked one is returned unchanged: revoking is idempotent). When pcID is
-// set, the credential must belong to that PC.
-func (s *Store) Revoke(ctx context.Context, id, pcID, by string) (before Credential, err error) {
+// revoked one is returned unchanged: revoking is idempotent). A credential
+// that does not match m is not found.
+func (s *Store) Revoke(ctx context.Context, id string, m Match, by string) (before Credential, err error) {
 	now := s.clock.Now()
 	err = s.st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		c, err := get(ctx, tx, id, now)
 		if err != nil {
 			return err
 		}
-		if pcID != "" && (c.PcID == nil || *c.PcID != pcID) {
-			return messages.NotFoundf("agent credential '%s' not found for pc '%s'", id, pcID)
+		if m.PcID != "" && (c.PcID == nil || *c.PcID != m.PcID) {
+			return messages.NotFoundf("agent credential '%s' not found for pc '%s'", id, m.PcID)
+		}
+		if m.Kind != "" && c.Kind != m.Kind {
+			return messages.NotFoundf("%s '%s' not found", m.Kind, id)
 		}
 		before = c
 		if !c.RevokedAt.IsZero() {

@@ -1,9 +1,11 @@
 package broker
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
 
 	"kanade-backend/storage/broker/callout"
 )
@@ -31,9 +33,15 @@ const calloutAuthTimeout = 10 * time.Second
 // applyCallout configures sopts for auth callout. The shared token, if
 // any, is no longer the server's business: the callout accepts it, so
 // that legacy agents keep working beside per-PC credentials.
-func (c *CalloutOptions) apply(sopts *server.Options) {
+func (c *CalloutOptions) apply(sopts *server.Options) error {
+	// The server warns about plaintext passwords; the password is 256
+	// random bits, so the cheapest bcrypt cost protects it as well as any.
+	hash, err := bcrypt.GenerateFromPassword([]byte(c.Password), bcrypt.MinCost)
+	if err != nil {
+		return fmt.Errorf("hash the service password: %w", err)
+	}
 	sopts.Authorization = ""
-	sopts.Users = []*server.User{{Username: ServiceUser, Password: c.Password}}
+	sopts.Users = []*server.User{{Username: ServiceUser, Password: string(hash)}}
 	sopts.AuthCallout = &server.AuthCallout{
 		Issuer:    c.Keys.IssuerPublic(),
 		Account:   callout.GlobalAccount,
@@ -41,4 +49,5 @@ func (c *CalloutOptions) apply(sopts *server.Options) {
 		XKey:      c.Keys.XKeyPublic(),
 	}
 	sopts.AuthTimeout = calloutAuthTimeout.Seconds()
+	return nil
 }

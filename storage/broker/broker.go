@@ -47,7 +47,9 @@ func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
 		DisableJetStreamBanner: true,
 	}
 	if opts.Callout != nil {
-		opts.Callout.apply(sopts)
+		if err := opts.Callout.apply(sopts); err != nil {
+			return nil, err
+		}
 	}
 	if opts.Listen == "" || opts.Listen == "off" {
 		sopts.DontListen = true

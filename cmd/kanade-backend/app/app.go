@@ -35,6 +35,7 @@ import (
 	"kanade-backend/http/operators"
 	"kanade-backend/http/server"
 	"kanade-backend/storage"
+	"kanade-backend/storage/agentauth"
 	"kanade-backend/storage/broker"
 )
 
@@ -80,6 +81,12 @@ type App struct {
 	Live *live.Hub
 	// Operators are the API's operators and their hashed tokens.
 	Operators *operators.Store
+	// AgentCreds are the agents' NATS credentials; AgentAuth runs the
+	// auth callout that enforces them (nil when not enforced).
+	AgentCreds *agentauth.Store
+	AgentAuth  *agentauth.Service
+	natsAuth   natsAuth
+	natsSystem *nats.Conn // external cluster: the system-account connection
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -124,6 +131,11 @@ func (a *App) Run(ctx context.Context) error {
 	cfg := a.Config
 	log := a.Logger
 	g := lifecycle.New(log)
+	na, err := a.prepareNATSAuth()
+	if err != nil {
+		return err
+	}
+	a.natsAuth = na
 
 	if cfg.Embedded() {
 		g.Add("embedded nats", func(context.Context) error {
@@ -131,6 +143,7 @@ func (a *App) Run(ctx context.Context) error {
 				StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
 				Listen:   cfg.NATS.Listen,
 				Token:    cfg.NATS.Token,
+				Callout:  a.natsAuth.calloutOptions(),
 				Logger:   log,
 			})
 			if err != nil {
@@ -159,10 +172,10 @@ func (a *App) Run(ctx context.Context) error {
 	}, func(context.Context) error { return a.Store.Close() })
 
 	g.Add("nats connection", func(ctx context.Context) error {
-		nc, err := broker.Connect(broker.ConnectOptions{
-			URL: cfg.NATS.URL, InProcess: a.NATSServer, Token: cfg.NATS.Token,
+		nc, err := broker.Connect(a.natsAuth.connectOptions(broker.ConnectOptions{
+			URL: cfg.NATS.URL, InProcess: a.NATSServer,
 			Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
-		})
+		}, cfg.NATS.Token))
 		if err != nil {
 			return err
 		}
@@ -203,6 +216,9 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	}, nil)
+
+	// Agents waiting to connect are answered from here on.
+	g.Add("agent auth", a.startAgentAuth, a.stopAgentAuth)
 
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
@@ -283,6 +299,9 @@ func (a *App) logDashboardURL() {
 // Main is the whole program: parse configuration, run until SIGINT/SIGTERM,
 // return the exit code.
 func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "nats-config" {
+		return natsConfigMain(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := Load(args, getenv, stderr)
 	if errors.Is(err, ErrVersion) {
 		fmt.Fprintln(stdout, "kanade-backend", VersionString())
