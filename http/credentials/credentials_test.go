@@ -398,3 +398,42 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// Acceptance: a forged heartbeat on another PC's subject never reaches the
+// agents table, whichever way PC B tries.
+func TestForgedHeartbeatNeverReachesAgents(t *testing.T) {
+	t.Parallel()
+	b := apptest.Start(t)
+	var cred credential
+	b.JSON(t, "POST", "/api/agents/PC-B/credentials", nil, http.StatusCreated, &cred)
+	nc, err := nats.Connect(b.NATSURL, nats.Token(cred.Token))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	beat := func(subject, pc string) {
+		t.Helper()
+		hb, _ := json.Marshal(messages.Heartbeat{PcID: pc, At: time.Now().UTC(), AgentVersion: "0.21.2"})
+		if err := nc.Publish(subject, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat("heartbeat.PC-A", "PC-A") // refused by the server: not B's subject
+	beat("heartbeat.PC-B", "PC-A") // B's subject, A's name inside: refused by the projector
+	beat("heartbeat.PC-B", "PC-B") // the honest one
+	var agents []struct {
+		PcID string `json:"pc_id"`
+	}
+	apptest.Eventually(t, 10*time.Second, func() error {
+		b.JSON(t, "GET", "/api/agents", nil, http.StatusOK, &agents)
+		if len(agents) != 1 {
+			return fmt.Errorf("agents %v", agents)
+		}
+		return nil
+	})
+	time.Sleep(1500 * time.Millisecond) // past another heartbeat flush
+	b.JSON(t, "GET", "/api/agents", nil, http.StatusOK, &agents)
+	if len(agents) != 1 || agents[0].PcID != "PC-B" {
+		t.Fatalf("agents %v, want PC-B only", agents)
+	}
+}
