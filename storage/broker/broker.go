@@ -46,6 +46,7 @@ func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
 		MaxPayload:             8 << 20,
 		DisableJetStreamBanner: true,
 	}
+	applyLimits(sopts)
 	if opts.Callout != nil {
 		if err := opts.Callout.apply(sopts); err != nil {
 			return nil, err

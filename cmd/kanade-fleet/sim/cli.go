@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -54,6 +55,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	assign := fs.String("assign-groups", "", "write agent_groups for the fleet's pc_ids and exit, e.g. canary=5%,wave1=45% (consecutive, non-overlapping slices; merged with existing groups)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed for phases, jitter, run times and failures (0 = random, logged)")
 	stopAfter := fs.String("stop-after", "", "stop after this long instead of waiting for SIGINT/SIGTERM")
+	credentials := fs.String("credentials", "", "CSV pc_id,token (POST /api/agents/credentials): run these agents, each on its own connection with its own token (--agents N: the first N)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -76,6 +78,11 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 			errs = append(errs, fmt.Errorf("--assign-groups: %w", err))
 		}
 	}
+	if *credentials != "" {
+		if o.Credentials, err = readCredentialsFile(*credentials, agentsSet(fs), o.Agents); err != nil {
+			errs = append(errs, fmt.Errorf("--credentials: %w", err))
+		}
+	}
 	if *stopAfter != "" {
 		if o.StopAfter, err = humantime.Parse(*stopAfter); err != nil {
 			errs = append(errs, fmt.Errorf("--stop-after: %w", err))
@@ -88,6 +95,33 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 		errs = append(errs, err)
 	}
 	return o, errors.Join(errs...)
+}
+
+// readCredentialsFile reads the kitting CSV at path, keeping the first n
+// agents when --agents was given.
+func readCredentialsFile(path string, limit bool, n int) ([]Credential, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	creds, err := ReadCredentials(f)
+	if err != nil {
+		return nil, err
+	}
+	if limit {
+		if n > len(creds) {
+			return nil, fmt.Errorf("--agents %d: %s lists %d PCs", n, path, len(creds))
+		}
+		creds = creds[:n]
+	}
+	return creds, nil
+}
+
+func agentsSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "agents" })
+	return set
 }
 
 func first(vals ...string) string {
@@ -168,7 +202,7 @@ func assign(ctx context.Context, o Options, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	plan, err := AssignGroups(ctx, js, PCIDs(o.Prefix, o.Agents), o.AssignGroups)
+	plan, err := AssignGroups(ctx, js, o.Config.pcIDs(), o.AssignGroups)
 	if err != nil {
 		return err
 	}
