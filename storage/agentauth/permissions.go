@@ -123,7 +123,7 @@ func AgentPermissions(pcID string) jwt.Permissions {
 		messages.LogsFetchSubject(pcID),
 		"_INBOX.>",
 	)
-	p.Sub.Deny.Add(callout.Subject)
+	p.Sub.Deny.Add(callout.PrivateSubjects)
 	p.Resp = responses
 	return p
 }
@@ -147,16 +147,17 @@ func EnrollingPermissions() jwt.Permissions {
 		messages.LogsFetchSubject("*"),
 		"_INBOX.>",
 	)
-	p.Sub.Deny.Add(callout.Subject)
+	p.Sub.Deny.Add(callout.PrivateSubjects)
 	return p
 }
 
 // FullPermissions are every right on the bus (the shared token, anonymous
-// clients where allowed, admins), except reading the callout's requests:
-// they are sealed anyway, but nobody but the backend needs them.
+// clients where allowed, admins), except reading the callout's requests
+// and answers: they are sealed anyway, but nobody but the backend needs
+// them.
 func FullPermissions() jwt.Permissions {
 	var p jwt.Permissions
-	p.Sub.Deny.Add(callout.Subject)
+	p.Sub.Deny.Add(callout.PrivateSubjects)
 	return p
 }
 
@@ -172,6 +173,6 @@ func OperatorPermissions() jwt.Permissions {
 		kvSubject(messages.BucketScriptStatus, ">"),
 		callout.Subject,
 	)
-	p.Sub.Deny.Add(callout.Subject)
+	p.Sub.Deny.Add(callout.PrivateSubjects)
 	return p
 }

@@ -42,6 +42,11 @@ const Subject = "$SYS.REQ.USER.AUTH"
 // xkeyHeader carries the server's public curve key on a sealed request.
 const xkeyHeader = "Nats-Server-Xkey"
 
+// PrivateSubjects are what no client of the callout account but the
+// backend should subscribe to: the requests (sealed, but carrying other
+// clients' tokens inside) and the server's answers inbox.
+const PrivateSubjects = "$SYS.>"
+
 // GlobalAccount is the account of a server without accounts ($G), where
 // the backend's streams and buckets live.
 const GlobalAccount = "$G"
