@@ -111,7 +111,7 @@ func (h *handlers) mint(w http.ResponseWriter, r *http.Request) error {
 	if _, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes); err != nil {
 		return err
 	}
-	is, err := h.Store.MintPC(r.Context(), []string{pc}, actor(r.Context()))
+	is, err := h.Store.MintPC(r.Context(), []string{pc}, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,7 @@ func (h *handlers) revokeAll(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	revoked, err := h.Store.RevokePC(r.Context(), pc, actor(r.Context()))
+	revoked, err := h.Store.RevokePC(r.Context(), pc, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -169,7 +169,7 @@ func (h *handlers) revokeOne(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	before, err := h.Store.Revoke(r.Context(), id, agentauth.Match{PcID: pc}, actor(r.Context()))
+	before, err := h.Store.Revoke(r.Context(), id, agentauth.Match{PcID: pc}, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -229,7 +229,7 @@ func (h *handlers) bulk(w http.ResponseWriter, r *http.Request) error {
 		}
 		seen[pc] = true
 	}
-	is, err := h.Store.MintPC(r.Context(), b.PcIDs, actor(r.Context()))
+	is, err := h.Store.MintPC(r.Context(), b.PcIDs, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -300,7 +300,7 @@ func (h *handlers) createEnrollments(w http.ResponseWriter, r *http.Request) err
 		}
 	}
 	groups := messages.NormalizeGroups(b.Groups)
-	is, err := h.Store.CreateEnrollments(r.Context(), n, groups, h.Store.Now().Add(ttl), actor(r.Context()))
+	is, err := h.Store.CreateEnrollments(r.Context(), n, groups, h.Store.Now().Add(ttl), auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -321,7 +321,7 @@ func (h *handlers) revokeEnrollment(w http.ResponseWriter, r *http.Request) erro
 	if err != nil {
 		return err
 	}
-	before, err := h.Store.Revoke(r.Context(), id, agentauth.Match{Kind: agentauth.KindEnrollment}, actor(r.Context()))
+	before, err := h.Store.Revoke(r.Context(), id, agentauth.Match{Kind: agentauth.KindEnrollment}, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -354,14 +354,6 @@ func (h *handlers) revokeEnrollment(w http.ResponseWriter, r *http.Request) erro
 
 func (h *handlers) record(r *http.Request, action, target string, payload map[string]any) {
 	opaudit.Record(r.Context(), h.Audit, h.Logger, action, target, payload)
-}
-
-// actor is who made the change, for created_by and revoked_by.
-func actor(ctx context.Context) string {
-	if p, ok := auth.PrincipalFrom(ctx); ok && p.Subject != "" {
-		return p.Subject
-	}
-	return messages.ActorOperator
 }
 
 func nonNil[T any](s []T) []T {

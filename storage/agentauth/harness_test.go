@@ -54,6 +54,7 @@ func start(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys.XKey = nil // as the backend runs its embedded server (external_test.go seals)
 	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", Logger: logger,
 		Callout: &broker.CalloutOptions{Keys: keys, Password: "service-pw"}})
 	if err != nil {

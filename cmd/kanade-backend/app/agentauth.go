@@ -37,6 +37,8 @@ func (a *App) prepareNATSAuth() (natsAuth, error) {
 		if err != nil {
 			return natsAuth{}, err
 		}
+		// In-process: nothing to seal against (broker.CalloutOptions).
+		keys.XKey = nil
 		pw, err := agentauth.RandomPassword()
 		if err != nil {
 			return natsAuth{}, err

@@ -52,7 +52,8 @@ const PrivateSubjects = "$SYS.>"
 const GlobalAccount = "$G"
 
 // Keys are the callout's identity: the issuer account key the server
-// trusts to sign users, and the curve key that seals requests and answers.
+// trusts to sign users, and the curve key that seals requests and answers
+// (optional: nil where the server and the callout share a process).
 type Keys struct {
 	Issuer nkeys.KeyPair
 	XKey   nkeys.KeyPair
@@ -91,8 +92,14 @@ func ParseKeys(issuerSeed, xkeySeed string) (Keys, error) {
 // IssuerPublic is the issuer's public key (auth_callout.issuer).
 func (k Keys) IssuerPublic() string { return mustPublic(k.Issuer) }
 
-// XKeyPublic is the curve key's public part (auth_callout.xkey).
-func (k Keys) XKeyPublic() string { return mustPublic(k.XKey) }
+// XKeyPublic is the curve key's public part (auth_callout.xkey); "" when
+// the callout does not seal.
+func (k Keys) XKeyPublic() string {
+	if k.XKey == nil {
+		return ""
+	}
+	return mustPublic(k.XKey)
+}
 
 // Seeds returns the private seeds, for the file nats-config writes.
 func (k Keys) Seeds() (issuer, xkey string, err error) {
