@@ -11,20 +11,24 @@ import (
 
 // What each kind of client may do on the bus. Permissions are allow lists
 // (everything else is denied); the subjects are the ones the upstream agent
-// and nats.go use, measured in permissions_test.go with real clients.
+// (async-nats) and nats.go use, measured in permissions_test.go with real
+// clients. They are kept short on purpose: the server decodes them from
+// the JWT and builds them into per-connection lists at every connection,
+// which at a fleet's reconnect was most of its work for each agent.
 //
 // JetStream reads an agent needs, by operation:
 //
 //	bind a bucket / store    $JS.API.STREAM.INFO.<stream>
 //	KV get                   $JS.API.DIRECT.GET.<stream>.$KV.<bucket>.<key>
-//	                         (buckets allow direct get), or
-//	                         $JS.API.STREAM.MSG.GET.<stream> when not
-//	KV watch, object get     an ordered push consumer: create with
-//	                         $JS.API.CONSUMER.CREATE.<stream>[.<name>[.<filter>]],
-//	                         deliveries on _INBOX.>, flow control answered on
-//	                         $JS.FC.<stream>.>, deleted on reset or stop with
-//	                         $JS.API.CONSUMER.DELETE.<stream>.<name>
-//	object info              $JS.API.DIRECT.GET / STREAM.MSG.GET on OBJ_<store>
+//	                         (buckets allow direct get)
+//	KV watch, object get     an ordered push consumer: created with
+//	                         $JS.API.CONSUMER.CREATE.<stream> (async-nats) or
+//	                         $JS.API.CONSUMER.CREATE.<stream>.<name>.<filter>
+//	                         (nats.go), deliveries on _INBOX.>, flow control
+//	                         answered as a reply (allow_responses), deleted
+//	                         with $JS.API.CONSUMER.DELETE.<stream>.<name>
+//	object info and chunks   $JS.API.DIRECT.GET.OBJ_<store>.> (nats.go) or
+//	                         $JS.API.STREAM.MSG.GET.OBJ_<store> (async-nats)
 //
 // None of these writes: puts go to $KV.<bucket>.<key> and $O.<store>.>,
 // management to $JS.API.STREAM.{CREATE,UPDATE,DELETE,PURGE}, consumers of
@@ -32,10 +36,10 @@ import (
 //
 // Two residuals a subject list cannot close, both read-only:
 //   - A watch created through the legacy subject ($JS.API.CONSUMER.CREATE.
-//     KV_agent_groups, what async-nats and nats.go's ordered consumers use)
-//     carries its filter in the body, so a PC could watch the whole
-//     agent_groups bucket and learn other PCs' groups; only direct gets
-//     are limited to its own key.
+//     KV_agent_groups, what async-nats uses) carries its filter in the
+//     body, so a PC could watch the whole agent_groups bucket and learn
+//     other PCs' groups; direct gets and nats.go's watches are limited to
+//     its own key.
 //   - A consumer's deliver subject is not checked against the creator's
 //     permissions, so a PC could have the server push KV values (written
 //     by operators only) to a subject of its choice. It cannot create a
@@ -55,14 +59,10 @@ func kvSubject(bucket, key string) string { return "$KV." + bucket + "." + key }
 func readStream(stream string) []string {
 	return []string{
 		"$JS.API.STREAM.INFO." + stream,
-		"$JS.API.STREAM.MSG.GET." + stream,
-		"$JS.API.DIRECT.GET." + stream,
 		"$JS.API.DIRECT.GET." + stream + ".>",
 		"$JS.API.CONSUMER.CREATE." + stream,
 		"$JS.API.CONSUMER.CREATE." + stream + ".>",
 		"$JS.API.CONSUMER.DELETE." + stream + ".>",
-		"$JS.API.CONSUMER.INFO." + stream + ".>",
-		"$JS.FC." + stream + ".>",
 	}
 }
 
@@ -76,8 +76,6 @@ func readKey(bucket, key string) []string {
 		"$JS.API.CONSUMER.CREATE." + stream,
 		"$JS.API.CONSUMER.CREATE." + stream + ".*." + subject,
 		"$JS.API.CONSUMER.DELETE." + stream + ".>",
-		"$JS.API.CONSUMER.INFO." + stream + ".>",
-		"$JS.FC." + stream + ".>",
 	}
 }
 
@@ -87,13 +85,9 @@ func agentReads() []string {
 	for _, b := range agentBuckets {
 		out = append(out, readStream(kvStream(b))...)
 	}
-	return append(out, readStream(objStream(messages.ObjectStoreAgentReleases))...)
+	releases := objStream(messages.ObjectStoreAgentReleases)
+	return append(append(out, readStream(releases)...), "$JS.API.STREAM.MSG.GET."+releases)
 }
-
-// neverPublish is denied explicitly to every agent grant, beside the allow
-// lists that already leave it out, so that a later widening of an allow
-// list cannot hand an agent the fleet.
-var neverPublish = append([]string{"commands.>", "audit.>", "kill.>", "$KV.>", "$O.>", callout.Subject}, streamManagement...)
 
 // streamManagement changes or removes streams and what they hold.
 var streamManagement = []string{
@@ -102,8 +96,9 @@ var streamManagement = []string{
 	"$JS.API.STREAM.RESTORE.>", "$JS.API.ACCOUNT.PURGE.>",
 }
 
-// responses lets an agent answer requests it receives (logs.fetch.<own>)
-// and nothing else: one reply per request, within two minutes.
+// responses lets an agent answer what it receives with a reply subject
+// (logs.fetch.<own>, JetStream flow control) and nothing else: one reply
+// per message, within two minutes.
 var responses = &jwt.ResponsePermission{MaxMsgs: 1, Expires: 2 * time.Minute}
 
 // AgentPermissions are the rights of the agent of pcID: its own Commands,
@@ -114,7 +109,6 @@ func AgentPermissions(pcID string) jwt.Permissions {
 	p.Pub.Allow.Add(messages.HeartbeatSubject(pcID), "results.*")
 	p.Pub.Allow.Add(agentReads()...)
 	p.Pub.Allow.Add(readKey(messages.BucketAgentGroups, pcID)...)
-	p.Pub.Deny.Add(neverPublish...)
 	p.Sub.Allow.Add(
 		messages.SubjectCommandsAll,
 		messages.CommandsPCSubject(pcID),
@@ -139,7 +133,6 @@ func EnrollingPermissions() jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(agentReads()...)
 	p.Pub.Allow.Add(readStream(kvStream(messages.BucketAgentGroups))...)
-	p.Pub.Deny.Add(neverPublish...)
 	p.Sub.Allow.Add(
 		messages.SubjectCommandsAll,
 		messages.CommandsGroupSubject("*"),

@@ -37,7 +37,7 @@ func (h *harness) seed(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Larger than one chunk, so that the get runs a real ordered consumer.
-	if _, err := obs.PutBytes(ctx, "1.2.3", bytes.Repeat([]byte("agent"), 100_000)); err != nil {
+	if _, err := obs.PutBytes(ctx, "1.2.3", bytes.Repeat([]byte("agent"), 1_600_000)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -139,12 +139,18 @@ func TestPCCredentialGetsOnlyItsOwnSubjects(t *testing.T) {
 		t.Fatalf("watch all of agent_config delivered %v", u)
 	}
 	_ = all.Stop()
+	// An 8 MB release is fetched under flow control, which the agent
+	// answers as a reply (allow_responses).
+	flowControl := h.observe("$JS.FC.>")
 	obs, err := js.ObjectStore(ctx, messages.ObjectStoreAgentReleases)
 	if err != nil {
 		t.Fatalf("bind agent_releases: %v", err)
 	}
-	if b, err := obs.GetBytes(ctx, "1.2.3"); err != nil || len(b) != 500_000 {
+	if b, err := obs.GetBytes(ctx, "1.2.3"); err != nil || len(b) != 8_000_000 {
 		t.Fatalf("get release: %d bytes, %v", len(b), err)
+	}
+	if m := received(flowControl, time.Second); m == nil {
+		t.Fatal("no flow control answered while fetching the release")
 	}
 	if len(a.snapshot()) != 0 {
 		t.Fatalf("the agent's own flows raised violations: %v", a.snapshot())
