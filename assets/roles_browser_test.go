@@ -1,13 +1,16 @@
 package assets_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chromedp/chromedp"
 
 	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/storage"
 )
 
 // signInAs signs in with tok the way the logged URL does, from a fresh
@@ -28,6 +31,13 @@ func TestBrowserRoles(t *testing.T) {
 	b := apptest.Start(t)
 	if resp, out := b.Do(t, "POST", "/api/jobs", helloJob, "Content-Type", "application/yaml"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("create job: %d %s", resp.StatusCode, out)
+	}
+	// PC-1, the operator's exec target, has reported once: an exec to a
+	// PC nobody knows is refused (issue 16).
+	seen := storage.T(time.Now())
+	if _, err := b.Store.W.NewInsert().Model(&storage.Agent{PcID: "PC-1", AgentVersion: "0.21.2", LastHeartbeat: seen, UpdatedAt: seen}).
+		Exec(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	vera := b.CreateOperator(t, "vera", "viewer")
 	alice := b.CreateOperator(t, "alice", "operator")

@@ -18,6 +18,9 @@ func DecodeJSON(b []byte, v any) error {
 	if len(bytes.TrimSpace(b)) == 0 {
 		return errors.New("empty body")
 	}
+	if err := CheckJSONDepth(b); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return describeJSONError(err)
 	}

@@ -35,43 +35,80 @@ func yamlToJSON(b []byte) ([]byte, error) {
 		}
 		return nil, errors.New("expected a single YAML document, found several")
 	}
-	var out bytes.Buffer
-	if err := writeNode(&out, &doc, 0); err != nil {
+	c := &yamlConverter{}
+	if err := c.writeNode(&doc, 0); err != nil {
 		return nil, err
 	}
-	return out.Bytes(), nil
+	return c.out.Bytes(), nil
 }
 
 // maxYAMLDepth stops alias cycles and absurd nesting; no wire shape is
 // deeper than a handful of levels.
 const maxYAMLDepth = 64
 
-func writeNode(w *bytes.Buffer, n *yaml.Node, depth int) error {
+// Aliases make a YAML document a compressed one: each level of nested
+// aliases multiplies what the previous one expands to, so a few hundred
+// bytes can stand for gigabytes ("billion laughs"). The expansion is bounded
+// twice: by the number of aliases followed, and by the size of the JSON
+// written, so any body up to the size limit converts (or is refused) in
+// milliseconds. No job or schedule needs more than a few aliases.
+const (
+	maxYAMLAliases  = 100
+	maxYAMLExpanded = 2 << 20
+)
+
+// yamlConverter writes one document as JSON and counts what its aliases
+// expand to.
+type yamlConverter struct {
+	out     bytes.Buffer
+	aliases int
+}
+
+// errYAMLExpansion is returned once the document expands past the limits.
+var errYAMLExpansion = fmt.Errorf("YAML aliases expand too much (more than %d aliases or %d bytes)", maxYAMLAliases, maxYAMLExpanded)
+
+// follow counts one alias followed.
+func (c *yamlConverter) follow() error {
+	c.aliases++
+	if c.aliases > maxYAMLAliases {
+		return errYAMLExpansion
+	}
+	return nil
+}
+
+func (c *yamlConverter) writeNode(n *yaml.Node, depth int) error {
 	if depth > maxYAMLDepth {
 		return errors.New("YAML nested too deeply (or an alias cycle)")
 	}
+	if c.out.Len() > maxYAMLExpanded {
+		return errYAMLExpansion
+	}
+	w := &c.out
 	switch n.Kind {
 	case yaml.DocumentNode:
 		if len(n.Content) == 0 {
 			return errors.New("empty YAML document")
 		}
-		return writeNode(w, n.Content[0], depth+1)
+		return c.writeNode(n.Content[0], depth+1)
 	case yaml.AliasNode:
-		return writeNode(w, n.Alias, depth+1)
+		if err := c.follow(); err != nil {
+			return err
+		}
+		return c.writeNode(n.Alias, depth+1)
 	case yaml.SequenceNode:
 		w.WriteByte('[')
-		for i, c := range n.Content {
+		for i, item := range n.Content {
 			if i > 0 {
 				w.WriteByte(',')
 			}
-			if err := writeNode(w, c, depth+1); err != nil {
+			if err := c.writeNode(item, depth+1); err != nil {
 				return err
 			}
 		}
 		w.WriteByte(']')
 		return nil
 	case yaml.MappingNode:
-		pairs, err := mappingPairs(n, depth)
+		pairs, err := c.mappingPairs(n, depth)
 		if err != nil {
 			return err
 		}
@@ -83,7 +120,7 @@ func writeNode(w *bytes.Buffer, n *yaml.Node, depth int) error {
 			key, _ := json.Marshal(p.key)
 			w.Write(key)
 			w.WriteByte(':')
-			if err := writeNode(w, p.value, depth+1); err != nil {
+			if err := c.writeNode(p.value, depth+1); err != nil {
 				return err
 			}
 		}
@@ -104,14 +141,14 @@ type yamlPair struct {
 // merge keys (<<) the way YAML defines them: explicit keys win over merged
 // ones. Duplicate explicit keys are an error rather than a silent
 // last-one-wins.
-func mappingPairs(n *yaml.Node, depth int) ([]yamlPair, error) {
+func (c *yamlConverter) mappingPairs(n *yaml.Node, depth int) ([]yamlPair, error) {
 	var pairs []yamlPair
 	index := map[string]int{}
 	var merged []yamlPair
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
 		if k.Kind == yaml.ScalarNode && k.ShortTag() == "!!merge" {
-			m, err := mergeSources(v, depth)
+			m, err := c.mergeSources(v, depth)
 			if err != nil {
 				return nil, err
 			}
@@ -137,22 +174,25 @@ func mappingPairs(n *yaml.Node, depth int) ([]yamlPair, error) {
 	return pairs, nil
 }
 
-func mergeSources(v *yaml.Node, depth int) ([]yamlPair, error) {
+func (c *yamlConverter) mergeSources(v *yaml.Node, depth int) ([]yamlPair, error) {
 	if depth > maxYAMLDepth {
 		return nil, errors.New("YAML nested too deeply (or an alias cycle)")
 	}
 	for v.Kind == yaml.AliasNode {
+		if err := c.follow(); err != nil {
+			return nil, err
+		}
 		v = v.Alias
 	}
 	switch v.Kind {
 	case yaml.MappingNode:
-		return mappingPairs(v, depth+1)
+		return c.mappingPairs(v, depth+1)
 	case yaml.SequenceNode:
 		// Earlier sources take precedence over later ones.
 		var out []yamlPair
 		seen := map[string]bool{}
-		for _, c := range v.Content {
-			ps, err := mergeSources(c, depth+1)
+		for _, src := range v.Content {
+			ps, err := c.mergeSources(src, depth+1)
 			if err != nil {
 				return nil, err
 			}

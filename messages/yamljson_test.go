@@ -1,8 +1,12 @@
 package messages
 
 import (
+	"errors"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestYAMLToJSON(t *testing.T) {
@@ -81,5 +85,84 @@ func TestYAMLSharesJSONRules(t *testing.T) {
 	_, err = ParseScheduleYAML([]byte("id: s\ncron: '0 0 * * * *'\njob_id: j\n"))
 	if err == nil || err.Error() != "target must specify at least one of all / groups / pcs (or set rollout.waves)" {
 		t.Errorf("schedule without target: %v", err)
+	}
+}
+
+// yamlBombs are documents of a few hundred bytes whose aliases expand to
+// gigabytes, in the shapes an attacker would try: nested sequences,
+// nested mappings, merge keys.
+func yamlBombs() map[string]string {
+	var seq, mapping, merge strings.Builder
+	seq.WriteString("a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n")
+	mapping.WriteString("a: &a {x: lol, y: lol, z: lol}\n")
+	merge.WriteString("a: &a {k0: 0, k1: 1, k2: 2, k3: 3}\n")
+	for i, l := range "bcdefghi" {
+		prev := string("abcdefghi"[i])
+		fmt.Fprintf(&seq, "%c: &%c [*%s,*%s,*%s,*%s,*%s,*%s,*%s,*%s,*%s]\n", l, l, prev, prev, prev, prev, prev, prev, prev, prev, prev)
+		fmt.Fprintf(&mapping, "%c: &%c {p: *%s, q: *%s, r: *%s, s: *%s, t: *%s, u: *%s}\n", l, l, prev, prev, prev, prev, prev, prev)
+		fmt.Fprintf(&merge, "%c: &%c {<<: [*%s, *%s], m%d: [*%s, *%s, *%s, *%s, *%s]}\n", l, l, prev, prev, i, prev, prev, prev, prev, prev)
+	}
+	return map[string]string{"sequences": seq.String(), "mappings": mapping.String(), "merge keys": merge.String()}
+}
+
+// A YAML bomb is refused in milliseconds with a clear error, without
+// expanding it; a document that uses a few aliases the normal way still
+// converts.
+func TestYAMLAliasExpansionIsBounded(t *testing.T) {
+	for name, doc := range yamlBombs() {
+		if len(doc) < 300 || len(doc) > 700 {
+			t.Fatalf("%s bomb is %d bytes, want a few hundred", name, len(doc))
+		}
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		took := time.Hour
+		var err error
+		for range 3 { // the best of three, against a busy machine
+			start := time.Now()
+			_, err = ParseManifestYAML([]byte(doc))
+			took = min(took, time.Since(start))
+		}
+		runtime.ReadMemStats(&after)
+		if err == nil || !strings.Contains(err.Error(), "YAML aliases expand too much") {
+			t.Errorf("%s: error %v", name, err)
+		}
+		if took > 100*time.Millisecond {
+			t.Errorf("%s: took %v", name, took)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 3*16<<20 {
+			t.Errorf("%s: allocated %d bytes", name, alloc)
+		}
+	}
+	m, err := ParseManifestYAML([]byte("defaults: &d {shell: cmd, timeout: 1m}\nid: j\nversion: '1'\nexecute:\n  <<: *d\n  script: ver\n"))
+	if err == nil || !strings.Contains(err.Error(), `unknown field "defaults"`) {
+		t.Fatalf("anchors in a top-level key: %v %+v", err, m)
+	}
+	s, err := ParseScheduleYAML([]byte("id: s\ncron: &c '@daily'\njob_id: j\ntarget: {pcs: &p [PC-1, PC-2]}\n"))
+	if err != nil || len(s.Target.Pcs) != 2 {
+		t.Fatalf("a document with anchors: %v %+v", err, s)
+	}
+}
+
+func TestJSONDepthIsBounded(t *testing.T) {
+	deep := `{"id":"j","version":"1","execute":{"shell":"cmd","script":"x","timeout":"1s"},"inventory":` +
+		strings.Repeat(`[`, 100000) + strings.Repeat(`]`, 100000) + `}`
+	start := time.Now()
+	_, err := ParseManifestJSON([]byte(deep))
+	if err == nil || !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "JSON nested deeper than 64 levels") {
+		t.Fatalf("deep JSON: %v", err)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Fatalf("took %v", took)
+	}
+	// Brackets inside strings do not count; 64 levels are fine.
+	ok := `{"a":"` + strings.Repeat("[", 1000) + `\"[[["}`
+	if err := CheckJSONDepth([]byte(ok)); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckJSONDepth([]byte(strings.Repeat("[", 64) + strings.Repeat("]", 64))); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckJSONDepth([]byte(strings.Repeat("[", 65) + strings.Repeat("]", 65))); err == nil {
+		t.Fatal("65 levels accepted")
 	}
 }

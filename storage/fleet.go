@@ -3,6 +3,9 @@ package storage
 import (
 	"context"
 	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/uptrace/bun"
@@ -14,22 +17,64 @@ import (
 // (online) when resolving targets and computing fleet health.
 const AliveWindow = 2 * time.Minute
 
+// invalidTargets counts the pc_ids ResolveTargetPCs skipped.
+var invalidTargets atomic.Uint64
+
+// InvalidTargets is how many pc_ids ResolveTargetPCs has skipped since the
+// process started because they are not valid subject tokens (a metric).
+func InvalidTargets() uint64 { return invalidTargets.Load() }
+
+// reportedInvalid remembers which bad pc_ids were logged already, so that a
+// bad row costs one log line per process, not one per tick.
+var reportedInvalid struct {
+	sync.Mutex
+	ids map[string]bool
+}
+
+// maxReportedInvalid bounds reportedInvalid; beyond it only the counter
+// moves.
+const maxReportedInvalid = 1000
+
+// skipInvalidTarget counts (and logs once) a pc_id no Command could be
+// addressed to. Such a row can only come from an older version or a manual
+// write (the projector refuses them at the edge), and one bad row must not
+// fail a whole fan-out or schedule tick that the real PCs are waiting for.
+func skipInvalidTarget(id string, err error) {
+	invalidTargets.Add(1)
+	reportedInvalid.Lock()
+	defer reportedInvalid.Unlock()
+	if reportedInvalid.ids == nil {
+		reportedInvalid.ids = map[string]bool{}
+	}
+	if reportedInvalid.ids[id] || len(reportedInvalid.ids) >= maxReportedInvalid {
+		return
+	}
+	reportedInvalid.ids[id] = true
+	slog.Warn("skipping a target pc_id that is not a valid subject token", "err", err)
+}
+
 // ResolveTargetPCs returns the PCs a target means at now (behaviour.md §3):
 // `all` → every alive agent; `groups` → alive agents that belong to any
 // listed group; `pcs` → the listed PCs verbatim, alive or not (an operator
 // who names a PC wants it, and the agent may come back). The union keeps
 // first-occurrence order: all, then groups, then pcs; each part sorted by
-// pc_id except the verbatim list.
+// pc_id except the verbatim list. A pc_id that is not a valid subject token
+// is skipped and counted (InvalidTargets), never returned.
 func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now time.Time) ([]string, error) {
 	since := T(now.Add(-AliveWindow))
 	seen := map[string]bool{}
 	var out []string
 	add := func(ids []string) {
 		for _, id := range ids {
-			if !seen[id] {
-				seen[id] = true
-				out = append(out, id)
+			if seen[id] {
+				continue
 			}
+			seen[id] = true
+			if err := messages.ValidateToken("pc_id", id); err != nil {
+				skipInvalidTarget(id, err)
+				continue
+			}
+			out = append(out, id)
 		}
 	}
 	if t.All {

@@ -1,12 +1,19 @@
-// Package storage is the SQL read model: a Bun store over SQLite (pure-Go
-// modernc driver) that projectors write and HTTP handlers read. JetStream is
-// the source of truth; everything here can be rebuilt from the streams and
-// KV buckets (behaviour.md §1).
+// Package storage is the SQL read model that projectors write and HTTP
+// handlers read: a Bun store over SQLite (pure-Go modernc driver, the
+// zero-setup default) or PostgreSQL (pgx through database/sql, chosen by a
+// postgres:// URL). JetStream is the source of truth; everything here can
+// be rebuilt from the streams and KV buckets (behaviour.md §1).
 //
-// The Store has one writer connection, because SQLite allows one writer at a
-// time and a pool of writers would only queue on the file lock, and a
-// separate read pool so that API queries never wait behind a projection
-// batch (WAL lets readers run beside the writer).
+// On SQLite the Store has one writer connection, because SQLite allows one
+// writer at a time and a pool of writers would only queue on the file lock,
+// and a separate read pool so that API queries never wait behind a
+// projection batch (WAL lets readers run beside the writer). PostgreSQL has
+// no single-writer rule: both are pools there, and the read pool's sessions
+// are read-only as SQLite's are.
+//
+// The schema is one set of migrations for both (package migrations); code
+// writes portable SQL through Bun, whose placeholders it formats for either
+// dialect, and asks Store.Dialect only where the SQL must differ.
 package storage
 
 import (
@@ -21,7 +28,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 	"github.com/uptrace/bun/dialect/sqlitedialect"
 	"github.com/uptrace/bun/migrate"
 	sqlite "modernc.org/sqlite"
@@ -36,24 +45,51 @@ const BusyTimeout = 5 * time.Second
 
 // Options configure Open.
 type Options struct {
-	// Path of the database file; its directory is created if missing.
+	// Path of the SQLite database file; its directory is created if
+	// missing. Ignored when URL is set.
 	Path string
-	// ReadConns is the size of the read pool (default 4).
+	// URL selects PostgreSQL (postgres://user:password@host:5432/db?…);
+	// empty means SQLite at Path.
+	URL string
+	// ReadConns is the size of the read pool (default 4 on SQLite, 10 on
+	// PostgreSQL).
 	ReadConns int
+	// WriteConns is the size of the write pool on PostgreSQL (default 10).
+	// SQLite always has exactly one writer connection.
+	WriteConns int
 	// Logger receives migration and shutdown messages.
 	Logger *slog.Logger
 }
 
 // Store is the shared Bun store.
 type Store struct {
-	// W is the single writer connection. Use InTx for writes.
+	// W is the write pool: a single connection on SQLite, a pool on
+	// PostgreSQL. Use InTx for writes.
 	W *bun.DB
-	// R is the read pool; its connections are query_only, so a write sent
-	// here by mistake fails loudly instead of contending with the writer.
+	// R is the read pool; its connections are read-only (query_only on
+	// SQLite, default_transaction_read_only on PostgreSQL), so a write sent
+	// here by mistake fails loudly on both instead of contending with the
+	// writer.
 	R *bun.DB
 
-	path   string
-	logger *slog.Logger
+	dialect  dialect.Name
+	path     string
+	location string
+	logger   *slog.Logger
+}
+
+// Dialect is the database the store runs on (dialect.SQLite or
+// dialect.PG). Use it only where the SQL must differ; queries written with
+// Bun's builder and portable SQL need not ask.
+func (s *Store) Dialect() dialect.Name { return s.dialect }
+
+// IsPostgres reports whether the store runs on PostgreSQL.
+func (s *Store) IsPostgres() bool { return s.dialect == dialect.PG }
+
+// IsPostgresURL reports whether u names a PostgreSQL database, the one
+// kind of database URL Open accepts.
+func IsPostgresURL(u string) bool {
+	return strings.HasPrefix(u, "postgres://") || strings.HasPrefix(u, "postgresql://")
 }
 
 // DSN returns the data source name for path. The parameters are the
@@ -76,17 +112,25 @@ func DSN(path string, readOnly bool) string {
 	return "file:" + path + "?" + q.Encode()
 }
 
-// Open opens (creating if needed) the database at opts.Path, verifies the
-// pragmas and runs pending migrations.
+// Open opens the database (PostgreSQL when opts.URL is set, else the
+// SQLite file at opts.Path, created if needed), verifies its settings and
+// runs pending migrations.
 func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.URL != "" {
+		return openPostgres(ctx, opts)
+	}
+	return openSQLite(ctx, opts)
+}
+
+func openSQLite(ctx context.Context, opts Options) (*Store, error) {
 	if opts.Path == "" {
 		return nil, errors.New("storage: database path is empty")
 	}
 	if opts.ReadConns <= 0 {
 		opts.ReadConns = 4
-	}
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
 	}
 	if err := os.MkdirAll(filepath.Dir(opts.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("create database directory: %w", err)
@@ -100,13 +144,21 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	wsql.SetMaxIdleConns(1)
 	wsql.SetConnMaxLifetime(0)
 	wsql.SetConnMaxIdleTime(0)
-	s := &Store{W: bun.NewDB(wsql, sqlitedialect.New()), path: opts.Path, logger: opts.Logger}
+	s := &Store{W: bun.NewDB(wsql, sqlitedialect.New()), dialect: dialect.SQLite,
+		path: opts.Path, location: opts.Path, logger: opts.Logger}
 
 	// The writer goes first: it creates the file and switches it to WAL,
 	// which the read-only connections could not do.
 	if err := verifyPragmas(ctx, s.W, false); err != nil {
 		_ = s.W.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
+	}
+	// A database the process cannot write (a read-only file or mount, a
+	// full disk) opens and answers reads; without this probe the backend
+	// would report itself ready and then fail every write forever.
+	if err := s.probeWrite(ctx); err != nil {
+		_ = s.W.Close()
+		return nil, openError(opts.Path, err)
 	}
 
 	rsql, err := sql.Open("sqlite", DSN(opts.Path, true))
@@ -119,14 +171,61 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	s.R = bun.NewDB(rsql, sqlitedialect.New())
 	if err := verifyPragmas(ctx, s.R, true); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
 	}
 
 	if err := s.migrate(ctx); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, openError(opts.Path, err)
 	}
 	return s, nil
+}
+
+// openError names the database in err and, when the file cannot be
+// written, says so first: "database /data/backend.db is not writable
+// (read-only file system): storage unavailable: unable to open database
+// file".
+func openError(path string, err error) error {
+	err = Unavailable(err)
+	if why := writeAccess(path); why != "" {
+		return fmt.Errorf("database %s is not writable%s: %w", path, why, err)
+	}
+	if Cause(err) != "" {
+		return fmt.Errorf("database %s is not writable: %w", path, err)
+	}
+	return fmt.Errorf("database %s: %w", path, err)
+}
+
+// writeAccess explains why the file (or, for a new database, its
+// directory) cannot be written, as " (<reason>)", or "" when it can: SQLite
+// itself only says "unable to open database file" when a read-only mount
+// keeps it from creating the WAL index.
+func writeAccess(path string) string {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err == nil {
+		_ = f.Close()
+		return ""
+	}
+	var pe *os.PathError
+	if errors.Is(err, os.ErrNotExist) || !errors.As(err, &pe) {
+		return ""
+	}
+	return " (" + pe.Err.Error() + ")"
+}
+
+// probeWrite commits one real write: it rewrites the header's user_version
+// with its own value, which SQLite writes to the WAL like any change
+// (schema and data untouched), so that a file that cannot take a commit is
+// found before anything else runs.
+func (s *Store) probeWrite(ctx context.Context) error {
+	return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		var v int64
+		if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&v); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", v))
+		return err
+	})
 }
 
 // verifyPragmas refuses to run when the DSN's settings are not in effect.
@@ -156,7 +255,7 @@ func verifyPragmas(ctx context.Context, db *bun.DB, readOnly bool) error {
 }
 
 func (s *Store) migrate(ctx context.Context) error {
-	ms, err := migrations.Migrations()
+	ms, err := migrations.Migrations(s.dialect)
 	if err != nil {
 		return err
 	}
@@ -169,24 +268,30 @@ func (s *Store) migrate(ctx context.Context) error {
 		return fmt.Errorf("run migrations: %w", err)
 	}
 	if !group.IsZero() {
-		s.logger.Info("database migrated", "path", s.path, "applied", group.Migrations.String())
+		s.logger.Info("database migrated", "database", s.location, "applied", group.Migrations.String())
 	}
 	return nil
 }
 
-// Path is the database file.
+// Path is the SQLite database file ("" on PostgreSQL).
 func (s *Store) Path() string { return s.path }
 
-// Close checkpoints the WAL into the main file and closes both pools, so the
-// file left behind opens cleanly without a WAL replay.
+// Location names the database for logs: the SQLite file, or the
+// PostgreSQL URL without its password.
+func (s *Store) Location() string { return s.location }
+
+// Close closes both pools. On SQLite it first checkpoints the WAL into the
+// main file, so the file left behind opens cleanly without a WAL replay.
 func (s *Store) Close() error {
 	var errs []error
 	if s.R != nil {
 		errs = append(errs, s.R.Close())
 	}
 	if s.W != nil {
-		if _, err := s.W.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
-			errs = append(errs, fmt.Errorf("checkpoint WAL: %w", err))
+		if s.dialect == dialect.SQLite {
+			if _, err := s.W.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
+				errs = append(errs, fmt.Errorf("checkpoint WAL: %w", err))
+			}
 		}
 		errs = append(errs, s.W.Close())
 	}
@@ -196,7 +301,9 @@ func (s *Store) Close() error {
 // InTx runs fn in one write transaction on the writer connection. The
 // transaction is retried (up to 5 times, with a short backoff) when SQLite
 // reports the database busy or locked, which can only happen when another
-// process holds the file; any other error is returned unchanged.
+// process holds the file. A failure of the database's environment (full
+// disk, read-only file, I/O error) comes back marked ErrUnavailable (see
+// Unavailable); any other error is returned unchanged.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	const attempts = 5
 	backoff := 20 * time.Millisecond
@@ -204,24 +311,31 @@ func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx
 	for i := 0; i < attempts; i++ {
 		err = s.W.RunInTx(ctx, nil, fn)
 		if err == nil || !IsBusy(err) {
-			return err
+			return Unavailable(err)
 		}
 		select {
 		case <-ctx.Done():
-			return errors.Join(err, ctx.Err())
+			return errors.Join(Unavailable(err), ctx.Err())
 		case <-time.After(backoff):
 		}
 		backoff *= 2
 	}
-	return fmt.Errorf("database still busy after %d attempts: %w", attempts, err)
+	return fmt.Errorf("database still busy after %d attempts: %w", attempts, Unavailable(err))
 }
 
-// IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+// IsBusy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED, or
+// one of PostgreSQL's transient conflicts between concurrent writers
+// (serialization_failure 40001, deadlock_detected 40P01): the errors that
+// rerunning the whole transaction cures, which is what InTx does with them.
 func IsBusy(err error) bool {
 	var se *sqlite.Error
 	if errors.As(err, &se) {
 		code := se.Code() & 0xff
 		return code == sqlite3.SQLITE_BUSY || code == sqlite3.SQLITE_LOCKED
+	}
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code == "40001" || pe.Code == "40P01"
 	}
 	return false
 }

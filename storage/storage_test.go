@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,9 +40,20 @@ func TestOpenVerifiesPragmasAndMigrates(t *testing.T) {
 }
 
 func TestReopenIsIdempotent(t *testing.T) {
+	storagetest.RunDialects(t, func(t *testing.T, d storagetest.Dialect) {
+		opts := storage.Options{URL: d.URL(t), Path: filepath.Join(t.TempDir(), "backend.db")}
+		testReopen(t, opts, func() *storage.Store {
+			if opts.URL != "" {
+				return storagetest.OpenURL(t, opts.URL)
+			}
+			return storagetest.OpenAt(t, opts.Path)
+		})
+	})
+}
+
+func testReopen(t *testing.T, opts storage.Options, reopen func() *storage.Store) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "backend.db")
-	s1, err := storage.Open(ctx, storage.Options{Path: path})
+	s1, err := storage.Open(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +64,7 @@ func TestReopenIsIdempotent(t *testing.T) {
 	if err := s1.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s2 := storagetest.OpenAt(t, path)
+	s2 := reopen()
 	n, err := s2.R.NewSelect().Model((*storage.Agent)(nil)).Count(ctx)
 	if err != nil || n != 1 {
 		t.Fatalf("after reopen: n=%d err=%v", n, err)
@@ -60,11 +72,20 @@ func TestReopenIsIdempotent(t *testing.T) {
 }
 
 func TestReadPoolRejectsWrites(t *testing.T) {
-	s := storagetest.Open(t)
-	_, err := s.R.ExecContext(context.Background(), "DELETE FROM agents")
-	if err == nil {
-		t.Fatal("write through the read pool succeeded; want query_only error")
-	}
+	storagetest.ForEachDialect(t, func(t *testing.T, s *storage.Store) {
+		_, err := s.R.ExecContext(context.Background(), "DELETE FROM agents")
+		if err == nil {
+			t.Fatal("write through the read pool succeeded; want a read-only error")
+		}
+		err = s.R.RunInTx(context.Background(), nil, func(ctx context.Context, tx bun.Tx) error {
+			_, err := tx.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1",
+				LastHeartbeat: storage.T(time.Now()), UpdatedAt: storage.T(time.Now())}).Exec(ctx)
+			return err
+		})
+		if err == nil {
+			t.Fatal("insert in a read-pool transaction succeeded; want a read-only error")
+		}
+	})
 }
 
 // A DSN whose parameters are not applied must not slip through: the store
@@ -83,8 +104,11 @@ func TestOpenRefusesWhenPragmasAreNotInEffect(t *testing.T) {
 }
 
 func TestTimeColumnsSortAndRoundTrip(t *testing.T) {
+	storagetest.ForEachDialect(t, testTimeColumns)
+}
+
+func testTimeColumns(t *testing.T, s *storage.Store) {
 	ctx := context.Background()
-	s := storagetest.Open(t)
 	base := time.Date(2026, 5, 20, 3, 0, 0, 0, time.UTC)
 	// Fractions of different lengths are where variable-width text sorts
 	// wrongly; the fixed-width layout must order them correctly.
@@ -125,8 +149,11 @@ func TestTimeColumnsSortAndRoundTrip(t *testing.T) {
 }
 
 func TestInTxRollsBackOnError(t *testing.T) {
+	storagetest.ForEachDialect(t, testInTxRollsBack)
+}
+
+func testInTxRollsBack(t *testing.T, s *storage.Store) {
 	ctx := context.Background()
-	s := storagetest.Open(t)
 	boom := errors.New("boom")
 	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1",
@@ -145,10 +172,94 @@ func TestInTxRollsBackOnError(t *testing.T) {
 }
 
 func TestZeroTimeIsNull(t *testing.T) {
+	storagetest.ForEachDialect(t, func(t *testing.T, s *storage.Store) {
+		_, err := s.W.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1"}).Exec(context.Background())
+		// SQLite: "NOT NULL constraint failed"; PostgreSQL: "violates
+		// not-null constraint".
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "not") ||
+			!strings.Contains(strings.ToLower(err.Error()), "null constraint") {
+			t.Fatalf("err = %v, want a NOT NULL constraint error", err)
+		}
+	})
+}
+
+// A database on a read-only mount is refused at open with one error that
+// names the file and says why, instead of opening for reads and failing
+// every write afterwards.
+func TestOpenRefusesReadOnlyDatabase(t *testing.T) {
+	dir := storagetest.SmallDisk(t, 8<<20)
+	path := filepath.Join(dir, "backend.db")
+	s, err := storage.Open(context.Background(), storage.Options{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storagetest.ReadOnly(t, dir)
+	_, err = storage.Open(context.Background(), storage.Options{Path: path})
+	if err == nil {
+		t.Fatal("opened a database on a read-only mount")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "read-only file system") ||
+		!errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("error = %v, want the path and the cause", err)
+	}
+	t.Logf("refused: %v", err)
+}
+
+// A full disk under the database: writes fail marked ErrUnavailable with
+// the cause, reads go on, and once space is freed writes succeed again on
+// the same store.
+func TestFullDiskIsUnavailableNotFatal(t *testing.T) {
+	ctx := context.Background()
+	dir := storagetest.SmallDisk(t, 8<<20)
+	s := storagetest.OpenAt(t, filepath.Join(dir, "backend.db"))
+	free := storagetest.Fill(t, dir)
+	big := strings.Repeat("x", 64<<10)
+	insert := func(i int) error {
+		return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+			_, err := tx.ExecContext(ctx, `INSERT INTO execution_results (request_id, pc_id, exit_code, stdout, stderr,
+				started_at, finished_at, recorded_at, stream_seq) VALUES (?, 'pc', 0, ?, '', ?, ?, ?, ?)`,
+				fmt.Sprintf("req-%d", i), big, storage.T(time.Now()), storage.T(time.Now()), storage.T(time.Now()), i+1)
+			return err
+		})
+	}
+	var err error
+	for i := 0; i < 200 && err == nil; i++ {
+		err = insert(i)
+	}
+	if err == nil {
+		t.Fatal("200 inserts of 64 KiB fit on a full 8 MiB disk")
+	}
+	if !errors.Is(err, storage.ErrUnavailable) || storage.Cause(err) != storage.CauseDiskFull ||
+		err.Error() != "storage unavailable: database or disk is full" {
+		t.Fatalf("err = %v (cause %q), want storage unavailable: database or disk is full", err, storage.Cause(err))
+	}
+	if _, err := s.R.NewSelect().TableExpr("execution_results").Count(ctx); err != nil {
+		t.Fatalf("reads fail on a full disk: %v", err)
+	}
+	free()
+	if err := insert(1000); err != nil {
+		t.Fatalf("after freeing space: %v", err)
+	}
+}
+
+func TestCauseIgnoresTheStatementsOwnErrors(t *testing.T) {
 	ctx := context.Background()
 	s := storagetest.Open(t)
-	_, err := s.W.NewInsert().Model(&storage.Agent{PcID: "x", AgentVersion: "1"}).Exec(ctx)
-	if err == nil || !strings.Contains(err.Error(), "NOT NULL") {
-		t.Fatalf("err = %v, want NOT NULL constraint", err)
+	err := s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO agents (pc_id) VALUES (NULL)`)
+		return err
+	})
+	if err == nil || storage.Cause(err) != "" || errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("a constraint error was classified as unavailable: %v", err)
+	}
+	err = s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `SELECT * FROM no_such_table`)
+		return err
+	})
+	if err == nil || storage.Cause(err) != "" {
+		t.Fatalf("a SQL error was classified as unavailable: %v", err)
 	}
 }

@@ -36,6 +36,7 @@ type harness struct {
 	sys    *actor.ActorSystem
 	pid    *actor.PID
 	reg    *prometheus.Registry
+	status *Status
 	clock  clock.Clock
 	cfg    Config
 
@@ -90,9 +91,10 @@ func (h *harness) start() *harness {
 		h.mu.Unlock()
 	})
 	h.reg = prometheus.NewRegistry()
+	h.status = NewStatus()
 	pid, err := Start(context.Background(), h.sys, Deps{
 		Store: h.store, Conn: h.broker.Conn, JS: h.broker.JS, Clock: h.clock,
-		Metrics: h.reg, Logger: testLogger(h.t),
+		Metrics: h.reg, Logger: testLogger(h.t), Status: h.status,
 	}, h.cfg)
 	if err != nil {
 		h.t.Fatalf("start projectors: %v", err)
@@ -178,6 +180,16 @@ func (h *harness) metric(name, label string) float64 {
 		}
 	}
 	return 0
+}
+
+// stall returns the projection's stall, if it is stalled.
+func (h *harness) stall(projection string) (Stall, bool) {
+	for _, st := range h.status.Stalls() {
+		if st.Projection == projection {
+			return st, true
+		}
+	}
+	return Stall{}, false
 }
 
 // setBeforeCommit installs the batch-commit hook for one test.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
@@ -39,6 +40,11 @@ type heartbeatIn struct {
 	data    []byte
 }
 
+// maxPendingErrors bounds the undecodable heartbeats kept for the next
+// flush; pending heartbeats themselves are bounded by the fleet (one per
+// PC).
+const maxPendingErrors = 1000
+
 // flushTick is the flush timer firing.
 type flushTick struct{}
 
@@ -69,11 +75,14 @@ func (h *heartbeatProjector) Receive(c actor.Context) {
 		h.sub = sub
 		reportReady(c, ProjHeartbeat)
 	case *heartbeatIn:
-		h.receive(m)
+		// The period starts before the heartbeat is counted as received,
+		// so whoever sees the count (a test driving a fake clock) knows
+		// the flush timer is already armed.
 		if h.timer == nil {
 			self, root := c.Self(), c.ActorSystem().Root
 			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
 		}
+		h.receive(m)
 	case *flushTick:
 		h.timer = nil
 		if !h.flush(c) {
@@ -108,6 +117,11 @@ func (h *heartbeatProjector) receive(m *heartbeatIn) {
 	hb, err := decodeHeartbeatOn(m.subject, m.data)
 	if err != nil {
 		h.env.metrics.poison.WithLabelValues(ProjHeartbeat).Inc()
+		if len(h.errs) >= maxPendingErrors {
+			// The database has not taken a flush for a while and a sender
+			// keeps publishing garbage: count it, keep memory bounded.
+			return
+		}
 		h.errs = append(h.errs, storage.ProjectionError{
 			Projection: ProjHeartbeat, Stream: "", StreamSeq: 0, Subject: m.subject,
 			Error: err.Error(), Payload: m.data, RecordedAt: storage.T(h.env.clock.Now()),
@@ -150,6 +164,12 @@ func decodeHeartbeat(data []byte) (messages.Heartbeat, error) {
 	if hb.PcID == "" || hb.At.IsZero() {
 		return hb, errors.New("heartbeat lacks pc_id or at")
 	}
+	// Every Command to this agent is addressed by its pc_id as a subject
+	// token; an agent row with "*" or "a.b" would make every fan-out that
+	// includes it fail, so such a heartbeat never becomes an agent.
+	if err := messages.ValidateToken("pc_id", hb.PcID); err != nil {
+		return hb, fmt.Errorf("heartbeat: %w", err)
+	}
 	return hb, nil
 }
 
@@ -189,9 +209,14 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 		return recordErrors(ctx, tx, h.errs)
 	})
 	if err != nil {
-		h.env.log.Error("heartbeat flush failed; keeping the heartbeats for the next flush", "agents", len(beats), "err", err)
+		level := slog.LevelDebug // retried every period: say it once, then quietly
+		if h.env.stalled(ProjHeartbeat, err) {
+			level = slog.LevelError
+		}
+		h.env.log.Log(ctx, level, "heartbeat flush failed; keeping the heartbeats for the next flush", "agents", len(beats), "err", err)
 		return false
 	}
+	h.env.progressed(ProjHeartbeat)
 	h.pending = map[string]*beat{}
 	h.errs = nil
 	m := h.env.metrics

@@ -217,8 +217,13 @@ func (k *kvMirror) apply(b *kvBatch) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("mirror %s: apply %d entries: %w", k.spec.bucket, len(b.entries), err)
+		err = fmt.Errorf("mirror %s: apply %d entries: %w", k.spec.bucket, len(b.entries), err)
+		// The actor fails and its restart reads the bucket again, which is
+		// the retry; the stall says why meanwhile.
+		k.env.stalled(k.name(), err)
+		return err
 	}
+	k.env.progressed(k.name())
 	if !k.synced {
 		for _, e := range b.entries {
 			k.seen[e.Key()] = true

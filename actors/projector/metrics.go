@@ -13,6 +13,8 @@ type metrics struct {
 	projected     *prometheus.CounterVec
 	poison        *prometheus.CounterVec
 	retries       *prometheus.CounterVec
+	failures      *prometheus.CounterVec
+	stalled       *prometheus.GaugeVec
 	batchSize     *prometheus.HistogramVec
 	batchDuration *prometheus.HistogramVec
 	lag           *prometheus.GaugeVec
@@ -34,11 +36,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"projection"}),
 		poison: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kanade_projection_poison_total",
-			Help: "Messages that could not be decoded or applied and were recorded in projection_errors, by projection.",
+			Help: "Messages that could not be decoded or validated and were recorded in projection_errors, by projection.",
 		}, []string{"projection"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "kanade_projection_retries_total",
 			Help: "Batches that failed on a database error and were handed back for redelivery, by projection.",
+		}, []string{"projection"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_projection_write_failures_total",
+			Help: "Failed write transactions of the projectors, by projection and cause (disk_full, read_only, io_error, busy, out_of_memory, other); the messages are retried, never dropped.",
+		}, []string{"projection", "cause"}),
+		stalled: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "kanade_projection_stalled",
+			Help: "1 while a projection cannot write (its latest write failed and it is retrying), else 0; /api/health/fleet says why.",
 		}, []string{"projection"}),
 		batchSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kanade_projection_batch_size",
@@ -81,7 +91,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Rows deleted by the retention sweep, by table.",
 		}, []string{"table"}),
 	}
-	for _, c := range []prometheus.Collector{m.projected, m.poison, m.retries, m.batchSize, m.batchDuration,
+	for _, c := range []prometheus.Collector{m.projected, m.poison, m.retries, m.failures, m.stalled, m.batchSize, m.batchDuration,
 		m.lag, m.restarts, m.heartbeats, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError

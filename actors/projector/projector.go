@@ -77,6 +77,9 @@ type Deps struct {
 	// private registry).
 	Metrics prometheus.Registerer
 	Logger  *slog.Logger
+	// Status receives the projections' stalls for fleet health (default:
+	// a private one).
+	Status *Status
 }
 
 // Retention is how long rows stay in the read model; 0 keeps them forever.
@@ -108,8 +111,11 @@ type Config struct {
 	AckWait time.Duration
 	// RetryDelay is the first redelivery delay of a batch that failed on a
 	// database error (default 250 ms); it doubles with each delivery, up to
-	// 10 s.
+	// MaxRetryDelay (default 10 s).
 	RetryDelay time.Duration
+	// MaxRetryDelay bounds the redelivery delay of a failed batch, and is
+	// the delay of a message that keeps failing on its own (default 10 s).
+	MaxRetryDelay time.Duration
 	// HeartbeatFlush is the heartbeat flush period (default 1 s): at most
 	// one write transaction per period whatever the fleet size.
 	HeartbeatFlush time.Duration
@@ -140,6 +146,7 @@ func (c Config) withDefaults() Config {
 	def(&c.Linger, 5*time.Millisecond)
 	def(&c.AckWait, 30*time.Second)
 	def(&c.RetryDelay, 250*time.Millisecond)
+	def(&c.MaxRetryDelay, 10*time.Second)
 	def(&c.HeartbeatFlush, time.Second)
 	def(&c.ExpiryInterval, 5*time.Second)
 	def(&c.MirrorWait, 10*time.Second)
@@ -162,6 +169,7 @@ type env struct {
 	log     *slog.Logger
 	cfg     Config
 	metrics *metrics
+	status  *Status
 	// current holds, per stream projection, whether it has applied the
 	// backlog its stream held when it started (projection name → bool).
 	current sync.Map
@@ -194,12 +202,16 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 	if d.Metrics == nil {
 		d.Metrics = prometheus.NewRegistry()
 	}
+	if d.Status == nil {
+		d.Status = NewStatus()
+	}
 	cfg = cfg.withDefaults()
 	m, err := newMetrics(d.Metrics)
 	if err != nil {
 		return nil, err
 	}
-	e := &env{store: d.Store, conn: d.Conn, js: d.JS, clock: d.Clock, log: d.Logger.With("component", "projector"), cfg: cfg, metrics: m}
+	e := &env{store: d.Store, conn: d.Conn, js: d.JS, clock: d.Clock, log: d.Logger.With("component", "projector"),
+		cfg: cfg, metrics: m, status: d.Status}
 
 	if cfg.Rebuild {
 		if err := Rebuild(ctx, d.Store); err != nil {

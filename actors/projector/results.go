@@ -72,6 +72,11 @@ func (resultsCodec) decode(data []byte) (resultItem, error) {
 	case r.StartedAt.IsZero() || r.FinishedAt.IsZero():
 		return r, errors.New("ExecResult lacks started_at or finished_at")
 	}
+	// The pc_id is what a re-run or a once_per_pc schedule addresses
+	// Commands to; one that is not a subject token cannot be a PC.
+	if err := messages.ValidateToken("pc_id", r.PcID); err != nil {
+		return r, fmt.Errorf("ExecResult: %w", err)
+	}
 	return r, nil
 }
 

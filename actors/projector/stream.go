@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -54,10 +55,13 @@ type outcome struct {
 // crash at the worst moment.
 var beforeCommit atomic.Pointer[func(projection string) error]
 
-// isolateAfter is the delivery count from which a failing batch is applied
-// message by message: a database error that persists while the database
-// takes other writes is caused by one message, and that message is poison,
-// not a reason to retry the whole batch forever.
+// isolateAfter is the delivery count from which a batch that keeps
+// failing on an error of its own (a constraint or a trigger, not the
+// database's environment) is applied message by message, so that the one
+// message that fails does not hold back the rest of the stream. That
+// message is still never dropped: only a message that cannot be decoded or
+// validated is poison. It is handed back with the longest delay, again and
+// again, and the projection reports itself stalled until it goes through.
 const isolateAfter = 5
 
 // streamProjector projects one stream through a durable pull consumer.
@@ -68,12 +72,16 @@ type streamProjector[T any] struct {
 	// catchUpTo is the stream sequence up to which the backlog found at
 	// start reaches; the projection is current once a batch gets there.
 	catchUpTo uint64
+	// stuck holds the messages (by stream sequence) that failed on their
+	// own when their batch was applied message by message, with their
+	// error; the projection stays stalled while any is left.
+	stuck map[uint64]error
 }
 
 var _ actor.Actor = (*streamProjector[resultItem])(nil)
 
 func newStreamProjector[T any](e *env, c codec[T]) *streamProjector[T] {
-	return &streamProjector[T]{env: e, codec: c}
+	return &streamProjector[T]{env: e, codec: c, stuck: map[uint64]error{}}
 }
 
 func (p *streamProjector[T]) Receive(c actor.Context) {
@@ -286,6 +294,10 @@ func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *p
 	for _, m := range pr.poisonMsg {
 		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
 	}
+	for _, e := range pr.batch {
+		delete(p.stuck, e.seq)
+	}
+	p.reportStuck()
 	p.finish(c, out, len(pr.batch), len(pr.poison), pr.pending, start)
 	p.caughtUp(pr.maxSeq, pr.pending)
 	return batchResult{}
@@ -330,37 +342,44 @@ func (p *streamProjector[T]) commit(ctx context.Context, batch []envelope[T], er
 	return out, nil
 }
 
-// retry handles a batch whose transaction failed. Normally the batch is
-// naked with a growing delay. Once it has failed isolateAfter times while
-// the database still accepts writes, the messages are applied one by one
-// and those that still fail are recorded as poison and terminated.
+// retry handles a batch whose transaction failed. Nothing is acknowledged
+// and nothing is dropped: the batch is handed back with a growing delay
+// and the pump backs off, so a database that cannot write (full disk,
+// read-only, I/O error) pauses the projection until it can; the
+// projection reports itself stalled meanwhile. Only a batch that keeps
+// failing on an error of its own while the database is fine is applied
+// message by message (isolate).
 func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []jetstream.Msg, pr *prepared[T], now time.Time, cause error) batchResult {
 	name := p.codec.projection()
 	p.env.metrics.retries.WithLabelValues(name).Inc()
-	if pr.delivered >= isolateAfter && p.writable(ctx, now) {
-		p.env.log.Warn("batch keeps failing while the database takes writes; applying its messages one by one", "projection", name, "err", cause)
+	level := slog.LevelDebug // retried with backoff: say it once, then quietly
+	if p.env.stalled(name, cause) {
+		level = slog.LevelWarn
+	}
+	if storage.Cause(cause) == "" && pr.delivered >= isolateAfter {
+		p.env.log.Warn("batch keeps failing on an error of its own; applying its messages one by one", "projection", name, "err", cause)
 		return p.isolate(ctx, c, pr, now)
 	}
-	delay := min(p.env.cfg.RetryDelay<<min(pr.delivered, 6), 10*time.Second)
-	p.env.log.Warn("projection batch failed; handing it back for redelivery", "projection", name,
+	delay := p.retryDelay(pr.delivered)
+	p.env.log.Log(ctx, level, "projection batch failed; handing it back for redelivery", "projection", name,
 		"messages", len(msgs), "retry_in", delay, "err", cause)
 	nakAll(msgs, delay)
 	return batchResult{failed: true}
 }
 
-// writable reports whether a trivial write commits.
-func (p *streamProjector[T]) writable(ctx context.Context, now time.Time) bool {
-	err := p.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		return saveCheckpoint(ctx, tx, p.codec.projection(), p.codec.stream(), 0, now)
-	})
-	return err == nil
+// retryDelay is the redelivery delay of a batch delivered delivered times.
+func (p *streamProjector[T]) retryDelay(delivered uint64) time.Duration {
+	return min(p.env.cfg.RetryDelay<<min(delivered, 6), p.env.cfg.MaxRetryDelay)
 }
 
+// isolate applies a failing batch one message per transaction: the
+// messages that go through are acknowledged; one that fails on its own is
+// handed back with the longest delay and kept as stuck (never terminated);
+// a failure of the database itself stops the run and hands the rest back.
+// Undecodable messages of the batch are recorded and terminated as usual.
 func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *prepared[T], now time.Time) batchResult {
 	start := time.Now()
 	name := p.codec.projection()
-	poison := pr.poison[:len(pr.poison):len(pr.poison)]
-	poisonMsg := pr.poisonMsg[:len(pr.poisonMsg):len(pr.poisonMsg)]
 	var all outcome
 	applied := 0
 	for i, e := range pr.batch {
@@ -369,27 +388,37 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 			all.events = append(all.events, out.events...)
 			all.errors = append(all.errors, out.errors...)
 			_ = pr.good[i].Ack()
+			delete(p.stuck, e.seq)
 			applied++
 			continue
 		}
-		pe := p.projError(e.seq, e.subject, e.data, err, now)
-		if _, err2 := p.commit(ctx, nil, []storage.ProjectionError{pe}, e.seq, now); err2 != nil {
-			nakAll(pr.good[i:], time.Second)
-			nakAll(poisonMsg, time.Second)
+		if storage.Cause(err) != "" {
+			p.env.stalled(name, err)
+			nakAll(pr.good[i:], p.retryDelay(pr.delivered))
+			nakAll(pr.poisonMsg, p.retryDelay(pr.delivered))
+			p.finish(c, all, applied, 0, pr.pending, start)
 			return batchResult{failed: true}
 		}
-		p.env.log.Error("message cannot be applied; recorded in projection_errors and terminated", "projection", name, "seq", e.seq, "err", err)
-		_ = pr.good[i].TermWithReason("kanade projector: cannot be applied, recorded in projection_errors")
-		poison = append(poison, pe)
+		if _, known := p.stuck[e.seq]; !known {
+			p.env.log.Error("message cannot be applied; retrying it (it is not dropped)", "projection", name,
+				"seq", e.seq, "retry_in", p.env.cfg.MaxRetryDelay, "err", err)
+		}
+		p.stuck[e.seq] = err
+		_ = pr.good[i].NakWithDelay(p.env.cfg.MaxRetryDelay)
 	}
-	if _, err := p.commit(ctx, nil, poison, 0, now); err != nil {
-		nakAll(poisonMsg, time.Second)
-		return batchResult{failed: true}
+	if len(pr.poison) > 0 {
+		if _, err := p.commit(ctx, nil, pr.poison, 0, now); err != nil {
+			p.env.stalled(name, err)
+			nakAll(pr.poisonMsg, p.retryDelay(pr.delivered))
+			p.finish(c, all, applied, 0, pr.pending, start)
+			return batchResult{failed: true}
+		}
+		for _, m := range pr.poisonMsg {
+			_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
+		}
 	}
-	for _, m := range poisonMsg {
-		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
-	}
-	p.finish(c, all, applied, len(poison), 0, start)
+	p.reportStuck()
+	p.finish(c, all, applied, len(pr.poison), pr.pending, start)
 	p.caughtUp(pr.maxSeq, pr.pending)
 	return batchResult{}
 }
@@ -408,6 +437,24 @@ func (p *streamProjector[T]) finish(c actor.Context, out outcome, applied, poiso
 	m.batchSize.WithLabelValues(name).Observe(float64(applied + poison))
 	m.batchDuration.WithLabelValues(name).Observe(time.Since(start).Seconds())
 	m.lag.WithLabelValues(name).Set(float64(pending))
+}
+
+// reportStuck clears the projection's stall once no stuck message is
+// left, or names the lowest one still failing.
+func (p *streamProjector[T]) reportStuck() {
+	name := p.codec.projection()
+	if len(p.stuck) == 0 {
+		p.env.progressed(name)
+		return
+	}
+	var seq uint64
+	for s := range p.stuck {
+		if seq == 0 || s < seq {
+			seq = s
+		}
+	}
+	err := p.stuck[seq]
+	p.env.setStall(name, causeOf(err), fmt.Sprintf("%d message(s) cannot be applied and are being retried; seq %d: %v", len(p.stuck), seq, err))
 }
 
 func (p *streamProjector[T]) projError(seq uint64, subject string, data []byte, err error, now time.Time) storage.ProjectionError {

@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -22,6 +25,7 @@ import (
 
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/storagetest"
 )
 
 // These tests run the real binary as a subprocess: what an operator runs is
@@ -252,6 +256,7 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 	}
 
 	p.sigterm(t)
+	wantEachLineOnce(t, "first start", p.log.String(), tokenFile)
 
 	// Second start: same data dir, same token, nothing recreated.
 	p2 := start(t, nil, args...)
@@ -259,6 +264,11 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 	tok2, _ := os.ReadFile(tokenFile)
 	if string(tok2) != string(tok) {
 		t.Fatal("second start replaced the token")
+	}
+	// The token was shown once, when generated; later starts say where it
+	// is, never what it is.
+	if log2 := p2.log.String(); strings.Contains(log2, strings.TrimSpace(string(tok))) || !strings.Contains(log2, tokenFile) {
+		t.Fatalf("second start logs the token, or not where it is:\n%s", log2)
 	}
 	if strings.Contains(p2.log.String(), "database migrated") {
 		t.Fatalf("second start migrated again:\n%s", p2.log.String())
@@ -271,6 +281,7 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 		}
 	}
 	p2.sigterm(t)
+	wantEachLineOnce(t, "second start", p2.log.String(), tokenFile)
 
 	// The database opens cleanly afterwards.
 	s, err := storage.Open(context.Background(), storage.Options{Path: filepath.Join(dataDir, "backend.db")})
@@ -284,6 +295,44 @@ func TestBinaryStartStatusStopRestart(t *testing.T) {
 		if fi, _ := os.Stat(filepath.Join(dataDir, "backend.db-wal")); fi.Size() != 0 {
 			t.Fatalf("WAL not checkpointed at stop: %d bytes", fi.Size())
 		}
+	}
+}
+
+// wantEachLineOnce fails when two lines of one run's log carry the same
+// message, or more than one line speaks of the generated token (issue 16:
+// the token message twice on first start, "dashboard ready" twice on a
+// restart).
+func wantEachLineOnce(t *testing.T, run, log, tokenFile string) {
+	t.Helper()
+	seen := map[string]int{}
+	for _, line := range strings.Split(log, "\n") {
+		_, rest, ok := strings.Cut(line, " msg=")
+		if !ok {
+			continue
+		}
+		msg := rest
+		if strings.HasPrefix(rest, `"`) {
+			if q, err := strconv.QuotedPrefix(rest); err == nil {
+				msg = q
+			}
+		} else if i := strings.IndexByte(rest, ' '); i >= 0 {
+			msg = rest[:i]
+		}
+		seen[msg]++
+	}
+	if len(seen) == 0 {
+		t.Fatalf("%s: no log lines:\n%s", run, log)
+	}
+	for msg, n := range seen {
+		if n > 1 {
+			t.Errorf("%s logged %s %d times:\n%s", run, msg, n, log)
+		}
+	}
+	if n := strings.Count(log, "#token="); n != 1 {
+		t.Errorf("%s logged the dashboard URL %d times:\n%s", run, n, log)
+	}
+	if n := strings.Count(log, tokenFile); n != 1 {
+		t.Errorf("%s named the token file on %d lines, want one:\n%s", run, n, log)
 	}
 }
 
@@ -327,5 +376,64 @@ func TestBinaryRejectsBadConfig(t *testing.T) {
 	out, err = exec.Command(binary, "--version").CombinedOutput()
 	if err != nil || !strings.HasPrefix(string(out), "kanade-backend ") {
 		t.Fatalf("--version: %v %s", err, out)
+	}
+}
+
+// A database on a read-only mount: the binary refuses to start, exits
+// non-zero, and says in one line which file and why.
+func TestBinaryRefusesReadOnlyDatabase(t *testing.T) {
+	dbDir := storagetest.SmallDisk(t, 8<<20)
+	dbPath := filepath.Join(dbDir, "backend.db")
+	s, err := storage.Open(context.Background(), storage.Options{Path: dbPath, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	storagetest.ReadOnly(t, dbDir)
+	cmd := exec.Command(binary, "--bind", freePort(t), "--data-dir", t.TempDir(), "--db", dbPath, "--nats-listen", "off")
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() == 0 {
+		t.Fatalf("exit = %v, want non-zero; output:\n%s", err, out)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.Contains(l, dbPath) && strings.Contains(l, "not writable") && strings.Contains(l, "read-only file system") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || strings.Contains(string(out), "database ready") {
+		t.Fatalf("want one line naming %s and the cause, and no \"database ready\"; output:\n%s", dbPath, out)
+	}
+	t.Logf("refused: %s", lines[0])
+}
+
+// The embedded NATS on a non-loopback address without a token starts, and
+// refuses clients that present nothing (they need a credential); with
+// --insecure-nats they are let in, as the open bus of old.
+func TestBinaryNATSBeyondLoopbackWithoutToken(t *testing.T) {
+	for _, insecure := range []bool{false, true} {
+		port := freePort(t)
+		_, p, _ := net.SplitHostPort(port)
+		httpAddr := freePort(t)
+		args := []string{"--data-dir", t.TempDir(), "--nats-listen", "0.0.0.0:" + p, "--bind", httpAddr}
+		if insecure {
+			args = append(args, "--insecure-nats")
+		}
+		proc := start(t, nil, args...)
+		waitHealth(t, "http://"+httpAddr, 15*time.Second)
+		nc, err := nats.Connect("nats://127.0.0.1:" + p)
+		switch {
+		case insecure && err != nil:
+			t.Errorf("--insecure-nats: an anonymous client was refused: %v", err)
+		case !insecure && !errors.Is(err, nats.ErrAuthorization):
+			t.Errorf("without a token beyond loopback: an anonymous client got %v, want an authorization violation", err)
+		}
+		if nc != nil {
+			nc.Close()
+		}
+		proc.sigterm(t)
 	}
 }

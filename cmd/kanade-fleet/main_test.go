@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/brokertest"
 )
 
@@ -121,10 +124,75 @@ func TestSignalsStopCleanly(t *testing.T) {
 			case <-time.After(10 * time.Second):
 				t.Fatalf("still running 10s after %v", sig)
 			}
+			// A stop the operator asked for is not a problem: no warning.
+			if log := stderr.String(); strings.Contains(log, "level=WARN") || strings.Contains(log, "level=ERROR") {
+				t.Fatalf("a normal stop logged a warning:\n%s", log)
+			}
 			if out := stdout.String(); !strings.HasPrefix(out, "kanade-fleet: agents=5 ") ||
 				!strings.Contains(out, "commands_received=1 results_sent=1 dropped_pin_revoke=0") {
 				t.Fatalf("summary = %q", out)
 			}
 		})
+	}
+}
+
+// run starts the binary and returns its exit code, its log (stderr) and
+// how long it ran; it fails the test when the binary outlives within.
+func run(t *testing.T, within time.Duration, env []string, args ...string) (code int, log string, took time.Duration) {
+	t.Helper()
+	var out lockedBuffer
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.Env = append(os.Environ(), env...)
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(within):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("kanade-fleet %v still running after %v:\n%s", args, within, out.String())
+	}
+	return cmd.ProcessState.ExitCode(), out.String(), time.Since(t0)
+}
+
+// Issue 16's acceptance: with nothing listening on the NATS URL the
+// simulator does not wait silently; it logs each refused attempt and
+// exits 1 after --connect-timeout (default 10 s), with the reason.
+func TestUnreachableNATSExitsWithTheReason(t *testing.T) {
+	t.Parallel()
+	code, log, took := run(t, 15*time.Second, nil, "--nats-url", "nats://127.0.0.1:1")
+	t.Logf("exit %d after %v", code, took.Round(10*time.Millisecond))
+	if code == 0 || took > 11*time.Second || took < 9*time.Second {
+		t.Fatalf("exit %d after %v, want non-zero after the 10 s default:\n%s", code, took, log)
+	}
+	if n := strings.Count(log, `msg="NATS connection attempt failed"`); n < 5 ||
+		!strings.Contains(log, `reason="connection refused (nothing listens there`) || !strings.Contains(log, `msg="gave up connecting to NATS"`) {
+		t.Fatalf("log does not say why (%d attempts logged):\n%s", n, log)
+	}
+}
+
+// --assign-groups gives up the same way, and a wrong token is named as
+// such rather than retried in silence.
+func TestAssignGroupsAndAWrongTokenGiveUp(t *testing.T) {
+	t.Parallel()
+	code, log, _ := run(t, 10*time.Second, nil, "--nats-url", "nats://127.0.0.1:1", "--connect-timeout", "1s", "--assign-groups", "canary=5%")
+	if code != 1 || !strings.Contains(log, "connection refused") {
+		t.Fatalf("--assign-groups: exit %d:\n%s", code, log)
+	}
+
+	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: t.TempDir(), Listen: "127.0.0.1:-1", Token: "right",
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	code, log, took := run(t, 10*time.Second, []string{"KANADE_NATS_TOKEN=wrong"}, "--nats-url", ns.ClientURL(), "--connect-timeout", "1500ms")
+	if code != 1 || took > 5*time.Second || !strings.Contains(log, `reason="authorization violation`) || !strings.Contains(log, "Authorization Violation") {
+		t.Fatalf("wrong token: exit %d after %v:\n%s", code, took, log)
 	}
 }

@@ -13,12 +13,13 @@ import (
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/httpx"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
-func fixture(t *testing.T) *apptest.Backend {
-	b := apptest.Start(t)
+func fixture(t *testing.T, d storagetest.Dialect) *apptest.Backend {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	target := "job-a"
 	rows := []storage.AuditRow{
 		{StreamSeq: 1, Actor: "operator", Action: "job_upsert", Target: &target, Payload: json.RawMessage(`{"sub":"admin"}`), OccurredAt: storage.T(t0)},
@@ -58,7 +59,11 @@ func ids(rows []row) string {
 }
 
 func TestList(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testList)
+}
+
+func testList(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	cases := []struct{ query, want, total string }{
 		{"", "config_put#4 exec#3 exec#2 job_upsert#1", "4"},
 		{"?actor=operator", "config_put#4 exec#2 job_upsert#1", "3"},
@@ -90,8 +95,9 @@ func TestList(t *testing.T) {
 	}
 }
 
+// Bad filters are refused before any query: one dialect is enough.
 func TestBadFilters(t *testing.T) {
-	b := fixture(t)
+	b := fixture(t, storagetest.Dialects[0])
 	for query, want := range map[string]string{
 		"?since=now":                         `invalid since "now": must be an RFC 3339 time`,
 		"?limit=5000":                        `invalid limit "5000"`,

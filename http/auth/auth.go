@@ -133,7 +133,8 @@ func New(cfg Config, dataDir string, logger *slog.Logger) (*Authenticator, error
 		a.mode = ModeGenerated
 		a.token = tok
 		a.tokenFile = path
-		logger.Info("API authentication: generated admin token (no auth configured)", "token_file", path)
+		// Not logged here: the "dashboard ready" line names this mode and
+		// the token file once the server listens.
 	}
 	return a, nil
 }

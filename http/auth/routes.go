@@ -37,6 +37,7 @@ var routeRoles = map[string]Role{
 	"GET /api/schedules":                       RoleViewer,
 	"GET /api/schedules/preview":               RoleViewer,
 	"GET /api/schedules/{id}":                  RoleViewer,
+	"GET /api/targets/preview":                 RoleViewer,
 	"GET /api/inventory/jobs":                  RoleViewer,
 	"GET /api/inventory/by-job/{manifest_id}":  RoleViewer,
 	"GET /api/inventory/{pc_id}":               RoleViewer,

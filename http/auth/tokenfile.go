@@ -60,7 +60,8 @@ func loadOrCreateToken(dataDir string, logger *slog.Logger) (string, string, err
 		_ = os.Remove(path)
 		return "", "", fmt.Errorf("write token file %s: %w", path, err)
 	}
-	logger.Info("generated a new admin token", "token_file", path)
+	// Not logged here: the "dashboard ready" line names the token file
+	// (one line about the token per start, issue 16).
 	return tok, path, nil
 }
 

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
 	execengine "kanade-backend/actors/exec"
@@ -25,6 +27,7 @@ import (
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
+	"kanade-backend/http/targets"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
@@ -57,11 +60,20 @@ type Auditor interface {
 
 var _ Auditor = (*audit.Publisher)(nil)
 
+// Buckets opens KV buckets by name: the job catalog, to tell an unknown
+// job (404) from a target that reaches nobody (400).
+type Buckets interface {
+	KeyValue(ctx context.Context, bucket string) (jetstream.KeyValue, error)
+}
+
+var _ Buckets = (jetstream.JetStream)(nil)
+
 // Deps is what the routes need.
 type Deps struct {
 	Engine Engine
 	NATS   Publisher
 	Store  *storage.Store
+	KV     Buckets
 	Audit  Auditor
 	Clock  clock.Clock
 	Logger *slog.Logger
@@ -113,6 +125,9 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) error {
 			return httpx.BadRequest("%s", err.Error())
 		}
 	}
+	if err := h.refuseEmptyTarget(r.Context(), jobID, plan); err != nil {
+		return err
+	}
 	resp, err := h.Engine.Exec(r.Context(), &messages.ExecRequest{
 		JobID: jobID, Plan: plan, Actor: messages.ActorOperator,
 		InitiatedBy: auth.InitiatedBy(r.Context()), AuditExtra: operatorExtra(r.Context()),
@@ -122,6 +137,39 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteJSON(w, http.StatusOK, resp)
 	return nil
+}
+
+// refuseEmptyTarget answers 400 for an exec whose target matches no known
+// PC: upstream accepted it, published to nobody and reported a green
+// "completed 0/0" (or, for an unknown pc_id, an exec that expired), so a
+// typo in a group name went unnoticed. An invalid plan or an unknown job is
+// left to the engine, so that its errors (404 first) keep their order and
+// texts. Operator execs only: a schedule's fire may target a group that
+// fills later (the schedules API warns instead).
+func (h *handlers) refuseEmptyTarget(ctx context.Context, jobID string, plan messages.FanoutPlan) error {
+	if plan.Validate() != nil {
+		return nil
+	}
+	target := targets.ReachedTarget(plan)
+	if ok, err := targets.Matches(ctx, h.Store.R, target); err != nil || ok {
+		return err
+	}
+	if h.KV != nil {
+		kv, err := h.KV.KeyValue(ctx, messages.BucketJobs)
+		if err != nil {
+			return messages.Unavailablef("job catalog (KV %s) unavailable: %v", messages.BucketJobs, err)
+		}
+		if _, err := kv.Get(ctx, jobID); errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil // the engine answers 404
+		} else if err != nil {
+			return messages.Unavailablef("read job '%s' from catalog: %v", jobID, err)
+		}
+	}
+	p, err := targets.Resolve(ctx, h.Store.R, target, h.Clock.Now())
+	if err != nil {
+		return fmt.Errorf("preview target of exec %s: %w", jobID, err)
+	}
+	return httpx.BadRequest("%s", p.Refusal())
 }
 
 func execIDFrom(r *http.Request) (string, error) {

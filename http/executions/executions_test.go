@@ -18,6 +18,7 @@ import (
 	"kanade-backend/http/executions"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 // POST /api/exec/{job} to all + a group + a PC: three subjects in order,
@@ -52,6 +53,7 @@ func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
 		pinMu.Unlock()
 	}, "commands.>") // one subscription keeps the publish order
 
+	heartbeat(t, b, "p1")
 	resp, body := b.Do(t, "POST", "/api/exec/job1", `{"target":{"all":true,"groups":["a"],"pcs":["p1"]}}`,
 		"X-Kanade-Source", "cli")
 	if resp.StatusCode != 200 {
@@ -132,6 +134,7 @@ func TestRolloutWavesOverHTTP(t *testing.T) {
 	putJob(t, b, "job1", "1", "echo")
 	canary := startAgent(t, b.NATSURL, "commands.group.canary")
 	wave1 := startAgent(t, b.NATSURL, "commands.group.wave1")
+	member(t, b, "c1", "canary")
 	t0 := time.Now()
 	r := execJob(t, b, "job1", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`)
 	if r.TargetCount != 2 {
@@ -161,6 +164,7 @@ func TestRolloutWaveSurvivesBackendRestart(t *testing.T) {
 	putJob(t, b, "job1", "1", "echo")
 	canary := startAgent(t, b.NATSURL, "commands.group.canary")
 	wave1 := startAgent(t, b.NATSURL, "commands.group.wave1")
+	member(t, b, "c1", "canary")
 	t0 := time.Now()
 	r := execJob(t, b, "job1", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`)
 	canary.waitN(t, 1, 2*time.Second)
@@ -198,6 +202,7 @@ func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 	putJob(t, b, "job1", "1", "echo")
 	canary := startAgent(t, b.NATSURL, "commands.group.canary")
 	wave1 := startAgent(t, b.NATSURL, "commands.group.wave1")
+	member(t, b, "c1", "canary")
 	t0 := time.Now()
 	r := execJob(t, b, "job1", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`)
 	canary.waitN(t, 1, 2*time.Second)
@@ -266,6 +271,7 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 	t.Parallel()
 	b := apptest.Start(t)
 	putJob(t, b, "job1", "1", "echo")
+	heartbeat(t, b, "pc-1", "a")
 	kv, err := b.JS.KeyValue(context.Background(), messages.BucketJobs)
 	if err != nil {
 		t.Fatal(err)
@@ -291,6 +297,11 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 		{"bad job id", "/api/exec/a.b", `{"target":{"all":true}}`, 400, `invalid job id "a.b": …`},
 		{"malformed", "/api/exec/job1", `{"target":`, 400, "malformed JSON …"},
 		{"wrong type", "/api/exec/job1", `{"target":{"all":"yes"}}`, 400, "invalid target.all: …"},
+		{"unknown job, empty target", "/api/exec/nope", `{"target":{"groups":["canray"]}}`, 404, "job 'nope' not found in catalog"},
+		{"no PC", "/api/exec/job1", `{"target":{"groups":["canray"],"pcs":["ghost"]}}`, 400,
+			"target matches no PCs (unknown group 'canray' (no PC is a member); unknown PC 'ghost' (no heartbeat, no group))"},
+		{"waves to nobody", "/api/exec/job1", `{"target":{"all":true},"rollout":{"waves":[{"group":"b","delay":"0s"}]}}`, 400,
+			"target matches no PCs (unknown group 'b' (no PC is a member))"},
 		{"cancel unknown", "/api/executions/00000000-0000-4000-8000-000000000000/cancel", ``, 404, "execution '00000000-0000-4000-8000-000000000000' not found"},
 		{"rerun unknown", "/api/executions/00000000-0000-4000-8000-000000000000/rerun-failed", ``, 404, "execution '00000000-0000-4000-8000-000000000000' not found"},
 		{"cancel bad id", "/api/executions/a*b/cancel", ``, 400, `invalid exec id "a*b": …`},
@@ -332,6 +343,7 @@ func TestJobEditTakesEffectAtTheNextExec(t *testing.T) {
 	t.Parallel()
 	b := apptest.Start(t)
 	ag := startAgent(t, b.NATSURL, "commands.pc.p1")
+	heartbeat(t, b, "p1")
 	putJob(t, b, "job1", "1.0.0", "echo one")
 	execJob(t, b, "job1", `{"target":{"pcs":["p1"]}}`)
 	putJob(t, b, "job1", "1.0.1", "echo two")
@@ -347,10 +359,17 @@ func TestJobEditTakesEffectAtTheNextExec(t *testing.T) {
 
 func TestExecutionsListDetailAndRerun(t *testing.T) {
 	t.Parallel()
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testExecutionsListDetailAndRerun)
+}
+
+func testExecutionsListDetailAndRerun(t *testing.T, db storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: db.URL(t)})
 	putJob(t, b, "job1", "1", "echo")
 	putJob(t, b, "job2", "1", "echo")
 	heartbeat(t, b, "a1", "g")
+	for _, pc := range []string{"p1", "p2", "p3", "p9"} {
+		heartbeat(t, b, pc)
+	}
 	ag := startAgent(t, b.NATSURL, "commands.pc.>")
 
 	first := execJob(t, b, "job1", `{"target":{"pcs":["p1","p2","p3"]},"jitter":"10s","rollout":null}`)

@@ -148,6 +148,17 @@ func heartbeat(t *testing.T, b *apptest.Backend, pc string, groups ...string) {
 	}
 }
 
+// member puts pc in groups as the agent_groups mirror would, without an
+// agents row: a PC whose groups were assigned before it was switched on.
+func member(t *testing.T, b *apptest.Backend, pc string, groups ...string) {
+	t.Helper()
+	for _, g := range groups {
+		if _, err := b.Store.W.NewInsert().Model(&storage.GroupMember{PcID: pc, GroupName: g}).On("CONFLICT DO NOTHING").Exec(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // result stores an ExecResult for a PC of an exec as the results
 // projector would (attributed through exec_requests).
 func result(t *testing.T, b *apptest.Backend, execID, subject, pc string, exit int) {

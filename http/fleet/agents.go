@@ -62,7 +62,11 @@ type agentFilter struct {
 
 func parseAgentFilter(r *http.Request, now time.Time) (agentFilter, error) {
 	qs := r.URL.Query()
-	f := agentFilter{q: strings.TrimSpace(qs.Get("q")), since: now.Add(-storage.AliveWindow)}
+	q, err := httpx.QueryText(r, "q")
+	if err != nil {
+		return agentFilter{}, err
+	}
+	f := agentFilter{q: strings.TrimSpace(q), since: now.Add(-storage.AliveWindow)}
 	if s := qs.Get("online"); s != "" {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
@@ -124,8 +128,11 @@ func listAgents(ctx context.Context, db bun.IDB, f agentFilter, p httpx.Page) ([
 	return agents, int(total), nil
 }
 
+// listAgents answers every matching agent unless limit or offset is given,
+// as upstream did (a script listing its fleet must not silently get the
+// first page only); the dashboard asks for pages explicitly.
 func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
-	page, err := httpx.ParsePage(r)
+	page, paged, err := httpx.ParseOptionalPage(r)
 	if err != nil {
 		return err
 	}
@@ -133,7 +140,17 @@ func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	agents, total, err := listAgents(r.Context(), h.db, f, page)
+	var agents []storage.Agent
+	var total int
+	if paged {
+		agents, total, err = listAgents(r.Context(), h.db, f, page)
+	} else {
+		err = f.apply(h.db.NewSelect().Model(&agents)).Order("pc_id").Scan(r.Context())
+		if err != nil {
+			err = fmt.Errorf("list agents: %w", err)
+		}
+		total = len(agents)
+	}
 	if err != nil {
 		return err
 	}

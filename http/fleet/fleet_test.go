@@ -16,6 +16,7 @@ import (
 	"kanade-backend/http/internal/fleettest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 type errBody struct {
@@ -23,7 +24,11 @@ type errBody struct {
 }
 
 func TestAgentsListFiltersAndPages(t *testing.T) {
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testAgentsListFiltersAndPages)
+}
+
+func testAgentsListFiltersAndPages(t *testing.T, d storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	now := time.Now().UTC()
 	fleettest.InsertAgents(t, b.Store,
 		fleettest.Agent{PcID: "PC-001", Hostname: "alpha", OS: "windows", Seen: now.Add(-10 * time.Second)},
@@ -123,7 +128,11 @@ func TestAgentsListFiltersAndPages(t *testing.T) {
 }
 
 func TestAgentDetail(t *testing.T) {
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testAgentDetail)
+}
+
+func testAgentDetail(t *testing.T, db storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: db.URL(t)})
 	fleettest.InsertAgents(t, b.Store, fleettest.Agent{PcID: "PC-1", Hostname: "pc1", OS: "windows", Seen: time.Now()})
 
 	b.WantError(t, http.MethodGet, "/api/agents/nope", nil, 404, "agent 'nope' not found")

@@ -5,9 +5,12 @@
 // A single stale PC is normal (PCs get switched off), so it never degrades
 // the fleet; a missing stream, bucket or object store does, and so does a
 // fleet where every known agent went silent at once, which means something
-// systemic (NATS partition, heartbeats not projected). The answer is 503
-// when degraded so that a plain HTTP check alerts, with the same body as
-// the 200.
+// systemic (NATS partition, heartbeats not projected). The backend's own
+// troubles degrade it too, listed in problems with their reason: a data
+// filesystem low on space, a projection that cannot write (the read model
+// has stopped moving), a JetStream stream that cannot store. The answer is
+// 503 when degraded so that a plain HTTP check alerts, with the same body
+// as the 200.
 package health
 
 import (
@@ -56,7 +59,29 @@ type Deps struct {
 	// Warnings, if set, lists what monitors should know without the fleet
 	// being degraded (e.g. "shared agent token in use").
 	Warnings func() []string
+	// Problems, if set, lists the backend's own troubles (disk space,
+	// stalled projections, streams that cannot store).
+	Problems func() []Problem
 }
+
+// Problem is one reason the backend itself is degraded.
+type Problem struct {
+	// Check is what found it: CheckDisk, CheckProjection or CheckJetStream.
+	Check string `json:"check"`
+	// Name is what it concerns: a directory, a projection, a stream.
+	Name string `json:"name"`
+	// Reason says what is wrong, for the operator.
+	Reason string `json:"reason"`
+	// Since is when it started, when known.
+	Since *time.Time `json:"since,omitempty"`
+}
+
+// Problem checks.
+const (
+	CheckDisk       = "disk"
+	CheckProjection = "projection"
+	CheckJetStream  = "jetstream"
+)
 
 // Agents counts the agents by liveness.
 type Agents struct {
@@ -87,7 +112,10 @@ type Fleet struct {
 	JetStream     JetStream     `json:"jetstream"`
 	RecentResults RecentResults `json:"recent_results"`
 	// Warnings never change the status; [] when none.
-	Warnings   []string  `json:"warnings"`
+	Warnings []string `json:"warnings"`
+	// Problems lists the backend's own troubles ([] when none); any makes
+	// the status degraded.
+	Problems   []Problem `json:"problems"`
 	ObservedAt time.Time `json:"observed_at"`
 }
 
@@ -149,6 +177,13 @@ func Check(ctx context.Context, d Deps) (Fleet, error) {
 	}
 	f.JetStream = summarise(st)
 	f.Status = Classify(f.JetStream.AllOK, f.Agents.Known, f.Agents.Active)
+	f.Problems = []Problem{}
+	if d.Problems != nil {
+		f.Problems = append(f.Problems, d.Problems()...)
+	}
+	if len(f.Problems) > 0 {
+		f.Status = StatusDegraded
+	}
 	return f, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -174,5 +175,32 @@ func TestFleetHealthNATSAway(t *testing.T) {
 	}
 	if took := time.Since(start); took > time.Second {
 		t.Fatalf("check took %v with NATS away", took)
+	}
+}
+
+// The backend's own problems degrade an otherwise healthy fleet, and are
+// listed with their reason; none is an empty list, never null.
+func TestProblemsDegradeTheVerdict(t *testing.T) {
+	br := brokertest.Start(t)
+	st := storagetest.Open(t)
+	fleettest.InsertAgents(t, st, fleettest.Agent{PcID: "A1", Seen: time.Now()})
+	var problems []health.Problem
+	d := health.Deps{
+		DB:       st.R,
+		Probe:    func(ctx context.Context) broker.Status { return broker.Probe(ctx, br.JS) },
+		Problems: func() []health.Problem { return problems },
+	}
+	f, err := health.Check(context.Background(), d)
+	if err != nil || f.Status != health.StatusOK || f.Problems == nil || len(f.Problems) != 0 {
+		t.Fatalf("no problem: %+v %v", f, err)
+	}
+	body, _ := json.Marshal(f)
+	if !strings.Contains(string(body), `"problems":[]`) {
+		t.Fatalf("body %s", body)
+	}
+	problems = []health.Problem{{Check: health.CheckDisk, Name: "/data (database)", Reason: "low disk space: 10 MiB free"}}
+	f, err = health.Check(context.Background(), d)
+	if err != nil || f.Status != health.StatusDegraded || len(f.Problems) != 1 || f.Problems[0].Name != "/data (database)" {
+		t.Fatalf("with a problem: %+v %v", f, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 )
 
 // Body size limits of api.md §1.
@@ -59,8 +60,10 @@ type ErrorBody struct {
 }
 
 // WriteError writes err as a JSON error. An *Error anywhere in the chain sets
-// status and message; anything else is an internal error whose detail goes to
-// the log only, so database or broker internals never leak to clients.
+// status and message; a failure of the database's environment (full disk,
+// read-only, I/O error) is 503 "storage unavailable: <cause>"; anything else
+// is an internal error whose detail goes to the log only, so database or
+// broker internals never leak to clients.
 func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	var apiErr *Error
 	if errors.As(err, &apiErr) {
@@ -75,6 +78,15 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	if status := KindStatus(err); status != 0 {
 		WriteJSON(w, status, ErrorBody{Error: err.Error()})
+		return
+	}
+	if storage.Cause(err) != "" {
+		// A full disk or a read-only database is an outage of a
+		// dependency, not a bug: 503 with the cause, which the operator
+		// can fix, and which tells a client to try again later.
+		slog.Default().WarnContext(r.Context(), "api request failed: storage unavailable",
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		WriteJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: "storage unavailable: " + storage.Reason(err)})
 		return
 	}
 	slog.Default().ErrorContext(r.Context(), "api internal error",
@@ -148,6 +160,9 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return BadRequest("request body must be a JSON object")
+	}
+	if err := messages.CheckJSONDepth(b); err != nil {
+		return BadRequest("invalid JSON body: %v", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
 		return BadRequest("invalid JSON body: %v", err)

@@ -1,6 +1,7 @@
 package httpx
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"testing"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 func TestWriteErrorStatusAndText(t *testing.T) {
@@ -61,4 +64,30 @@ func statusOf(err error) int {
 		return e.Status
 	}
 	return KindStatus(err)
+}
+
+// A write refused by the database itself (here a query_only connection,
+// SQLITE_READONLY, as on a read-only file) is 503 with the cause, however
+// it was wrapped; a SQL error of the statement stays a 500.
+func TestStorageUnavailableIs503(t *testing.T) {
+	s := storagetest.Open(t)
+	_, roErr := s.R.ExecContext(context.Background(), `INSERT INTO agents (pc_id) VALUES ('x')`)
+	_, sqlErr := s.R.ExecContext(context.Background(), `SELECT * FROM no_such_table`)
+	for _, c := range []struct {
+		err    error
+		status int
+		text   string
+	}{
+		{fmt.Errorf("add group: %w", roErr), 503, "storage unavailable: attempt to write a readonly database"},
+		{storage.Unavailable(roErr), 503, "storage unavailable: attempt to write a readonly database"},
+		{fmt.Errorf("list: %w", sqlErr), 500, "internal error; see the server log"},
+	} {
+		rec := httptest.NewRecorder()
+		WriteError(rec, httptest.NewRequest("POST", "/api/x", nil), c.err)
+		var body ErrorBody
+		_ = json.Unmarshal(rec.Body.Bytes(), &body)
+		if rec.Code != c.status || body.Error != c.text {
+			t.Errorf("%v: %d %q, want %d %q", c.err, rec.Code, body.Error, c.status, c.text)
+		}
+	}
 }

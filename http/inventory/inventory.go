@@ -41,6 +41,9 @@ func Register(r *server.Router, d Deps) {
 }
 
 // Job is an inventory probe: a catalog job with an inventory hint.
+//
+// Summary is null when the hint has none, as upstream sent it (the
+// upstream SPA shows `summary ?? display`, so [] would show no columns).
 type Job struct {
 	ManifestID  string                  `json:"manifest_id"`
 	Description *string                 `json:"description"`
@@ -93,6 +96,15 @@ func hintOf(manifest []byte) (*messages.InventoryHint, error) {
 	return m.Inventory, nil
 }
 
+// summaryOf decodes a stored summary snapshot; NULL or empty is nil (JSON
+// null: the hint had no summary).
+func summaryOf(b []byte) ([]messages.DisplayField, error) {
+	if len(b) == 0 || string(b) == "null" {
+		return nil, nil
+	}
+	return fields(b)
+}
+
 // fields decodes a stored display/summary snapshot; NULL or empty is [].
 func fields(b []byte) ([]messages.DisplayField, error) {
 	out := []messages.DisplayField{}
@@ -135,9 +147,9 @@ func (h *handler) jobs(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return fmt.Errorf("decode manifest of job %s: %w", j.ID, err)
 		}
-		item := Job{ManifestID: j.ID, Description: j.Description, Display: []messages.DisplayField{}, Summary: []messages.DisplayField{}}
+		item := Job{ManifestID: j.ID, Description: j.Description, Display: []messages.DisplayField{}}
 		if hint != nil {
-			item.Display, item.Summary = nonNil(hint.Display), nonNil(hint.Summary)
+			item.Display, item.Summary = nonNil(hint.Display), hint.Summary
 		}
 		out = append(out, item)
 	}
@@ -147,8 +159,11 @@ func (h *handler) jobs(w http.ResponseWriter, r *http.Request) error {
 
 // byJob answers for a catalog job, or for a job that has since left the
 // catalog but whose facts are still stored (they age out with the PCs'
-// next runs); only a job unknown to both is 404. The display hint is the
-// catalog's current one, else the snapshot stored with the newest facts.
+// next runs). A job unknown to both answers the empty shape
+// ({display: [], summary: null, rows: []}), as upstream did: a probe whose
+// PCs have not reported yet and a misspelt one look the same to a client.
+// The display hint is the catalog's current one, else the snapshot stored
+// with the newest facts.
 func (h *handler) byJob(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("manifest_id")
 	if err := messages.ValidateToken("job id", id); err != nil {
@@ -160,12 +175,12 @@ func (h *handler) byJob(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx := r.Context()
 	out := ByJob{ManifestID: id}
-	hint, inCatalog, err := h.catalogHint(ctx, id)
+	hint, err := h.catalogHint(ctx, id)
 	if err != nil {
 		return err
 	}
 	if hint != nil {
-		out.Display, out.Summary = nonNil(hint.Display), nonNil(hint.Summary)
+		out.Display, out.Summary = nonNil(hint.Display), hint.Summary
 	} else if out.Display, out.Summary, err = h.snapshotHint(ctx, id); err != nil {
 		return err
 	}
@@ -178,9 +193,6 @@ func (h *handler) byJob(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return fmt.Errorf("inventory facts of job %s: %w", id, err)
 	}
-	if !inCatalog && total == 0 {
-		return httpx.NotFound("job '%s' not found in catalog", id)
-	}
 	if out.Rows == nil {
 		out.Rows = []PCFacts{}
 	}
@@ -189,32 +201,32 @@ func (h *handler) byJob(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// catalogHint returns the job's current hint (nil when the job has none)
-// and whether the job is in the catalog.
-func (h *handler) catalogHint(ctx context.Context, id string) (*messages.InventoryHint, bool, error) {
+// catalogHint returns the job's current hint (nil when the job has none
+// or is not in the catalog).
+func (h *handler) catalogHint(ctx context.Context, id string) (*messages.InventoryHint, error) {
 	var manifest []byte
 	err := h.db.NewSelect().Model((*storage.Job)(nil)).Column("manifest").Where("id = ?", id).Scan(ctx, &manifest)
 	if errors.Is(err, sql.ErrNoRows) {
-		return nil, false, nil
+		return nil, nil
 	}
 	if err != nil {
-		return nil, false, fmt.Errorf("load job %s: %w", id, err)
+		return nil, fmt.Errorf("load job %s: %w", id, err)
 	}
 	hint, err := hintOf(manifest)
 	if err != nil {
-		return nil, true, fmt.Errorf("decode manifest of job %s: %w", id, err)
+		return nil, fmt.Errorf("decode manifest of job %s: %w", id, err)
 	}
-	return hint, true, nil
+	return hint, nil
 }
 
 // snapshotHint returns the display hint stored with the job's newest facts;
-// [] and [] when there are none.
+// [] and nil when there are none.
 func (h *handler) snapshotHint(ctx context.Context, id string) (display, summary []messages.DisplayField, err error) {
 	var row storage.InventoryFact
 	err = h.db.NewSelect().Model(&row).Column("display", "summary").
 		Where("job_id = ?", id).OrderExpr("collected_at DESC").Limit(1).Scan(ctx)
 	if errors.Is(err, sql.ErrNoRows) {
-		return []messages.DisplayField{}, []messages.DisplayField{}, nil
+		return []messages.DisplayField{}, nil, nil
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("display snapshot of job %s: %w", id, err)
@@ -222,7 +234,7 @@ func (h *handler) snapshotHint(ctx context.Context, id string) (display, summary
 	if display, err = fields(row.Display); err != nil {
 		return nil, nil, fmt.Errorf("decode display snapshot of job %s: %w", id, err)
 	}
-	if summary, err = fields(row.Summary); err != nil {
+	if summary, err = summaryOf(row.Summary); err != nil {
 		return nil, nil, fmt.Errorf("decode summary snapshot of job %s: %w", id, err)
 	}
 	return display, summary, nil
@@ -254,7 +266,7 @@ func (h *handler) byPC(w http.ResponseWriter, r *http.Request) error {
 		if item.Display, err = fields(f.Display); err != nil {
 			return fmt.Errorf("decode display snapshot of %s/%s: %w", pc, f.JobID, err)
 		}
-		if item.Summary, err = fields(f.Summary); err != nil {
+		if item.Summary, err = summaryOf(f.Summary); err != nil {
 			return fmt.Errorf("decode summary snapshot of %s/%s: %w", pc, f.JobID, err)
 		}
 		out = append(out, item)

@@ -302,6 +302,9 @@ var queryValues = []string{
 	"9999-12-31T23:59:59.999999999Z", "a.b", "*", "%3E", "%00", "%C3%BC", "%FF", "pc-00001", "job-01",
 	"exec-000001", "operator", "exec", "*/30%20*%20*%20*%20*%20*", "0%200%20*%20*%20*", "@daily",
 	"Europe%2FParis", "Mars%2FOlympus", strings.Repeat("z", 5000),
+	// Past SQLite's 50 000-byte LIKE pattern limit (a 500 once) and past
+	// the 4 KiB query limit: 400, never 5xx.
+	strings.Repeat("q", 50001), strings.Repeat("%25", 2000),
 }
 
 var extraParams = []string{"limit", "offset", "since", "status", "pc_id", "job_id", "exec_id", "q", "online",
@@ -343,6 +346,13 @@ var hostileBodies = []string{
 	`{"cron":"61 * * * * *","id":"s","job_id":"j","tz":"Nowhere/Zone"}`,
 	"\xff\xfe\x00\x00", "{\"a\":\"\\ud800\"}", `{"a":` + strings.Repeat("[", 5000) + strings.Repeat("]", 5000) + `}`,
 	"a: &a [*a, *a]\nb: &b [*a, *a, *a, *a]\nc: &c [*b, *b, *b, *b]\nd: [*c, *c, *c, *c]\n",
+	// Alias bombs of about 500 bytes (once an OOM), as a whole body and
+	// under a key a decoder reads; and JSON nested past any limit.
+	apptest.AliasBomb(9, 9, ""), "id: j\nversion: '1'\nexecute: {shell: cmd, script: x, timeout: 1m}\ndescription:\n" + apptest.AliasBomb(8, 8, "  "),
+	"id: s\njob_id: job-00\ncron: '@daily'\ntarget:\n  all: true\n  pcs:\n" + apptest.AliasBomb(8, 8, "    "),
+	"a: &a {x: 1}\nb: &b {<<: [*a, *a], p: *a, q: *a}\nc: &c {<<: [*b, *b], p: *b, q: *b}\nd: &d {<<: *c, p: *c, q: *c}\n",
+	strings.Repeat("[", 200000) + strings.Repeat("]", 200000),
+	`{"target":{"pcs":` + strings.Repeat(`[`, 100) + strings.Repeat(`]`, 100) + `}}`,
 	"!!binary gIGC", "- - - - -\n", "key: [unclosed", "--XyZ\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nMZ\r\n--XyZ--\r\n",
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"kanade-backend/http/auth"
 	"kanade-backend/http/operators"
+	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )
 
@@ -54,8 +55,11 @@ func get(t *testing.T, srv *httptest.Server, tok string) (int, string) {
 // their reason; a store that cannot answer is a 503, not a 401; and no
 // token ever reaches the log.
 func TestOperatorTokensInEveryMode(t *testing.T) {
+	storagetest.ForEachDialect(t, testOperatorTokensInEveryMode)
+}
+
+func testOperatorTokensInEveryMode(t *testing.T, st *storage.Store) {
 	ctx := context.Background()
-	st := storagetest.Open(t)
 	store := operators.NewStore(st, nil)
 	_, carol, err := store.Create(ctx, "carol", auth.RoleOperator, "admin")
 	if err != nil {

@@ -18,6 +18,7 @@ import (
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/auth"
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 )
 
 // opRow is an operator as the API lists it.
@@ -219,6 +220,12 @@ func TestExecByOperatorIsAuditedAsTheirs(t *testing.T) {
 	b := apptest.Start(t)
 	b.JSON(t, "POST", "/api/jobs", helloJob, http.StatusOK, nil)
 	alice := b.CreateOperator(t, "alice", "operator")
+	// PC-1 has reported once: an exec to a PC nobody knows is refused.
+	seen := storage.T(time.Now())
+	if _, err := b.Store.W.NewInsert().Model(&storage.Agent{PcID: "PC-1", AgentVersion: "0.21.2", LastHeartbeat: seen, UpdatedAt: seen}).
+		Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	var ex messages.ExecResponse
 	as(t, b, alice, "POST", "/api/exec/hello", `{"target":{"pcs":["PC-1"]}}`, http.StatusOK, &ex)
 

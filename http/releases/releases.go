@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -42,6 +43,10 @@ type Objects interface {
 	Delete(ctx context.Context, name string) error
 	List(ctx context.Context, opts ...jetstream.ListObjectsOpt) ([]*jetstream.ObjectInfo, error)
 }
+
+// UploadTimeout bounds reading a release upload (64 MiB at about
+// 110 KB/s).
+const UploadTimeout = 10 * time.Minute
 
 // Deps is what the routes need.
 type Deps struct {
@@ -77,7 +82,8 @@ func Register(r *server.Router, d Deps) {
 		h.log = slog.Default()
 	}
 	r.API("GET /api/agents/releases", h.list)
-	r.API("POST /api/agents/publish", h.publish)
+	// 64 MiB take longer than the server's read timeout on a slow link.
+	r.API("POST /api/agents/publish", h.publish, server.BodyTimeout(UploadTimeout))
 	r.API("DELETE /api/agents/releases/{version}", h.delete)
 	r.API("POST /api/agents/rollout", h.rollout)
 }

@@ -1,6 +1,7 @@
 // Package results serves the execution results the results projector
-// stored: GET /api/results (newest first, filtered, paged) and
-// GET /api/results/{request_id} (every PC's answer to one Command).
+// stored: GET /api/results (newest first, filtered, paged; every PC's
+// answer to one Command with ?request_id=) and GET /api/results/{request_id}
+// (one result, as upstream answered).
 //
 // Lists at fleet scale (a million rows) stay within the page budget because
 // every filter combination walks an index that yields the page's order
@@ -10,6 +11,8 @@ package results
 
 import (
 	"context"
+	"database/sql"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -67,8 +70,10 @@ type handler struct {
 	db bun.IDB
 }
 
-// filter holds the list filters of api.md §3.
+// filter holds the list filters of api.md §3, and request_id (beyond: the
+// rows of one broadcast Command, which upstream could not tell apart).
 type filter struct {
+	requestID           string
 	pcID, jobID, execID string
 	status              string
 	since               time.Time
@@ -77,6 +82,9 @@ type filter struct {
 func parseFilter(r *http.Request) (filter, error) {
 	var f filter
 	var err error
+	if f.requestID, err = httpx.QueryToken(r, "request_id"); err != nil {
+		return f, err
+	}
 	if f.pcID, err = httpx.QueryToken(r, "pc_id"); err != nil {
 		return f, err
 	}
@@ -110,8 +118,9 @@ func parseFilter(r *http.Request) (filter, error) {
 // thousand; given both as equalities it picked the job index and read
 // 50 000 entries for a page that the pc index answers from 100 (measured:
 // 40 ms instead of 0.4 ms). The order of preference is by how few rows
-// each filter matches in a fleet: a PC's results, an exec's (one row per
-// PC), a job's failures, a job's results, all failures, then time alone.
+// each filter matches in a fleet: one Command's (the primary key's first
+// column), a PC's results, an exec's (one row per PC), a job's failures, a
+// job's results, all failures, then time alone.
 func (f filter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	drive := f.driver()
 	eq := func(col, val string) {
@@ -124,6 +133,7 @@ func (f filter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 			q = q.Where("? || '' = ?", bun.Ident(col), val)
 		}
 	}
+	eq("request_id", f.requestID)
 	eq("pc_id", f.pcID)
 	eq("exec_id", f.execID)
 	eq("job_id", f.jobID)
@@ -149,6 +159,8 @@ func (f filter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 // "failure", or "" for time order alone.
 func (f filter) driver() string {
 	switch {
+	case f.requestID != "":
+		return "request_id"
 	case f.pcID != "":
 		return "pc_id"
 	case f.execID != "":
@@ -194,38 +206,35 @@ func (h *handler) count(ctx context.Context, f filter) (int, bool, error) {
 	return storage.CountUpTo(ctx, h.db, q, httpx.TotalCap)
 }
 
-// byRequest returns every PC's row for one request_id (a broadcast Command
-// is answered by many PCs under the same request_id), by pc_id. The whole
-// set is returned unless limit or offset is given.
+// byRequest returns one result of a request_id, as upstream did (its
+// results were keyed by request_id alone, defect 1): the given PC's with
+// ?pc_id=, else the newest answer. A broadcast Command is answered by many
+// PCs under one request_id; all of them are at
+// GET /api/results?request_id=.
 func (h *handler) byRequest(w http.ResponseWriter, r *http.Request) error {
 	id := r.PathValue("request_id")
 	if err := messages.ValidateToken("request_id", id); err != nil {
 		return err
 	}
-	p, paged, err := httpx.ParseOptionalPage(r)
+	pc, err := httpx.QueryToken(r, "pc_id")
 	if err != nil {
 		return err
 	}
-	ctx := r.Context()
-	var rs []storage.ExecutionResult
-	q := h.db.NewSelect().Model(&rs).Where("request_id = ?", id).OrderExpr("pc_id")
-	if paged {
-		q = q.Limit(int64(p.Limit)).Offset(int64(p.Offset))
+	var row storage.ExecutionResult
+	q := h.db.NewSelect().Model(&row).Where("request_id = ?", id)
+	if pc != "" {
+		q = q.Where("pc_id = ?", pc)
 	}
-	if err := q.Scan(ctx); err != nil {
-		return fmt.Errorf("results of request %s: %w", id, err)
-	}
-	total := len(rs)
-	if paged {
-		n, err := h.db.NewSelect().TableExpr("execution_results").Where("request_id = ?", id).Count(ctx)
-		if err != nil {
-			return fmt.Errorf("count results of request %s: %w", id, err)
+	err = q.OrderExpr("finished_at DESC, pc_id").Limit(1).Scan(r.Context())
+	if errors.Is(err, sql.ErrNoRows) {
+		if pc != "" {
+			return httpx.NotFound("no result from pc '%s' for request_id '%s'", pc, id)
 		}
-		total = int(n)
-	}
-	if total == 0 {
 		return httpx.NotFound("no results for request_id '%s'", id)
 	}
-	httpx.WriteList(w, toRows(rs), total)
+	if err != nil {
+		return fmt.Errorf("result of request %s: %w", id, err)
+	}
+	httpx.WriteJSON(w, http.StatusOK, toRows([]storage.ExecutionResult{row})[0])
 	return nil
 }

@@ -52,9 +52,10 @@ func insert(t *testing.T, b *apptest.Backend, rows []storage.ExecutionResult) {
 }
 
 // fixture: a broadcast (req-b, exec-1, job-a) answered by three PCs at the
-// same instant, an ad-hoc run, and a failure of another job.
-func fixture(t *testing.T) *apptest.Backend {
-	b := apptest.Start(t)
+// same instant, an ad-hoc run, and a failure of another job, in a backend
+// on database d.
+func fixture(t *testing.T, d storagetest.Dialect) *apptest.Backend {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	insert(t, b, []storage.ExecutionResult{
 		result("req-b", "pc-1", "exec-1", "job-a", 0, 10),
 		result("req-b", "pc-2", "exec-1", "job-a", 0, 10),
@@ -85,7 +86,11 @@ func ids(rows []row) string {
 }
 
 func TestListFiltersAndOrder(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testListFiltersAndOrder)
+}
+
+func testListFiltersAndOrder(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	since := url.QueryEscape(t0.Add(20 * time.Second).In(time.FixedZone("JST", 9*3600)).Format(time.RFC3339))
 	cases := []struct {
 		query string
@@ -132,7 +137,11 @@ func TestListFiltersAndOrder(t *testing.T) {
 }
 
 func TestRowShape(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testRowShape)
+}
+
+func testRowShape(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
 	var got []map[string]any
 	b.JSON(t, "GET", "/api/results?pc_id=pc-1", nil, 200, &got)
 	want := map[string]any{
@@ -150,8 +159,9 @@ func TestRowShape(t *testing.T) {
 	}
 }
 
+// Bad filters are refused before any query: one dialect is enough.
 func TestBadFilters(t *testing.T) {
-	b := fixture(t)
+	b := fixture(t, storagetest.Dialects[0])
 	cases := []struct{ query, want string }{
 		{"?status=ok", `invalid status "ok": must be success or failure`},
 		{"?since=yesterday", `invalid since "yesterday": must be an RFC 3339 time such as 2026-01-02T15:04:05Z or 2026-01-02T15:04:05+09:00`},
@@ -172,32 +182,49 @@ func TestBadFilters(t *testing.T) {
 	}
 }
 
+// GET /api/results/{request_id} answers one object, as upstream: the
+// newest answer, or the PC's own with ?pc_id=; every PC's row of the
+// request is a list filter.
 func TestByRequest(t *testing.T) {
-	b := fixture(t)
+	storagetest.RunDialects(t, testByRequest)
+}
+
+func testByRequest(t *testing.T, d storagetest.Dialect) {
+	b := fixture(t, d)
+	insert(t, b, []storage.ExecutionResult{result("req-b", "pc-0", "exec-1", "job-a", 0, 11)})
+	var one row
+	b.JSON(t, "GET", "/api/results/req-b", nil, 200, &one)
+	if one.PcID != "pc-0" || one.RequestID != "req-b" || one.Status != "success" {
+		t.Fatalf("newest answer = %+v, want pc-0's", one)
+	}
+	b.JSON(t, "GET", "/api/results/req-b?pc_id=pc-3", nil, 200, &one)
+	if one.PcID != "pc-3" || one.Status != "failure" || one.ExitCode != 2 || one.Stdout != "out pc-3" {
+		t.Fatalf("pc-3's answer = %+v", one)
+	}
+
 	var got []row
-	resp, body := b.Do(t, "GET", "/api/results/req-b", nil)
+	resp, body := b.Do(t, "GET", "/api/results?request_id=req-b", nil)
 	if resp.StatusCode != 200 || json.Unmarshal(body, &got) != nil {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
-	if ids(got) != "req-b/pc-1 req-b/pc-2 req-b/pc-3" || resp.Header.Get("X-Total-Count") != "3" {
+	if ids(got) != "req-b/pc-0 req-b/pc-3 req-b/pc-2 req-b/pc-1" || resp.Header.Get("X-Total-Count") != "4" {
 		t.Fatalf("got %q total %s", ids(got), resp.Header.Get("X-Total-Count"))
 	}
-	if got[2].Status != "failure" || got[2].ExitCode != 2 {
-		t.Fatalf("pc-3 row %+v", got[2])
-	}
 	got = nil
-	resp, body = b.Do(t, "GET", "/api/results/req-b?limit=1&offset=1", nil)
-	if json.Unmarshal(body, &got) != nil || ids(got) != "req-b/pc-2" || resp.Header.Get("X-Total-Count") != "3" {
-		t.Fatalf("paged: %s total %s", body, resp.Header.Get("X-Total-Count"))
+	resp, body = b.Do(t, "GET", "/api/results?request_id=req-b&status=failure", nil)
+	if json.Unmarshal(body, &got) != nil || ids(got) != "req-b/pc-3" || resp.Header.Get("X-Total-Count") != "1" {
+		t.Fatalf("failures of req-b: %s total %s", body, resp.Header.Get("X-Total-Count"))
 	}
 
 	for path, want := range map[string]struct {
 		status int
 		text   string
 	}{
-		"/api/results/req-none":      {404, "no results for request_id 'req-none'"},
-		"/api/results/a.b":           {400, `invalid request_id "a.b": must match [A-Za-z0-9_=-]+`},
-		"/api/results/req-b?limit=x": {400, `invalid limit "x"`},
+		"/api/results/req-none":            {404, "no results for request_id 'req-none'"},
+		"/api/results/req-b?pc_id=pc-9":    {404, "no result from pc 'pc-9' for request_id 'req-b'"},
+		"/api/results/a.b":                 {400, `invalid request_id "a.b": must match [A-Za-z0-9_=-]+`},
+		"/api/results/req-b?pc_id=a%20b":   {400, `invalid pc_id "a b": must match`},
+		"/api/results?request_id=" + "a.b": {400, `invalid request_id "a.b": must match`},
 	} {
 		resp, body := b.Do(t, "GET", path, nil)
 		var e httpx.ErrorBody
@@ -230,7 +257,11 @@ func TestMethodsAndUnknownPaths(t *testing.T) {
 // cap, flagged as a lower bound, and never less than the rows already
 // paged past.
 func TestTotalIsCapped(t *testing.T) {
-	b := apptest.Start(t)
+	storagetest.RunDialects(t, testTotalIsCapped)
+}
+
+func testTotalIsCapped(t *testing.T, d storagetest.Dialect) {
+	b := apptest.Start(t, apptest.Options{DBURL: d.URL(t)})
 	f := storagetest.Fleet{Agents: 100, Results: httpx.TotalCap + 100, ResultsPerExec: 100, Jobs: 2, End: t0, Spacing: time.Minute}
 	if err := storagetest.Seed(context.Background(), b.Store, f); err != nil {
 		t.Fatal(err)

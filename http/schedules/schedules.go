@@ -20,12 +20,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
 	"kanade-backend/http/server"
+	"kanade-backend/http/targets"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
 )
@@ -46,7 +48,10 @@ type Auditor interface {
 
 // Deps is what the routes need.
 type Deps struct {
-	JS        jetstream.JetStream
+	JS jetstream.JetStream
+	// DB is the store's read pool, for the target warning of an upsert;
+	// nil leaves the warning out.
+	DB        bun.IDB
 	Audit     Auditor
 	Scheduler Scheduler
 	Clock     clock.Clock
@@ -167,12 +172,16 @@ func readAll(ctx context.Context, kv jetstream.KeyValue, log *slog.Logger) ([]me
 	}
 }
 
-// upsertResponse is upstream's answer to POST /api/schedules.
+// upsertResponse is upstream's answer to POST /api/schedules, plus (beyond
+// upstream, omitted when there is nothing to say) a warning about the
+// target: a schedule may target a group that has no member yet, since
+// groups fill as PCs are set up, but the operator should know.
 type upsertResponse struct {
 	ID      string `json:"id"`
 	Cron    string `json:"cron"`
 	JobID   string `json:"job_id"`
 	Enabled bool   `json:"enabled"`
+	Warning string `json:"warning,omitempty"`
 }
 
 func invalid(err error) error {
@@ -231,8 +240,23 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	h.audit(r, messages.ActionScheduleUpsert, s.ID, map[string]any{
 		"cron": s.Cron, "job_id": s.JobID, "mode": string(s.EffectiveMode()), "enabled": s.Enabled, "revision": rev,
 	})
-	httpx.WriteJSON(w, http.StatusOK, upsertResponse{ID: s.ID, Cron: s.Cron, JobID: s.JobID, Enabled: s.Enabled})
+	httpx.WriteJSON(w, http.StatusOK, upsertResponse{ID: s.ID, Cron: s.Cron, JobID: s.JobID, Enabled: s.Enabled,
+		Warning: h.targetWarning(r.Context(), s)})
 	return nil
+}
+
+// targetWarning previews the schedule's target. The schedule is stored
+// already, so a failing preview only loses the warning (logged).
+func (h *handlers) targetWarning(ctx context.Context, s messages.Schedule) string {
+	if h.DB == nil {
+		return ""
+	}
+	p, err := targets.Resolve(ctx, h.DB, targets.ReachedTarget(s.FanoutPlan), h.Clock.Now())
+	if err != nil {
+		h.Logger.Warn("preview schedule target", "schedule_id", s.ID, "err", err)
+		return ""
+	}
+	return p.Warning()
 }
 
 // audit records the operator event of a change already stored.

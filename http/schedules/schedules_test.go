@@ -15,6 +15,7 @@ import (
 
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/messages"
+	"kanade-backend/storage"
 )
 
 func putJob(t *testing.T, b *apptest.Backend, id string) {
@@ -123,13 +124,15 @@ func TestUpsertListStatusDelete(t *testing.T) {
 	putJob(t, b, "job")
 	putJob(t, b, "scheduled-echo")
 
-	// JSON: the answer is upstream's {id, cron, job_id, enabled}.
+	// JSON: the answer is upstream's {id, cron, job_id, enabled}, plus a
+	// warning: no agent has reported yet.
 	var up map[string]any
 	b.JSON(t, http.MethodPost, "/api/schedules", map[string]any{
 		"id": "b-every-2s", "cron": "*/2 * * * * *", "job_id": "job", "target": map[string]any{"all": true},
 		"mode": "once_per_pc", "cooldown": "1h",
 	}, 200, &up)
-	if len(up) != 4 || up["id"] != "b-every-2s" || up["cron"] != "*/2 * * * * *" || up["job_id"] != "job" || up["enabled"] != true {
+	if len(up) != 5 || up["id"] != "b-every-2s" || up["cron"] != "*/2 * * * * *" || up["job_id"] != "job" || up["enabled"] != true ||
+		up["warning"] != "target matches no PCs (no agent has sent a heartbeat yet)" {
 		t.Fatalf("upsert answer %v", up)
 	}
 	// YAML, as `curl --data-binary @schedule.yaml` sends it.
@@ -368,5 +371,56 @@ func TestRunNowRoute(t *testing.T) {
 	b.JSON(t, http.MethodPost, "/api/schedules/nope/run", nil, 404, &e)
 	if e.Error != "schedule 'nope' not found" {
 		t.Fatalf("%q", e.Error)
+	}
+}
+
+// A schedule may target a group nobody has joined yet (groups fill as PCs
+// are set up): it is saved, and the answer says so. A target that reaches
+// online PCs answers upstream's four fields only.
+func TestUpsertWarnsAboutTheTarget(t *testing.T) {
+	b := apptest.Start(t)
+	putJob(t, b, "job")
+	now := storage.T(time.Now())
+	if _, err := b.Store.W.NewInsert().Model(&storage.Agent{PcID: "pc-1", AgentVersion: "0.21.2", LastHeartbeat: now, UpdatedAt: now}).
+		Exec(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	b.SetGroups(t, map[string][]string{"pc-1": {"canary"}, "pc-2": {"night"}})
+	save := func(target map[string]any) map[string]any {
+		t.Helper()
+		var up map[string]any
+		b.JSON(t, http.MethodPost, "/api/schedules", map[string]any{"id": "s", "cron": "0 0 3 * * *", "job_id": "job", "target": target}, 200, &up)
+		return up
+	}
+	apptest.Eventually(t, 5*time.Second, func() error { // the agent_groups mirror
+		if up := save(map[string]any{"groups": []string{"canary"}}); len(up) != 4 {
+			return fmt.Errorf("answer %v, want upstream's four fields", up)
+		}
+		return nil
+	})
+	for _, c := range []struct {
+		target  map[string]any
+		warning string
+	}{
+		{map[string]any{"groups": []string{"canray"}}, "target matches no PCs (unknown group 'canray' (no PC is a member))"},
+		{map[string]any{"groups": []string{"canary", "canray"}}, "target reaches 1 PC (1 online); unknown group 'canray' (no PC is a member)"},
+		{map[string]any{"groups": []string{"night"}}, "target reaches 1 PC (0 online); none of them is online now"},
+	} {
+		if up := save(c.target); up["warning"] != c.warning || up["id"] != "s" {
+			t.Errorf("target %v: answer %v, want warning %q", c.target, up, c.warning)
+		}
+	}
+	// With rollout waves the waves' groups are the target.
+	var up map[string]any
+	b.JSON(t, http.MethodPost, "/api/schedules", map[string]any{"id": "w", "cron": "0 0 3 * * *", "job_id": "job",
+		"rollout": map[string]any{"waves": []map[string]any{{"group": "wave9", "delay": "0s"}}}}, 200, &up)
+	if up["warning"] != "target matches no PCs (unknown group 'wave9' (no PC is a member))" {
+		t.Fatalf("waves to an empty group: %v", up)
+	}
+	// Warned, and saved all the same.
+	var list []messages.Schedule
+	b.JSON(t, http.MethodGet, "/api/schedules", nil, 200, &list)
+	if len(list) != 2 || list[0].ID != "s" || list[1].ID != "w" || list[0].Target.Groups[0] != "night" {
+		t.Fatalf("stored schedules %+v", list)
 	}
 }

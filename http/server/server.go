@@ -49,11 +49,29 @@ func NewRouter() *Router {
 }
 
 // API registers an authenticated /api route.
-func (r *Router) API(pattern string, h httpx.HandlerFunc) {
+func (r *Router) API(pattern string, h httpx.HandlerFunc, opts ...RouteOption) {
 	if !strings.Contains(pattern, " /api/") {
 		panic(fmt.Sprintf("server: API pattern %q must be \"METHOD /api/...\"", pattern))
 	}
-	r.APIHandler(pattern, httpx.Handle(h))
+	var handler http.Handler = httpx.Handle(h)
+	for _, o := range opts {
+		handler = o(handler)
+	}
+	r.APIHandler(pattern, handler)
+}
+
+// RouteOption adapts one route's handler.
+type RouteOption func(http.Handler) http.Handler
+
+// BodyTimeout gives the route d to read its request body instead of the
+// server's ReadTimeout, for large uploads over slow links.
+func BodyTimeout(d time.Duration) RouteOption {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+			next.ServeHTTP(w, req)
+		})
+	}
 }
 
 // APIHandler registers an authenticated /api route with a plain handler (for
@@ -101,13 +119,34 @@ type Options struct {
 	Guard func(pattern string, h http.Handler) http.Handler
 	// Observe, if set, is told about every finished request (metrics).
 	Observe func(method, pattern string, status int, d time.Duration)
+	// WriteTimeout bounds writing a response, counted from its first byte
+	// (default DefaultWriteTimeout). A handler may wait longer than that
+	// before it answers (a run waiting for its agent); a stream (SSE) sets
+	// a deadline for each of its writes instead.
+	WriteTimeout time.Duration
 }
+
+// Input limits every request gets, whatever its route.
+const (
+	// MaxQueryBytes bounds the raw query string: no filter needs more, and
+	// a database handed a 50 000-character LIKE pattern answers with an
+	// error rather than rows.
+	MaxQueryBytes = 4096
+	// MaxBodyBytes bounds any request body; routes read less (1 MiB),
+	// except an agent release upload (httpx.MaxPublishBodyBytes).
+	MaxBodyBytes = httpx.MaxPublishBodyBytes
+	// DefaultWriteTimeout is Options.WriteTimeout's default.
+	DefaultWriteTimeout = time.Minute
+)
 
 // Handler builds the full handler chain.
 func (r *Router) Handler(opts Options) http.Handler {
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.Default()
+	}
+	if opts.WriteTimeout <= 0 {
+		opts.WriteTimeout = DefaultWriteTimeout
 	}
 	mux := r.api
 	if opts.Guard != nil {
@@ -126,7 +165,24 @@ func (r *Router) Handler(opts Options) http.Handler {
 	root := http.NewServeMux()
 	root.Handle("/api/", api)
 	root.Handle("/", r.public)
-	return recoverer(logger, accessLog(logger, opts.Observe, r, root))
+	return recoverer(logger, accessLog(logger, opts.Observe, opts.WriteTimeout, r, limitInput(root)))
+}
+
+// limitInput refuses an over-long query string (400, before auth and
+// routing) and caps every request body at MaxBodyBytes, so that no handler
+// can be made to read more than that.
+func limitInput(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if len(req.URL.RawQuery) > MaxQueryBytes {
+			httpx.WriteJSON(w, http.StatusBadRequest, httpx.ErrorBody{
+				Error: fmt.Sprintf("query string of %d bytes is longer than %d bytes", len(req.URL.RawQuery), MaxQueryBytes)})
+			return
+		}
+		if req.Body != nil && req.Body != http.NoBody {
+			req.Body = http.MaxBytesReader(w, req.Body, MaxBodyBytes)
+		}
+		next.ServeHTTP(w, req)
+	})
 }
 
 // jsonMuxErrors rewrites the plain-text 404/405 that ServeMux produces for
@@ -196,14 +252,26 @@ func recoverer(logger *slog.Logger, next http.Handler) http.Handler {
 	})
 }
 
+// statusWriter records the status and starts the write timeout at the
+// response's first byte.
 type statusWriter struct {
 	http.ResponseWriter
-	status int
+	status       int
+	writeTimeout time.Duration
+}
+
+// started sets the write deadline when the response starts: a client that
+// stops reading cannot hold the connection longer than writeTimeout.
+func (s *statusWriter) started() {
+	if s.writeTimeout > 0 {
+		_ = http.NewResponseController(s.ResponseWriter).SetWriteDeadline(time.Now().Add(s.writeTimeout))
+	}
 }
 
 func (s *statusWriter) WriteHeader(code int) {
 	if s.status == 0 {
 		s.status = code
+		s.started()
 	}
 	s.ResponseWriter.WriteHeader(code)
 }
@@ -211,6 +279,7 @@ func (s *statusWriter) WriteHeader(code int) {
 func (s *statusWriter) Write(b []byte) (int, error) {
 	if s.status == 0 {
 		s.status = http.StatusOK
+		s.started()
 	}
 	return s.ResponseWriter.Write(b)
 }
@@ -223,10 +292,10 @@ func (s *statusWriter) Flush() {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-func accessLog(logger *slog.Logger, observe func(string, string, int, time.Duration), r *Router, next http.Handler) http.Handler {
+func accessLog(logger *slog.Logger, observe func(string, string, int, time.Duration), writeTimeout time.Duration, r *Router, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		t0 := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &statusWriter{ResponseWriter: w, writeTimeout: writeTimeout}
 		next.ServeHTTP(sw, req)
 		d := time.Since(t0)
 		if sw.status == 0 {
@@ -251,24 +320,82 @@ func accessLog(logger *slog.Logger, observe func(string, string, int, time.Durat
 // Server is the HTTP listener with a graceful stop.
 type Server struct {
 	srv *http.Server
-	ln  net.Listener
+	ln  *limitListener
+}
+
+// Limits keep slow and greedy clients from holding the listener: every
+// request must arrive within the read timeouts, idle connections are
+// closed, and a client address (or all of them together) may hold only so
+// many connections. Whatever a client does, /health stays reachable from
+// another address and the process keeps file descriptors for the NATS
+// listener and its stores. The zero value takes the defaults.
+type Limits struct {
+	// ReadHeaderTimeout bounds reading a request's headers (default 10 s).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included (default
+	// 30 s); a route may allow its body longer (BodyTimeout).
+	ReadTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection idle this long (default
+	// 60 s).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds the request line and headers (default 64 KiB).
+	MaxHeaderBytes int
+	// MaxConns bounds the open connections (default DefaultMaxConns());
+	// MaxConnsPerClient the open connections of one client IP address
+	// (default 128). A connection beyond either is closed as soon as it is
+	// accepted.
+	MaxConns          int
+	MaxConnsPerClient int
+	// Rejected, if set, is told about each connection closed for a limit
+	// ("total" or "per_client"), for metrics.
+	Rejected func(limit string)
+}
+
+func (l Limits) withDefaults() Limits {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadHeaderTimeout, 10*time.Second)
+	def(&l.ReadTimeout, 30*time.Second)
+	def(&l.IdleTimeout, time.Minute)
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 64 << 10
+	}
+	if l.MaxConns <= 0 {
+		l.MaxConns = DefaultMaxConns()
+	}
+	if l.MaxConnsPerClient <= 0 {
+		l.MaxConnsPerClient = 128
+	}
+	return l
 }
 
 // Listen binds addr; Serve must be called next.
-func Listen(addr string, h http.Handler) (*Server, error) {
+func Listen(addr string, h http.Handler, lim Limits) (*Server, error) {
+	lim = lim.withDefaults()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
 	}
 	return &Server{
-		ln: ln,
+		ln: newLimitListener(ln, lim.MaxConns, lim.MaxConnsPerClient, lim.Rejected),
 		srv: &http.Server{
 			Handler:           h,
-			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
+			ReadHeaderTimeout: lim.ReadHeaderTimeout,
+			ReadTimeout:       lim.ReadTimeout,
+			IdleTimeout:       lim.IdleTimeout,
+			MaxHeaderBytes:    lim.MaxHeaderBytes,
+			// The write timeout starts at each response's first byte
+			// (Options.WriteTimeout), not at the request: a run may wait
+			// minutes for its agent before answering.
 		},
 	}, nil
 }
+
+// OpenConns is the number of HTTP connections open now.
+func (s *Server) OpenConns() int { return s.ln.open() }
 
 // Addr is the bound address (useful with port 0).
 func (s *Server) Addr() string { return s.ln.Addr().String() }

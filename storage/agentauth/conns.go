@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/storage/broker"
 )
 
 // User names the callout gives connections (connz authorized_user): the
@@ -53,8 +54,12 @@ type Conns interface {
 	Kick(ctx context.Context, c Conn) error
 }
 
-// EmbeddedConns are the connections of the in-process server.
-type EmbeddedConns struct{ Server *server.Server }
+// EmbeddedConns are the connections of the in-process server (which may
+// be restarted in place: the current one is asked each time).
+type EmbeddedConns struct{ Server *broker.Embedded }
+
+// errServerDown says the embedded server is being restarted.
+var errServerDown = errors.New("the embedded NATS server is restarting")
 
 var _ Conns = EmbeddedConns{}
 
@@ -63,11 +68,15 @@ const connzLimit = 10000
 
 // List implements Conns.
 func (e EmbeddedConns) List(_ context.Context, user string, subs bool) ([]Conn, error) {
-	cz, err := e.Server.Connz(&server.ConnzOptions{User: user, Username: true, Subscriptions: subs, Limit: connzLimit})
+	ns := e.Server.Server()
+	if ns == nil {
+		return nil, errServerDown
+	}
+	cz, err := ns.Connz(&server.ConnzOptions{User: user, Username: true, Subscriptions: subs, Limit: connzLimit})
 	if err != nil {
 		return nil, fmt.Errorf("list connections of %s: %w", user, err)
 	}
-	id := e.Server.ID()
+	id := ns.ID()
 	out := make([]Conn, 0, len(cz.Conns))
 	for _, c := range cz.Conns {
 		out = append(out, Conn{ServerID: id, CID: c.Cid, User: c.AuthorizedUser, Subs: c.Subs})
@@ -77,7 +86,11 @@ func (e EmbeddedConns) List(_ context.Context, user string, subs bool) ([]Conn, 
 
 // Kick implements Conns.
 func (e EmbeddedConns) Kick(_ context.Context, c Conn) error {
-	if err := e.Server.DisconnectClientByID(c.CID); err != nil {
+	ns := e.Server.Server()
+	if ns == nil {
+		return errServerDown // its connections are gone with it
+	}
+	if err := ns.DisconnectClientByID(c.CID); err != nil {
 		return fmt.Errorf("kick connection %d: %w", c.CID, err)
 	}
 	return nil

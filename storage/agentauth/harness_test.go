@@ -3,15 +3,16 @@ package agentauth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/goleak"
@@ -22,16 +23,33 @@ import (
 	"kanade-backend/storage/agentauth"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/callout"
+	"kanade-backend/storage/pgtest"
 	"kanade-backend/storage/storagetest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, goleak.IgnoreCurrent()) }
+// TestMain checks for leaked goroutines (the callout's workers, the
+// enroller, the kicker's sweeps) and stops the PostgreSQL server the
+// store tests started.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if err := pgtest.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		code = 1
+	}
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent()); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
 
 // harness is an embedded nats-server running the auth callout of a real
 // agentauth.Service over a real SQLite store.
 type harness struct {
 	t       *testing.T
-	ns      *server.Server
+	ns      *broker.Embedded
 	nc      *nats.Conn // the backend's own connection (service user)
 	js      jetstream.JetStream
 	st      *storage.Store
@@ -96,7 +114,6 @@ func start(t *testing.T, o harnessOptions) *harness {
 		h.svc.Stop()
 		nc.Close()
 		ns.Shutdown()
-		ns.WaitForShutdown()
 	})
 	return h
 }

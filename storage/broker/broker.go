@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -29,57 +28,19 @@ type EmbeddedOptions struct {
 	// callout instead (auth.go); Token is then left to the callout.
 	Callout *CalloutOptions
 	Logger  *slog.Logger
-}
-
-// StartEmbedded starts a nats-server with JetStream and waits until it
-// accepts connections.
-func StartEmbedded(opts EmbeddedOptions) (*server.Server, error) {
-	if opts.Logger == nil {
-		opts.Logger = slog.Default()
-	}
-	sopts := &server.Options{
-		ServerName:             "kanade-backend",
-		JetStream:              true,
-		StoreDir:               opts.StoreDir,
-		Authorization:          opts.Token,
-		NoSigs:                 true, // the application owns signal handling
-		MaxPayload:             8 << 20,
-		DisableJetStreamBanner: true,
-	}
-	applyLimits(sopts)
-	if opts.Callout != nil {
-		if err := opts.Callout.apply(sopts); err != nil {
-			return nil, err
-		}
-	}
-	if opts.Listen == "" || opts.Listen == "off" {
-		sopts.DontListen = true
-	} else {
-		host, port, err := splitHostPort(opts.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("nats listen address %q: %w", opts.Listen, err)
-		}
-		sopts.Host, sopts.Port = host, port
-	}
-	ns, err := server.NewServer(sopts)
-	if err != nil {
-		return nil, fmt.Errorf("create embedded nats server: %w", err)
-	}
-	ns.SetLoggerV2(&serverLogger{l: opts.Logger.With("component", "nats-server")}, false, false, false)
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		ns.Shutdown()
-		return nil, fmt.Errorf("embedded nats server not ready within 10s (listen %q)", opts.Listen)
-	}
-	return ns, nil
+	// Store, when set, watches the server's log for store failures and
+	// recovers them by restarting the server (see StoreHealth).
+	Store *StoreHealth
 }
 
 // ConnectOptions configure Connect.
 type ConnectOptions struct {
 	// URL of an external server; ignored when InProcess is set.
 	URL string
-	// InProcess connects to an embedded server without a socket.
-	InProcess *server.Server
+	// InProcess connects to an embedded server without a socket (an
+	// *Embedded, which the connection follows across restarts, or a
+	// *server.Server).
+	InProcess nats.InProcessConnProvider
 	Token     string
 	// User and Password authenticate as a configured user instead (the
 	// backend's service user when the server runs the auth callout).

@@ -11,7 +11,12 @@ import (
 
 // serverLogger routes nats-server's printf-style logging into slog so the
 // embedded server's messages share the application's format and level.
-type serverLogger struct{ l *slog.Logger }
+type serverLogger struct {
+	l *slog.Logger
+	// store, if set, is shown every warning and error: it is how store
+	// failures are noticed.
+	store *StoreHealth
+}
 
 var _ interface {
 	Noticef(string, ...any)
@@ -26,7 +31,7 @@ var _ interface {
 // the one line an operator needs ("embedded NATS listening") itself.
 func (s *serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s *serverLogger) Warnf(f string, v ...any) {
-	msg := fmt.Sprintf(f, v...)
+	msg := s.inspect(f, v)
 	// A refused client is already logged as an authentication error; the
 	// callout's reason repeats it every time a revoked agent retries.
 	if strings.HasPrefix(msg, "Auth callout service returned an error") {
@@ -35,8 +40,17 @@ func (s *serverLogger) Warnf(f string, v ...any) {
 	}
 	s.l.Warn(msg)
 }
-func (s *serverLogger) Fatalf(f string, v ...any) { s.l.Error(fmt.Sprintf(f, v...), "fatal", true) }
-func (s *serverLogger) Errorf(f string, v ...any) { s.l.Error(fmt.Sprintf(f, v...)) }
+func (s *serverLogger) Fatalf(f string, v ...any) { s.l.Error(s.inspect(f, v), "fatal", true) }
+func (s *serverLogger) Errorf(f string, v ...any) { s.l.Error(s.inspect(f, v)) }
+
+// inspect formats a warning or error and shows it to the store watch.
+func (s *serverLogger) inspect(f string, v []any) string {
+	msg := fmt.Sprintf(f, v...)
+	if s.store != nil {
+		s.store.serverLog(msg)
+	}
+	return msg
+}
 func (s *serverLogger) Debugf(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 func (s *serverLogger) Tracef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
 

@@ -99,7 +99,10 @@ func recordMsgs(t *testing.T, br *brokertest.Broker) []string {
 }
 
 func TestLoadLeavesOutWhatTheProjectorsOwn(t *testing.T) {
-	st := storagetest.Open(t)
+	storagetest.ForEachDialect(t, testLoadLeavesOutWhatTheProjectorsOwn)
+}
+
+func testLoadLeavesOutWhatTheProjectorsOwn(t *testing.T, st *storage.Store) {
 	seedExec(t, st, "e1", 3, nil, nil)
 	rec := load(t, st, "e1")
 	ex := rec.Exec
@@ -126,10 +129,13 @@ func TestLoadLeavesOutWhatTheProjectorsOwn(t *testing.T) {
 // The full cycle: records published (a big one in several parts, one
 // revised), the database wiped, the records restored.
 func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
+	storagetest.RunDialects(t, testRestoreAfterWipe)
+}
+
+func testRestoreAfterWipe(t *testing.T, d storagetest.Dialect) {
 	ctx := context.Background()
 	br := brokertest.Start(t)
-	dir := t.TempDir()
-	st := storagetest.OpenAt(t, dir+"/a.db")
+	st := d.Open(t)
 	rid := "w0-req"
 	waves := []storage.ExecWave{
 		{ExecID: "waves", WaveIndex: 0, GroupName: "canary", DueAt: storage.T(t0), State: storage.WavePublished, RequestID: &rid, PublishedAt: storage.T(t0)},
@@ -167,7 +173,7 @@ func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
 		t.Fatalf("restore on a full database: %+v, %v", res, err)
 	}
 
-	fresh := storagetest.OpenAt(t, dir+"/b.db")
+	fresh := d.Open(t)
 	// A database that has projected results and lost its executions to
 	// retention keeps them lost.
 	if res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), false); err != nil || res.Execs != 0 {
@@ -218,10 +224,13 @@ func TestRestoreAfterWipeGivesTheEngineTablesBack(t *testing.T) {
 // a record, and a revision that lost a part (a crash mid-publish) while the
 // exec's previous revision is still there.
 func TestRestoreSkipsDamagedRecords(t *testing.T) {
+	storagetest.RunDialects(t, testRestoreSkipsDamagedRecords)
+}
+
+func testRestoreSkipsDamagedRecords(t *testing.T, d storagetest.Dialect) {
 	ctx := context.Background()
 	br := brokertest.Start(t)
-	dir := t.TempDir()
-	st := storagetest.OpenAt(t, dir+"/a.db")
+	st := d.Open(t)
 	seedExec(t, st, "good", 2, nil, nil)
 	pub := &execrecord.Publisher{JS: br.JS}
 	if err := pub.Publish(ctx, load(t, st, "good")); err != nil {
@@ -246,7 +255,7 @@ func TestRestoreSkipsDamagedRecords(t *testing.T) {
 	if _, err := br.JS.PublishMsg(ctx, half); err != nil {
 		t.Fatal(err)
 	}
-	fresh := storagetest.OpenAt(t, dir+"/b.db")
+	fresh := d.Open(t)
 	res, err := execrecord.RestoreIfWiped(ctx, fresh, br.JS, quiet(), true)
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package storagetest
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -10,7 +11,7 @@ import (
 )
 
 // Fleet sizes a synthetic read model for benchmarks and API tests. Rows are
-// written straight into SQLite in large batches, which is how a fleet of
+// written straight into the database (either dialect) in large batches, which is how a fleet of
 // this size can be set up in seconds instead of being projected message by
 // message.
 type Fleet struct {
@@ -57,12 +58,15 @@ func Seed(ctx context.Context, st *storage.Store, f Fleet) error {
 		f.Spacing = time.Minute
 	}
 	end := f.End.UTC()
-	// Index pages of a million rows do not fit the default 2 MB page cache;
-	// a larger one for the writer connection only speeds up the load.
-	if _, err := st.W.DB.ExecContext(ctx, "PRAGMA cache_size = -262144"); err != nil {
-		return fmt.Errorf("seed: raise cache size: %w", err)
+	if !st.IsPostgres() {
+		// Index pages of a million rows do not fit the default 2 MB page
+		// cache; a larger one for the writer connection only speeds up the
+		// load.
+		if _, err := st.W.DB.ExecContext(ctx, "PRAGMA cache_size = -262144"); err != nil {
+			return fmt.Errorf("seed: raise cache size: %w", err)
+		}
+		defer st.W.DB.ExecContext(ctx, "PRAGMA cache_size = -2000") //nolint:errcheck // best effort
 	}
-	defer st.W.DB.ExecContext(ctx, "PRAGMA cache_size = -2000") //nolint:errcheck // best effort
 	ins := &batchInserter{ctx: ctx, st: st}
 
 	ins.start("agents", "pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at", 6)
@@ -127,7 +131,7 @@ func Seed(ctx context.Context, st *storage.Store, f Fleet) error {
 
 // batchInserter groups rows into multi-row INSERT statements (500 rows) and
 // statements into transactions (50 000 rows), the fastest way to load
-// SQLite through database/sql.
+// SQLite through database/sql (and fast enough for PostgreSQL).
 type batchInserter struct {
 	ctx   context.Context
 	st    *storage.Store
@@ -164,10 +168,31 @@ func (b *batchInserter) stmt() {
 	if b.rows == 0 {
 		return
 	}
-	one := "(" + strings.TrimSuffix(strings.Repeat("?,", b.ncol), ",") + ")"
-	q := "INSERT INTO " + b.table + " (" + b.cols + ") VALUES " +
-		strings.TrimSuffix(strings.Repeat(one+",", b.rows), ",")
-	b.tx = append(b.tx, q)
+	// The statement goes straight to the driver, bypassing Bun's
+	// formatting, so it carries the driver's own placeholders: ? for
+	// SQLite, $n for PostgreSQL.
+	var q strings.Builder
+	q.WriteString("INSERT INTO " + b.table + " (" + b.cols + ") VALUES ")
+	n := 0
+	for r := 0; r < b.rows; r++ {
+		if r > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteByte('(')
+		for c := 0; c < b.ncol; c++ {
+			if c > 0 {
+				q.WriteByte(',')
+			}
+			n++
+			if b.st.IsPostgres() {
+				q.WriteString("$" + strconv.Itoa(n))
+			} else {
+				q.WriteByte('?')
+			}
+		}
+		q.WriteByte(')')
+	}
+	b.tx = append(b.tx, q.String())
 	b.txArg = append(b.txArg, b.args)
 	b.args, b.rows = nil, 0
 	if len(b.tx)*rowsPerStmt >= rowsPerTx {

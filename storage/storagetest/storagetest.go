@@ -1,5 +1,12 @@
-// Package storagetest opens real SQLite stores in a test's temporary
-// directory; there is no fake database in this project.
+// Package storagetest opens real stores for tests: SQLite files in the
+// test's temporary directory, and PostgreSQL databases on the package's
+// throwaway server (storage/pgtest). There is no fake database in this
+// project.
+//
+// Code that touches SQL is tested on both dialects: ForEachDialect runs a
+// test body once per dialect (subtests "sqlite" and "postgres") against a
+// fresh, migrated store; RunDialects hands out the Dialect itself, for
+// tests that start a whole backend from a database URL.
 package storagetest
 
 import (
@@ -13,7 +20,56 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/storage"
+	"kanade-backend/storage/pgtest"
 )
+
+// Dialect is a database the store runs on, as tests open it.
+type Dialect struct {
+	// Name is the subtest name: "sqlite" or "postgres".
+	Name string
+	// Open returns a new, empty, migrated store, closed at cleanup.
+	Open func(t testing.TB) *storage.Store
+	// URL returns the database URL of a new, empty database for a backend's
+	// configuration ([db] url), or "" for SQLite, whose file the backend
+	// creates in its data directory.
+	URL func(t testing.TB) string
+}
+
+// Dialects are every database the store supports.
+var Dialects = []Dialect{
+	{Name: "sqlite", Open: Open, URL: func(testing.TB) string { return "" }},
+	{Name: "postgres", Open: OpenPostgres, URL: pgtest.URL},
+}
+
+// ForEachDialect runs fn once per dialect, as subtests, each with a new
+// migrated store. Without PostgreSQL installed the "postgres" subtest is
+// skipped (and fails under KANADE_REQUIRE_PG=1).
+func ForEachDialect(t *testing.T, fn func(t *testing.T, s *storage.Store)) {
+	t.Helper()
+	RunDialects(t, func(t *testing.T, d Dialect) { fn(t, d.Open(t)) })
+}
+
+// RunDialects runs fn once per dialect, as subtests.
+func RunDialects(t *testing.T, fn func(t *testing.T, d Dialect)) {
+	t.Helper()
+	for _, d := range Dialects {
+		t.Run(d.Name, func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// OpenPostgres returns a migrated store on a new database of the package's
+// PostgreSQL server, closed (and the database dropped) at cleanup.
+func OpenPostgres(t testing.TB) *storage.Store {
+	t.Helper()
+	return OpenURL(t, pgtest.URL(t))
+}
+
+// OpenURL opens (or reopens) the PostgreSQL store at url, closed at
+// cleanup.
+func OpenURL(t testing.TB, url string) *storage.Store {
+	t.Helper()
+	return open(t, storage.Options{URL: url})
+}
 
 // Open returns a migrated store in t.TempDir(), closed at cleanup.
 func Open(t testing.TB) *storage.Store {
@@ -24,10 +80,13 @@ func Open(t testing.TB) *storage.Store {
 // OpenAt opens (or reopens) the store at path, closed at cleanup.
 func OpenAt(t testing.TB, path string) *storage.Store {
 	t.Helper()
-	s, err := storage.Open(context.Background(), storage.Options{
-		Path:   path,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	return open(t, storage.Options{Path: path})
+}
+
+func open(t testing.TB, o storage.Options) *storage.Store {
+	t.Helper()
+	o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := storage.Open(context.Background(), o)
 	if err != nil {
 		t.Fatalf("open store: %v", err)
 	}

@@ -1,7 +1,9 @@
 // The fan-out plan form (target, jitter, rollout waves) shared by Exec and
 // the schedule editor; value() returns the FanoutPlan JSON of wire.md §4.
+// As the target is typed it says how many PCs it reaches and how many are
+// online (GET /api/targets/preview), and names groups and PCs nobody knows.
 import { h, field, checkbox, csv, button } from './dom.js';
-import { list } from './api.js';
+import { get, list } from './api.js';
 import { groupsLoader } from './views.js';
 
 let seq = 0;
@@ -22,18 +24,19 @@ export function planFields(plan = {}) {
     const g = h('input', { name: 'wave-group', value: w.group || '', autocomplete: 'off', list: `groups-${n}` });
     const d = h('input', { name: 'wave-delay', value: w.delay || '0s', autocomplete: 'off' });
     const row = h('div', { class: 'wave' }, field('Wave group', g), field('Delay', d, 'from exec time'),
-      button('Remove', () => row.remove(), { class: 'btn small', 'aria-label': 'Remove this wave' }));
+      button('Remove', () => (row.remove(), preview()), { class: 'btn small', 'aria-label': 'Remove this wave' }));
     waves.append(row);
     g.focus();
   };
   for (const w of plan.rollout?.waves || []) addWave(w);
+  const reach = h('p', { class: 'hint reach', 'aria-live': 'polite', 'data-reach': '' });
 
   const el = h('div', { class: 'stack' },
     h('fieldset', {}, h('legend', {}, 'Target'), all,
       h('div', { class: 'row' },
         field('Groups', groups, 'comma-separated'),
         field('PCs', pcs, 'comma-separated pc_ids')),
-      groupList, pcList),
+      groupList, pcList, reach),
     h('div', { class: 'row' }, field('Jitter', jitter, 'each agent waits a random time below this before running')),
     h('fieldset', {}, h('legend', {}, 'Rollout waves (optional)'),
       h('p', { class: 'hint' }, 'Each wave targets one group after its delay; with waves, the target above may stay empty.'),
@@ -51,7 +54,44 @@ export function planFields(plan = {}) {
     if (ws.length) out.rollout = { strategy: 'wave', waves: ws };
     return out;
   };
+
+  // With rollout waves the waves' groups are who is reached, as the exec
+  // engine publishes them.
+  let timer;
+  let asked = 0;
+  const preview = () => {
+    clearTimeout(timer);
+    timer = setTimeout(async () => {
+      const v = value();
+      const t = v.rollout ? { all: false, groups: v.rollout.waves.map((w) => w.group), pcs: [] } : v.target;
+      const n = ++asked;
+      if (!t.all && t.groups.length === 0 && t.pcs.length === 0) return reach.replaceChildren();
+      const q = new URLSearchParams({ all: String(t.all), groups: t.groups.join(','), pcs: t.pcs.join(',') });
+      try {
+        const p = await get('/api/targets/preview?' + q);
+        if (n === asked) reach.replaceChildren(...reachText(p));
+      } catch (e) {
+        if (n === asked) reach.replaceChildren(h('span', { class: 'badge bad' }, e.message));
+      }
+    }, 250);
+  };
+  el.addEventListener('input', preview);
+  el.addEventListener('change', preview);
+  preview();
   return { el, value };
+}
+
+function reachText(p) {
+  const pcs = (n) => `${n} PC${n === 1 ? '' : 's'}`;
+  const unknown = [
+    p.unknown_groups?.length ? `unknown group${p.unknown_groups.length === 1 ? '' : 's'}: ${p.unknown_groups.join(', ')}` : '',
+    p.unknown_pcs?.length ? `unknown PC${p.unknown_pcs.length === 1 ? '' : 's'}: ${p.unknown_pcs.join(', ')}` : '',
+  ].filter(Boolean).join('; ');
+  return [
+    h('span', { class: `badge ${p.pcs === 0 ? 'bad' : p.online === 0 ? 'warn' : 'ok'}`, 'data-reach-count': '' },
+      `reaches ${pcs(p.pcs)} (${p.online} online)`),
+    ...(unknown ? [' ', h('span', { class: 'badge warn' }, unknown)] : []),
+  ];
 }
 
 // suggest fills the datalists from the agent list: pc_ids, and group names

@@ -87,15 +87,31 @@ export function keepOpen(container, render) {
   return node;
 }
 
-export function progress(e) {
-  const expected = Number(e.expected_pcs ?? 0);
+// progress draws an exec's PCs as one bar of distinct colours, with the
+// same counts in words (colour alone says nothing to a colour-blind
+// operator): succeeded, failed, expired (never answered by the deadline)
+// and pending. An exec where every PC failed is a red bar, not a full
+// green one. words: false leaves the words to a page that lists the
+// counts itself.
+export function progress(e, { words: say = true } = {}) {
   const ok = Number(e.success_count ?? 0);
   const bad = Number(e.failure_count ?? 0);
   const done = ok + bad;
-  return h('div', { class: 'progress' },
-    h('progress', { max: Math.max(expected, done, 1), value: done, 'aria-label': `${done} of ${expected} answered` }),
+  const expected = Math.max(Number(e.expected_pcs ?? 0), done);
+  const rest = expected - done;
+  const inFlight = e.status === 'pending' || e.status === 'running';
+  const parts = [['succeeded', ok, 'ok'], ['failed', bad, 'bad'],
+    ['expired', inFlight ? 0 : rest, 'warn'], ['pending', inFlight ? rest : 0, 'info']].filter(([, n]) => n > 0);
+  const words = parts.map(([what, n]) => `${number(n)} ${what}`);
+  const bar = h('div', { class: 'bar', role: 'img', 'aria-label': words.join(', ') || 'no PC expected' },
+    parts.map(([what, n, kind]) => {
+      const seg = h('span', { class: `seg ${kind}`, 'data-seg': what, title: `${number(n)} ${what}` });
+      seg.style.flexGrow = String(n); // CSSOM, which the page's CSP allows
+      return seg;
+    }));
+  return h('div', { class: 'progress' }, bar,
     h('span', { class: 'counts' }, `${number(done)}/${number(expected)}`,
-      bad ? h('span', { class: 'badge bad' }, `${bad} failed`) : null));
+      say ? parts.map(([what, n, kind]) => h('span', { class: `count ${kind}` }, `${number(n)} ${what}`)) : null));
 }
 
 export function execColumns({ job = true } = {}) {

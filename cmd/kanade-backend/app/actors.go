@@ -26,6 +26,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   4. live events hub
 	proj, err := projector.Start(ctx, a.Actors, projector.Deps{
 		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
+		Status: a.Guards.Projection,
 	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
 	if err != nil {
 		return pids, fmt.Errorf("start projectors: %w", err)

@@ -46,10 +46,10 @@ func (a *App) prepareNATSAuth() (natsAuth, error) {
 		return natsAuth{enforced: true, keys: keys, password: pw, policy: agentauth.Policy{
 			SharedToken: cfg.NATS.Token,
 			// Without a token the embedded server has always let anyone
-			// in; that stays true where only local processes can connect.
-			// Listening on the network without a token now takes a
-			// credential (per-PC or operator), as it should have.
-			AllowAnonymous: cfg.NATS.Token == "" && loopbackOnly(cfg.NATS.Listen),
+			// in; that stays true where only local processes can connect,
+			// or where --insecure-nats says so. Listening on the network
+			// otherwise takes a credential (per-PC or operator).
+			AllowAnonymous: cfg.NATS.Token == "" && (loopbackOnly(cfg.NATS.Listen) || cfg.NATS.Insecure),
 		}}, nil
 	}
 	ext, found, err := agentauth.LoadExternal(cfg.DataDir)

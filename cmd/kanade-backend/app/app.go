@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -20,7 +21,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -65,7 +65,7 @@ type App struct {
 	Getenv func(string) string
 
 	// Set while running, in start order.
-	NATSServer *natsserver.Server // nil with an external NATS
+	NATSServer *broker.Embedded // nil with an external NATS
 	Conn       *nats.Conn
 	JS         jetstream.JetStream
 	Store      *storage.Store
@@ -87,6 +87,9 @@ type App struct {
 	AgentAuth  *agentauth.Service
 	natsAuth   natsAuth
 	natsSystem *nats.Conn // external cluster: the system-account connection
+	// Guards report what fleet health lists as the backend's own
+	// problems (disk space, stalled projections, broken streams).
+	Guards Guards
 
 	// Metrics exists from New on so every component can register collectors.
 	Metrics *metrics.Registry
@@ -137,14 +140,16 @@ func (a *App) Run(ctx context.Context) error {
 	}
 	a.natsAuth = na
 
+	a.setUpGuards()
 	if cfg.Embedded() {
 		g.Add("embedded nats", func(context.Context) error {
 			ns, err := broker.StartEmbedded(broker.EmbeddedOptions{
-				StoreDir: filepath.Join(cfg.DataDir, "jetstream"),
+				StoreDir: a.jetStreamDir(),
 				Listen:   cfg.NATS.Listen,
 				Token:    cfg.NATS.Token,
 				Callout:  a.natsAuth.calloutOptions(),
 				Logger:   log,
+				Store:    a.Guards.JetStream,
 			})
 			if err != nil {
 				return err
@@ -156,26 +161,30 @@ func (a *App) Run(ctx context.Context) error {
 			return nil
 		}, func(context.Context) error {
 			a.NATSServer.Shutdown()
-			a.NATSServer.WaitForShutdown()
 			return nil
 		})
+		g.Add("jetstream store watch", a.startStoreWatch, a.stopStoreWatch)
 	}
 
 	g.Add("sql store", func(ctx context.Context) error {
-		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), Logger: log})
+		st, err := storage.Open(ctx, storage.Options{Path: cfg.DBPath(), URL: cfg.DB.URL,
+			ReadConns: cfg.DB.ReadConns, WriteConns: cfg.DB.WriteConns, Logger: log})
 		if err != nil {
 			return err
 		}
 		a.Store = st
-		log.Info("database ready", "path", cfg.DBPath())
+		log.Info("database ready", "database", st.Location())
 		return nil
 	}, func(context.Context) error { return a.Store.Close() })
 
 	g.Add("nats connection", func(ctx context.Context) error {
-		nc, err := broker.Connect(a.natsAuth.connectOptions(broker.ConnectOptions{
-			URL: cfg.NATS.URL, InProcess: a.NATSServer,
-			Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
-		}, cfg.NATS.Token))
+		copts := a.natsAuth.connectOptions(broker.ConnectOptions{
+			URL: cfg.NATS.URL, Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
+		}, cfg.NATS.Token)
+		if a.NATSServer != nil {
+			copts.InProcess = a.NATSServer // a nil *Embedded in the interface would not be nil
+		}
+		nc, err := broker.Connect(copts)
 		if err != nil {
 			return err
 		}
@@ -243,6 +252,8 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		a.Operators = operators.NewStore(a.Store, a.Clock)
 		authCfg.Operators = a.Operators
+		_, statErr := os.Stat(filepath.Join(cfg.DataDir, auth.TokenFileName))
+		freshToken := errors.Is(statErr, fs.ErrNotExist)
 		au, err := auth.New(authCfg, cfg.DataDir, log)
 		if err != nil {
 			return err
@@ -260,8 +271,9 @@ func (a *App) Run(ctx context.Context) error {
 		if err := auth.MissingRoles(router.Patterns()); err != nil {
 			return err
 		}
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: auth.Guard, Observe: a.Metrics.ObserveHTTP})
-		srv, err := server.Listen(cfg.Server.Bind, h)
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: auth.Guard, Observe: a.Metrics.ObserveHTTP,
+			WriteTimeout: cfg.Server.WriteTimeout.Duration})
+		srv, err := server.Listen(cfg.Server.Bind, h, a.httpLimits())
 		if err != nil {
 			return err
 		}
@@ -274,7 +286,7 @@ func (a *App) Run(ctx context.Context) error {
 				g.Fatal(fmt.Errorf("http server: %w", err))
 			}
 		}()
-		a.logDashboardURL()
+		a.logDashboardURL(freshToken)
 		return nil
 	}, func(ctx context.Context) error { return a.HTTP.Shutdown(ctx) })
 
@@ -283,12 +295,21 @@ func (a *App) Run(ctx context.Context) error {
 	return g.Run(ctx, StopTimeout)
 }
 
-func (a *App) logDashboardURL() {
+// logDashboardURL says where the dashboard is. A generated token is shown
+// once, in the URL logged when it is generated (fresh); later starts say
+// where the token file is, so that the token does not end up in every
+// start's log (and whatever collects logs).
+func (a *App) logDashboardURL(fresh bool) {
 	url := "http://" + a.HTTP.Addr() + "/"
 	switch a.Auth.Mode() {
 	case auth.ModeGenerated:
-		a.Logger.Info("dashboard ready (generated admin token; keep this URL private)",
-			"url", url+"#token="+a.Auth.Token(), "token_file", a.Auth.TokenFile())
+		if fresh {
+			a.Logger.Info("dashboard ready (new admin token, shown once; keep this URL private)",
+				"url", url+"#token="+a.Auth.Token(), "token_file", a.Auth.TokenFile())
+			return
+		}
+		a.Logger.Info("dashboard ready (admin token in the token file; open the URL with #token=<token>)",
+			"url", url, "token_file", a.Auth.TokenFile())
 	case auth.ModeDisabled:
 		a.Logger.Warn("dashboard ready with authentication DISABLED", "url", url)
 	default:

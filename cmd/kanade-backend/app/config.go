@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"kanade-backend/storage"
 )
 
 // Config is the whole configuration of the backend. Sources, lowest
@@ -21,6 +23,7 @@ type Config struct {
 	DB        DBConfig        `toml:"db"`
 	Log       LogConfig       `toml:"log"`
 	Retention RetentionConfig `toml:"retention"`
+	Disk      DiskConfig      `toml:"disk"`
 
 	// DataDir holds the database (unless DB.SQLitePath says otherwise), the
 	// embedded JetStream store and the generated admin token.
@@ -31,9 +34,24 @@ type Config struct {
 	ConfigFile string `toml:"-"`
 }
 
-// ServerConfig is the [server] section.
+// ServerConfig is the [server] section. The limits keep slow or greedy
+// HTTP clients from starving /health and the NATS listener; zero values
+// take http/server's defaults.
 type ServerConfig struct {
-	Bind string `toml:"bind"`
+	Bind              string   `toml:"bind"`
+	ReadTimeout       Duration `toml:"read_timeout"`
+	WriteTimeout      Duration `toml:"write_timeout"`
+	IdleTimeout       Duration `toml:"idle_timeout"`
+	MaxConns          int      `toml:"max_conns"`
+	MaxConnsPerClient int      `toml:"max_conns_per_client"`
+}
+
+// DiskConfig is the [disk] section: fleet health is degraded while a data
+// filesystem has less free space than either threshold (0 = default,
+// negative = off).
+type DiskConfig struct {
+	MinFreePercent float64 `toml:"min_free_percent"`
+	MinFreeMiB     int64   `toml:"min_free_mib"`
 }
 
 // NATSConfig is the [nats] section.
@@ -43,15 +61,29 @@ type NATSConfig struct {
 	// Listen is where the embedded server accepts agents and the CLI; "off"
 	// keeps it in-process only.
 	Listen string `toml:"listen"`
-	// Token authenticates to NATS (and is required by the embedded server).
+	// Token is the legacy shared agent token: accepted with every right
+	// beside per-PC credentials (and, with an external server without the
+	// backend's auth callout, what the backend connects with).
 	Token string `toml:"token"`
 	// Replicas of every stream and bucket (3 on a clustered NATS).
 	Replicas int `toml:"replicas"`
+	// Insecure lets clients that present no token in with every right even
+	// when the embedded server listens beyond loopback (--insecure-nats):
+	// the open bus of old, for a lab. Without it they get in on loopback
+	// only; elsewhere a client needs a credential (agentauth).
+	Insecure bool `toml:"insecure"`
 }
 
 // DBConfig is the [db] section.
 type DBConfig struct {
+	// SQLitePath is the SQLite file (default <data-dir>/backend.db).
 	SQLitePath string `toml:"sqlite_path"`
+	// URL selects PostgreSQL instead: postgres://user:password@host/db.
+	URL string `toml:"url"`
+	// ReadConns and WriteConns size the pools (0: the store's defaults;
+	// SQLite always has one writer).
+	ReadConns  int `toml:"read_conns"`
+	WriteConns int `toml:"write_conns"`
 }
 
 // LogConfig is the [log] section.
@@ -111,12 +143,13 @@ func (c Config) Embedded() bool { return c.NATS.URL == "" }
 
 // Env names the environment variables Load reads.
 var Env = struct {
-	Config, Bind, DataDir, DB, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
+	Config, Bind, DataDir, DB, DBURL, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
 }{
 	Config:     "KANADE_BACKEND_CONFIG",
 	Bind:       "KANADE_BIND",
 	DataDir:    "KANADE_DATA_DIR",
 	DB:         "KANADE_DB",
+	DBURL:      "KANADE_DB_URL",
 	NATSURL:    "KANADE_NATS_URL",
 	NATSListen: "KANADE_NATS_LISTEN",
 	NATSToken:  "KANADE_NATS_TOKEN",
@@ -140,9 +173,11 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		natsURL    = fs.String("nats-url", "", "external NATS URL; empty runs the embedded server")
 		natsListen = fs.String("nats-listen", "", "embedded NATS listen address, or off (default "+cfg.NATS.Listen+")")
 		db         = fs.String("db", "", "SQLite database path (default <data-dir>/backend.db)")
+		dbURL      = fs.String("db-url", "", "PostgreSQL URL (postgres://user:password@host/db); empty uses SQLite")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "text or json (default text)")
 		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
+		insecure   = fs.Bool("insecure-nats", false, "let NATS clients without a token in with every right even beyond loopback (a lab)")
 		version    = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -182,12 +217,14 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	overlay(&cfg.Server.Bind, *bind, getenv(Env.Bind))
 	overlay(&cfg.DataDir, *dataDir, getenv(Env.DataDir))
 	overlay(&cfg.DB.SQLitePath, *db, getenv(Env.DB))
+	overlay(&cfg.DB.URL, *dbURL, getenv(Env.DBURL))
 	overlay(&cfg.NATS.URL, *natsURL, getenv(Env.NATSURL))
 	overlay(&cfg.NATS.Listen, *natsListen, getenv(Env.NATSListen))
 	overlay(&cfg.NATS.Token, getenv(Env.NATSToken))
 	overlay(&cfg.Log.Level, *logLevel, getenv(Env.LogLevel))
 	overlay(&cfg.Log.Format, *logFormat, getenv(Env.LogFormat))
 	cfg.Rebuild = *rebuild
+	cfg.NATS.Insecure = cfg.NATS.Insecure || *insecure
 
 	return cfg, cfg.validate()
 }
@@ -202,6 +239,12 @@ func (c Config) validate() error {
 	}
 	if c.NATS.Replicas < 1 || c.NATS.Replicas > 5 {
 		errs = append(errs, fmt.Errorf("nats replicas %d: want 1 to 5", c.NATS.Replicas))
+	}
+	if c.DB.URL != "" && !storage.IsPostgresURL(c.DB.URL) {
+		errs = append(errs, fmt.Errorf("db url %q: want postgres://user:password@host:port/database", storage.RedactURL(c.DB.URL)))
+	}
+	if c.DB.ReadConns < 0 || c.DB.WriteConns < 0 {
+		errs = append(errs, fmt.Errorf("db read_conns %d, write_conns %d: want 0 (default) or more", c.DB.ReadConns, c.DB.WriteConns))
 	}
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data dir must not be empty"))

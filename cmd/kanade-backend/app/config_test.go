@@ -82,3 +82,87 @@ func TestLoadRejectsUnknownKeysAndBadValues(t *testing.T) {
 		}
 	}
 }
+
+// [db] url < KANADE_DB_URL < --db-url selects PostgreSQL; anything but a
+// postgres:// URL is refused at load, without echoing a password.
+func TestLoadDatabaseURL(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "backend.toml")
+	err := os.WriteFile(file, []byte("[db]\nurl = \"postgres://file@db/kanade\"\nread_conns = 20\nwrite_conns = 5\n"), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", file}, env(nil), io.Discard)
+	if err != nil || cfg.DB.URL != "postgres://file@db/kanade" || cfg.DB.ReadConns != 20 || cfg.DB.WriteConns != 5 {
+		t.Fatalf("file: %v %+v", err, cfg.DB)
+	}
+	e := env(map[string]string{"KANADE_DB_URL": "postgresql://env@db/kanade"})
+	if cfg, err = Load([]string{"--config", file}, e, io.Discard); err != nil || cfg.DB.URL != "postgresql://env@db/kanade" {
+		t.Fatalf("env: %v %+v", err, cfg.DB)
+	}
+	if cfg, err = Load([]string{"--config", file, "--db-url", "postgres://flag@db/kanade"}, e, io.Discard); err != nil || cfg.DB.URL != "postgres://flag@db/kanade" {
+		t.Fatalf("flag: %v %+v", err, cfg.DB)
+	}
+	for _, args := range [][]string{
+		{"--db-url", "mysql://u:s3cret@db/kanade"},
+		{"--db-url", "/var/lib/kanade.db"},
+	} {
+		_, err := Load(args, env(nil), io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "want postgres://") || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Load(%v): err = %v", args, err)
+		}
+	}
+	if err := os.WriteFile(file, []byte("[db]\nread_conns = -1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load([]string{"--config", file}, env(nil), io.Discard); err == nil {
+		t.Error("negative read_conns accepted")
+	}
+}
+
+// Listening beyond loopback without a token is no longer refused: the
+// auth callout lets no client in without a credential there, unless
+// --insecure-nats opens the bus to anonymous clients on purpose.
+func TestNATSBeyondLoopbackNeedsACredentialOrInsecure(t *testing.T) {
+	cases := []struct {
+		args      []string
+		env       map[string]string
+		anonymous bool
+	}{
+		{nil, nil, true}, // 127.0.0.1:4222
+		{[]string{"--nats-listen", "localhost:4222"}, nil, true},
+		{[]string{"--nats-listen", "[::1]:4222"}, nil, true},
+		{[]string{"--nats-listen", "off"}, nil, true},
+		{[]string{"--nats-listen", "0.0.0.0:4222"}, nil, false},
+		{[]string{"--nats-listen", ":4222"}, nil, false},
+		{[]string{"--nats-listen", "10.1.2.3:4222"}, nil, false},
+		{[]string{"--nats-listen", "nats.example:4222"}, nil, false},
+		{[]string{"--nats-listen", "127.0.0.1:4222"}, map[string]string{"KANADE_NATS_TOKEN": "s3cret"}, false},
+		{[]string{"--nats-listen", "0.0.0.0:4222", "--insecure-nats"}, nil, true},
+	}
+	for _, c := range cases {
+		cfg, err := Load(c.args, env(c.env), io.Discard)
+		if err != nil {
+			t.Errorf("%v %v: %v", c.args, c.env, err)
+			continue
+		}
+		a := New(cfg, nil)
+		n, err := a.prepareNATSAuth()
+		if err != nil || !n.enforced || n.policy.AllowAnonymous != c.anonymous {
+			t.Errorf("%v %v: anonymous clients allowed = %v (%v), want %v", c.args, c.env, n.policy.AllowAnonymous, err, c.anonymous)
+		}
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "backend.toml")
+	if err := os.WriteFile(path, []byte("[nats]\nlisten = \"0.0.0.0:4222\"\ninsecure = true\n[disk]\nmin_free_percent = 2.5\nmin_free_mib = 512\n"+
+		"[server]\nread_timeout = \"5s\"\nmax_conns_per_client = 16\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load([]string{"--config", path}, env(nil), io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.NATS.Insecure || cfg.Disk.MinFreePercent != 2.5 || cfg.Disk.MinFreeMiB != 512 ||
+		cfg.Server.ReadTimeout.Duration.Seconds() != 5 || cfg.Server.MaxConnsPerClient != 16 {
+		t.Fatalf("config = %+v", cfg)
+	}
+}

@@ -22,6 +22,7 @@ import (
 	"kanade-backend/http/schedules"
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
+	"kanade-backend/http/targets"
 	"kanade-backend/storage/broker"
 )
 
@@ -33,9 +34,10 @@ func (a *App) routes(r *server.Router) {
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
-		NATS:   a.Conn, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
+		NATS:   a.Conn, Store: a.Store, KV: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
-	schedules.Register(r, schedules.Deps{JS: a.JS, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	targets.Register(r, targets.Deps{DB: a.Store.R, Clock: a.Clock})
 	results.Register(r, results.Deps{DB: a.Store.R})
 	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
 	inventory.Register(r, inventory.Deps{DB: a.Store.R})
@@ -54,6 +56,7 @@ func (a *App) routes(r *server.Router) {
 		Connected: a.Conn.IsConnected,
 		Clock:     a.Clock,
 		Warnings:  a.natsAuth.warnings,
+		Problems:  a.problems,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
 	credentials.Register(r, credentials.Deps{Store: a.AgentCreds, Kicker: a.agentKicker(), Audit: a.Audit, Logger: a.Logger})

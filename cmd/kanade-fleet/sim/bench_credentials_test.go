@@ -133,7 +133,7 @@ func startNativeTokenBroker(b *testing.B, token string) *brokertest.Broker {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { nc.Close(); ns.Shutdown(); ns.WaitForShutdown() })
+	b.Cleanup(func() { nc.Close(); ns.Shutdown() })
 	js, err := jetstream.New(nc)
 	if err != nil {
 		b.Fatal(err)
@@ -143,5 +143,5 @@ func startNativeTokenBroker(b *testing.B, token string) *brokertest.Broker {
 	if err := broker.Ensure(ctx, js, 1, logger); err != nil {
 		b.Fatal(err)
 	}
-	return &brokertest.Broker{Server: ns, Conn: nc, JS: js}
+	return &brokertest.Broker{Server: ns.Server(), Embedded: ns, Conn: nc, JS: js}
 }

@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/messages/humantime"
-	"kanade-backend/storage/broker"
 )
 
 // Environment variables the command reads.
@@ -36,7 +35,10 @@ type Options struct {
 	// StopAfter ends the run after this long (0 = until SIGINT/SIGTERM);
 	// for benchmarks and scripted demos.
 	StopAfter time.Duration
-	LogLevel  slog.Level
+	// ConnectTimeout bounds the wait for NATS at start; then the command
+	// exits 1 (DefaultConnectTimeout).
+	ConnectTimeout time.Duration
+	LogLevel       slog.Level
 }
 
 // ParseArgs reads the command line (without the program name).
@@ -56,6 +58,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed for phases, jitter, run times and failures (0 = random, logged)")
 	stopAfter := fs.String("stop-after", "", "stop after this long instead of waiting for SIGINT/SIGTERM")
 	credentials := fs.String("credentials", "", "CSV pc_id,token (POST /api/agents/credentials): run these agents, each on its own connection with its own token (--agents N: the first N)")
+	connectTimeout := fs.String("connect-timeout", humantime.Format(DefaultConnectTimeout), "give up (exit 1) when NATS cannot be reached within this long")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
 		return o, err
@@ -82,6 +85,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 		if o.Credentials, err = readCredentialsFile(*credentials, agentsSet(fs), o.Agents); err != nil {
 			errs = append(errs, fmt.Errorf("--credentials: %w", err))
 		}
+	}
+	if o.ConnectTimeout, err = humantime.Parse(*connectTimeout); err != nil || o.ConnectTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--connect-timeout %q: want a positive duration such as 10s", *connectTimeout))
 	}
 	if *stopAfter != "" {
 		if o.StopAfter, err = humantime.Parse(*stopAfter); err != nil {
@@ -153,6 +159,24 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.LogLevel}))
+	connectCtx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
+	token := o.Token
+	if o.Credentials != nil && o.AssignGroups == nil {
+		// Agents with their own credentials: whether NATS can be reached
+		// is asked with the first one's token, the fleet has no other.
+		token = o.Credentials[0].Token
+	}
+	nc, err := Dial(connectCtx, o.NATSURL, token, o.Logger)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0 // stopped (Ctrl-C) before NATS answered
+		}
+		o.Logger.Error("gave up connecting to NATS", "url", o.NATSURL, "connect_timeout", o.ConnectTimeout, "err", err)
+		return 1
+	}
+	defer nc.Close()
+	o.Conn = nc
 	if o.AssignGroups != nil {
 		if err := assign(ctx, o, stdout); err != nil {
 			o.Logger.Error("assign groups failed", "err", err)
@@ -186,19 +210,11 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 // assign is the --assign-groups step: write the groups and report who
-// got what.
+// got what, on the connection Run made.
 func assign(ctx context.Context, o Options, stdout io.Writer) error {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	nc, err := broker.Connect(broker.ConnectOptions{URL: o.NATSURL, Token: o.Token, Name: "kanade-fleet", Logger: o.Logger})
-	if err != nil {
-		return err
-	}
-	defer nc.Close()
-	if err := broker.WaitConnected(ctx, nc); err != nil {
-		return fmt.Errorf("connect to NATS %s: %w", o.NATSURL, err)
-	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(o.Conn)
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}

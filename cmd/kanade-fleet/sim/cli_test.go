@@ -112,7 +112,7 @@ func TestParseArgs(t *testing.T) {
 	}
 	if o.NATSURL != "nats://127.0.0.1:4222" || o.Token != "s3cret" || o.Agents != 5 || o.Heartbeat != time.Minute ||
 		o.RunTime != (sim.Range{Min: time.Second, Max: 3 * time.Second}) || o.FailRate != 0.1 || o.OSFamily != "linux" ||
-		o.AgentVersion != "0.22.0" || o.LogLevel.String() != "DEBUG" || o.Prefix != "SIM-" {
+		o.AgentVersion != "0.22.0" || o.LogLevel.String() != "DEBUG" || o.Prefix != "SIM-" || o.ConnectTimeout != 10*time.Second {
 		t.Fatalf("options = %+v", o)
 	}
 	bad := [][]string{
@@ -124,6 +124,8 @@ func TestParseArgs(t *testing.T) {
 		{"--assign-groups", "canary"},
 		{"--prefix", "a.b"},
 		{"--log-level", "loud"},
+		{"--connect-timeout", "0s"},
+		{"--connect-timeout", "soon"},
 		{"extra"},
 	}
 	for _, args := range bad {

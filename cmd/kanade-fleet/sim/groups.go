@@ -95,9 +95,12 @@ func (g *groupWatch) loop(ctx context.Context, log *slog.Logger, send func(group
 	}
 }
 
+// stop cancels the loop's context before stopping the watch: the watch
+// closing its channel must read as our own stop, not as a deleted bucket
+// (which would log a false warning on every Ctrl-C).
 func (g *groupWatch) stop() {
-	_ = g.w.Stop()
 	g.cancel()
+	_ = g.w.Stop()
 	<-g.done
 }
 

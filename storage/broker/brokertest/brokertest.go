@@ -21,8 +21,11 @@ import (
 // Broker is a running test server with a connected client.
 type Broker struct {
 	Server *server.Server
-	Conn   *nats.Conn
-	JS     jetstream.JetStream
+	// Embedded is the server's restartable wrapper (Server is the server
+	// it started with).
+	Embedded *broker.Embedded
+	Conn     *nats.Conn
+	JS       jetstream.JetStream
 }
 
 // Options tune Start.
@@ -32,6 +35,11 @@ type Options struct {
 	Listen string
 	// SkipEnsure leaves the JetStream resources uncreated.
 	SkipEnsure bool
+	// StoreDir holds the file store (default t.TempDir()), e.g. on a small
+	// filesystem for the disk-fault tests.
+	StoreDir string
+	// Store watches the server's store (broker.EmbeddedOptions.Store).
+	Store *broker.StoreHealth
 }
 
 // Start runs a server for the duration of the test.
@@ -42,19 +50,21 @@ func Start(t testing.TB, opts ...Options) *Broker {
 		o = opts[0]
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	ns, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: t.TempDir(), Listen: o.Listen, Logger: logger})
+	if o.StoreDir == "" {
+		o.StoreDir = t.TempDir()
+	}
+	emb, err := broker.StartEmbedded(broker.EmbeddedOptions{StoreDir: o.StoreDir, Listen: o.Listen, Logger: logger, Store: o.Store})
 	if err != nil {
 		t.Fatalf("start nats: %v", err)
 	}
-	nc, err := broker.Connect(broker.ConnectOptions{InProcess: ns, Name: t.Name(), Logger: logger})
+	nc, err := broker.Connect(broker.ConnectOptions{InProcess: emb, Name: t.Name(), Logger: logger})
 	if err != nil {
-		ns.Shutdown()
+		emb.Shutdown()
 		t.Fatalf("connect nats: %v", err)
 	}
 	t.Cleanup(func() {
 		nc.Close()
-		ns.Shutdown()
-		ns.WaitForShutdown()
+		emb.Shutdown()
 	})
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -67,7 +77,7 @@ func Start(t testing.TB, opts ...Options) *Broker {
 			t.Fatalf("ensure resources: %v", err)
 		}
 	}
-	return &Broker{Server: ns, Conn: nc, JS: js}
+	return &Broker{Server: emb.Server(), Embedded: emb, Conn: nc, JS: js}
 }
 
 // KV opens a bucket or fails the test.
@@ -104,4 +114,22 @@ func DescribeStreams(t testing.TB, js jetstream.JetStream) map[string]string {
 		t.Fatalf("list streams: %v", err)
 	}
 	return out
+}
+
+// Acked waits (up to wait in all) for the acknowledgements of asynchronous
+// publishes and returns how many the stream acknowledged; a publish it
+// refused, or did not answer in time, does not count.
+func Acked(futures []jetstream.PubAckFuture, wait time.Duration) int {
+	acked := 0
+	deadline := time.After(wait)
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+			acked++
+		case <-f.Err():
+		case <-deadline:
+			return acked
+		}
+	}
+	return acked
 }

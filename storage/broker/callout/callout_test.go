@@ -17,7 +17,7 @@ import (
 )
 
 // start runs the embedded server with the callout answered by a.
-func start(t *testing.T, a callout.Authorizer) *server.Server {
+func start(t *testing.T, a callout.Authorizer) *broker.Embedded {
 	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	keys, err := callout.NewKeys()
@@ -37,7 +37,7 @@ func start(t *testing.T, a callout.Authorizer) *server.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { svc.Stop(); nc.Close(); ns.Shutdown(); ns.WaitForShutdown() })
+	t.Cleanup(func() { svc.Stop(); nc.Close(); ns.Shutdown() })
 	return ns
 }
 
@@ -63,7 +63,7 @@ func TestGrantNameExpiryAndRefusal(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	cz, err := ns.Connz(&server.ConnzOptions{User: "probe-user", Username: true})
+	cz, err := ns.Server().Connz(&server.ConnzOptions{User: "probe-user", Username: true})
 	if err != nil || len(cz.Conns) != 1 {
 		t.Fatalf("connz by the grant's name: %v %v", cz, err)
 	}

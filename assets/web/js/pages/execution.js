@@ -5,6 +5,7 @@ import { h, heading, table, dl, statusBadge, errorCard, notice, button, busy, li
 import { get, post, seg } from '../api.js';
 import { time, duration, between } from '../fmt.js';
 import { panel, progress, agentLink } from '../views.js';
+import { confirmButton } from '../confirm.js';
 import { guard } from '../access.js';
 
 export default async function execution(ctx) {
@@ -13,22 +14,41 @@ export default async function execution(ctx) {
   ctx.title(`Exec ${id.slice(0, 8)}`);
   const msg = h('div', { 'aria-live': 'polite' });
   const state = h('span', { 'data-exec-status': '' });
+  const run = async (label, path, done, el) => {
+    msg.replaceChildren();
+    try {
+      done(await busy(el, post(base + path)));
+    } catch (e) {
+      msg.replaceChildren(errorCard(e, `${label} failed`));
+    }
+  };
   const act = (label, path, done, cls = 'btn') => {
-    const b = button(label, async () => {
-      msg.replaceChildren();
-      try {
-        const r = await busy(b, post(base + path));
-        done(r);
-      } catch (e) {
-        msg.replaceChildren(errorCard(e, `${label} failed`));
-      }
-    }, { class: cls });
+    const b = button(label, () => run(label, path, done, b), { class: cls });
     return guard(b, 'POST /api/executions/{exec_id}' + path);
   };
-  const actions = h('span', { class: 'actions' },
-    act('Kill', '/kill', () => msg.replaceChildren(notice('Kill sent to every PC running this exec.')), 'btn danger'),
-    act('Cancel pending waves', '/cancel', () => (msg.replaceChildren(notice('Pending waves cancelled.')), body.load())),
-    act('Re-run failed', '/rerun-failed', (r) => ctx.navigate('/executions/' + seg(r.exec_id))));
+  // The actions offered follow the exec as it changes: Kill while it is in
+  // flight, Cancel while a wave is pending, Re-run failed (confirmed, with
+  // how many PCs) once some PC failed or missed the deadline. They are
+  // redrawn only when that set changes, so a live update does not disarm
+  // a confirmation half-way.
+  const actions = h('span', { class: 'actions' });
+  let shown = '';
+  const offer = (e, d) => {
+    const inFlight = e.status === 'pending' || e.status === 'running';
+    const pendingWaves = (d.waves || []).some((w) => w.state === 'pending');
+    const s = d.summary || {};
+    const rerun = (s.failed ?? 0) + (s.never_answered ?? 0);
+    const key = `${inFlight}/${pendingWaves}/${rerun}`;
+    if (key === shown) return;
+    shown = key;
+    actions.replaceChildren(...[
+      inFlight ? act('Kill', '/kill', () => msg.replaceChildren(notice('Kill sent to every PC running this exec.')), 'btn danger') : null,
+      pendingWaves ? act('Cancel pending waves', '/cancel', () => (msg.replaceChildren(notice('Pending waves cancelled.')), body.load())) : null,
+      rerun > 0 ? guard(confirmButton('Re-run failed', `re-run on ${rerun} PC${rerun === 1 ? '' : 's'}?`,
+        () => run('Re-run failed', '/rerun-failed', (r) => ctx.navigate('/executions/' + seg(r.exec_id))), { danger: false }),
+      'POST /api/executions/{exec_id}/rerun-failed') : null,
+    ].filter(Boolean));
+  };
   ctx.root.append(heading(h('span', {}, 'Exec ', h('code', {}, id), ' ', state), actions), msg);
 
   const body = panel(ctx, null, ['exec', 'result'], async () => {
@@ -37,6 +57,7 @@ export default async function execution(ctx) {
     const rows = d.pcs || d.rows || d.results || d.per_pc || [];
     state.dataset.execStatus = e.status;
     state.replaceChildren(statusBadge(e.status));
+    offer(e, d);
     return h('div', { class: 'stack' },
       h('div', { class: 'cols' },
         h('div', {}, dl([
@@ -48,7 +69,7 @@ export default async function execution(ctx) {
           ['Subjects', (e.subjects || []).map((s) => h('code', {}, s)).reduce((a, c) => (a.length ? [...a, ', ', c] : [c]), [])],
           e.error ? ['Error', h('span', { class: 'badge bad' }, e.error)] : null,
         ])),
-        h('div', {}, h('h2', {}, 'Progress'), progress(e), summary(d.summary),
+        h('div', {}, h('h2', {}, 'Progress'), progress(e, { words: false }), summary(d.summary),
           e.schedule_id ? h('p', {}, 'Fired by schedule ', link('/schedules/' + seg(e.schedule_id), e.schedule_id)) : null,
           waves(d.waves || e.waves))),
       h('h2', {}, 'PCs'),
@@ -73,7 +94,8 @@ function pcColumns() {
     { label: 'Took', cell: (r) => (r.duration_ms !== undefined ? duration(r.duration_ms)
       : r.duration_secs !== undefined ? duration(r.duration_secs * 1000) : between(r.started_at, r.finished_at)) },
     { label: 'Finished', cell: (r) => time(r.finished_at) },
-    { label: 'Result', cell: (r) => (r.request_id ? link('/results/' + seg(r.request_id), 'output') : '—') },
+    { label: 'Result', cell: (r) => (r.request_id && r.exit_code !== null && r.exit_code !== undefined
+      ? link('/results/' + seg(r.request_id) + '?pc_id=' + encodeURIComponent(r.pc_id), 'output') : '—') },
   ];
 }
 

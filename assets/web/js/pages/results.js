@@ -19,7 +19,7 @@ export default async function results(ctx) {
     { name: 'since', label: 'Since', control: sinceInput(q) },
   ], { toQuery: (n, v) => (n === 'since' ? sinceToRFC3339(v) : v) });
   const body = panel(ctx, null, ['result'], async () => {
-    const params = Object.fromEntries(['pc_id', 'job_id', 'exec_id', 'status', 'since', 'offset'].map((k) => [k, q.get(k)]));
+    const params = Object.fromEntries(['request_id', 'pc_id', 'job_id', 'exec_id', 'status', 'since', 'offset'].map((k) => [k, q.get(k)]));
     const { items, total } = await list('/api/results', { ...params, limit: LIMIT });
     return keepOpen(body, () => h('div', {}, table(resultColumns(), items, { empty: 'No results match.', caption: 'Results' }),
       pager(q, total, items.length, LIMIT)));
@@ -28,15 +28,27 @@ export default async function results(ctx) {
   await body.ready;
 }
 
-// byRequest shows every PC's answer to one request_id (a broadcast command
-// is answered by many PCs with the same request_id).
+// byRequest shows one PC's answer to a request_id (?pc_id=, the "output"
+// link of an execution's PC row), or every PC's answer (a broadcast
+// command is answered by many PCs with the same request_id).
 export async function byRequest(ctx) {
   const rid = ctx.params.rid;
-  ctx.title(`Request ${rid.slice(0, 8)}`);
-  ctx.root.append(heading(h('span', {}, 'Request ', h('code', {}, rid)), link('/results', 'All results')));
+  const pc = ctx.query.get('pc_id');
+  ctx.title(pc ? `${pc} · request ${rid.slice(0, 8)}` : `Request ${rid.slice(0, 8)}`);
+  ctx.root.append(heading(h('span', {}, 'Request ', h('code', {}, rid), pc ? [' from ', h('code', {}, pc)] : null),
+    pc ? link('/results/' + seg(rid), 'All PCs of this request') : null, link('/results', 'All results')));
   try {
-    const rows = await get('/api/results/' + seg(rid), { signal: ctx.signal });
-    ctx.root.append(h('section', { class: 'card' }, table(resultColumns(), rows || [])));
+    let rows;
+    let more = 0;
+    if (pc) {
+      rows = [await get('/api/results/' + seg(rid) + '?pc_id=' + encodeURIComponent(pc), { signal: ctx.signal })];
+    } else {
+      const { items, total } = await list('/api/results', { request_id: rid, limit: 1000 });
+      rows = items;
+      more = total - items.length;
+    }
+    ctx.root.append(h('section', { class: 'card' }, table(resultColumns(), rows, { empty: 'No PC has answered this request.' }),
+      more > 0 ? h('p', { class: 'muted' }, `and ${more} more: `, link('/results?request_id=' + encodeURIComponent(rid), 'page through them')) : null));
     for (const d of ctx.root.querySelectorAll('details')) d.open = true;
   } catch (e) {
     ctx.root.append(errorCard(e));

@@ -1,7 +1,7 @@
 // Create or edit a schedule. The cron field is checked as you type against
 // the backend's own parser (GET /api/schedules/preview), which lists the
 // next instants in the chosen zone.
-import { h, heading, errorCard, field, select, checkbox, busy, link } from '../dom.js';
+import { h, heading, errorCard, notice, field, select, checkbox, busy, link } from '../dom.js';
 import { get, post, seg } from '../api.js';
 import { planFields } from '../plan.js';
 import { definition, splitStatus, fireTime } from '../schedule-data.js';
@@ -74,7 +74,11 @@ export default async function scheduleEdit(ctx) {
     });
     try {
       const r = await busy(save, post('/api/schedules', body));
-      ctx.navigate('/schedules/' + seg(r.id || body.id));
+      const to = '/schedules/' + seg(r.id || body.id);
+      // Saved either way; a target that reaches nobody (yet) is worth a
+      // second look before leaving the form.
+      if (r.warning) msg.replaceChildren(notice(h('span', {}, `Saved. ${r.warning}. `, link(to, 'Open the schedule')), 'warn'));
+      else ctx.navigate(to);
     } catch (err) {
       msg.replaceChildren(errorCard(err, 'Not saved'));
     }

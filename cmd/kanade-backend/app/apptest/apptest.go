@@ -1,12 +1,14 @@
 // Package apptest runs a whole backend in-process for end-to-end tests:
-// embedded NATS with JetStream, a real SQLite file and real HTTP, all in the
-// test's temporary directory, stopped at cleanup.
+// embedded NATS with JetStream, a real SQLite file (or a PostgreSQL database
+// of storage/pgtest) and real HTTP, all in the test's temporary directory,
+// stopped at cleanup.
 package apptest
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -38,10 +40,15 @@ type Backend struct {
 type Options struct {
 	// DataDir reuses a directory (to test restarts); default t.TempDir().
 	DataDir string
+	// DBURL runs the backend on PostgreSQL (storagetest.Dialect.URL);
+	// empty keeps the SQLite file in DataDir.
+	DBURL string
 	// Env adds environment variables seen by the backend (auth settings).
 	Env map[string]string
 	// Configure edits the config before start.
 	Configure func(*app.Config)
+	// Prepare edits the App before Run (test hooks, guard intervals).
+	Prepare func(*app.App)
 	// LogLevel of the captured log (default warn; KANADE_TEST_LOG=debug
 	// prints everything).
 	LogLevel slog.Level
@@ -76,6 +83,10 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	cfg.DataDir = o.DataDir
 	cfg.Server.Bind = "127.0.0.1:0"
 	cfg.NATS.Listen = "127.0.0.1:-1"
+	cfg.DB.URL = o.DBURL
+	// The free space of the machine running the tests is not the test's
+	// subject: disk thresholds are off unless a test sets them.
+	cfg.Disk = app.DiskConfig{MinFreePercent: -1, MinFreeMiB: -1}
 	if o.Configure != nil {
 		o.Configure(&cfg)
 	}
@@ -87,6 +98,9 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	logger := slog.New(slog.NewTextHandler(testWriter{t: t, done: logDone}, &slog.HandlerOptions{Level: o.LogLevel}))
 	a := app.New(cfg, logger)
 	a.Getenv = func(k string) string { return env[k] }
+	if o.Prepare != nil {
+		o.Prepare(a)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -306,4 +320,17 @@ func (b *Backend) CreateOperator(t testing.TB, name, role string) string {
 		t.Fatalf("POST /api/operators %s: no token in the answer", name)
 	}
 	return op.Token
+}
+
+// AliasBomb is a YAML document of levels lines, each prefixed, in which
+// every anchor holds width aliases of the previous one: a few hundred bytes
+// that expand to width^levels scalars ("billion laughs"), for the tests
+// that hostile YAML is refused cheaply.
+func AliasBomb(levels, width int, prefix string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%sb0: &b0 [%s]\n", prefix, strings.TrimSuffix(strings.Repeat("lol,", width), ","))
+	for i := 1; i < levels; i++ {
+		fmt.Fprintf(&b, "%sb%d: &b%d [%s]\n", prefix, i, i, strings.TrimSuffix(strings.Repeat(fmt.Sprintf("*b%d,", i-1), width), ","))
+	}
+	return b.String()
 }

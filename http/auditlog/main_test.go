@@ -1,0 +1,9 @@
+package auditlog
+
+import (
+	"testing"
+
+	"kanade-backend/storage/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }

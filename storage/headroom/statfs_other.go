@@ -1,0 +1,5 @@
+//go:build !unix
+
+package headroom
+
+func statFS(string) (filesystem, error) { return filesystem{}, errUnsupported }
