@@ -115,6 +115,14 @@ func TestDatabaseDiskFullDuring20000Results(t *testing.T) {
 		t.Fatalf("health before the disk fills: %d %+v", code, f)
 	}
 
+	// The PCs of the large exec below must be known (an exec that reaches
+	// no known PC is refused before any write), so they are seeded while
+	// the disk still has room.
+	const bigTarget = 20000
+	if err := storagetest.Seed(context.Background(), b.Store, storagetest.Fleet{Agents: bigTarget, End: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+
 	free := storagetest.Fill(t, disk)
 	if n := publishResults(t, b.JS, 5000, total, time.Minute); n != total-5000 {
 		t.Fatalf("%d of %d results stored (the stream is on another disk)", n, total-5000)
@@ -145,9 +153,9 @@ func TestDatabaseDiskFullDuring20000Results(t *testing.T) {
 	// cause, not 500.
 	b.JSON(t, http.MethodPost, "/api/jobs", map[string]any{"id": "big", "version": "1",
 		"execute": map[string]any{"shell": "powershell", "script": "x", "timeout": "1m"}}, 200, nil)
-	pcs := make([]string, 20000)
+	pcs := make([]string, bigTarget)
 	for i := range pcs {
-		pcs[i] = fmt.Sprintf("PC-%05d", i)
+		pcs[i] = storagetest.PcID(i)
 	}
 	b.WantError(t, http.MethodPost, "/api/exec/big", map[string]any{"target": map[string]any{"pcs": pcs}},
 		http.StatusServiceUnavailable, "storage unavailable: database or disk is full")
