@@ -67,6 +67,7 @@ func TestScreenshots(t *testing.T) {
 		{"rollout", "/rollout"},
 		{"jetstream", "/jetstream"},
 		{"operators", "/operators"},
+		{"kitting", "/kitting"},
 	}
 	dir := filepath.Join("..", "docs", "screenshots")
 	if *writeScreenshots {
@@ -187,6 +188,8 @@ execute:
 	_ = mw.Close()
 	ok("POST", "/api/agents/publish", form.Bytes(), "Content-Type", mw.FormDataContentType())
 	ok("POST", "/api/run", map[string]any{"pc_id": "SIM-0001", "shell": "powershell", "script": "hostname", "timeout_secs": 10})
+	ok("POST", "/api/agents/SIM-0003/credentials", nil)
+	ok("POST", "/api/enrollments", map[string]any{"count": 2, "groups": []string{"lab"}, "expires_in": "3d"})
 	// Let the results arrive so the pages show finished executions.
 	time.Sleep(2 * time.Second)
 	if ids["exec"] == "" {

@@ -13,6 +13,8 @@ const (
 	ActorOperator = "operator"
 	// ActorScheduler is used for schedule fires and auto-disable.
 	ActorScheduler = "scheduler"
+	// ActorEnrollment is used when an enrollment token is bound to a PC.
+	ActorEnrollment = "enrollment"
 )
 
 // Audit actions (wire.md §4).
@@ -42,6 +44,18 @@ const (
 	ActionOperatorRole   = "operator_role"
 	ActionOperatorRevoke = "operator_revoke"
 	ActionOperatorToken  = "operator_token"
+)
+
+// Audit actions of agent credentials (beyond wire.md §4): per-PC NATS
+// credentials minted and revoked, enrollment tokens created and revoked,
+// and an enrollment token bound to the PC that presented it. Their target
+// is the pc_id (or the enrollment id); no payload ever carries a token.
+const (
+	ActionCredentialCreate = "credential_create"
+	ActionCredentialRevoke = "credential_revoke"
+	ActionEnrollmentCreate = "enrollment_create"
+	ActionEnrollmentRevoke = "enrollment_revoke"
+	ActionAgentEnrolled    = "agent_enrolled"
 )
 
 // AuditEvent records one state-changing action; it is published on

@@ -114,7 +114,7 @@ func (h *heartbeatProjector) shutdown(c actor.Context) {
 
 func (h *heartbeatProjector) receive(m *heartbeatIn) {
 	h.env.metrics.heartbeats.Inc()
-	hb, err := decodeHeartbeat(m.data)
+	hb, err := decodeHeartbeatOn(m.subject, m.data)
 	if err != nil {
 		h.env.metrics.poison.WithLabelValues(ProjHeartbeat).Inc()
 		if len(h.errs) >= maxPendingErrors {
@@ -142,6 +142,18 @@ func (h *heartbeatProjector) receive(m *heartbeatIn) {
 	if b.osFamily == nil {
 		b.osFamily = hb.OsFamily
 	}
+}
+
+// decodeHeartbeatOn decodes a heartbeat received on subject, which must be
+// the heartbeat subject of the pc_id it carries: a PC may publish only its
+// own heartbeat subject (agent credentials), so one that names another PC
+// inside is forged and never becomes that PC's liveness.
+func decodeHeartbeatOn(subject string, data []byte) (messages.Heartbeat, error) {
+	hb, err := decodeHeartbeat(data)
+	if err == nil && subject != messages.HeartbeatSubject(hb.PcID) {
+		err = fmt.Errorf("heartbeat on %s carries pc_id %q", subject, hb.PcID)
+	}
+	return hb, err
 }
 
 func decodeHeartbeat(data []byte) (messages.Heartbeat, error) {

@@ -126,3 +126,24 @@ func TestHeartbeatFlushedAtStop(t *testing.T) {
 		t.Fatal("pending heartbeat lost at stop")
 	}
 }
+
+// A heartbeat whose pc_id is not the one of its subject is forged (agent
+// credentials let a PC publish only its own subject): it never becomes
+// either PC's liveness and is kept as a projection error.
+func TestHeartbeatForAnotherPCIsRefused(t *testing.T) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	b, _ := json.Marshal(messages.Heartbeat{PcID: "victim", At: t0, AgentVersion: "6.6.6"})
+	if err := h.broker.Conn.Publish(messages.HeartbeatSubject("forger"), b); err != nil {
+		t.Fatal(err)
+	}
+	heartbeat(t, h, "honest", t0, "1.0", nil, nil)
+	h.waitReceived(2)
+	fake.Advance(time.Second)
+	h.waitCount("projection_errors", 1, 5*time.Second, "projection = 'heartbeat'", "subject = 'heartbeat.forger'",
+		`error = 'heartbeat on heartbeat.forger carries pc_id "victim"'`)
+	if n := h.count("agents"); n != 1 {
+		t.Fatalf("%d agents, want only the honest one", n)
+	}
+	agentRow(t, h, "honest")
+}

@@ -226,3 +226,34 @@ func TestExpiryWaitsForTheResultsBacklog(t *testing.T) {
 		return nil
 	})
 }
+
+// A result answering a Command that was sent to another PC (commands.pc.X
+// answered with pc_id Y) is recorded as unexpected: stored without its
+// exec, kept as a projection error, never counted as Y's answer, even when
+// Y is expected by the same exec through its own request.
+func TestResultForAnotherPCsRequestIsUnexpected(t *testing.T) {
+	fake := clock.NewFake(t0.Add(10 * time.Second))
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	st := h.store
+	insertExec(t, st, execFixture{id: "ex-two", requests: map[string]string{"req-x": "commands.pc.pc-x", "req-y": "commands.pc.pc-y"},
+		expected: []string{"pc-x", "pc-y"}})
+	publishJS(t, h.broker.JS, []pubMsg{
+		result("req-x", "pc-y", 0, "", ""), // pc-y claims success on pc-x's Command
+		result("req-x", "pc-x", 1, "", ""), // pc-x's own answer: failed
+	})
+	wantExec(t, st, "ex-two", storage.ExecRunning, 0, 1)
+	h.waitCount("projection_errors", 1, 5*time.Second, "projection = 'results'",
+		"error = 'unexpected result: request req-x was sent to pc pc-x, not to pc pc-y'")
+	h.waitCount("execution_results", 1, time.Second, "request_id = 'req-x'", "pc_id = 'pc-y'", "exec_id IS NULL")
+	h.waitCount("execution_results", 1, time.Second, "request_id = 'req-x'", "pc_id = 'pc-x'", "exec_id = 'ex-two'")
+	var y storage.ExecExpected
+	if err := st.R.NewSelect().Model(&y).Where("exec_id = 'ex-two' AND pc_id = 'pc-y'").Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !y.AnsweredAt.IsZero() {
+		t.Fatalf("pc-y counted as answered: %+v", y)
+	}
+	// Its own answer still counts.
+	publishJS(t, h.broker.JS, []pubMsg{result("req-y", "pc-y", 0, "", "")})
+	wantExec(t, st, "ex-two", storage.ExecFailed, 1, 1)
+}

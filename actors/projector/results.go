@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -82,10 +83,11 @@ func (resultsCodec) decode(data []byte) (resultItem, error) {
 const resultColumns = "request_id, pc_id, exec_id, job_id, exit_code, stdout, stderr, started_at, finished_at, recorded_at, stream_seq"
 
 func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch []envelope[resultItem], out *outcome) error {
-	execOf, err := lookupExecs(ctx, tx.Tx, batch)
+	refs, err := lookupExecs(ctx, tx.Tx, batch)
 	if err != nil {
 		return err
 	}
+	execOf := func(r resultItem) string { return refs[r.RequestID].attribute(r) }
 	inserted, err := insertResults(ctx, tx, batch, execOf, now)
 	if err != nil {
 		return err
@@ -107,7 +109,17 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 	projected := make([]messages.ProjectedResult, 0, len(fresh))
 	for _, e := range fresh {
 		r := e.item
-		execID := execOf[r.RequestID]
+		execID := execOf(r)
+		if ref := refs[r.RequestID]; ref.unexpected(r) {
+			// Stored, so that it can be looked at, but neither attributed
+			// to the exec nor counted as the PC's answer: the Command of
+			// this request_id went to another PC.
+			out.errors = append(out.errors, storage.ProjectionError{
+				Projection: ProjResults, Stream: messages.StreamResults, StreamSeq: e.seq, Subject: e.subject,
+				Error:   fmt.Sprintf("unexpected result: request %s was sent to pc %s, not to pc %s", r.RequestID, ref.pc, r.PcID),
+				Payload: e.data, RecordedAt: storage.T(now),
+			})
+		}
 		jobID := deref(r.ManifestID)
 		projected = append(projected, messages.ProjectedResult{
 			RequestID: r.RequestID, PcID: r.PcID, ExecID: execID, JobID: jobID,
@@ -141,9 +153,27 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 	return nil
 }
 
+// execRef is what a request_id says about the results answering it: its
+// exec, and the one PC it was sent to when it was a commands.pc.<pc_id>
+// Command (broadcast and group Commands are answered by many PCs).
+type execRef struct{ exec, pc string }
+
+// unexpected reports a result from a PC the request was not sent to: a PC
+// that answers another PC's Command (a forged result, since the wire does
+// not say who published it) must not count as that exec's answer.
+func (x execRef) unexpected(r resultItem) bool { return x.exec != "" && x.pc != "" && x.pc != r.PcID }
+
+// attribute is the exec a result counts for ("" for none).
+func (x execRef) attribute(r resultItem) string {
+	if x.unexpected(r) {
+		return ""
+	}
+	return x.exec
+}
+
 // lookupExecs attributes results to execs through the request_ids each exec
 // recorded before publishing (the ExecResult does not carry the exec id).
-func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) (map[string]string, error) {
+func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) (map[string]execRef, error) {
 	seen := map[string]bool{}
 	var ids []string
 	for _, e := range batch {
@@ -152,23 +182,27 @@ func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) 
 			ids = append(ids, e.item.RequestID)
 		}
 	}
-	out := make(map[string]string, len(ids))
+	out := make(map[string]execRef, len(ids))
 	err := chunks(ids, chunkRows, func(ids []string) error {
 		args := make([]any, len(ids))
 		for i, id := range ids {
 			args[i] = id
 		}
-		rows, err := tx.QueryContext(ctx, "SELECT request_id, exec_id FROM exec_requests WHERE request_id IN ("+placeholders(len(ids))+")", args...)
+		rows, err := tx.QueryContext(ctx, "SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN ("+placeholders(len(ids))+")", args...)
 		if err != nil {
 			return fmt.Errorf("attribute results to execs: %w", err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var req, exec string
-			if err := rows.Scan(&req, &exec); err != nil {
+			var req, exec, subject string
+			if err := rows.Scan(&req, &exec, &subject); err != nil {
 				return fmt.Errorf("attribute results to execs: %w", err)
 			}
-			out[req] = exec
+			pc, _ := strings.CutPrefix(subject, "commands.pc.")
+			if pc == subject {
+				pc = ""
+			}
+			out[req] = execRef{exec: exec, pc: pc}
 		}
 		return rows.Err()
 	})
@@ -182,7 +216,7 @@ func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) 
 // can slip in between): measured against INSERT ... RETURNING, which says
 // the same, that costs about a fifth less CPU per row. ON CONFLICT stays as
 // the guarantee.
-func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem], execOf map[string]string, now time.Time) ([]bool, error) {
+func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem], execOf func(resultItem) string, now time.Time) ([]bool, error) {
 	type key struct{ req, pc string }
 	inserted := make([]bool, len(batch))
 	seen := make(map[key]bool, len(batch))
@@ -222,7 +256,7 @@ func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem],
 		args := make([]any, 0, len(part)*11)
 		for _, i := range part {
 			r := batch[i].item
-			args = append(args, r.RequestID, r.PcID, nullable(execOf[r.RequestID]), nullable(deref(r.ManifestID)),
+			args = append(args, r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
 				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
 		}
 		q := "INSERT INTO execution_results (" + resultColumns + ") VALUES " + valuesClause(len(part), 11) +

@@ -180,3 +180,13 @@ func InitiatedBy(ctx context.Context) string {
 	}
 	return messages.ActorOperator
 }
+
+// Subject is who made a change, for the created_by and revoked_by columns
+// of what the API keeps (operators, agent credentials): the caller's name,
+// or "operator" when the request names nobody (authentication disabled).
+func Subject(ctx context.Context) string {
+	if p, ok := PrincipalFrom(ctx); ok && p.Subject != "" {
+		return p.Subject
+	}
+	return messages.ActorOperator
+}

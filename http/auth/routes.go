@@ -77,6 +77,15 @@ var routeRoles = map[string]Role{
 	"PATCH /api/operators/{name}":      RoleAdmin,
 	"DELETE /api/operators/{name}":     RoleAdmin,
 	"POST /api/operators/{name}/token": RoleAdmin,
+	// Agent credentials and enrollment tokens (reading them too: the list
+	// says who can connect as which PC).
+	"GET /api/agents/{pc_id}/credentials":         RoleAdmin,
+	"POST /api/agents/{pc_id}/credentials":        RoleAdmin,
+	"DELETE /api/agents/{pc_id}/credentials/{id}": RoleAdmin,
+	"POST /api/agents/credentials":                RoleAdmin,
+	"GET /api/enrollments":                        RoleAdmin,
+	"POST /api/enrollments":                       RoleAdmin,
+	"DELETE /api/enrollments/{id}":                RoleAdmin,
 }
 
 // RouteRole returns the role the route pattern requires; ok is false for a

@@ -301,8 +301,12 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 		}
 		q = q.Where("status = ?", v)
 	}
-	if v := qs.Get("initiated_by"); v != "" {
-		q = q.Where("initiated_by = ?", v)
+	initiatedBy, err := httpx.QueryText(r, "initiated_by")
+	if err != nil {
+		return err
+	}
+	if initiatedBy != "" {
+		q = q.Where("initiated_by = ?", initiatedBy)
 	}
 	total, err := q.OrderExpr("created_at DESC, exec_id DESC").Limit(int64(page.Limit)).Offset(int64(page.Offset)).ScanAndCount(r.Context())
 	if err != nil {

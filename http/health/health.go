@@ -56,6 +56,9 @@ type Deps struct {
 	// instead of waiting for each lookup to time out.
 	Connected func() bool
 	Clock     clock.Clock
+	// Warnings, if set, lists what monitors should know without the fleet
+	// being degraded (e.g. "shared agent token in use").
+	Warnings func() []string
 	// Problems, if set, lists the backend's own troubles (disk space,
 	// stalled projections, streams that cannot store).
 	Problems func() []Problem
@@ -108,6 +111,8 @@ type Fleet struct {
 	Agents        Agents        `json:"agents"`
 	JetStream     JetStream     `json:"jetstream"`
 	RecentResults RecentResults `json:"recent_results"`
+	// Warnings never change the status; [] when none.
+	Warnings []string `json:"warnings"`
 	// Problems lists the backend's own troubles ([] when none); any makes
 	// the status degraded.
 	Problems   []Problem `json:"problems"`
@@ -149,7 +154,10 @@ func Check(ctx context.Context, d Deps) (Fleet, error) {
 		d.Clock = clock.Real{}
 	}
 	now := d.Clock.Now().UTC()
-	f := Fleet{ObservedAt: now}
+	f := Fleet{ObservedAt: now, Warnings: []string{}}
+	if d.Warnings != nil {
+		f.Warnings = append(f.Warnings, d.Warnings()...)
+	}
 
 	var err error
 	if f.Agents, err = countAgents(ctx, d.DB, now.Add(-storage.AliveWindow)); err != nil {

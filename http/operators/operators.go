@@ -10,7 +10,6 @@
 package operators
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 
@@ -123,7 +122,7 @@ func (h *handlers) create(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	o, tok, err := h.Store.Create(r.Context(), b.Name, role, actor(r.Context()))
+	o, tok, err := h.Store.Create(r.Context(), b.Name, role, auth.Subject(r.Context()))
 	if err != nil {
 		return err
 	}
@@ -152,7 +151,7 @@ func (h *handlers) patch(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	before, after, _, err := h.Store.Update(r.Context(), name, Change{Role: role}, actor(r.Context()), h.GuardLastAdmin)
+	before, after, _, err := h.Store.Update(r.Context(), name, Change{Role: role}, auth.Subject(r.Context()), h.GuardLastAdmin)
 	if err != nil {
 		return err
 	}
@@ -168,7 +167,7 @@ func (h *handlers) revoke(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	before, after, _, err := h.Store.Update(r.Context(), name, Change{Revoke: true}, actor(r.Context()), h.GuardLastAdmin)
+	before, after, _, err := h.Store.Update(r.Context(), name, Change{Revoke: true}, auth.Subject(r.Context()), h.GuardLastAdmin)
 	if err != nil {
 		return err
 	}
@@ -188,7 +187,7 @@ func (h *handlers) token(w http.ResponseWriter, r *http.Request) error {
 	if _, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes); err != nil {
 		return err
 	}
-	_, after, tok, err := h.Store.Update(r.Context(), name, Change{NewToken: true}, actor(r.Context()), h.GuardLastAdmin)
+	_, after, tok, err := h.Store.Update(r.Context(), name, Change{NewToken: true}, auth.Subject(r.Context()), h.GuardLastAdmin)
 	if err != nil {
 		return err
 	}
@@ -206,14 +205,6 @@ func (h *handlers) endSessions(name string) {
 
 func (h *handlers) record(r *http.Request, action, target string, payload map[string]any) {
 	opaudit.Record(r.Context(), h.Audit, h.Logger, action, target, payload)
-}
-
-// actor is who made the change, for created_by and revoked_by.
-func actor(ctx context.Context) string {
-	if p, ok := auth.PrincipalFrom(ctx); ok && p.Subject != "" {
-		return p.Subject
-	}
-	return messages.ActorOperator
 }
 
 // validName applies the id rules of every other name in the API (a subject

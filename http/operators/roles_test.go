@@ -203,9 +203,11 @@ func TestEveryRouteByRole(t *testing.T) {
 			// invalid id or body stops the request at the handler's own
 			// validation (400; 404 for a release version, which is not an
 			// id token), so nothing changes.
+			// A read kept from lower roles (agent credentials) without an id
+			// to get wrong answers 200.
 			method, path := f.path(pattern, false)
 			status, _, body := f.send(t, tok, method, path, "{")
-			if status != http.StatusBadRequest && status != http.StatusNotFound {
+			if status != http.StatusBadRequest && status != http.StatusNotFound && !(method == "GET" && status == http.StatusOK) {
 				t.Errorf("%s as %s: %d %s; want the handler's 400 or 404", pattern, role, status, body)
 			}
 			counts[string(role)+" allowed change"]++

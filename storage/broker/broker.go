@@ -23,8 +23,11 @@ type EmbeddedOptions struct {
 	// in-process connections only.
 	Listen string
 	// Token, when set, is required from every client (KANADE_NATS_TOKEN).
-	Token  string
-	Logger *slog.Logger
+	Token string
+	// Callout, when set, authorizes clients through the backend's auth
+	// callout instead (auth.go); Token is then left to the callout.
+	Callout *CalloutOptions
+	Logger  *slog.Logger
 	// Store, when set, watches the server's log for store failures and
 	// recovers them by restarting the server (see StoreHealth).
 	Store *StoreHealth
@@ -39,6 +42,9 @@ type ConnectOptions struct {
 	// *server.Server).
 	InProcess nats.InProcessConnProvider
 	Token     string
+	// User and Password authenticate as a configured user instead (the
+	// backend's service user when the server runs the auth callout).
+	User, Password string
 	// Name shows up in the server's connection list.
 	Name   string
 	Logger *slog.Logger
@@ -87,6 +93,9 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 	}
 	if opts.Token != "" {
 		nopts = append(nopts, nats.Token(opts.Token))
+	}
+	if opts.User != "" {
+		nopts = append(nopts, nats.UserInfo(opts.User, opts.Password))
 	}
 	url := opts.URL
 	if opts.InProcess != nil {

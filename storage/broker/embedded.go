@@ -42,6 +42,12 @@ func StartEmbedded(opts EmbeddedOptions) (*Embedded, error) {
 		MaxPayload:             8 << 20,
 		DisableJetStreamBanner: true,
 	}}
+	applyLimits(&e.sopts)
+	if opts.Callout != nil {
+		if err := opts.Callout.apply(&e.sopts); err != nil {
+			return nil, err
+		}
+	}
 	if opts.Listen == "" || opts.Listen == "off" {
 		e.sopts.DontListen = true
 	} else {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // serverLogger routes nats-server's printf-style logging into slog so the
@@ -29,9 +30,18 @@ var _ interface {
 // Notices (the start banner, every listener) are Debug: the backend logs
 // the one line an operator needs ("embedded NATS listening") itself.
 func (s *serverLogger) Noticef(f string, v ...any) { s.l.Debug(fmt.Sprintf(f, v...)) }
-func (s *serverLogger) Warnf(f string, v ...any)   { s.l.Warn(s.inspect(f, v)) }
-func (s *serverLogger) Fatalf(f string, v ...any)  { s.l.Error(s.inspect(f, v), "fatal", true) }
-func (s *serverLogger) Errorf(f string, v ...any)  { s.l.Error(s.inspect(f, v)) }
+func (s *serverLogger) Warnf(f string, v ...any) {
+	msg := s.inspect(f, v)
+	// A refused client is already logged as an authentication error; the
+	// callout's reason repeats it every time a revoked agent retries.
+	if strings.HasPrefix(msg, "Auth callout service returned an error") {
+		s.l.Debug(msg)
+		return
+	}
+	s.l.Warn(msg)
+}
+func (s *serverLogger) Fatalf(f string, v ...any) { s.l.Error(s.inspect(f, v), "fatal", true) }
+func (s *serverLogger) Errorf(f string, v ...any) { s.l.Error(s.inspect(f, v)) }
 
 // inspect formats a warning or error and shows it to the store watch.
 func (s *serverLogger) inspect(f string, v []any) string {

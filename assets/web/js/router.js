@@ -33,6 +33,7 @@ const ROUTES = [
   ['/rollout', 'rollout'],
   ['/jetstream', 'jetstream'],
   ['/operators', 'operators'],
+  ['/kitting', 'credentials'],
 ].map(([pattern, module, exp]) => ({ parts: pattern.split('/').filter(Boolean), module, exp: exp || 'default' }));
 
 function match(path) {

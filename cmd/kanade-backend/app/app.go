@@ -35,6 +35,7 @@ import (
 	"kanade-backend/http/operators"
 	"kanade-backend/http/server"
 	"kanade-backend/storage"
+	"kanade-backend/storage/agentauth"
 	"kanade-backend/storage/broker"
 )
 
@@ -80,6 +81,12 @@ type App struct {
 	Live *live.Hub
 	// Operators are the API's operators and their hashed tokens.
 	Operators *operators.Store
+	// AgentCreds are the agents' NATS credentials; AgentAuth runs the
+	// auth callout that enforces them (nil when not enforced).
+	AgentCreds *agentauth.Store
+	AgentAuth  *agentauth.Service
+	natsAuth   natsAuth
+	natsSystem *nats.Conn // external cluster: the system-account connection
 	// Guards report what fleet health lists as the backend's own
 	// problems (disk space, stalled projections, broken streams).
 	Guards Guards
@@ -127,6 +134,11 @@ func (a *App) Run(ctx context.Context) error {
 	cfg := a.Config
 	log := a.Logger
 	g := lifecycle.New(log)
+	na, err := a.prepareNATSAuth()
+	if err != nil {
+		return err
+	}
+	a.natsAuth = na
 
 	a.setUpGuards()
 	if cfg.Embedded() {
@@ -135,6 +147,7 @@ func (a *App) Run(ctx context.Context) error {
 				StoreDir: a.jetStreamDir(),
 				Listen:   cfg.NATS.Listen,
 				Token:    cfg.NATS.Token,
+				Callout:  a.natsAuth.calloutOptions(),
 				Logger:   log,
 				Store:    a.Guards.JetStream,
 			})
@@ -165,10 +178,9 @@ func (a *App) Run(ctx context.Context) error {
 	}, func(context.Context) error { return a.Store.Close() })
 
 	g.Add("nats connection", func(ctx context.Context) error {
-		copts := broker.ConnectOptions{
-			URL: cfg.NATS.URL, Token: cfg.NATS.Token,
-			Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
-		}
+		copts := a.natsAuth.connectOptions(broker.ConnectOptions{
+			URL: cfg.NATS.URL, Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,
+		}, cfg.NATS.Token)
 		if a.NATSServer != nil {
 			copts.InProcess = a.NATSServer // a nil *Embedded in the interface would not be nil
 		}
@@ -213,6 +225,9 @@ func (a *App) Run(ctx context.Context) error {
 		}
 		return nil
 	}, nil)
+
+	// Agents waiting to connect are answered from here on.
+	g.Add("agent auth", a.startAgentAuth, a.stopAgentAuth)
 
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
@@ -305,6 +320,9 @@ func (a *App) logDashboardURL(fresh bool) {
 // Main is the whole program: parse configuration, run until SIGINT/SIGTERM,
 // return the exit code.
 func Main(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "nats-config" {
+		return natsConfigMain(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := Load(args, getenv, stderr)
 	if errors.Is(err, ErrVersion) {
 		fmt.Fprintln(stdout, "kanade-backend", VersionString())

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"path/filepath"
 	"strings"
 	"time"
@@ -62,12 +61,16 @@ type NATSConfig struct {
 	// Listen is where the embedded server accepts agents and the CLI; "off"
 	// keeps it in-process only.
 	Listen string `toml:"listen"`
-	// Token authenticates to NATS (and is required by the embedded server).
+	// Token is the legacy shared agent token: accepted with every right
+	// beside per-PC credentials (and, with an external server without the
+	// backend's auth callout, what the backend connects with).
 	Token string `toml:"token"`
 	// Replicas of every stream and bucket (3 on a clustered NATS).
 	Replicas int `toml:"replicas"`
-	// Insecure allows the embedded server to listen beyond loopback
-	// without a token (--insecure-nats).
+	// Insecure lets clients that present no token in with every right even
+	// when the embedded server listens beyond loopback (--insecure-nats):
+	// the open bus of old, for a lab. Without it they get in on loopback
+	// only; elsewhere a client needs a credential (agentauth).
 	Insecure bool `toml:"insecure"`
 }
 
@@ -174,7 +177,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error (default info)")
 		logFormat  = fs.String("log-format", "", "text or json (default text)")
 		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
-		insecure   = fs.Bool("insecure-nats", false, "let the embedded NATS listen beyond loopback without "+Env.NATSToken)
+		insecure   = fs.Bool("insecure-nats", false, "let NATS clients without a token in with every right even beyond loopback (a lab)")
 		version    = fs.Bool("version", false, "print the version and exit")
 	)
 	if err := fs.Parse(args); err != nil {
@@ -251,33 +254,10 @@ func (c Config) validate() error {
 		// to imply an empty stream for the rebuild check.
 		errs = append(errs, fmt.Errorf("retention: results_days must be ≥ 30 (the RESULTS stream's max_age), others ≥ 1"))
 	}
-	if err := c.checkNATSExposure(); err != nil {
-		errs = append(errs, err)
-	}
 	if c.Retention.SweepInterval.Duration < time.Minute {
 		errs = append(errs, fmt.Errorf("retention sweep_interval %v: want at least 1m", c.Retention.SweepInterval.Duration))
 	}
 	return errors.Join(errs...)
-}
-
-// checkNATSExposure refuses an embedded NATS listening beyond loopback
-// without a token: anyone who reaches the port could publish Commands to
-// every agent and read every result. --insecure-nats is the explicit "I
-// know" (a lab, a network that is already closed).
-func (c Config) checkNATSExposure() error {
-	if !c.Embedded() || c.NATS.Token != "" || c.NATS.Insecure || c.NATS.Listen == "" || c.NATS.Listen == "off" {
-		return nil
-	}
-	host, _, err := net.SplitHostPort(c.NATS.Listen)
-	if err != nil {
-		return nil // the embedded server reports a malformed address itself
-	}
-	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
-		return nil
-	}
-	return fmt.Errorf("nats listen address %s is not loopback and %s is not set: agents and anyone else on the network could "+
-		"connect without credentials; set %s (or [nats] token), listen on 127.0.0.1, or pass --insecure-nats",
-		c.NATS.Listen, Env.NATSToken, Env.NATSToken)
 }
 
 func first(vals ...string) string {

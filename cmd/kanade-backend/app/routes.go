@@ -8,6 +8,7 @@ import (
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/auditlog"
 	"kanade-backend/http/auth"
+	"kanade-backend/http/credentials"
 	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
 	"kanade-backend/http/fleet"
@@ -54,9 +55,11 @@ func (a *App) routes(r *server.Router) {
 		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
 		Connected: a.Conn.IsConnected,
 		Clock:     a.Clock,
+		Warnings:  a.natsAuth.warnings,
 		Problems:  a.problems,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})
+	credentials.Register(r, credentials.Deps{Store: a.AgentCreds, Kicker: a.agentKicker(), Audit: a.Audit, Logger: a.Logger})
 	operators.Register(r, operators.Deps{Store: a.Operators, Audit: a.Audit, Sessions: a.Auth, Mode: a.Auth.Mode(),
 		GuardLastAdmin: a.Auth.Mode() == auth.ModeGenerated, Logger: a.Logger})
 	// The dashboard answers every other GET outside /api (its client-side

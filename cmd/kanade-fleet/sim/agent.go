@@ -24,12 +24,22 @@ type publisher interface {
 // env is what every agent shares: configuration, the connection, the
 // clock, the counters. Agents only read it.
 type env struct {
-	cfg   Config
-	pub   publisher
+	cfg Config
+	pub publisher
+	// pubs, when set, are each agent's own connection (Config.Credentials).
+	pubs  map[string]publisher
 	clock clock.Clock
 	root  *actor.RootContext
 	stats *counters
 	log   *slog.Logger
+}
+
+// publisher is the connection pcID publishes on.
+func (e *env) publisher(pcID string) publisher {
+	if p := e.pubs[pcID]; p != nil {
+		return p
+	}
+	return e.pub
 }
 
 // Messages an agent receives. Timers send the *Due messages to the agent
@@ -147,7 +157,7 @@ func (a *agent) heartbeat(at time.Time) {
 		Hostname: &hostname, OsFamily: &os,
 	})
 	if err == nil {
-		err = a.env.pub.Publish(messages.HeartbeatSubject(a.pcID), b)
+		err = a.env.publisher(a.pcID).Publish(messages.HeartbeatSubject(a.pcID), b)
 	}
 	if err != nil {
 		a.log.add(at, "WARN", "heartbeat failed: %v", err)
@@ -256,7 +266,7 @@ func (a *agent) finish(c actor.Context, r *run, code int) {
 	}
 	b, err := json.Marshal(res)
 	if err == nil {
-		err = a.env.pub.Publish(messages.ResultsSubject(r.cmd.RequestID), b)
+		err = a.env.publisher(a.pcID).Publish(messages.ResultsSubject(r.cmd.RequestID), b)
 	}
 	if err != nil {
 		a.log.add(now, "ERROR", "publish result request_id=%s: %v", r.cmd.RequestID, err)

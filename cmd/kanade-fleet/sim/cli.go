@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"os/signal"
 	"slices"
 	"strconv"
@@ -56,6 +57,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	assign := fs.String("assign-groups", "", "write agent_groups for the fleet's pc_ids and exit, e.g. canary=5%,wave1=45% (consecutive, non-overlapping slices; merged with existing groups)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed for phases, jitter, run times and failures (0 = random, logged)")
 	stopAfter := fs.String("stop-after", "", "stop after this long instead of waiting for SIGINT/SIGTERM")
+	credentials := fs.String("credentials", "", "CSV pc_id,token (POST /api/agents/credentials): run these agents, each on its own connection with its own token (--agents N: the first N)")
 	connectTimeout := fs.String("connect-timeout", humantime.Format(DefaultConnectTimeout), "give up (exit 1) when NATS cannot be reached within this long")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -79,6 +81,11 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 			errs = append(errs, fmt.Errorf("--assign-groups: %w", err))
 		}
 	}
+	if *credentials != "" {
+		if o.Credentials, err = readCredentialsFile(*credentials, agentsSet(fs), o.Agents); err != nil {
+			errs = append(errs, fmt.Errorf("--credentials: %w", err))
+		}
+	}
 	if o.ConnectTimeout, err = humantime.Parse(*connectTimeout); err != nil || o.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--connect-timeout %q: want a positive duration such as 10s", *connectTimeout))
 	}
@@ -94,6 +101,33 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 		errs = append(errs, err)
 	}
 	return o, errors.Join(errs...)
+}
+
+// readCredentialsFile reads the kitting CSV at path, keeping the first n
+// agents when --agents was given.
+func readCredentialsFile(path string, limit bool, n int) ([]Credential, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	creds, err := ReadCredentials(f)
+	if err != nil {
+		return nil, err
+	}
+	if limit {
+		if n > len(creds) {
+			return nil, fmt.Errorf("--agents %d: %s lists %d PCs", n, path, len(creds))
+		}
+		creds = creds[:n]
+	}
+	return creds, nil
+}
+
+func agentsSet(fs *flag.FlagSet) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == "agents" })
+	return set
 }
 
 func first(vals ...string) string {
@@ -126,7 +160,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	o.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: o.LogLevel}))
 	connectCtx, cancel := context.WithTimeout(ctx, o.ConnectTimeout)
-	nc, err := Dial(connectCtx, o.NATSURL, o.Token, o.Logger)
+	token := o.Token
+	if o.Credentials != nil && o.AssignGroups == nil {
+		// Agents with their own credentials: whether NATS can be reached
+		// is asked with the first one's token, the fleet has no other.
+		token = o.Credentials[0].Token
+	}
+	nc, err := Dial(connectCtx, o.NATSURL, token, o.Logger)
 	cancel()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -178,7 +218,7 @@ func assign(ctx context.Context, o Options, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("jetstream: %w", err)
 	}
-	plan, err := AssignGroups(ctx, js, PCIDs(o.Prefix, o.Agents), o.AssignGroups)
+	plan, err := AssignGroups(ctx, js, o.Config.pcIDs(), o.AssignGroups)
 	if err != nil {
 		return err
 	}

@@ -26,6 +26,11 @@ type Config struct {
 	// against brokertest). The fleet does not close it.
 	Conn *nats.Conn
 
+	// Credentials, when set, give each agent its own pc_id and NATS token
+	// (credentials.go): the fleet is these agents, each on its own
+	// connection, and Agents, Prefix and Conn are not used.
+	Credentials []Credential
+
 	// Agents is the number of simulated agents (at least 1).
 	Agents int
 	// Prefix starts every pc_id (default "SIM-"): SIM-0001, SIM-0002, …
@@ -113,6 +118,9 @@ func (c Config) withDefaults() (Config, error) {
 		c.Clock = clock.Real{}
 	}
 	var errs []error
+	if len(c.Credentials) > 0 {
+		c.Agents = len(c.Credentials)
+	}
 	if c.Agents < 1 {
 		errs = append(errs, fmt.Errorf("agents %d: want at least 1", c.Agents))
 	}
@@ -135,6 +143,18 @@ func (c Config) withDefaults() (Config, error) {
 		errs = append(errs, fmt.Errorf("run time %v: want 0 ≤ min ≤ max", c.RunTime))
 	}
 	return c, errors.Join(errs...)
+}
+
+// pcIDs are the agents' pc_ids.
+func (c Config) pcIDs() []string {
+	if len(c.Credentials) == 0 {
+		return PCIDs(c.Prefix, c.Agents)
+	}
+	ids := make([]string, len(c.Credentials))
+	for i, cr := range c.Credentials {
+		ids[i] = cr.PcID
+	}
+	return ids
 }
 
 // PCIDs returns the pc_ids of a fleet of n agents: prefix plus a 1-based

@@ -18,6 +18,11 @@
 // Version pins and revocations are read from KV once per batch of arriving
 // Commands rather than once per agent (see pincheck.go).
 //
+// With per-PC credentials (Config.Credentials, --credentials) the server
+// gives each token only its own PC's subjects, so each agent has its own
+// connection, subscriptions and agent_groups watch instead, as real agents
+// do (credentials.go); the router and the pin check stay shared.
+//
 // Scripts follow a small convention so tests are deterministic (see
 // script.go): "sleep 2s", "exit 3", "echo <text>", "echo-json <json>",
 // "fail-once". A script without any of them runs for a random time from

@@ -33,6 +33,8 @@ type Fleet struct {
 	groups  *groupWatch
 	checker *pinChecker
 	subs    []*nats.Subscription
+	// links are the agents' own connections (Config.Credentials).
+	links []*link
 
 	stopOnce sync.Once
 	stopErr  error
@@ -56,7 +58,7 @@ func Start(ctx context.Context, cfg Config) (*Fleet, error) {
 	if cfg.Seed == 0 {
 		cfg.Seed = rand.Uint64()
 	}
-	f := &Fleet{cfg: cfg, ids: PCIDs(cfg.Prefix, cfg.Agents)}
+	f := &Fleet{cfg: cfg, ids: cfg.pcIDs()}
 	if err := f.start(ctx); err != nil {
 		_ = f.Stop(context.WithoutCancel(ctx))
 		return nil, err
@@ -71,7 +73,15 @@ func (f *Fleet) start(ctx context.Context) error {
 	cfg := f.cfg
 	log := cfg.Logger
 	f.nc = cfg.Conn
-	if f.nc == nil {
+	if len(cfg.Credentials) > 0 {
+		links, err := dialLinks(ctx, cfg.NATSURL, cfg.Credentials, log)
+		if err != nil {
+			return err
+		}
+		f.links = links
+		// The pin reads go through the first agent's connection.
+		f.nc = links[0].nc
+	} else if f.nc == nil {
 		nc, err := broker.Connect(broker.ConnectOptions{URL: cfg.NATSURL, Token: cfg.Token, Name: "kanade-fleet", Logger: log})
 		if err != nil {
 			return err
@@ -100,13 +110,15 @@ func (f *Fleet) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	groups, err := open(messages.BucketAgentGroups)
-	if err != nil {
-		return err
-	}
 
 	f.sys = actorsys.New(log)
 	e := &env{cfg: cfg, pub: f.nc, clock: cfg.Clock, root: f.sys.Root, stats: &f.stats, log: log}
+	if f.links != nil {
+		e.pubs = make(map[string]publisher, len(f.links))
+		for _, l := range f.links {
+			e.pubs[l.pcID] = l.nc
+		}
+	}
 	f.router, err = f.sys.Root.SpawnNamed(routerProps(e, f.ids, cfg.Seed), "fleet")
 	if err != nil {
 		return fmt.Errorf("spawn fleet router: %w", err)
@@ -125,11 +137,18 @@ func (f *Fleet) start(ctx context.Context) error {
 		root.Send(router, wheelTick{slot: slot, at: at})
 	})
 
+	f.checker = newPinChecker(current, status, log, func(in inbound) { root.Send(router, in) })
+	if f.links != nil {
+		return f.listenLinks(ctx)
+	}
+	groups, err := open(messages.BucketAgentGroups)
+	if err != nil {
+		return err
+	}
 	f.groups, err = watchGroups(ctx, groups, log, func(u groupsUpdate) { root.Send(router, u) })
 	if err != nil {
 		return err
 	}
-	f.checker = newPinChecker(current, status, log, func(in inbound) { root.Send(router, in) })
 
 	subscribe := func(subject string, cb nats.MsgHandler) error {
 		sub, err := f.nc.Subscribe(subject, cb)
@@ -189,6 +208,63 @@ func (f *Fleet) onCommand(m *nats.Msg) {
 	f.checker.enqueue(in)
 }
 
+// listenLinks starts every agent's own subscriptions and groups watch and
+// returns once they exist at the server.
+func (f *Fleet) listenLinks(ctx context.Context) error {
+	root, router, log := f.sys.Root, f.router, f.cfg.Logger
+	send := func(u groupsUpdate) { root.Send(router, u) }
+	return eachLink(f.links, func(l *link) error {
+		if err := l.listen(f.onAgentMessage); err != nil {
+			return err
+		}
+		if err := l.watchGroups(ctx, log, send); err != nil {
+			return err
+		}
+		if err := flush(ctx, l.nc); err != nil {
+			return fmt.Errorf("agent %s: flush subscriptions: %w", l.pcID, err)
+		}
+		return nil
+	})
+}
+
+// onAgentMessage handles what arrived on pcID's own connection: it is for
+// that agent only, whatever subject it was published on.
+func (f *Fleet) onAgentMessage(pcID string, m *nats.Msg) {
+	root, router := f.sys.Root, f.router
+	switch {
+	case strings.HasPrefix(m.Subject, "commands."):
+		var cmd messages.Command
+		if err := json.Unmarshal(m.Data, &cmd); err != nil {
+			f.cfg.Logger.Warn("ignoring undecodable command", "pc_id", pcID, "subject", m.Subject, "err", err)
+			return
+		}
+		f.checker.enqueue(inbound{to: toPC, token: pcID, cmd: &cmd})
+	case strings.HasPrefix(m.Subject, "kill."):
+		root.Send(router, killReq{jobID: strings.TrimPrefix(m.Subject, "kill."), pcID: pcID})
+	case strings.HasPrefix(m.Subject, "logs.fetch."):
+		root.Send(router, logsReq{pcID: pcID, msg: m})
+	}
+}
+
+// eachLink runs fn for every link, dialConcurrency at a time, and joins
+// the errors.
+func eachLink(links []*link, fn func(*link) error) error {
+	errs := make([]error, len(links))
+	sem := make(chan struct{}, dialConcurrency)
+	var wg sync.WaitGroup
+	for i, l := range links {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = fn(l)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
 // Stop stops receiving, stops every agent (their timers and runs), waits
 // for them, and closes the connection if the fleet opened it. It is safe
 // to call more than once.
@@ -215,7 +291,11 @@ func (f *Fleet) Stop(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
-		if f.nc != nil {
+		if f.links != nil {
+			if err := eachLink(f.links, func(l *link) error { return l.close(ctx) }); err != nil {
+				errs = append(errs, err)
+			}
+		} else if f.nc != nil {
 			// Results published just before the stop must still go out.
 			if err := flush(ctx, f.nc); err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
 				errs = append(errs, fmt.Errorf("flush: %w", err))

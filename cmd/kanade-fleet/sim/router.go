@@ -14,7 +14,9 @@ import (
 // Messages the router receives from the fleet's NATS subscriptions and
 // KV watch.
 type (
-	killReq struct{ jobID string }
+	// killReq asks the agents running jobID to kill it; with pcID set
+	// (an agent's own connection heard it), only that agent.
+	killReq struct{ jobID, pcID string }
 	logsReq struct {
 		pcID string
 		msg  *nats.Msg
@@ -78,7 +80,9 @@ func (r *router) Receive(c actor.Context) {
 		r.dispatch(c, m)
 	case killReq:
 		for pcID := range r.running[m.jobID] {
-			c.Send(r.agents[pcID], killJob(m))
+			if m.pcID == "" || m.pcID == pcID {
+				c.Send(r.agents[pcID], killJob{jobID: m.jobID})
+			}
 		}
 	case runDone:
 		r.finished(m)

@@ -1,11 +1,13 @@
 // Agent detail: identity and liveness, group membership (editable), the
-// effective configuration, inventory, recent results, and ping/logs/run.
+// effective configuration, inventory, recent results, ping/logs/run, and
+// for admins the PC's NATS credentials.
 import { h, heading, dl, table, badge, errorCard, notice, link, button, busy, field } from '../dom.js';
 import { get, post, del, list, seg } from '../api.js';
 import { time } from '../fmt.js';
 import { panel, resultColumns, keepOpen } from '../views.js';
 import { factsView } from '../facts.js';
-import { guard } from '../access.js';
+import { guard, denied } from '../access.js';
+import { credentialsPanel } from './credentials.js';
 
 export default async function agent(ctx) {
   const id = ctx.params.id;
@@ -66,7 +68,11 @@ export default async function agent(ctx) {
     return keepOpen(results, () => table(resultColumns({ pc: false }), items, { empty: 'No results from this PC yet.' }));
   });
   ctx.root.append(h('div', { class: 'cols' }, info, groups), config, inventory, results);
-  await Promise.all([info.ready, groups.ready, config.ready, inventory.ready, results.ready]);
+  // Credentials are for admins only (reading them included): others do not
+  // see the panel at all.
+  const creds = denied('GET /api/agents/{pc_id}/credentials') ? null : credentialsPanel(ctx, id);
+  if (creds) ctx.root.append(creds);
+  await Promise.all([info.ready, groups.ready, config.ready, inventory.ready, results.ready, creds && creds.ready]);
 }
 
 // groupsPanel lists the PC's groups with remove buttons and an add form;

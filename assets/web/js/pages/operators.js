@@ -2,12 +2,13 @@
 // operator (its token is shown here once: the server keeps only a hash),
 // changes roles, replaces a lost token and revokes one; a change applies
 // to the operator's next request. Everyone else sees the list only.
-import { h, heading, table, errorCard, notice, field, select, busy, badge, section, button } from '../dom.js';
+import { h, heading, table, errorCard, notice, field, select, busy, badge, section } from '../dom.js';
 import { post, patch, del, list, seg } from '../api.js';
 import { time } from '../fmt.js';
 import { panel } from '../views.js';
 import { confirmButton } from '../confirm.js';
 import { guard, deniedNote, current } from '../access.js';
+import { issuedToken } from '../secret.js';
 
 const ROLES = ['viewer', 'operator', 'admin'];
 
@@ -82,18 +83,5 @@ function createForm(msg, reload) {
 
 // issued shows a token the one time it exists outside its owner's hands.
 function issued(r, text) {
-  const out = h('input', { class: 'token mono', readonly: true, value: r.token, 'aria-label': `Token for ${r.name}`, spellcheck: 'false' });
-  out.addEventListener('focus', () => out.select());
-  const copy = button('Copy', async () => {
-    out.select();
-    try {
-      await navigator.clipboard.writeText(r.token);
-      copy.textContent = 'Copied';
-    } catch {
-      copy.textContent = 'Select and copy';
-    }
-  }, { class: 'btn small' });
-  return h('div', { class: 'card notice ok', role: 'status', 'data-issued': r.name },
-    h('p', {}, text, ' ', h('strong', {}, 'Copy the token now: it is shown only this once.')),
-    h('div', { class: 'row' }, out, copy));
+  return issuedToken(r.token, r.name, text);
 }
