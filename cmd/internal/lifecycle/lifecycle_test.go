@@ -59,17 +59,31 @@ func TestFatalStopsTheGroup(t *testing.T) {
 }
 
 func TestStopDeadlineIsShared(t *testing.T) {
+	// Two components: the one added last stops first and takes a second;
+	// the one stopped after it must see the same deadline, now a second
+	// closer, not a fresh stopTimeout of its own.
 	g := New(nil)
-	var sawDeadline time.Duration
+	deadlines := map[string]time.Time{}
+	var secondLeft time.Duration
+	g.Add("first", func(context.Context) error { return nil }, func(ctx context.Context) error {
+		d, _ := ctx.Deadline()
+		deadlines["first"] = d
+		secondLeft = time.Until(d)
+		return nil
+	})
 	g.Add("slow", func(context.Context) error { return nil }, func(ctx context.Context) error {
 		d, _ := ctx.Deadline()
-		sawDeadline = time.Until(d)
+		deadlines["slow"] = d
+		time.Sleep(time.Second)
 		return nil
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	_ = g.Run(ctx, 3*time.Second)
-	if sawDeadline <= 0 || sawDeadline > 3*time.Second {
-		t.Fatalf("stop deadline %v, want within 3s", sawDeadline)
+	if deadlines["first"].IsZero() || !deadlines["first"].Equal(deadlines["slow"]) {
+		t.Fatalf("stop deadlines %v, want one shared deadline", deadlines)
+	}
+	if secondLeft <= 0 || secondLeft > 2*time.Second+100*time.Millisecond {
+		t.Fatalf("the component stopped after a 1s stop had %v left of 3s, want at most about 2s", secondLeft)
 	}
 }
