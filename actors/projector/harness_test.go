@@ -265,15 +265,19 @@ func eventually(t testing.TB, within time.Duration, f func() error) {
 
 // consumerIdle waits until the durable consumer has delivered and had
 // acknowledged every message of its stream.
+func (h *harness) consumerInfo(stream, durable string) (*jetstream.ConsumerInfo, error) {
+	ctx := context.Background()
+	c, err := h.broker.JS.Consumer(ctx, stream, durable)
+	if err != nil {
+		return nil, err
+	}
+	return c.Info(ctx)
+}
+
 func (h *harness) consumerIdle(stream, durable string) {
 	h.t.Helper()
 	eventually(h.t, 10*time.Second, func() error {
-		ctx := context.Background()
-		c, err := h.broker.JS.Consumer(ctx, stream, durable)
-		if err != nil {
-			return err
-		}
-		ci, err := c.Info(ctx)
+		ci, err := h.consumerInfo(stream, durable)
 		if err != nil {
 			return err
 		}

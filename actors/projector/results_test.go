@@ -111,7 +111,12 @@ func TestResultsRedeliveredAreIdempotent(t *testing.T) {
 // 10 malformed messages among 1 000 good ones: 1 000 rows, 10 errors, the
 // consumer keeps up and nothing is delivered again.
 func TestPoisonResultsAreRecordedAndTerminated(t *testing.T) {
-	h := newHarness(t, harnessOpts{}).start()
+	// A short AckWait (long enough for a busy -race run to acknowledge its
+	// batches in time), so that a poison message left unacknowledged or
+	// nak'd instead of terminated would be delivered again within the
+	// test and show up as a redelivery.
+	const ackWait = 2 * time.Second
+	h := newHarness(t, harnessOpts{cfg: Config{AckWait: ackWait}}).start()
 	var msgs []pubMsg
 	for i := range 1000 {
 		msgs = append(msgs, result(fmt.Sprintf("req-%04d", i), "pc-1", 0, "x", ""))
@@ -136,10 +141,19 @@ func TestPoisonResultsAreRecordedAndTerminated(t *testing.T) {
 	if got := h.metric("kanade_projection_poison_total", "results"); got != 10 {
 		t.Fatalf("poison metric = %v", got)
 	}
-	// Terminated messages are not redelivered: after AckWait nothing new.
-	time.Sleep(200 * time.Millisecond)
+	// Terminated messages are not redelivered: one and a half AckWaits
+	// later the consumer has redelivered nothing and no error was recorded
+	// twice.
+	time.Sleep(ackWait + ackWait/2)
+	ci, err := h.consumerInfo(messages.StreamResults, DurableResults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ci.NumRedelivered != 0 || ci.NumAckPending != 0 {
+		t.Fatalf("after %v: %d redelivered, %d awaiting ack; poison must be terminated", ackWait+ackWait/2, ci.NumRedelivered, ci.NumAckPending)
+	}
 	if n := h.count("projection_errors"); n != 10 {
-		t.Fatalf("%d projection errors after a while, want 10", n)
+		t.Fatalf("%d projection errors after %v, want 10", n, ackWait+ackWait/2)
 	}
 }
 
