@@ -84,16 +84,6 @@ func describeType(t reflect.Type) string {
 	return t.String()
 }
 
-// ParseFanoutPlanJSON decodes and validates a POST /api/exec body. On a
-// validation error the decoded plan is returned alongside the error.
-func ParseFanoutPlanJSON(b []byte) (FanoutPlan, error) {
-	var p FanoutPlan
-	if err := DecodeJSON(b, &p); err != nil {
-		return FanoutPlan{}, err
-	}
-	return p, p.Validate()
-}
-
 // ParseConfigScopeJSON decodes and validates an agent_config scope. On a
 // validation error the decoded scope is returned alongside the error.
 func ParseConfigScopeJSON(b []byte) (ConfigScope, error) {

@@ -42,16 +42,26 @@ func TestDecodeErrorTexts(t *testing.T) {
 
 func manifestErr(b []byte) error { _, err := ParseManifestJSON(b); return err }
 func scheduleErr(b []byte) error { _, err := ParseScheduleJSON(b); return err }
-func planErr(b []byte) error     { _, err := ParseFanoutPlanJSON(b); return err }
-func scopeErr(b []byte) error    { _, err := ParseConfigScopeJSON(b); return err }
-func groupsErr(b []byte) error   { _, err := ParseAgentGroups(b); return err }
+func planErr(b []byte) error     { _, err := parsePlan(b); return err }
+
+// parsePlan decodes and validates a POST /api/exec body as the exec
+// handler does.
+func parsePlan(b []byte) (FanoutPlan, error) {
+	var p FanoutPlan
+	if err := DecodeJSON(b, &p); err != nil {
+		return FanoutPlan{}, err
+	}
+	return p, p.Validate()
+}
+func scopeErr(b []byte) error  { _, err := ParseConfigScopeJSON(b); return err }
+func groupsErr(b []byte) error { _, err := ParseAgentGroups(b); return err }
 
 func TestParseFanoutPlanAndConfigScope(t *testing.T) {
-	p, err := ParseFanoutPlanJSON([]byte(`{"target":{"groups":["canary"]},"jitter":"30s"}`))
+	p, err := parsePlan([]byte(`{"target":{"groups":["canary"]},"jitter":"30s"}`))
 	if err != nil || len(p.Target.Groups) != 1 || p.Jitter == nil {
 		t.Errorf("plan %+v, %v", p, err)
 	}
-	_, err = ParseFanoutPlanJSON([]byte(`{}`))
+	_, err = parsePlan([]byte(`{}`))
 	if !errors.Is(err, ErrTargetUnspecified) {
 		t.Errorf("empty plan: %v", err)
 	}

@@ -20,11 +20,6 @@ func (d Duration) Parse() (time.Duration, error) {
 	return humantime.Parse(string(d))
 }
 
-// DurationOf writes v in the humantime grammar ("0s", "1h 30m").
-func DurationOf(v time.Duration) Duration {
-	return Duration(humantime.Format(v))
-}
-
 // UnmarshalJSON accepts a JSON string only. A bare number is refused with a
 // hint because "timeout: 30" in YAML is a common slip and the unit cannot be
 // guessed.

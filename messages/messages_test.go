@@ -706,7 +706,6 @@ func TestSubjectsAndKeys(t *testing.T) {
 		{HeartbeatSubject("PC-1"), "heartbeat.PC-1"},
 		{KillSubject("e-1"), "kill.e-1"},
 		{LogsFetchSubject("PC-1"), "logs.fetch.PC-1"},
-		{InventorySubject("PC-1", "hw"), "inventory.PC-1.hw"},
 		{SubjectHeartbeatAll, "heartbeat.>"},
 		{SubjectResultsAll, "results.>"},
 		{SubjectAuditAll, "audit.>"},
@@ -719,9 +718,6 @@ func TestSubjectsAndKeys(t *testing.T) {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
 		}
 	}
-	if len(AllStreams()) != 5 || len(AllBuckets()) != 7 {
-		t.Errorf("AllStreams/AllBuckets: %v %v", AllStreams(), AllBuckets())
-	}
 }
 
 func TestDurationJSON(t *testing.T) {
@@ -729,9 +725,6 @@ func TestDurationJSON(t *testing.T) {
 	err := json.Unmarshal([]byte(`{"shell":"cmd","script":"x","timeout":30}`), &e)
 	if err == nil || !strings.Contains(err.Error(), `expected a duration string such as "30s" or "5m", got 30`) {
 		t.Errorf("numeric timeout: %v", err)
-	}
-	if got := DurationOf(90 * time.Minute); got != "1h 30m" {
-		t.Errorf("DurationOf = %q", got)
 	}
 	if d, err := Duration("2w").Parse(); err != nil || d != 14*24*time.Hour {
 		t.Errorf("Parse = %v, %v", d, err)

@@ -39,12 +39,6 @@ func KillSubject(execID string) string { return "kill." + execID }
 // LogsFetchSubject asks one agent for its log tail (request/reply).
 func LogsFetchSubject(pcID string) string { return "logs.fetch." + pcID }
 
-// InventorySubject is the legacy inventory subject (nobody publishes on it
-// today; the INVENTORY stream still captures it).
-func InventorySubject(pcID, category string) string {
-	return "inventory." + pcID + "." + category
-}
-
 // JetStream streams (wire.md §3).
 const (
 	StreamInventory = "INVENTORY"
@@ -66,16 +60,6 @@ const (
 
 	ObjectStoreAgentReleases = "agent_releases"
 )
-
-// AllStreams lists every stream, for health probes and the status API.
-func AllStreams() []string {
-	return []string{StreamInventory, StreamResults, StreamExec, StreamEvents, StreamAudit}
-}
-
-// AllBuckets lists every KV bucket, for health probes and the status API.
-func AllBuckets() []string {
-	return []string{BucketScriptCurrent, BucketScriptStatus, BucketAgentsState, BucketAgentConfig, BucketAgentGroups, BucketSchedules, BucketJobs}
-}
 
 // Raw values of the script_status bucket. A missing key means active.
 const (

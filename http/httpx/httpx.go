@@ -49,11 +49,6 @@ func NotFound(format string, args ...any) *Error {
 	return Errorf(http.StatusNotFound, format, args...)
 }
 
-// Conflict reports a request that contradicts the current state.
-func Conflict(format string, args ...any) *Error {
-	return Errorf(http.StatusConflict, format, args...)
-}
-
 // ErrorBody is the JSON shape of every API error.
 type ErrorBody struct {
 	Error string `json:"error"`
