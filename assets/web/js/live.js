@@ -17,16 +17,9 @@
 // falls back to a stream per tab.
 import { token } from './auth.js';
 
+// The server's event names (kindNames in actors/live), which are also the
+// kinds pages subscribe to.
 const KINDS = ['agent', 'result', 'exec', 'schedule', 'audit'];
-// Server event names mapped to the kinds pages subscribe to. Several
-// spellings are accepted so a renamed event does not silently stop updates.
-const EVENT_KINDS = {
-  agent: 'agent', agents: 'agent', heartbeat: 'agent', agents_seen: 'agent',
-  result: 'result', results: 'result', results_projected: 'result',
-  exec: 'exec', execution: 'exec', exec_progress: 'exec', exec_progressed: 'exec',
-  schedule: 'schedule', schedule_tick: 'schedule', schedule_ticked: 'schedule',
-  audit: 'audit', audit_projected: 'audit',
-};
 const POLL_MS = 5000;
 const RETRY_MAX_MS = 30000;
 
@@ -181,9 +174,8 @@ function connect() {
     // Whatever happened while disconnected is unknown: refresh everything.
     dispatch('poll', null);
   };
-  es.onmessage = (e) => handle('message', e.data);
-  for (const name of Object.keys(EVENT_KINDS)) {
-    es.addEventListener(name, (e) => handle(name, e.data));
+  for (const kind of KINDS) {
+    es.addEventListener(kind, (e) => handle(kind, e.data));
   }
   es.onerror = () => {
     // EventSource retries by itself after a dropped stream (readyState
@@ -202,18 +194,14 @@ function connect() {
   };
 }
 
-function handle(name, raw) {
+function handle(kind, raw) {
   let data = null;
   try {
     data = raw ? JSON.parse(raw) : null;
   } catch {
     data = raw;
   }
-  let kind = EVENT_KINDS[name];
-  if (!kind && data && typeof data === 'object') {
-    kind = EVENT_KINDS[data.type] || EVENT_KINDS[data.kind];
-  }
-  if (kind && KINDS.includes(kind)) dispatch(kind, data);
+  dispatch(kind, data);
 }
 
 function startPolling() {
