@@ -91,7 +91,7 @@ func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now ti
 		err := db.NewSelect().TableExpr("agent_group_members AS m").
 			ColumnExpr("DISTINCT m.pc_id").
 			Join("JOIN agents AS a ON a.pc_id = m.pc_id").
-			Where("m.group_name IN (?)", bun.In(t.Groups)).
+			Where("m.group_name IN (?)", bun.List(t.Groups)).
 			Where("a.last_heartbeat >= ?", since).
 			OrderExpr("m.pc_id").Scan(ctx, &ids)
 		if err != nil {

@@ -384,7 +384,7 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 		for i := 0; i < len(chosen); i += insertChunk {
 			var ids []string
 			if err := tx.NewSelect().Model((*storage.Execution)(nil)).Column("exec_id").
-				Where("exec_id IN (?)", bun.In(chosen[i:min(i+insertChunk, len(chosen))])).Scan(ctx, &ids); err != nil {
+				Where("exec_id IN (?)", bun.List(chosen[i:min(i+insertChunk, len(chosen))])).Scan(ctx, &ids); err != nil {
 				return fmt.Errorf("look up exec ids: %w", err)
 			}
 			for _, id := range ids {
@@ -605,7 +605,7 @@ func (e *engine) flushStamps(ctx context.Context) {
 			for i := 0; i < len(st.ids); i += insertChunk {
 				if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).
 					Set("published_at = ?", storage.T(st.at)).
-					Where("exec_id IN (?)", bun.In(st.ids[i:min(i+insertChunk, len(st.ids))])).
+					Where("exec_id IN (?)", bun.List(st.ids[i:min(i+insertChunk, len(st.ids))])).
 					Where("published_at IS NULL").Exec(ctx); err != nil {
 					return err
 				}
@@ -615,7 +615,7 @@ func (e *engine) flushStamps(ctx context.Context) {
 			for i := 0; i < len(st.waveIDs); i += insertChunk {
 				if _, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).
 					Set("state = ?", storage.WavePublished).Set("published_at = ?", storage.T(st.at)).
-					Where("exec_id IN (?)", bun.In(st.waveIDs[i:min(i+insertChunk, len(st.waveIDs))])).
+					Where("exec_id IN (?)", bun.List(st.waveIDs[i:min(i+insertChunk, len(st.waveIDs))])).
 					Where("request_id IS NOT NULL").Where("state = ?", storage.WavePending).Exec(ctx); err != nil {
 					return err
 				}

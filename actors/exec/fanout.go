@@ -292,7 +292,7 @@ func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Executio
 		}
 		for i := 0; i < len(unreached); i += insertChunk {
 			if _, err := tx.NewDelete().Model((*storage.ExecExpected)(nil)).Where("exec_id = ?", row.ExecID).
-				Where("pc_id IN (?)", bun.In(unreached[i:min(i+insertChunk, len(unreached))])).Exec(ctx); err != nil {
+				Where("pc_id IN (?)", bun.List(unreached[i:min(i+insertChunk, len(unreached))])).Exec(ctx); err != nil {
 				return err
 			}
 		}
@@ -305,7 +305,7 @@ func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Executio
 			}
 			for i := 0; i < len(rids); i += insertChunk {
 				if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).Set("published_at = ?", storage.T(at)).
-					Where("request_id IN (?)", bun.In(rids[i:min(i+insertChunk, len(rids))])).Exec(ctx); err != nil {
+					Where("request_id IN (?)", bun.List(rids[i:min(i+insertChunk, len(rids))])).Exec(ctx); err != nil {
 					return err
 				}
 			}
@@ -325,13 +325,13 @@ func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Executio
 			}
 			if _, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).
 				Set("state = ?", storage.WavePublished).Set("published_at = ?", publishedAt).
-				Where("exec_id = ?", row.ExecID).Where("wave_index IN (?)", bun.In(handedWaves)).Exec(ctx); err != nil {
+				Where("exec_id = ?", row.ExecID).Where("wave_index IN (?)", bun.List(handedWaves)).Exec(ctx); err != nil {
 				return err
 			}
 		}
 		if len(waveIdx) > 0 {
 			if _, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveFailed).
-				Where("exec_id = ?", row.ExecID).Where("wave_index IN (?)", bun.In(waveIdx)).Exec(ctx); err != nil {
+				Where("exec_id = ?", row.ExecID).Where("wave_index IN (?)", bun.List(waveIdx)).Exec(ctx); err != nil {
 				return err
 			}
 		}

@@ -243,7 +243,7 @@ func knownAgents(ctx context.Context, tx bun.IDB, beats []*beat) (map[string]boo
 		}
 		var found []string
 		if err := tx.NewSelect().Model((*storage.Agent)(nil)).Column("pc_id").
-			Where("pc_id IN (?)", bun.In(ids)).Scan(ctx, &found); err != nil {
+			Where("pc_id IN (?)", bun.List(ids)).Scan(ctx, &found); err != nil {
 			return fmt.Errorf("read known agents: %w", err)
 		}
 		for _, id := range found {

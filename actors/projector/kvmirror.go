@@ -83,7 +83,7 @@ func revisionsOf(table, keyCol string) func(context.Context, bun.IDB) (map[strin
 func dropKeys(table, keyCol string) func(context.Context, bun.IDB, []string) error {
 	return func(ctx context.Context, db bun.IDB, keys []string) error {
 		return chunks(keys, chunkRows, func(part []string) error {
-			if _, err := db.NewDelete().TableExpr(table).Where("? IN (?)", bun.Ident(keyCol), bun.In(part)).Exec(ctx); err != nil {
+			if _, err := db.NewDelete().TableExpr(table).Where("? IN (?)", bun.Ident(keyCol), bun.List(part)).Exec(ctx); err != nil {
 				return fmt.Errorf("drop stale %s rows: %w", table, err)
 			}
 			return nil

@@ -155,7 +155,7 @@ func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bo
 	if next != "" {
 		res, err := tx.NewUpdate().Model((*storage.Execution)(nil)).
 			Set("status = ?", next).Set("finished_at = ?", storage.T(finished)).Set("updated_at = ?", storage.T(now)).
-			Where("exec_id = ?", id).Where("status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
+			Where("exec_id = ?", id).Where("status IN (?)", bun.List([]string{storage.ExecPending, storage.ExecRunning})).
 			Exec(ctx)
 		if err != nil {
 			return false, nil, fmt.Errorf("finish exec %s as %s: %w", id, next, err)
@@ -252,7 +252,7 @@ func expireDue(ctx context.Context, st *storage.Store, now time.Time) ([]*messag
 	for {
 		var ids []string
 		err := st.R.NewSelect().Model((*storage.Execution)(nil)).Column("exec_id").
-			Where("status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
+			Where("status IN (?)", bun.List([]string{storage.ExecPending, storage.ExecRunning})).
 			Where("deadline_at < ?", storage.T(now)).
 			Where("exec_id > ?", after).
 			Order("exec_id").Limit(500).Scan(ctx, &ids)

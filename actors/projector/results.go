@@ -290,7 +290,7 @@ func lookupInventoryJobs(ctx context.Context, tx bun.IDB, batch []envelope[resul
 	err := chunks(ids, chunkRows, func(ids []string) error {
 		var jobs []storage.Job
 		if err := tx.NewSelect().Model(&jobs).Column("id", "manifest").
-			Where("has_inventory = ?", true).Where("id IN (?)", bun.In(ids)).Scan(ctx); err != nil {
+			Where("has_inventory = ?", true).Where("id IN (?)", bun.List(ids)).Scan(ctx); err != nil {
 			return fmt.Errorf("look up inventory jobs: %w", err)
 		}
 		for _, j := range jobs {

@@ -202,7 +202,7 @@ func (b *Backend) LastFires(ctx context.Context) (map[string]time.Time, error) {
 func seedQuery(db bun.IDB, jobIDs []string) *bun.SelectQuery {
 	return db.NewSelect().TableExpr("execution_results").
 		ColumnExpr("job_id, pc_id").ColumnExpr("MAX(finished_at) AS last").
-		Where("job_id IN (?)", bun.In(jobIDs)).Where("exit_code = 0").
+		Where("job_id IN (?)", bun.List(jobIDs)).Where("exit_code = 0").
 		GroupExpr("job_id, pc_id")
 }
 
@@ -212,9 +212,9 @@ func inFlightQuery(db bun.IDB, scheduleIDs []string, now time.Time) *bun.SelectQ
 	return db.NewSelect().TableExpr("executions AS e").
 		ColumnExpr("e.schedule_id, e.job_id, e.exec_id, x.pc_id, e.created_at, e.timeout_secs, e.jitter_secs").
 		Join("JOIN exec_expected AS x ON x.exec_id = e.exec_id").
-		Where("e.schedule_id IN (?)", bun.In(scheduleIDs)).
+		Where("e.schedule_id IN (?)", bun.List(scheduleIDs)).
 		Where("e.created_at >= ?", storage.T(now.Add(-inFlightLookback))).
-		Where("e.status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).
+		Where("e.status IN (?)", bun.List([]string{storage.ExecPending, storage.ExecRunning})).
 		Where("NOT EXISTS (SELECT 1 FROM execution_results AS r WHERE r.exec_id = e.exec_id AND r.pc_id = x.pc_id)")
 }
 

@@ -302,10 +302,3 @@ func (f *fleetView) resolve(t messages.Target, now time.Time) []string {
 	}
 	return out
 }
-
-// invalidCount is how many stored pc_ids the view skips.
-func (f *fleetView) invalidCount() int {
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	return len(f.invalid)
-}

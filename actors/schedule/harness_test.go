@@ -536,27 +536,3 @@ func (h *harness) gauge(name string) float64 {
 	h.t.Fatalf("no metric %s", name)
 	return 0
 }
-
-// histogramCount returns a histogram's sample count and how many samples
-// fell at or below le (which must be one of its bucket bounds).
-func (h *harness) histogramCount(name string, le float64) (total, below uint64) {
-	h.t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		hist := mf.GetMetric()[0].GetHistogram()
-		for _, b := range hist.GetBucket() {
-			if b.GetUpperBound() == le {
-				below = b.GetCumulativeCount()
-			}
-		}
-		return hist.GetSampleCount(), below
-	}
-	h.t.Fatalf("no metric %s", name)
-	return 0, 0
-}

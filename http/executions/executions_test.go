@@ -101,6 +101,9 @@ func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
 	}
 
 	resp, body = b.Do(t, "GET", "/metrics", nil)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics: %d", resp.StatusCode)
+	}
 	for _, want := range []string{`kanade_exec_fired_total{actor="operator"} 1`, "kanade_exec_commands_published_total 3",
 		"kanade_exec_publish_failures_total 0", "kanade_exec_pending_waves 0", "kanade_exec_fanout_duration_seconds_count 1"} {
 		if !strings.Contains(string(body), want) {

@@ -111,7 +111,7 @@ func Resolve(ctx context.Context, db bun.IDB, t messages.Target, now time.Time) 
 			ColumnExpr("CASE WHEN a.pc_id IS NULL THEN 0 ELSE 1 END AS agent").
 			ColumnExpr("CASE WHEN a.last_heartbeat >= ? THEN 1 ELSE 0 END AS online", since).
 			Join("LEFT JOIN agents AS a ON a.pc_id = m.pc_id").
-			Where("m.group_name IN (?)", bun.In(chunk)).
+			Where("m.group_name IN (?)", bun.List(chunk)).
 			Scan(ctx, &rows)
 		if err != nil {
 			return Preview{}, fmt.Errorf("members of groups %v: %w", chunk, err)
@@ -136,14 +136,14 @@ func Resolve(ctx context.Context, db bun.IDB, t messages.Target, now time.Time) 
 		err := db.NewSelect().Model((*storage.Agent)(nil)).
 			ColumnExpr("pc_id, 1 AS agent").
 			ColumnExpr("CASE WHEN last_heartbeat >= ? THEN 1 ELSE 0 END AS online", since).
-			Where("pc_id IN (?)", bun.In(chunk)).
+			Where("pc_id IN (?)", bun.List(chunk)).
 			Scan(ctx, &agents)
 		if err != nil {
 			return Preview{}, fmt.Errorf("listed agents: %w", err)
 		}
 		var grouped []string
 		err = db.NewSelect().Model((*storage.GroupMember)(nil)).ColumnExpr("DISTINCT pc_id").
-			Where("pc_id IN (?)", bun.In(chunk)).Scan(ctx, &grouped)
+			Where("pc_id IN (?)", bun.List(chunk)).Scan(ctx, &grouped)
 		if err != nil {
 			return Preview{}, fmt.Errorf("listed PCs in groups: %w", err)
 		}
@@ -191,17 +191,17 @@ func Matches(ctx context.Context, db bun.IDB, t messages.Target) (bool, error) {
 		}
 	}
 	for chunk := range slices.Chunk(t.Groups, inChunk) {
-		q := db.NewSelect().Model((*storage.GroupMember)(nil)).Where("group_name IN (?)", bun.In(chunk))
+		q := db.NewSelect().Model((*storage.GroupMember)(nil)).Where("group_name IN (?)", bun.List(chunk))
 		if ok, err := exists(q, "group members"); ok || err != nil {
 			return ok, err
 		}
 	}
 	for chunk := range slices.Chunk(t.Pcs, inChunk) {
-		q := db.NewSelect().Model((*storage.Agent)(nil)).Where("pc_id IN (?)", bun.In(chunk))
+		q := db.NewSelect().Model((*storage.Agent)(nil)).Where("pc_id IN (?)", bun.List(chunk))
 		if ok, err := exists(q, "listed agents"); ok || err != nil {
 			return ok, err
 		}
-		q = db.NewSelect().Model((*storage.GroupMember)(nil)).Where("pc_id IN (?)", bun.In(chunk))
+		q = db.NewSelect().Model((*storage.GroupMember)(nil)).Where("pc_id IN (?)", bun.List(chunk))
 		if ok, err := exists(q, "listed PCs in groups"); ok || err != nil {
 			return ok, err
 		}
