@@ -19,7 +19,7 @@ export default async function schedule(ctx) {
   const act = actor(msg);
   const body = panel(ctx, null, ['schedule', 'exec'], async () => {
     const d = await get('/api/schedules/' + seg(id), { signal: ctx.signal });
-    const { s, state, error, next, ticks, restarts } = splitStatus(d);
+    const { s, state, error, next, ticks, restarts, progress } = splitStatus(d);
     actions.replaceChildren(toggle(s, act, () => body.load()), runNow(s, act, msg),
       guard(link('/schedules/' + seg(id) + '/edit', 'Edit'), 'POST /api/schedules'), link('/schedules', 'All schedules'));
     return h('div', { class: 'stack' },
@@ -42,7 +42,7 @@ export default async function schedule(ctx) {
         h('div', {}, h('h2', {}, 'Next fire times'), next.length
           ? h('ol', { class: 'next-fires' }, next.map((n) => h('li', {}, fireTime(n))))
           : h('p', { class: 'muted' }, s.enabled === false ? 'Disabled: it will not fire.' : 'None.'))),
-      progressSection(s, d.progress),
+      progressSection(s, progress),
       h('h2', {}, 'Last ticks'),
       table([
         { label: 'Instant', cell: (t) => time(t.instant || t.at) },
