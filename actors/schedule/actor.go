@@ -519,7 +519,7 @@ func (a *scheduleActor) onResults(m *jobResults) {
 
 // setProgress records how far the schedule has come for the status API.
 func (a *scheduleActor) setProgress(kt knownTarget, now time.Time) {
-	pr := ProgressOf(a.policy, kt.known, kt.offline, a.latest, now)
+	pr := ProgressOf(a.policy, kt.known, kt.online, a.latest, now)
 	a.rec.setProgress(&pr)
 }
 

@@ -217,8 +217,8 @@ type RemainingPC struct {
 }
 
 // ProgressOf computes the progress of a schedule with policy p over the
-// known PCs of its target (offline: those of them not alive now).
-func ProgressOf(p Policy, known []string, offline map[string]bool, last map[string]time.Time, now time.Time) Progress {
+// known PCs of its target (online[i]: known[i] is alive now).
+func ProgressOf(p Policy, known []string, online []bool, last map[string]time.Time, now time.Time) Progress {
 	pr := Progress{Known: len(known), RemainingPCs: []RemainingPC{}, At: now}
 	targetDone := false
 	if p.Mode == messages.ModeOncePerTarget {
@@ -231,7 +231,7 @@ func ProgressOf(p Policy, known []string, offline map[string]bool, last map[stri
 		}
 		targetDone = found && !p.rearmed(latest, now)
 	}
-	for _, pc := range known {
+	for i, pc := range known {
 		t, ok := last[pc]
 		if ok && !p.rearmed(t, now) {
 			pr.Done++
@@ -241,11 +241,11 @@ func ProgressOf(p Policy, known []string, offline map[string]bool, last map[stri
 			continue
 		}
 		pr.Remaining++
-		if offline[pc] {
+		if !online[i] {
 			pr.Offline++
 		}
 		if len(pr.RemainingPCs) < MaxRemainingListed {
-			pr.RemainingPCs = append(pr.RemainingPCs, RemainingPC{PcID: pc, Online: !offline[pc]})
+			pr.RemainingPCs = append(pr.RemainingPCs, RemainingPC{PcID: pc, Online: online[i]})
 		}
 	}
 	return pr

@@ -361,15 +361,18 @@ type knownTarget struct {
 	// those silent beyond the horizon left out), each part sorted, the
 	// union in first-occurrence order. fire ⊆ known.
 	known []string
-	// offline are the known PCs without a heartbeat within the alive
-	// window (never seen: group members, listed PCs); nil when none.
-	offline map[string]bool
+	// online says, for each PC of known, whether it sent a heartbeat
+	// within the alive window (never seen: group members, listed PCs,
+	// are offline).
+	online []bool
 }
 
 // resolveKnown resolves t at now for the done judgement (see knownTarget).
 // A PC is known when it sent a heartbeat within the horizon, or when it
 // never sent one but belongs to a listed group or is listed itself (groups
-// are often given before PCs are switched on; a listed PC is wanted).
+// are often given before PCs are switched on; a listed PC is wanted). It
+// runs on every tick of a once-per schedule, so the common target (`all`
+// alone) is one pass over the sorted agents without a dedup map.
 func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
 	since := now.Add(-storage.AliveWindow)
 	var expiry time.Time
@@ -379,11 +382,26 @@ func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
 	var out knownTarget
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	size := len(t.Pcs)
-	if t.All {
-		size += len(f.agents)
+	// Only a union of parts, or a verbatim list, can repeat a PC.
+	var inFire, inKnown map[string]bool
+	parts := 0
+	for _, has := range []bool{t.All, len(t.Groups) > 0, len(t.Pcs) > 0} {
+		if has {
+			parts++
+		}
 	}
-	inFire, inKnown := make(map[string]bool, size), make(map[string]bool, size)
+	if parts > 1 || len(t.Pcs) > 0 {
+		size := len(t.Pcs)
+		if t.All {
+			size += len(f.agents)
+		}
+		inFire, inKnown = make(map[string]bool, size), make(map[string]bool, size)
+	}
+	if t.All {
+		out.known = make([]string, 0, len(f.agents))
+		out.online = make([]bool, 0, len(f.agents))
+		out.fire = make([]string, 0, len(f.agents))
+	}
 	// counts says whether pc counts as known and whether it is alive.
 	counts := func(pc string) (known, alive bool) {
 		if _, gone := f.gone[pc]; gone {
@@ -398,30 +416,25 @@ func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
 		}
 		return true, !at.Before(since)
 	}
-	add := func(pc string, fire bool) {
-		if fire && !inFire[pc] {
-			inFire[pc] = true
+	add := func(pc string, fire, alive bool) {
+		if fire && (inFire == nil || !inFire[pc]) {
+			if inFire != nil {
+				inFire[pc] = true
+			}
 			out.fire = append(out.fire, pc)
 		}
-		if !inKnown[pc] {
-			inKnown[pc] = true
+		if inKnown == nil || !inKnown[pc] {
+			if inKnown != nil {
+				inKnown[pc] = true
+			}
 			out.known = append(out.known, pc)
+			out.online = append(out.online, alive)
 		}
-	}
-	offline := func(pc string) {
-		if out.offline == nil {
-			out.offline = map[string]bool{}
-		}
-		out.offline[pc] = true
 	}
 	if t.All {
-		out.known = make([]string, 0, len(f.agents))
 		for _, pc := range f.agents {
 			if known, alive := counts(pc); known {
-				add(pc, alive)
-				if !alive {
-					offline(pc)
-				}
+				add(pc, alive, alive)
 			}
 		}
 	}
@@ -436,20 +449,14 @@ func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
 		}
 		for _, pc := range part {
 			if known, alive := counts(pc); known {
-				add(pc, alive)
-				if !alive {
-					offline(pc)
-				}
+				add(pc, alive, alive)
 			}
 		}
 	}
 	for _, pc := range t.Pcs {
 		// Listed PCs are fired verbatim, alive or not (as resolve does).
 		if known, alive := counts(pc); known {
-			add(pc, true)
-			if !alive {
-				offline(pc)
-			}
+			add(pc, true, alive)
 		}
 	}
 	return out
