@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"strings"
@@ -8,6 +9,8 @@ import (
 	"time"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 // knownCase is a decision over the known fleet: expected are the PCs a
@@ -199,4 +202,42 @@ func BenchmarkKnownTick(b *testing.B) {
 			DecideLatest(p, v.resolve(all, now), last, now)
 		}
 	})
+}
+
+// After a restart the view reads the tombstones: a decommissioned PC whose
+// row a late heartbeat flush re-created (same last heartbeat) stays out,
+// one that sent a newer heartbeat since is known again.
+func TestLoadFleetReadsDecommissions(t *testing.T) {
+	st := storagetest.Open(t)
+	ctx := context.Background()
+	last := t0.Add(-time.Hour)
+	var agents []storage.Agent
+	for pc, seen := range map[string]time.Time{"late-flush": last, "came-back": t0, "kept": last} {
+		agents = append(agents, storage.Agent{PcID: pc, AgentVersion: "1", LastHeartbeat: storage.T(seen), UpdatedAt: storage.T(seen)})
+	}
+	if err := storage.InsertChunked(ctx, st.W, agents, false); err != nil {
+		t.Fatal(err)
+	}
+	lh := storage.T(last)
+	gone := []storage.DecommissionedPC{
+		{PcID: "late-flush", LastHeartbeat: &lh, DecommissionedAt: storage.T(t0), DecommissionedBy: "operator:admin"},
+		{PcID: "came-back", LastHeartbeat: &lh, DecommissionedAt: storage.T(t0), DecommissionedBy: "operator:admin"},
+		{PcID: "kitted", DecommissionedAt: storage.T(t0), DecommissionedBy: "operator:admin"},
+	}
+	if err := storage.InsertChunked(ctx, st.W, gone, false); err != nil {
+		t.Fatal(err)
+	}
+	snap, err := NewBackend(st, nil).LoadFleet(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Decommissioned) != 3 || !snap.Decommissioned["kitted"].IsZero() || !snap.Decommissioned["late-flush"].Equal(last) {
+		t.Fatalf("decommissioned %v", snap.Decommissioned)
+	}
+	v := newFleetView(nil)
+	v.load(snap)
+	kt := v.resolveKnown(messages.Target{All: true, Pcs: []string{"kitted"}}, t0)
+	if !slices.Equal(kt.known, []string{"came-back", "kept"}) || !slices.Equal(kt.fire, []string{"came-back"}) {
+		t.Fatalf("after a restart: known %v fire %v", kt.known, kt.fire)
+	}
 }
