@@ -192,6 +192,17 @@ execute:
 	ok("POST", "/api/enrollments", map[string]any{"count": 2, "groups": []string{"lab"}, "expires_in": "3d"})
 	// Let the results arrive so the pages show finished executions.
 	time.Sleep(2 * time.Second)
+	// Once every PC has its inventory, a manual run of the nightly
+	// schedule skips them all (within its cooldown) and its page shows the
+	// progress over the fleet.
+	apptest.Eventually(t, 30*time.Second, func() error {
+		n, err := b.Store.R.NewSelect().TableExpr("execution_results").Where("job_id = ?", "inv-hw").Count(context.Background())
+		if err != nil || n < 12 {
+			return fmt.Errorf("%d inventory results (%v)", n, err)
+		}
+		return nil
+	})
+	ok("POST", "/api/schedules/nightly-inventory/run", nil)
 	if ids["exec"] == "" {
 		ids["exec"] = "00000000-0000-0000-0000-000000000000"
 	}

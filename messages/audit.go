@@ -58,6 +58,12 @@ const (
 	ActionAgentEnrolled    = "agent_enrolled"
 )
 
+// ActionAgentDecommission records DELETE /api/agents/{pc_id} (beyond
+// wire.md §4): the PC's agents row and groups removed, its history kept.
+// Target is the pc_id; the payload has its groups, hostname and last
+// heartbeat.
+const ActionAgentDecommission = "agent_decommission"
+
 // AuditEvent records one state-changing action; it is published on
 // Subject() and captured by the AUDIT stream.
 type AuditEvent struct {

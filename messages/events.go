@@ -45,6 +45,16 @@ type AgentSeen struct {
 	New bool
 }
 
+// AgentDecommissioned is published by the fleet API after an operator
+// decommissioned a PC (DELETE /api/agents/{pc_id}): its agents row and
+// groups are gone, its history stays. LastHeartbeat is the newest
+// heartbeat the store had for it (zero when it never sent one): a
+// heartbeat newer than that means the PC is running again and known again.
+type AgentDecommissioned struct {
+	PcID          string
+	LastHeartbeat time.Time
+}
+
 // ExecProgressed is published whenever an exec's counters or status change
 // (created, a result attributed, a wave published, expired, cancelled).
 type ExecProgressed struct {

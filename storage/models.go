@@ -181,6 +181,18 @@ type GroupMember struct {
 	GroupName string `bun:"group_name,pk"`
 }
 
+// DecommissionedPC is a row of decommissioned_pcs: a PC an operator
+// decommissioned, with its last heartbeat then (nil: it never sent one).
+type DecommissionedPC struct {
+	bun.BaseModel `bun:"table:decommissioned_pcs"`
+
+	PcID             string  `bun:"pc_id,pk" json:"pc_id"`
+	Hostname         *string `bun:"hostname" json:"hostname"`
+	LastHeartbeat    *Time   `bun:"last_heartbeat" json:"last_heartbeat"`
+	DecommissionedAt Time    `bun:"decommissioned_at,notnull" json:"decommissioned_at"`
+	DecommissionedBy string  `bun:"decommissioned_by,notnull" json:"decommissioned_by"`
+}
+
 // GroupRevision is a row of agent_group_revisions: the KV revision of the
 // agent_groups value mirrored for one PC.
 type GroupRevision struct {

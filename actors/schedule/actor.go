@@ -426,6 +426,9 @@ func (a *scheduleActor) applyUpdate(ctx actor.Context, def messages.Schedule, re
 		a.env.log.Warn("ignoring invalid schedule revision", "schedule", def.ID, "rev", rev, "err", err)
 		return
 	}
+	if def.JobID != oldJob || def.EffectiveMode() == messages.ModeEveryTick {
+		a.rec.setProgress(nil)
+	}
 	if def.JobID != oldJob {
 		a.seeded, a.asked, a.latest, a.inFlight = false, false, nil, nil
 		a.publishDedup()
@@ -507,7 +510,17 @@ func (a *scheduleActor) onResults(m *jobResults) {
 			delete(a.inFlight, r.PcID)
 		}
 	}
+	if a.seeded {
+		now := a.env.clock.Now()
+		a.setProgress(a.env.fleet.resolveKnown(a.resolve, now), now)
+	}
 	a.publishDedup()
+}
+
+// setProgress records how far the schedule has come for the status API.
+func (a *scheduleActor) setProgress(kt knownTarget, now time.Time) {
+	pr := ProgressOf(a.policy, kt.known, kt.online, a.latest, now)
+	a.rec.setProgress(&pr)
 }
 
 // catchUp handles the instant missed while the backend was down: at most
@@ -608,9 +621,11 @@ func (a *scheduleActor) decideTick(ctx actor.Context, instant time.Time, trigger
 		a.askSeed(ctx)
 		return
 	}
-	expected := a.env.fleet.resolve(a.resolve, now)
+	kt := a.env.fleet.resolveKnown(a.resolve, now)
+	expected := kt.fire
 	a.pruneInFlight(now)
-	d := DecideLatest(a.policy, expected, a.latest, now)
+	d := DecideKnown(a.policy, expected, kt.known, a.latest, now)
+	a.setProgress(kt, now)
 	window := a.inFlightWindow(job)
 	switch d.Action {
 	case Skip:

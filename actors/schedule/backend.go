@@ -66,8 +66,9 @@ func (b *Backend) Schedules(ctx context.Context) (jetstream.KeyValue, error) {
 }
 
 // LoadFleet reads the fleet view's initial state: the jobs mirror, every
-// agent's last heartbeat and every PC's mirrored groups, in four plain
-// scans (10 000 agents take a few milliseconds).
+// agent's last heartbeat, every PC's mirrored groups and the
+// decommissioned PCs, in five plain scans (10 000 agents take a few
+// milliseconds).
 func (b *Backend) LoadFleet(ctx context.Context) (*FleetSnapshot, error) {
 	s := &FleetSnapshot{Agents: map[string]time.Time{}, Groups: map[string]SnapshotGroups{}}
 	var jobs []storage.Job
@@ -99,6 +100,20 @@ func (b *Backend) LoadFleet(ctx context.Context) (*FleetSnapshot, error) {
 		g := s.Groups[m.PcID]
 		g.Groups = append(g.Groups, m.GroupName)
 		s.Groups[m.PcID] = g
+	}
+	var gone []storage.DecommissionedPC
+	if err := b.Store.R.NewSelect().Model(&gone).Column("pc_id", "last_heartbeat").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("load decommissioned PCs: %w", err)
+	}
+	if len(gone) > 0 {
+		s.Decommissioned = make(map[string]time.Time, len(gone))
+	}
+	for _, d := range gone {
+		var last time.Time
+		if d.LastHeartbeat != nil {
+			last = d.LastHeartbeat.Time
+		}
+		s.Decommissioned[d.PcID] = last
 	}
 	return s, nil
 }

@@ -92,15 +92,29 @@ func Decide(p Policy, expected []string, completions []Completion, now time.Time
 // DecideLatest is Decide over completions already reduced to the newest
 // success per PC, which is the form a schedule actor keeps: it avoids
 // rebuilding a map of the whole fleet on every tick. Entries of last for
-// PCs outside expected are ignored.
+// PCs outside expected are ignored. Every expected PC is taken as the
+// whole known target (DecideKnown with known = expected).
 func DecideLatest(p Policy, expected []string, last map[string]time.Time, now time.Time) Decision {
+	return DecideKnown(p, expected, expected, last, now)
+}
+
+// DecideKnown is the policy with "done" judged over the known fleet
+// (behaviour.md §3, changed from upstream): expected are the PCs a fire
+// reaches now (alive ones, listed ones), known every PC that counts for
+// the schedule being done, alive or not (expected ⊆ known). Fires go to
+// expected PCs only; once_per_pc is done, and may auto-disable, only when
+// no known PC remains without a success; once_per_target is done once a
+// known PC succeeded, even one that is offline now. Entries of last for
+// PCs outside known are ignored (a decommissioned PC neither blocks nor
+// counts).
+func DecideKnown(p Policy, expected, known []string, last map[string]time.Time, now time.Time) Decision {
 	switch p.Mode {
 	case messages.ModeEveryTick, "":
 		return Decision{Action: FireWholeTarget}
 	case messages.ModeOncePerPC:
-		return decideOncePerPC(p, expected, last, now)
+		return decideOncePerPC(p, expected, known, last, now)
 	case messages.ModeOncePerTarget:
-		return decideOncePerTarget(p, expected, last, now)
+		return decideOncePerTarget(p, expected, known, last, now)
 	}
 	return Decision{Action: Skip, Reason: fmt.Sprintf("unknown mode %q", string(p.Mode))}
 }
@@ -112,8 +126,8 @@ func (p Policy) rearmed(t, now time.Time) bool {
 	return p.HasCooldown && now.Sub(t) >= p.Cooldown
 }
 
-func decideOncePerPC(p Policy, expected []string, last map[string]time.Time, now time.Time) Decision {
-	if len(expected) == 0 {
+func decideOncePerPC(p Policy, expected, known []string, last map[string]time.Time, now time.Time) Decision {
+	if len(known) == 0 {
 		return Decision{Action: Skip, Reason: "target resolves to no PC"}
 	}
 	// Sized for the worst case: one allocation instead of a dozen
@@ -128,31 +142,111 @@ func decideOncePerPC(p Policy, expected []string, last map[string]time.Time, now
 	if len(eligible) > 0 {
 		return Decision{Action: FirePcs, Pcs: eligible}
 	}
-	// Nothing eligible. Without a cooldown that means every expected PC has
-	// succeeded, and nothing will ever re-arm them: the schedule is done.
-	// With a cooldown the PCs come back later, so it never is.
-	if p.HasCooldown {
-		return Decision{Action: Skip, Reason: fmt.Sprintf("all %d PCs succeeded within the cooldown of %s", len(expected), p.Cooldown)}
+	// Nothing to fire now. PCs that are known but offline may still be
+	// waiting for their run: they switch on later.
+	remaining := 0
+	for _, pc := range known {
+		if t, done := last[pc]; !done || p.rearmed(t, now) {
+			remaining++
+		}
 	}
-	return Decision{Action: Skip, AutoDisable: p.AutoDisable, Reason: fmt.Sprintf("all %d PCs already succeeded", len(expected))}
+	if remaining > 0 {
+		return Decision{Action: Skip, Reason: fmt.Sprintf("%d of %d known PCs have not run it yet and are offline", remaining, len(known))}
+	}
+	// Without a cooldown every known PC has succeeded, and nothing will
+	// ever re-arm them: the schedule is done. With a cooldown the PCs come
+	// back later, so it never is.
+	if p.HasCooldown {
+		return Decision{Action: Skip, Reason: fmt.Sprintf("all %d PCs succeeded within the cooldown of %s", len(known), p.Cooldown)}
+	}
+	return Decision{Action: Skip, AutoDisable: p.AutoDisable, Reason: fmt.Sprintf("all %d PCs already succeeded", len(known))}
 }
 
-func decideOncePerTarget(p Policy, expected []string, last map[string]time.Time, now time.Time) Decision {
-	if len(expected) == 0 {
-		return Decision{Action: Skip, Reason: "target resolves to no PC"}
-	}
+func decideOncePerTarget(p Policy, expected, known []string, last map[string]time.Time, now time.Time) Decision {
 	var latest time.Time
 	found := false
-	for _, pc := range expected {
+	for _, pc := range known {
 		if t, ok := last[pc]; ok && (!found || t.After(latest)) {
 			latest, found = t, true
 		}
 	}
 	if !found || p.rearmed(latest, now) {
+		switch {
+		case len(known) == 0:
+			return Decision{Action: Skip, Reason: "target resolves to no PC"}
+		case len(expected) == 0:
+			return Decision{Action: Skip, Reason: fmt.Sprintf("all %d known PCs of the target are offline", len(known))}
+		}
 		return Decision{Action: FireWholeTarget}
 	}
 	if p.HasCooldown {
 		return Decision{Action: Skip, Reason: fmt.Sprintf("target succeeded at %s, within the cooldown of %s", latest.UTC().Format(time.RFC3339), p.Cooldown)}
 	}
 	return Decision{Action: Skip, AutoDisable: p.AutoDisable, Reason: fmt.Sprintf("target already succeeded at %s", latest.UTC().Format(time.RFC3339))}
+}
+
+// MaxRemainingListed bounds the remaining PCs a progress lists by name.
+const MaxRemainingListed = 100
+
+// Progress is how far a once_per_pc or once_per_target schedule has come
+// over the known PCs of its target (DecideKnown's rule).
+type Progress struct {
+	// Known is how many PCs count for the schedule being done.
+	Known int `json:"known"`
+	// Done are the known PCs with a success that keeps them from being
+	// fired (within the cooldown when one is set).
+	Done int `json:"done"`
+	// Remaining are the known PCs the schedule still has to run on: for
+	// once_per_target every known PC until the target has succeeded, then
+	// none.
+	Remaining int `json:"remaining"`
+	// Offline is how many of the remaining PCs have no heartbeat within
+	// the alive window: they run it when they come back.
+	Offline int `json:"offline"`
+	// RemainingPCs names the first MaxRemainingListed remaining PCs in
+	// target order.
+	RemainingPCs []RemainingPC `json:"remaining_pcs"`
+	// At is when this was computed: the last tick or result.
+	At time.Time `json:"at"`
+}
+
+// RemainingPC is one PC a schedule still has to run on.
+type RemainingPC struct {
+	PcID   string `json:"pc_id"`
+	Online bool   `json:"online"`
+}
+
+// ProgressOf computes the progress of a schedule with policy p over the
+// known PCs of its target (online[i]: known[i] is alive now).
+func ProgressOf(p Policy, known []string, online []bool, last map[string]time.Time, now time.Time) Progress {
+	pr := Progress{Known: len(known), RemainingPCs: []RemainingPC{}, At: now}
+	targetDone := false
+	if p.Mode == messages.ModeOncePerTarget {
+		var latest time.Time
+		found := false
+		for _, pc := range known {
+			if t, ok := last[pc]; ok && (!found || t.After(latest)) {
+				latest, found = t, true
+			}
+		}
+		targetDone = found && !p.rearmed(latest, now)
+	}
+	for i, pc := range known {
+		t, ok := last[pc]
+		if ok && !p.rearmed(t, now) {
+			pr.Done++
+			continue
+		}
+		if targetDone {
+			continue
+		}
+		pr.Remaining++
+		if !online[i] {
+			pr.Offline++
+		}
+		if len(pr.RemainingPCs) < MaxRemainingListed {
+			pr.RemainingPCs = append(pr.RemainingPCs, RemainingPC{PcID: pc, Online: online[i]})
+		}
+	}
+	return pr
 }

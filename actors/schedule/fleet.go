@@ -24,6 +24,14 @@ import (
 // may arrive in any order. Readers are the schedule actors' workers; the
 // lock is held for map work only.
 //
+// Besides the PCs a fire reaches (resolve), the view answers which PCs
+// count for once_per_pc and once_per_target being done (resolveKnown):
+// every known PC of the target, alive or not, until it has been silent
+// longer than the decommission horizon or was decommissioned. A
+// decommissioned PC is kept as a tombstone (gone) holding its last
+// heartbeat, so that a heartbeat flushed late cannot bring it back while a
+// newer one (the PC really runs again) does.
+//
 // A pc_id that is not a valid subject token (an agent_groups key may hold
 // a '.') is left out of every target and counted: published as part of a
 // subject it would address the wrong agents, and failing every tick that
@@ -43,6 +51,11 @@ type fleetView struct {
 	members  map[string][]string
 	// invalid are the stored pc_ids skipped as subject tokens.
 	invalid map[string]struct{}
+	// gone are the decommissioned PCs, each with the last heartbeat it
+	// had (zero: none); horizon is how long a PC may stay silent and
+	// still count as known (0: forever).
+	gone    map[string]time.Time
+	horizon time.Duration
 	// onInvalid is told about each invalid pc_id once (log and metric).
 	onInvalid func(pcID string, err error)
 }
@@ -60,7 +73,7 @@ func newFleetView(onInvalid func(string, error)) *fleetView {
 	return &fleetView{
 		jobs: map[string]fleetJob{}, seen: map[string]time.Time{}, groupRev: map[string]uint64{},
 		memberOf: map[string][]string{}, members: map[string][]string{}, invalid: map[string]struct{}{},
-		onInvalid: onInvalid,
+		gone: map[string]time.Time{}, onInvalid: onInvalid,
 	}
 }
 
@@ -72,6 +85,9 @@ type FleetSnapshot struct {
 	// Groups is each PC's groups and the agent_groups revision they come
 	// from.
 	Groups map[string]SnapshotGroups
+	// Decommissioned maps each decommissioned PC to its last heartbeat
+	// when it was decommissioned (zero: it never sent one).
+	Decommissioned map[string]time.Time
 }
 
 // SnapshotJob is one row of the jobs mirror.
@@ -91,6 +107,9 @@ type SnapshotGroups struct {
 func (f *fleetView) load(s *FleetSnapshot) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	for pc, last := range s.Decommissioned {
+		f.decommission(pc, last)
+	}
 	for _, j := range s.Jobs {
 		f.putJob(j.ID, j.Manifest, j.Rev)
 	}
@@ -111,6 +130,10 @@ func (f *fleetView) apply(evt any) {
 		for _, a := range e.Agents {
 			f.sawAgent(a.PcID, a.At)
 		}
+	case *messages.AgentDecommissioned:
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.decommission(e.PcID, e.LastHeartbeat)
 	case *messages.KVMirrored:
 		switch e.Bucket {
 		case messages.BucketJobs:
@@ -144,7 +167,7 @@ func (f *fleetView) apply(evt any) {
 // isFleetEvent says whether the view follows evt.
 func isFleetEvent(evt any) bool {
 	switch e := evt.(type) {
-	case *messages.AgentsSeen:
+	case *messages.AgentsSeen, *messages.AgentDecommissioned:
 		return true
 	case *messages.KVMirrored:
 		return e.Bucket == messages.BucketJobs || e.Bucket == messages.BucketAgentGroups
@@ -186,6 +209,12 @@ func (f *fleetView) valid(pc string) bool {
 }
 
 func (f *fleetView) sawAgent(pc string, at time.Time) {
+	if last, ok := f.gone[pc]; ok {
+		if !at.After(last) {
+			return // a heartbeat from before the decommission, flushed late
+		}
+		delete(f.gone, pc) // running again: known again
+	}
 	cur, known := f.seen[pc]
 	if known {
 		if at.After(cur) {
@@ -199,6 +228,25 @@ func (f *fleetView) sawAgent(pc string, at time.Time) {
 	f.seen[pc] = at
 	i, _ := slices.BinarySearch(f.agents, pc)
 	f.agents = slices.Insert(f.agents, i, pc)
+}
+
+// decommission forgets pc as an agent and keeps its tombstone; its groups
+// go with the agent_groups delete that the fleet API makes, and until then
+// the tombstone keeps it out of every group.
+func (f *fleetView) decommission(pc string, last time.Time) {
+	if cur, ok := f.gone[pc]; ok && cur.After(last) {
+		return
+	}
+	if seen, ok := f.seen[pc]; ok && seen.After(last) {
+		return // it sent a heartbeat since: an older decommission
+	}
+	f.gone[pc] = last
+	if _, ok := f.seen[pc]; ok {
+		delete(f.seen, pc)
+		if i, found := slices.BinarySearch(f.agents, pc); found {
+			f.agents = slices.Delete(f.agents, i, i+1)
+		}
+	}
 }
 
 // setGroups replaces pc's groups if rev is newer than the revision applied.
@@ -299,6 +347,117 @@ func (f *fleetView) resolve(t messages.Target, now time.Time) []string {
 	f.mu.RUnlock()
 	for _, pc := range t.Pcs {
 		add(pc)
+	}
+	return out
+}
+
+// knownTarget is a target resolved for once_per_pc and once_per_target.
+type knownTarget struct {
+	// fire are the PCs a fire reaches now: resolve's answer less the
+	// decommissioned PCs and listed PCs silent beyond the horizon.
+	fire []string
+	// known are the PCs that count for the schedule being done: every
+	// known PC of the target, alive or not (decommissioned ones and
+	// those silent beyond the horizon left out), each part sorted, the
+	// union in first-occurrence order. fire ⊆ known.
+	known []string
+	// online says, for each PC of known, whether it sent a heartbeat
+	// within the alive window (never seen: group members, listed PCs,
+	// are offline).
+	online []bool
+}
+
+// resolveKnown resolves t at now for the done judgement (see knownTarget).
+// A PC is known when it sent a heartbeat within the horizon, or when it
+// never sent one but belongs to a listed group or is listed itself (groups
+// are often given before PCs are switched on; a listed PC is wanted). It
+// runs on every tick of a once-per schedule, so the common target (`all`
+// alone) is one pass over the sorted agents without a dedup map.
+func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
+	since := now.Add(-storage.AliveWindow)
+	var expiry time.Time
+	if f.horizon > 0 {
+		expiry = now.Add(-f.horizon)
+	}
+	var out knownTarget
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	// Only a union of parts, or a verbatim list, can repeat a PC.
+	var inFire, inKnown map[string]bool
+	parts := 0
+	for _, has := range []bool{t.All, len(t.Groups) > 0, len(t.Pcs) > 0} {
+		if has {
+			parts++
+		}
+	}
+	if parts > 1 || len(t.Pcs) > 0 {
+		size := len(t.Pcs)
+		if t.All {
+			size += len(f.agents)
+		}
+		inFire, inKnown = make(map[string]bool, size), make(map[string]bool, size)
+	}
+	if t.All {
+		out.known = make([]string, 0, len(f.agents))
+		out.online = make([]bool, 0, len(f.agents))
+		out.fire = make([]string, 0, len(f.agents))
+	}
+	// counts says whether pc counts as known and whether it is alive.
+	counts := func(pc string) (known, alive bool) {
+		if _, gone := f.gone[pc]; gone {
+			return false, false
+		}
+		at, ok := f.seen[pc]
+		if !ok {
+			return true, false
+		}
+		if !expiry.IsZero() && at.Before(expiry) {
+			return false, false
+		}
+		return true, !at.Before(since)
+	}
+	add := func(pc string, fire, alive bool) {
+		if fire && (inFire == nil || !inFire[pc]) {
+			if inFire != nil {
+				inFire[pc] = true
+			}
+			out.fire = append(out.fire, pc)
+		}
+		if inKnown == nil || !inKnown[pc] {
+			if inKnown != nil {
+				inKnown[pc] = true
+			}
+			out.known = append(out.known, pc)
+			out.online = append(out.online, alive)
+		}
+	}
+	if t.All {
+		for _, pc := range f.agents {
+			if known, alive := counts(pc); known {
+				add(pc, alive, alive)
+			}
+		}
+	}
+	if len(t.Groups) > 0 {
+		var part []string
+		for _, g := range t.Groups {
+			part = append(part, f.members[g]...)
+		}
+		if len(t.Groups) > 1 {
+			slices.Sort(part)
+			part = slices.Compact(part)
+		}
+		for _, pc := range part {
+			if known, alive := counts(pc); known {
+				add(pc, alive, alive)
+			}
+		}
+	}
+	for _, pc := range t.Pcs {
+		// Listed PCs are fired verbatim, alive or not (as resolve does).
+		if known, alive := counts(pc); known {
+			add(pc, true, alive)
+		}
 	}
 	return out
 }

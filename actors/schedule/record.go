@@ -62,6 +62,9 @@ type record struct {
 	seeded      bool
 	completions int
 	inFlight    int
+	// progress is the last computed progress (once_per_pc and
+	// once_per_target); nil before the first tick or result.
+	progress *Progress
 }
 
 func (r *record) addTick(t Tick) {
@@ -136,6 +139,12 @@ func (r *record) setDedup(seeded bool, completions, inFlight int) {
 	r.seeded, r.completions, r.inFlight = seeded, completions, inFlight
 }
 
+func (r *record) setProgress(p *Progress) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.progress = p
+}
+
 // recordView is a copy of a record for the status API.
 type recordView struct {
 	restarts       int
@@ -145,6 +154,7 @@ type recordView struct {
 	seeded         bool
 	completions    int
 	inFlight       int
+	progress       *Progress
 }
 
 func (r *record) view(now time.Time) recordView {
@@ -152,5 +162,5 @@ func (r *record) view(now time.Time) recordView {
 	defer r.mu.Unlock()
 	r.trimFailures(now)
 	return recordView{restarts: r.restarts, recentFailures: len(r.failures), lastError: r.lastError, nextTick: r.nextTick,
-		seeded: r.seeded, completions: r.completions, inFlight: r.inFlight}
+		seeded: r.seeded, completions: r.completions, inFlight: r.inFlight, progress: r.progress}
 }

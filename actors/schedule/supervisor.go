@@ -42,6 +42,10 @@ type Config struct {
 	// FireTimeout bounds the wait for the exec engine (default
 	// DefaultFireTimeout).
 	FireTimeout time.Duration
+	// DecommissionAfter is how long a PC may stay silent and still count
+	// for once_per_pc / once_per_target being done ([fleet]
+	// decommission_after; default DefaultDecommissionAfter).
+	DecommissionAfter time.Duration
 	// OnTick, if set, is called at the start of every tick with the
 	// schedule id, inside the schedule's actor. Tests use it to make a
 	// tick panic (fault isolation); production leaves it nil.
@@ -59,6 +63,11 @@ const mailboxThroughput = 300
 // the goroutine churn the pool exists to avoid (2, 4 and 8 workers
 // measured the same on 2 cores).
 func workerCount() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
+
+// DefaultDecommissionAfter is how long a PC may stay silent and still be
+// waited for by once_per_pc and once_per_target: two weeks covers
+// holidays; a PC gone for longer is taken as decommissioned.
+const DefaultDecommissionAfter = 14 * 24 * time.Hour
 
 // Name is the supervisor's actor name.
 const Name = "schedules"
@@ -79,6 +88,9 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	if cfg.FireTimeout <= 0 {
 		cfg.FireTimeout = DefaultFireTimeout
 	}
+	if cfg.DecommissionAfter <= 0 {
+		cfg.DecommissionAfter = DefaultDecommissionAfter
+	}
 	if cfg.Source == nil || cfg.Reader == nil || cfg.Writer == nil || cfg.Audit == nil {
 		return nil, fmt.Errorf("schedule supervisor: Source, Reader, Writer and Audit are required")
 	}
@@ -95,6 +107,7 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 		workers: newWorkerPool(workerCount(), mailboxThroughput),
 		alarms:  newAlarms(cfg.Clock),
 	}
+	e.fleet.horizon = cfg.DecommissionAfter
 	// The failure callback belongs to the props, but must reach whichever
 	// supervisor instance is current (a restarted supervisor is a new one).
 	// Both the producer and the callback run on the supervisor's own
@@ -616,6 +629,10 @@ type Status struct {
 	// success, PCs a fire is still waiting for.
 	Completions int `json:"completions"`
 	InFlight    int `json:"in_flight"`
+	// Progress is done / remaining / offline over the known PCs of the
+	// target (once_per_pc, once_per_target), as of the last tick or
+	// result; null before either, and for every_tick.
+	Progress *Progress `json:"progress"`
 }
 
 // NextFireCount is how many upcoming fire times the status shows.
@@ -629,7 +646,7 @@ func (s *supervisor) status(id string) (Status, error) {
 	now := s.env.clock.Now()
 	v := en.rec.view(now)
 	st := Status{Schedule: en.def, Revision: en.rev, Restarts: v.restarts, LastTicks: en.rec.lastTicks(),
-		NextFires: []FireTime{}, Completions: v.completions, InFlight: v.inFlight, TZ: en.def.TZ}
+		NextFires: []FireTime{}, Completions: v.completions, InFlight: v.inFlight, TZ: en.def.TZ, Progress: v.progress}
 	if st.TZ == "" {
 		st.TZ = "UTC"
 	}

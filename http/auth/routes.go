@@ -60,6 +60,7 @@ var routeRoles = map[string]Role{
 	"PUT /api/agents/{pc_id}/groups":            RoleOperator,
 	"POST /api/agents/{pc_id}/groups":           RoleOperator,
 	"DELETE /api/agents/{pc_id}/groups/{group}": RoleOperator,
+	"DELETE /api/agents/{pc_id}":                RoleOperator,
 	"PUT /api/config":                           RoleOperator,
 	"PUT /api/groups/{name}/config":             RoleOperator,
 	"DELETE /api/groups/{name}/config":          RoleOperator,

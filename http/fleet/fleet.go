@@ -10,6 +10,8 @@
 // that a target resolved right after the edit (an exec at the group)
 // already includes the PC instead of waiting for the mirror projector.
 //
+// DELETE /api/agents/{pc_id} decommissions a PC (decommission.go).
+//
 // Response shapes beyond api.md §3: the agent detail adds `groups`,
 // `effective_config` and `warnings` to the AgentRow;
 // effective_config answers `{pc_id, effective, warnings, groups}`. GET of
@@ -47,6 +49,10 @@ type Deps struct {
 	Clock clock.Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// Decommissioned, if set, is told about each decommissioned PC after
+	// the store committed it (the app publishes it on the actor system's
+	// event stream for the scheduler's fleet view).
+	Decommissioned func(*messages.AgentDecommissioned)
 }
 
 type handlers struct {
@@ -57,6 +63,8 @@ type handlers struct {
 	audit  opaudit.Publisher
 	clock  clock.Clock
 	log    *slog.Logger
+
+	decommissioned func(*messages.AgentDecommissioned)
 }
 
 // Register adds the routes.
@@ -69,6 +77,8 @@ func Register(r *server.Router, d Deps) {
 		audit:  d.Audit,
 		clock:  d.Clock,
 		log:    d.Logger,
+
+		decommissioned: d.Decommissioned,
 	}
 	if h.clock == nil {
 		h.clock = clock.Real{}
@@ -80,6 +90,7 @@ func Register(r *server.Router, d Deps) {
 	r.API("GET /api/agents", h.listAgents)
 	r.API("GET /api/agents/{pc_id}", h.getAgent)
 	r.API("GET /api/agents/{pc_id}/effective_config", h.effectiveConfig)
+	r.API("DELETE /api/agents/{pc_id}", h.decommission)
 
 	r.API("GET /api/agents/{pc_id}/groups", h.getGroups)
 	r.API("PUT /api/agents/{pc_id}/groups", h.putGroups)

@@ -138,7 +138,7 @@ func testAgentDetail(t *testing.T, db storagetest.Dialect) {
 	b.WantError(t, http.MethodGet, "/api/agents/nope", nil, 404, "agent 'nope' not found")
 	b.WantError(t, http.MethodGet, "/api/agents/bad.id", nil, 400,
 		`invalid pc_id "bad.id": must match [A-Za-z0-9_=-]+ (no spaces, '.', '*', '>')`)
-	b.WantError(t, http.MethodDelete, "/api/agents/PC-1", nil, 405, "")
+	wantErrorPrefix(t, b, http.MethodDelete, "/api/agents/PC-1", 409, "agent 'PC-1' is online (last heartbeat ")
 
 	b.JSON(t, http.MethodPut, "/api/agents/PC-1/groups", map[string]any{"groups": []string{"lab", "canary"}}, 200, nil)
 	b.JSON(t, http.MethodPut, "/api/groups/canary/config", map[string]any{"target_version": "0.22.0"}, 200, nil)

@@ -36,6 +36,7 @@ export function splitStatus(d) {
     next: st.next_fires || st.next_fire_times || st.next || [],
     ticks: st.last_ticks || st.ticks || [],
     restarts: st.restarts,
+    progress: st.progress || null,
   };
 }
 

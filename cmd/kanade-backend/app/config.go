@@ -11,6 +11,8 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"kanade-backend/actors/schedule"
+	"kanade-backend/messages/humantime"
 	"kanade-backend/storage"
 )
 
@@ -24,6 +26,7 @@ type Config struct {
 	Log       LogConfig       `toml:"log"`
 	Retention RetentionConfig `toml:"retention"`
 	Disk      DiskConfig      `toml:"disk"`
+	Fleet     FleetConfig     `toml:"fleet"`
 
 	// DataDir holds the database (unless DB.SQLitePath says otherwise), the
 	// embedded JetStream store and the generated admin token.
@@ -102,6 +105,29 @@ type RetentionConfig struct {
 	SweepInterval        Duration `toml:"sweep_interval"`
 }
 
+// FleetConfig is the [fleet] section.
+type FleetConfig struct {
+	// DecommissionAfter is how long a PC may stay silent and still be
+	// waited for by once_per_pc and once_per_target schedules (their
+	// "done" is judged over every known PC of the target); a PC silent
+	// longer counts as decommissioned. humantime syntax ("14d").
+	DecommissionAfter HumanDuration `toml:"decommission_after"`
+}
+
+// HumanDuration is a TOML duration in the wire's humantime syntax ("14d",
+// "1h 30m"), for settings that are naturally days.
+type HumanDuration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (d *HumanDuration) UnmarshalText(b []byte) error {
+	v, err := humantime.Parse(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
 // Duration is a TOML duration written the way Go writes them ("1h").
 type Duration struct{ time.Duration }
 
@@ -126,6 +152,7 @@ func Defaults() Config {
 			ResultsDays: 90, AuditDays: 365, ProjectionErrorsDays: 30,
 			SweepInterval: Duration{time.Hour},
 		},
+		Fleet: FleetConfig{DecommissionAfter: HumanDuration{schedule.DefaultDecommissionAfter}},
 	}
 }
 
@@ -143,7 +170,7 @@ func (c Config) Embedded() bool { return c.NATS.URL == "" }
 
 // Env names the environment variables Load reads.
 var Env = struct {
-	Config, Bind, DataDir, DB, DBURL, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat string
+	Config, Bind, DataDir, DB, DBURL, NATSURL, NATSListen, NATSToken, LogLevel, LogFormat, DecommissionAfter string
 }{
 	Config:     "KANADE_BACKEND_CONFIG",
 	Bind:       "KANADE_BIND",
@@ -155,6 +182,8 @@ var Env = struct {
 	NATSToken:  "KANADE_NATS_TOKEN",
 	LogLevel:   "KANADE_LOG_LEVEL",
 	LogFormat:  "KANADE_LOG_FORMAT",
+	// DecommissionAfter is [fleet] decommission_after.
+	DecommissionAfter: "KANADE_DECOMMISSION_AFTER",
 }
 
 // ErrVersion is returned by Load when --version was given.
@@ -179,6 +208,7 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 		rebuild    = fs.Bool("rebuild", false, "drop every projection and rebuild it from the streams")
 		insecure   = fs.Bool("insecure-nats", false, "let NATS clients without a token in with every right even beyond loopback (a lab)")
 		version    = fs.Bool("version", false, "print the version and exit")
+		decomm     = fs.String("decommission-after", "", "a PC silent this long is no longer waited for by once_per_pc/once_per_target schedules (default 14d)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
@@ -223,6 +253,13 @@ func Load(args []string, getenv func(string) string, stderr io.Writer) (Config, 
 	overlay(&cfg.NATS.Token, getenv(Env.NATSToken))
 	overlay(&cfg.Log.Level, *logLevel, getenv(Env.LogLevel))
 	overlay(&cfg.Log.Format, *logFormat, getenv(Env.LogFormat))
+	if v := first(*decomm, getenv(Env.DecommissionAfter)); v != "" {
+		d, err := humantime.Parse(v)
+		if err != nil {
+			return cfg, fmt.Errorf("decommission after %q: %w", v, err)
+		}
+		cfg.Fleet.DecommissionAfter.Duration = d
+	}
 	cfg.Rebuild = *rebuild
 	cfg.NATS.Insecure = cfg.NATS.Insecure || *insecure
 
@@ -253,6 +290,9 @@ func (c Config) validate() error {
 		// Results must outlive the RESULTS stream (30 d): an empty table has
 		// to imply an empty stream for the rebuild check.
 		errs = append(errs, fmt.Errorf("retention: results_days must be ≥ 30 (the RESULTS stream's max_age), others ≥ 1"))
+	}
+	if c.Fleet.DecommissionAfter.Duration < time.Hour {
+		errs = append(errs, fmt.Errorf("fleet decommission_after %s: want at least 1h", humantime.Format(c.Fleet.DecommissionAfter.Duration)))
 	}
 	if c.Retention.SweepInterval.Duration < time.Minute {
 		errs = append(errs, fmt.Errorf("retention sweep_interval %v: want at least 1m", c.Retention.SweepInterval.Duration))

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -164,5 +165,38 @@ func TestNATSBeyondLoopbackNeedsACredentialOrInsecure(t *testing.T) {
 	if !cfg.NATS.Insecure || cfg.Disk.MinFreePercent != 2.5 || cfg.Disk.MinFreeMiB != 512 ||
 		cfg.Server.ReadTimeout.Duration.Seconds() != 5 || cfg.Server.MaxConnsPerClient != 16 {
 		t.Fatalf("config = %+v", cfg)
+	}
+}
+
+// [fleet] decommission_after: humantime days, default 14d, file < env <
+// flag, and at least an hour.
+func TestLoadDecommissionAfter(t *testing.T) {
+	day := 24 * time.Hour
+	cfg, err := Load(nil, env(nil), io.Discard)
+	if err != nil || cfg.Fleet.DecommissionAfter.Duration != 14*day {
+		t.Fatalf("default %v (%v)", cfg.Fleet.DecommissionAfter, err)
+	}
+	file := filepath.Join(t.TempDir(), "backend.toml")
+	if err := os.WriteFile(file, []byte("[fleet]\ndecommission_after = \"30d\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{[]string{"--config", file}, nil, 30 * day},
+		{[]string{"--config", file}, map[string]string{Env.DecommissionAfter: "7d"}, 7 * day},
+		{[]string{"--config", file, "--decommission-after", "2w 1d"}, map[string]string{Env.DecommissionAfter: "7d"}, 15 * day},
+	} {
+		cfg, err := Load(c.args, env(c.env), io.Discard)
+		if err != nil || cfg.Fleet.DecommissionAfter.Duration != c.want {
+			t.Fatalf("%v %v: %v (%v), want %v", c.args, c.env, cfg.Fleet.DecommissionAfter, err, c.want)
+		}
+	}
+	for _, bad := range []string{"10m", "soon"} {
+		if _, err := Load([]string{"--decommission-after", bad}, env(nil), io.Discard); err == nil || !strings.Contains(err.Error(), "decommission") {
+			t.Fatalf("--decommission-after %s: %v", bad, err)
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"kanade-backend/http/server"
 	"kanade-backend/http/system"
 	"kanade-backend/http/targets"
+	"kanade-backend/messages"
 	"kanade-backend/storage/broker"
 )
 
@@ -45,7 +46,8 @@ func (a *App) routes(r *server.Router) {
 	streams.Register(r)
 	a.httpShutdown = append(a.httpShutdown, streams.Close)
 	openapi.Register(r)
-	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
+	fleet.Register(r, fleet.Deps{DB: a.Store.R, Writer: a.Store, JS: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
+		Decommissioned: func(e *messages.AgentDecommissioned) { a.Actors.EventStream.Publish(e) }})
 	// Runs and pings wait for agents for up to minutes; a graceful stop
 	// ends those waits instead of waiting for them.
 	agents := agentio.Register(r, agentio.Deps{Conn: a.Conn, Audit: a.Audit, Metrics: a.Metrics, Logger: a.Logger})

@@ -19,6 +19,7 @@ func (a *App) startScheduler() (*actor.PID, error) {
 	pid, err := schedule.Start(a.Actors, schedule.Config{
 		Clock: a.Clock, Source: b, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
 		Metrics: schedule.NewMetrics(a.Metrics), Logger: a.Logger, OnTick: a.ScheduleTickHook,
+		DecommissionAfter: a.Config.Fleet.DecommissionAfter.Duration,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start scheduler: %w", err)

@@ -60,6 +60,13 @@ type (
 	killJob      struct{ jobID string }
 	groupsSet    struct{ groups []string }
 	logsFetch    struct{ msg *nats.Msg }
+	// powerSet switches the agent on (a heartbeat stamped at goes out at
+	// once) or off (runs lost, no heartbeats); quiet skips the log line.
+	powerSet struct {
+		on    bool
+		at    time.Time
+		quiet bool
+	}
 )
 
 // runDone tells the router that one run of a job finished, so it stops
@@ -75,6 +82,8 @@ type agent struct {
 
 	runs    map[uint64]*run
 	lastRun uint64
+	// off is set while the PC is switched off.
+	off bool
 	// started counts runs per job (manifest) id, for fail-once.
 	started map[string]int
 }
@@ -110,7 +119,11 @@ func (a *agent) Receive(c actor.Context) {
 		// not keep firing at the same PID.
 		a.stop()
 	case heartbeatDue:
-		a.heartbeat(m.at)
+		if !a.off {
+			a.heartbeat(m.at)
+		}
+	case powerSet:
+		a.setPower(m)
 	case deliver:
 		a.deliver(c, m)
 	case stepDue:
@@ -148,6 +161,19 @@ func (a *agent) stop() {
 		r.stopTimers()
 	}
 	a.runs = nil
+}
+
+func (a *agent) setPower(m powerSet) {
+	a.off = !m.on
+	if !m.on {
+		a.stop()
+		if !m.quiet {
+			a.log.add(a.env.clock.Now(), "INFO", "switched off")
+		}
+		return
+	}
+	a.log.add(m.at, "INFO", "kanade-agent %s started (simulated) pc_id=%s", a.env.cfg.AgentVersion, a.pcID)
+	a.heartbeat(m.at)
 }
 
 func (a *agent) heartbeat(at time.Time) {

@@ -57,6 +57,7 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	assign := fs.String("assign-groups", "", "write agent_groups for the fleet's pc_ids and exit, e.g. canary=5%,wave1=45% (consecutive, non-overlapping slices; merged with existing groups)")
 	fs.Uint64Var(&o.Seed, "seed", 0, "random seed for phases, jitter, run times and failures (0 = random, logged)")
 	stopAfter := fs.String("stop-after", "", "stop after this long instead of waiting for SIGINT/SIGTERM")
+	ramp := fs.String("ramp", "0s", "switch the agents on one after another over this long, each announcing itself with a heartbeat (PCs switched on through a morning); 0: all at once")
 	credentials := fs.String("credentials", "", "CSV pc_id,token (POST /api/agents/credentials): run these agents, each on its own connection with its own token (--agents N: the first N)")
 	connectTimeout := fs.String("connect-timeout", humantime.Format(DefaultConnectTimeout), "give up (exit 1) when NATS cannot be reached within this long")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -88,6 +89,9 @@ func ParseArgs(args []string, getenv func(string) string, stderr io.Writer) (Opt
 	}
 	if o.ConnectTimeout, err = humantime.Parse(*connectTimeout); err != nil || o.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--connect-timeout %q: want a positive duration such as 10s", *connectTimeout))
+	}
+	if o.Ramp, err = humantime.Parse(*ramp); err != nil {
+		errs = append(errs, fmt.Errorf("--ramp %q: want a duration such as 30s", *ramp))
 	}
 	if *stopAfter != "" {
 		if o.StopAfter, err = humantime.Parse(*stopAfter); err != nil {

@@ -38,6 +38,14 @@ type Config struct {
 	// Heartbeat is each agent's heartbeat interval (default 30s); every
 	// agent starts at a random phase within it.
 	Heartbeat time.Duration
+	// Ramp, when set, switches the agents on one after another over this
+	// long, as PCs switched on through a morning: agent k (in pc_id
+	// order, from 0) comes on at k·Ramp/Agents and announces itself with
+	// a heartbeat at once, then keeps its heartbeat phase. Until then it
+	// is off: no heartbeats, and Commands, kills and logs requests do
+	// not reach it. 0 switches every agent on at start (first heartbeats
+	// at random phases within Heartbeat).
+	Ramp time.Duration
 	// AgentVersion is reported in heartbeats (default DefaultAgentVersion).
 	AgentVersion string
 	// OSFamily is reported in heartbeats: windows (default), linux, macos.
@@ -123,6 +131,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Agents < 1 {
 		errs = append(errs, fmt.Errorf("agents %d: want at least 1", c.Agents))
+	}
+	if c.Ramp < 0 {
+		errs = append(errs, fmt.Errorf("ramp %s: want 0 or a positive duration", c.Ramp))
 	}
 	// The prefix becomes part of a subject token and a KV key.
 	if err := messages.ValidateToken("pc_id prefix", c.Prefix); err != nil {

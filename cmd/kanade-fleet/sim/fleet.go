@@ -324,6 +324,28 @@ func flush(ctx context.Context, nc *nats.Conn) error {
 // Stats returns the fleet's totals so far.
 func (f *Fleet) Stats() Stats { return f.stats.snapshot(len(f.ids)) }
 
+// SwitchOff powers the simulated PC pcID off, as when a PC is shut down:
+// its runs are lost, it sends no heartbeats and no Command reaches it
+// until SwitchOn (a ramp does not switch it on). It returns once the
+// agent is off.
+func (f *Fleet) SwitchOff(pcID string) error { return f.power(pcID, false) }
+
+// SwitchOn powers pcID on again: it announces itself with a heartbeat at
+// once and receives Commands from then on.
+func (f *Fleet) SwitchOn(pcID string) error { return f.power(pcID, true) }
+
+func (f *Fleet) power(pcID string, on bool) error {
+	res, err := f.sys.Root.RequestFuture(f.router, power{pcID: pcID, on: on}, 10*time.Second).Result()
+	if err != nil {
+		return fmt.Errorf("switch %s: %w", pcID, err)
+	}
+	done, ok := res.(powerDone)
+	if !ok {
+		return fmt.Errorf("switch %s: unexpected answer %T", pcID, res)
+	}
+	return done.err
+}
+
 // PCIDs returns the agents' pc_ids in order.
 func (f *Fleet) PCIDs() []string { return append([]string(nil), f.ids...) }
 

@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/actors/actorsys"
+	"kanade-backend/actors/clock"
 )
 
 // Messages the router receives from the fleet's NATS subscriptions and
@@ -32,6 +34,17 @@ type (
 		slot int
 		at   time.Time
 	}
+	// power switches one agent on or off; the router answers with an
+	// error (nil: done). byRamp marks the ramp's own switch-on, which
+	// leaves an agent switched off explicitly alone.
+	power struct {
+		pcID   string
+		on     bool
+		byRamp bool
+		// at is the ramp's instant for this agent (zero: now).
+		at time.Time
+	}
+	powerDone struct{ err error }
 )
 
 // router is the parent of every agent and the one place that knows who
@@ -50,6 +63,12 @@ type router struct {
 	slots   [][]*actor.PID
 	groupOf map[string][]string
 	members map[string]map[string]*actor.PID
+	// off are the agents switched off (not yet on in a ramp, or by
+	// Fleet.SwitchOff): nothing is delivered to them. held are those
+	// switched off explicitly, which the ramp does not switch on.
+	off  map[string]bool
+	held map[string]bool
+	ramp []clock.Timer
 	// running counts, per job_id (exec id), the runs each agent has not
 	// finished yet. Registered when the router hands out a Command it
 	// knows will run, so a kill published right after the Command is not
@@ -76,6 +95,16 @@ func (r *router) Receive(c actor.Context) {
 	switch m := c.Message().(type) {
 	case *actor.Started:
 		r.spawnAgents(c)
+		r.startRamp(c)
+	case *actor.Stopping:
+		for _, t := range r.ramp {
+			t.Stop()
+		}
+	case power:
+		err := r.switchPower(c, m)
+		if c.Sender() != nil {
+			c.Respond(powerDone{err: err})
+		}
 	case inbound:
 		r.dispatch(c, m)
 	case killReq:
@@ -89,7 +118,7 @@ func (r *router) Receive(c actor.Context) {
 	case logsReq:
 		// An unknown pc_id gets no answer, like a PC that is not there:
 		// the requester times out.
-		if pid := r.agents[m.pcID]; pid != nil {
+		if pid := r.agents[m.pcID]; pid != nil && !r.off[m.pcID] {
 			c.Send(pid, logsFetch{msg: m.msg})
 		}
 	case groupsUpdate:
@@ -129,6 +158,9 @@ func (r *router) spawnAgents(c actor.Context) {
 
 func (r *router) dispatch(c actor.Context, in inbound) {
 	send := func(pcID string, pid *actor.PID) {
+		if r.off[pcID] {
+			return // a switched-off PC never sees a Command
+		}
 		if in.drop == dropNone && in.cmd.JobID != nil {
 			runs := r.running[*in.cmd.JobID]
 			if runs == nil {
@@ -153,6 +185,59 @@ func (r *router) dispatch(c actor.Context, in inbound) {
 			send(in.token, pid)
 		}
 	}
+}
+
+// startRamp switches every agent off and arms the timers that switch them
+// on one after another over Config.Ramp.
+func (r *router) startRamp(c actor.Context) {
+	r.off, r.held = map[string]bool{}, map[string]bool{}
+	ramp := r.env.cfg.Ramp
+	if ramp <= 0 {
+		return
+	}
+	root, self, start := r.env.root, c.Self(), r.env.clock.Now()
+	for k, id := range r.pcIDs {
+		r.off[id] = true
+		c.Send(r.agents[id], powerSet{on: false, quiet: true})
+		after := ramp * time.Duration(k) / time.Duration(len(r.pcIDs))
+		msg := power{pcID: id, on: true, byRamp: true, at: start.Add(after)}
+		if k == 0 {
+			c.Send(self, msg)
+			continue
+		}
+		r.ramp = append(r.ramp, r.env.clock.AfterFunc(after, func() { root.Send(self, msg) }))
+	}
+}
+
+// switchPower switches one agent on (it announces itself with a heartbeat
+// at once) or off (its runs are lost, as when a PC powers off).
+func (r *router) switchPower(c actor.Context, m power) error {
+	pid := r.agents[m.pcID]
+	if pid == nil {
+		return fmt.Errorf("no simulated agent %q", m.pcID)
+	}
+	switch {
+	case m.on && m.byRamp && r.held[m.pcID]:
+		return nil
+	case m.on:
+		delete(r.held, m.pcID)
+		if !r.off[m.pcID] {
+			return nil
+		}
+		delete(r.off, m.pcID)
+	default:
+		r.held[m.pcID] = true
+		if r.off[m.pcID] {
+			return nil
+		}
+		r.off[m.pcID] = true
+	}
+	at := m.at
+	if at.IsZero() {
+		at = r.env.clock.Now()
+	}
+	c.Send(pid, powerSet{on: m.on, at: at})
+	return nil
 }
 
 func (r *router) finished(m runDone) {

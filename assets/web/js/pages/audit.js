@@ -8,7 +8,7 @@ const LIMIT = 50;
 // The actions of wire.md §4.
 const ACTIONS = ['exec', 'job_upsert', 'job_delete', 'schedule_upsert', 'schedule_delete', 'schedule_completed',
   'config_put', 'config_delete', 'groups_put', 'script_revoke', 'script_unrevoke', 'exec_kill',
-  'agent_publish', 'agent_rollout', 'release_delete',
+  'agent_publish', 'agent_rollout', 'release_delete', 'agent_decommission',
   'operator_create', 'operator_role', 'operator_revoke', 'operator_token'];
 
 export default async function audit(ctx) {
