@@ -50,6 +50,33 @@ func (c *Client) Cancel(ctx context.Context, execID string) (CancelReply, error)
 	return *reply, reply.Err
 }
 
+// Resume publishes an exec's first held wave past its gate; by is who
+// resumes (initiated-by form).
+func (c *Client) Resume(ctx context.Context, execID, by string) (ResumeReply, error) {
+	res, err := c.request(ctx, &Resume{ExecID: execID, By: by})
+	if err != nil {
+		return ResumeReply{}, err
+	}
+	reply, ok := res.(*ResumeReply)
+	if !ok {
+		return ResumeReply{}, fmt.Errorf("exec engine answered %T, want *exec.ResumeReply", res)
+	}
+	return *reply, reply.Err
+}
+
+// Abort cancels an exec's held and pending waves and the exec.
+func (c *Client) Abort(ctx context.Context, execID string) (CancelReply, error) {
+	res, err := c.request(ctx, &Abort{ExecID: execID})
+	if err != nil {
+		return CancelReply{}, err
+	}
+	reply, ok := res.(*CancelReply)
+	if !ok {
+		return CancelReply{}, fmt.Errorf("exec engine answered %T, want *exec.CancelReply", res)
+	}
+	return *reply, reply.Err
+}
+
 func (c *Client) request(ctx context.Context, msg any) (any, error) {
 	timeout := c.Timeout
 	if timeout <= 0 {
