@@ -553,23 +553,32 @@ func (e *engine) forwardAnswers(ev *messages.ExecProgressed) *gateAnswers {
 	return nil
 }
 
-// waveRow is an exec_waves row with the answers to its Command.
-type waveRow struct {
+// WaveRow is an exec_waves row with the answers to its Command.
+type WaveRow struct {
 	storage.ExecWave `bun:",extend"`
-	Success          int `bun:"success"`
-	Failure          int `bun:"failure"`
+	Success          int `bun:"success" json:"success"`
+	Failure          int `bun:"failure" json:"failure"`
 }
 
-// LoadWaves returns exec id's rollout waves with their states and counts
+// LoadWaveRows returns exec id's rollout waves with the answers to each
 // (none: an empty list).
-func LoadWaves(ctx context.Context, db bun.IDB, execID string) ([]messages.WaveProgress, error) {
-	var rows []waveRow
+func LoadWaveRows(ctx context.Context, db bun.IDB, execID string) ([]WaveRow, error) {
+	rows := []WaveRow{}
 	err := db.NewSelect().Model(&rows).ColumnExpr("exec_wave.*").
 		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = exec_wave.exec_id AND x.request_id = exec_wave.request_id AND x.exit_code = 0) AS success").
 		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = exec_wave.exec_id AND x.request_id = exec_wave.request_id AND x.exit_code <> 0) AS failure").
 		Where("exec_wave.exec_id = ?", execID).Order("exec_wave.wave_index").Scan(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load waves of exec %s: %w", execID, err)
+	}
+	return rows, nil
+}
+
+// LoadWaves returns exec id's rollout waves as the live events show them.
+func LoadWaves(ctx context.Context, db bun.IDB, execID string) ([]messages.WaveProgress, error) {
+	rows, err := LoadWaveRows(ctx, db, execID)
+	if err != nil {
+		return nil, err
 	}
 	out := make([]messages.WaveProgress, len(rows))
 	for i, r := range rows {
