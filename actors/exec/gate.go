@@ -203,6 +203,9 @@ func formatShare(v float64) string {
 // records the wait (judge_at) or holds the wave. It reports whether w may
 // be published now.
 func (e *engine) gateWave(ctx context.Context, sys *actor.ActorSystem, w *storage.ExecWave, now time.Time) (bool, error) {
+	// Watched before its counts are read: an answer committed after the
+	// read is forwarded, one committed before is in the counts.
+	e.watch(w.ExecID)
 	ex, err := e.loadExec(ctx, w.ExecID)
 	if err != nil {
 		return false, err
@@ -532,6 +535,20 @@ func (e *engine) refreshWatched(ctx context.Context) {
 	set := make(map[string]bool, len(ids))
 	for _, id := range ids {
 		set[id] = true
+	}
+	e.watched.Store(&set)
+}
+
+// watch adds exec id to the watched set until the next refresh.
+func (e *engine) watch(execID string) {
+	set := map[string]bool{execID: true}
+	if old := e.watched.Load(); old != nil {
+		if (*old)[execID] {
+			return
+		}
+		for id := range *old {
+			set[id] = true
+		}
 	}
 	e.watched.Store(&set)
 }

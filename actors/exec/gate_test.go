@@ -10,6 +10,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 // canaryGate is canary now, wave1 after 10 s, gated by gate (JSON).
@@ -76,7 +77,11 @@ func (e *env) gateFleet() {
 // gate, naming who resumed.
 func TestGateHoldsAFailedCanaryUntilResumed(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testGateHoldsAFailedCanaryUntilResumed)
+}
+
+func testGateHoldsAFailedCanaryUntilResumed(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	cmds := e.recordCommands()
 	e.start()
 	e.gateFleet()
@@ -125,7 +130,11 @@ func TestGateHoldsAFailedCanaryUntilResumed(t *testing.T) {
 // cancelled, finished.
 func TestGateAbortCancelsTheRollout(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testGateAbortCancelsTheRollout)
+}
+
+func testGateAbortCancelsTheRollout(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	cmds := e.recordCommands()
 	e.start()
 	e.gateFleet()
@@ -156,7 +165,11 @@ func TestGateAbortCancelsTheRollout(t *testing.T) {
 // last answer publishes it before the wait is over.
 func TestGatePassesAtTheDelayOrOnTheLastAnswer(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testGatePassesAtTheDelayOrOnTheLastAnswer)
+}
+
+func testGatePassesAtTheDelayOrOnTheLastAnswer(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	cmds := e.recordCommands()
 	e.start()
 	e.gateFleet()
@@ -193,7 +206,11 @@ func TestGatePassesAtTheDelayOrOnTheLastAnswer(t *testing.T) {
 // out by itself.
 func TestGateSilentPCsAndLateAnswers(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testGateSilentPCsAndLateAnswers)
+}
+
+func testGateSilentPCsAndLateAnswers(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	cmds := e.recordCommands()
 	e.start()
 	e.gateFleet()
@@ -201,10 +218,13 @@ func TestGateSilentPCsAndLateAnswers(t *testing.T) {
 	cmds.waitN(t, 1)
 	e.answer(r.ExecID, "c1", 0)
 	e.clk.Advance(time.Minute - time.Millisecond)
+	eventually(t, func() error {
+		if w := e.waves(r.ExecID)[1]; w.State != storage.WavePending || !w.JudgeAt.Equal(t0.Add(time.Minute)) {
+			return fmt.Errorf("waiting wave = %+v", w)
+		}
+		return nil
+	})
 	cmds.quiet(t, 1, 50*time.Millisecond)
-	if w := e.waves(r.ExecID)[1]; w.State != storage.WavePending || !w.JudgeAt.Equal(t0.Add(time.Minute)) {
-		t.Fatalf("waiting wave = %+v", w)
-	}
 	e.clk.Advance(time.Millisecond)
 	w := e.waveState(t, r.ExecID, 1, storage.WaveHeld)
 	if want := "wave canary: 1 of 2 succeeded (1 did not answer within 1m0s), min_success 0.9"; w.Reason == nil || *w.Reason != want {
@@ -226,7 +246,11 @@ func TestGateSilentPCsAndLateAnswers(t *testing.T) {
 // ran out meanwhile.
 func TestGateSurvivesARestart(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testGateSurvivesARestart)
+}
+
+func testGateSurvivesARestart(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	cmds := e.recordCommands()
 	e.start()
 	e.gateFleet()
@@ -263,7 +287,11 @@ func TestGateSurvivesARestart(t *testing.T) {
 // Cancel stops a held exec too, and finishes it (nobody else would).
 func TestCancelFinishesAHeldExec(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testCancelFinishesAHeldExec)
+}
+
+func testCancelFinishesAHeldExec(t *testing.T, s *storage.Store) {
+	e := newEnvOn(t, s)
 	e.start()
 	e.gateFleet()
 	r := e.mustExec(canaryGate(`{"max_failed":0}`))
