@@ -290,23 +290,20 @@ func (e *engine) Receive(c actor.Context) {
 			e.unrecorded[id] = true
 		}
 	case *Cancel:
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		e.storeUnrecorded(ctx)
-		reply, rec := e.cancel(ctx, c.ActorSystem(), m.ExecID)
-		e.answer(c, &reply, rec)
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.cancel(ctx, c.ActorSystem(), m.ExecID)
+			return &reply, rec
+		})
 	case *Resume:
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		e.storeUnrecorded(ctx)
-		reply, rec := e.resume(ctx, c.ActorSystem(), m)
-		e.answer(c, &reply, rec)
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.resume(ctx, c.ActorSystem(), m)
+			return &reply, rec
+		})
 	case *Abort:
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
-		defer cancel()
-		e.storeUnrecorded(ctx)
-		reply, rec := e.abort(ctx, c.ActorSystem(), m.ExecID)
-		e.answer(c, &reply, rec)
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.abort(ctx, c.ActorSystem(), m.ExecID)
+			return &reply, rec
+		})
 	case *gateAnswers:
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
@@ -326,9 +323,14 @@ func (e *engine) Receive(c actor.Context) {
 	}
 }
 
-// answer hands an operator's reply and the exec's new record to the
-// pipeline (the reply follows the record).
-func (e *engine) answer(c actor.Context, reply any, rec *execrecord.Record) {
+// operatorAction runs an operator's request on an exec (cancel, resume,
+// abort) and hands its reply and the exec's new record to the pipeline
+// (the reply follows the record).
+func (e *engine) operatorAction(c actor.Context, do func(ctx context.Context) (any, *execrecord.Record)) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	e.storeUnrecorded(ctx)
+	reply, rec := do(ctx)
 	h := &handoff{replies: []outbound{{to: c.Sender(), msg: reply}}}
 	if rec != nil {
 		h.revised = append(h.revised, rec)

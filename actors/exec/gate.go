@@ -457,18 +457,9 @@ func (e *engine) abort(ctx context.Context, sys *actor.ActorSystem, execID strin
 	}
 	now := e.Clock.Now().UTC()
 	err := e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveCancelled).
-			Set("judge_at = NULL").Where("exec_id = ?", execID).
-			Where("state IN (?)", bun.In([]string{storage.WavePending, storage.WaveHeld})).Exec(ctx)
-		if err != nil {
+		n, err := cancelRemaining(ctx, tx, execID)
+		if reply.CancelledWaves = n; err != nil || n == 0 {
 			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		if reply.CancelledWaves = int(n); n == 0 {
-			return nil
 		}
 		_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
 			Set("status = ?", storage.ExecCancelled).Set("finished_at = ?", storage.T(now)).
@@ -494,6 +485,19 @@ func (e *engine) abort(ctx context.Context, sys *actor.ActorSystem, execID strin
 	e.log.Info("rollout aborted", "exec_id", execID, "waves", reply.CancelledWaves)
 	e.progressedWaves(ctx, sys, execID, now)
 	return reply, e.loadRecord(ctx, execID)
+}
+
+// cancelRemaining cancels exec id's pending and held waves and returns
+// how many.
+func cancelRemaining(ctx context.Context, tx bun.Tx, execID string) (int, error) {
+	res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveCancelled).
+		Set("judge_at = NULL").Where("exec_id = ?", execID).
+		Where("state IN (?)", bun.In([]string{storage.WavePending, storage.WaveHeld})).Exec(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n, err := res.RowsAffected()
+	return int(n), err
 }
 
 func (e *engine) loadExec(ctx context.Context, execID string) (*storage.Execution, error) {

@@ -65,11 +65,17 @@ func (e *env) waveState(t *testing.T, id string, i int, state string) storage.Ex
 	return w
 }
 
-func (e *env) gateFleet() {
+// gateEnv starts an engine on s with job1 and PCs c1, c2 in canary and w1
+// in wave1, recording the Commands.
+func gateEnv(t *testing.T, s *storage.Store) (*env, *recorder) {
+	e := newEnvOn(t, s)
+	cmds := e.recordCommands()
+	e.start()
 	e.putJob("job1", "1", "echo")
 	e.agent("c1", "canary")
 	e.agent("c2", "canary")
 	e.agent("w1", "wave1")
+	return e, cmds
 }
 
 // A canary that fails holds wave1 at its delay with the reason; nothing
@@ -81,10 +87,7 @@ func TestGateHoldsAFailedCanaryUntilResumed(t *testing.T) {
 }
 
 func testGateHoldsAFailedCanaryUntilResumed(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	cmds := e.recordCommands()
-	e.start()
-	e.gateFleet()
+	e, cmds := gateEnv(t, s)
 	r := e.mustExec(canaryGate(`{"max_failed":0}`))
 	cmds.waitN(t, 1)
 	if ws := e.waves(r.ExecID); ws[0].Gated || !ws[1].Gated || *ws[0].ExpectedPcs != 2 {
@@ -134,10 +137,7 @@ func TestGateAbortCancelsTheRollout(t *testing.T) {
 }
 
 func testGateAbortCancelsTheRollout(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	cmds := e.recordCommands()
-	e.start()
-	e.gateFleet()
+	e, cmds := gateEnv(t, s)
 	r := e.mustExec(`{"rollout":{"waves":[{"group":"canary"},{"group":"wave1","delay":"10s"},{"group":"wave2","delay":"20s"}],"gate":{"max_failed":0}}}`)
 	cmds.waitN(t, 1)
 	e.answer(r.ExecID, "c1", 3)
@@ -169,10 +169,7 @@ func TestGatePassesAtTheDelayOrOnTheLastAnswer(t *testing.T) {
 }
 
 func testGatePassesAtTheDelayOrOnTheLastAnswer(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	cmds := e.recordCommands()
-	e.start()
-	e.gateFleet()
+	e, cmds := gateEnv(t, s)
 	r := e.mustExec(canaryGate(`{"max_failed":0,"min_success":1}`))
 	cmds.waitN(t, 1)
 	e.answer(r.ExecID, "c1", 0)
@@ -210,10 +207,7 @@ func TestGateSilentPCsAndLateAnswers(t *testing.T) {
 }
 
 func testGateSilentPCsAndLateAnswers(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	cmds := e.recordCommands()
-	e.start()
-	e.gateFleet()
+	e, cmds := gateEnv(t, s)
 	r := e.mustExec(canaryGate(`{"min_success":0.9,"wait":"1m"}`))
 	cmds.waitN(t, 1)
 	e.answer(r.ExecID, "c1", 0)
@@ -250,10 +244,7 @@ func TestGateSurvivesARestart(t *testing.T) {
 }
 
 func testGateSurvivesARestart(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	cmds := e.recordCommands()
-	e.start()
-	e.gateFleet()
+	e, cmds := gateEnv(t, s)
 	held := e.mustExec(canaryGate(`{"max_failed":0}`))
 	judging := e.mustExec(canaryGate(`{"max_failed":0,"wait":"1m"}`))
 	cmds.waitN(t, 2)
@@ -291,9 +282,7 @@ func TestCancelFinishesAHeldExec(t *testing.T) {
 }
 
 func testCancelFinishesAHeldExec(t *testing.T, s *storage.Store) {
-	e := newEnvOn(t, s)
-	e.start()
-	e.gateFleet()
+	e, _ := gateEnv(t, s)
 	r := e.mustExec(canaryGate(`{"max_failed":0}`))
 	e.answer(r.ExecID, "c1", 1)
 	e.clk.Advance(10 * time.Second)

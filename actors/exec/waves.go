@@ -268,19 +268,9 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 	}
 	now := e.Clock.Now().UTC()
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveCancelled).
-			Set("judge_at = NULL").Where("exec_id = ?", execID).
-			Where("state IN (?)", bun.In([]string{storage.WavePending, storage.WaveHeld})).Exec(ctx)
-		if err != nil {
+		n, err := cancelRemaining(ctx, tx, execID)
+		if reply.CancelledWaves = n; err != nil || n == 0 {
 			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		reply.CancelledWaves = int(n)
-		if n == 0 {
-			return nil
 		}
 		// target_count counts the subjects published so far; only this
 		// actor changes it, so the value read above is current.
