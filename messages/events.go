@@ -65,6 +65,32 @@ type ExecProgressed struct {
 	Success  int
 	Failure  int
 	At       time.Time
+	// Waves is set by the exec engine when a rollout wave of the exec
+	// changed (published, judged, held, resumed, cancelled): every wave
+	// with its state and counts. Nil in the projectors' events.
+	Waves []WaveProgress
+}
+
+// WaveProgress is one rollout wave of an exec as the live events and the
+// execution page show it.
+type WaveProgress struct {
+	Index int    `json:"wave_index"`
+	Group string `json:"group"`
+	// State is pending, published, held, cancelled or failed.
+	State string    `json:"state"`
+	DueAt time.Time `json:"due_at"`
+	// Gated waves are judged on the earlier waves' answers; JudgeAt is set
+	// while a due one waits for them.
+	Gated   bool       `json:"gated"`
+	JudgeAt *time.Time `json:"judge_at"`
+	Reason  *string    `json:"reason"`
+	// ResumedBy names the operator who published it past its gate.
+	ResumedBy *string `json:"resumed_by"`
+	// Expected is null until the wave is published; Success and Failure
+	// count the answers to its Command.
+	Expected *int `json:"expected_pcs"`
+	Success  int  `json:"success"`
+	Failure  int  `json:"failure"`
 }
 
 // ExecsRestored is published by the results projector after it wrote

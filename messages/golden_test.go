@@ -52,6 +52,7 @@ var vectors = map[string]vectorKind{
 	"manifest-inventory.json":       kindManifest,
 	"manifest-user-cwd.json":        kindManifest,
 	"plan-groups-jitter.json":       kindPlan,
+	"plan-waves-gate.json":          kindPlan,
 	"result-adhoc-nomanifest.json":  kindResult,
 	"result-success-inventory.json": kindResult,
 	"result-timeout.json":           kindResult,

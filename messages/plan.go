@@ -62,6 +62,44 @@ type Rollout struct {
 	// Strategy defaults to "wave", the only value.
 	Strategy string `json:"strategy"`
 	Waves    []Wave `json:"waves"`
+	// Gate, when set, makes every wave after the first wait for the
+	// earlier waves' results: a wave whose gate is not met is held instead
+	// of published (beyond upstream; omitted when absent, so an
+	// upstream-shaped plan encodes exactly as before).
+	Gate *Gate `json:"gate,omitempty"`
+}
+
+// Gate is what the earlier waves of a rollout must achieve before the next
+// wave is published. At least one of MinSuccess and MaxFailed is set.
+type Gate struct {
+	// MinSuccess is the share (0 to 1) of the earlier waves' expected PCs
+	// that must have succeeded.
+	MinSuccess *float64 `json:"min_success,omitempty"`
+	// MaxFailed is how many of the earlier waves' expected PCs may have
+	// failed (a PC still silent when the wait is over counts as failed).
+	MaxFailed *uint64 `json:"max_failed,omitempty"`
+	// Wait is how long after the previous wave went out its answers are
+	// awaited before judging; absent: the job's timeout plus the jitter.
+	Wait *Duration `json:"wait,omitempty"`
+}
+
+// WaitDuration returns the gate's wait and whether it is set.
+func (g *Gate) WaitDuration() (time.Duration, bool, error) {
+	return optionalDuration(g.Wait)
+}
+
+// Validate checks the gate; the texts are the API's 400 messages.
+func (g *Gate) Validate() error {
+	if g.MinSuccess == nil && g.MaxFailed == nil {
+		return errors.New("rollout.gate: set min_success (0 to 1) or max_failed (a count), or both")
+	}
+	if ms := g.MinSuccess; ms != nil && (*ms < 0 || *ms > 1 || *ms != *ms) {
+		return fmt.Errorf("rollout.gate.min_success: %v is not a share between 0 and 1", *ms)
+	}
+	if _, _, err := g.WaitDuration(); err != nil {
+		return fmt.Errorf("invalid rollout.gate.wait: %w", err)
+	}
+	return nil
 }
 
 // Wave publishes to one group Delay after the exec time.
@@ -139,6 +177,11 @@ func (p *FanoutPlan) Validate() error {
 			}
 			if err := ValidateToken("group", w.Group); err != nil {
 				return fmt.Errorf("rollout.waves[%d]: %w", i, err)
+			}
+		}
+		if r.Gate != nil {
+			if err := r.Gate.Validate(); err != nil {
+				return err
 			}
 		}
 	}

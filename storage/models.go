@@ -47,6 +47,10 @@ const (
 	ExecFailed    = "failed"
 	ExecExpired   = "expired"
 	ExecCancelled = "cancelled"
+	// ExecHeld: a gated rollout wave was not published because the
+	// earlier waves failed its gate; the exec engine sets it and takes it
+	// back (resume, abort), and the projectors leave it alone.
+	ExecHeld = "held"
 )
 
 // Execution is a row of executions: one firing of a job at a target.
@@ -106,6 +110,9 @@ const (
 	WavePublished = "published"
 	WaveCancelled = "cancelled"
 	WaveFailed    = "failed"
+	// WaveHeld: not published, waiting for an operator (its gate was not
+	// met, or an earlier wave of its exec is held).
+	WaveHeld = "held"
 )
 
 // ExecWave is a row of exec_waves: one rollout wave of an exec.
@@ -119,6 +126,16 @@ type ExecWave struct {
 	State       string  `bun:"state,notnull" json:"state"`
 	RequestID   *string `bun:"request_id" json:"request_id"`
 	PublishedAt Time    `bun:"published_at" json:"published_at"`
+	// Gate columns (rollout.gate): Gated says the wave is judged on the
+	// earlier waves' answers before it goes out; JudgeAt is set while a
+	// due wave waits for those answers; Reason says why it is held;
+	// ResumedBy who published it past its gate. ExpectedPcs is how many
+	// PCs the wave expected when it went out.
+	Gated       bool    `bun:"gated,notnull" json:"gated,omitempty"`
+	JudgeAt     Time    `bun:"judge_at" json:"judge_at,omitzero"`
+	Reason      *string `bun:"reason" json:"reason,omitempty"`
+	ResumedBy   *string `bun:"resumed_by" json:"resumed_by,omitempty"`
+	ExpectedPcs *int    `bun:"expected_pcs" json:"expected_pcs,omitempty"`
 }
 
 // InventoryFact is a row of inventory_facts.

@@ -288,6 +288,11 @@ func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*
 	} else if f.expected, err = storage.ResolveTargetPCs(ctx, e.Store.R, reachedTarget(f.p.now), now); err != nil {
 		return fmt.Errorf("exec %s: %w", f.execID, err)
 	}
+	if f.p.waveMode {
+		if err := e.immediateWaveExpected(ctx, &f.p, f.expected, now); err != nil {
+			return fmt.Errorf("exec %s: %w", f.execID, err)
+		}
+	}
 	mj, err := cache.manifest(src)
 	if err != nil {
 		return err

@@ -39,15 +39,42 @@ func (c *Client) Exec(ctx context.Context, req *messages.ExecRequest) (messages.
 
 // Cancel cancels an exec's pending waves.
 func (c *Client) Cancel(ctx context.Context, execID string) (CancelReply, error) {
-	res, err := c.request(ctx, &Cancel{ExecID: execID})
+	r, err := ask[CancelReply](ctx, c, &Cancel{ExecID: execID})
+	return r, errOf(err, r.Err)
+}
+
+// Resume publishes an exec's first held wave past its gate; by is who
+// resumes (initiated-by form).
+func (c *Client) Resume(ctx context.Context, execID, by string) (ResumeReply, error) {
+	r, err := ask[ResumeReply](ctx, c, &Resume{ExecID: execID, By: by})
+	return r, errOf(err, r.Err)
+}
+
+// Abort cancels an exec's held and pending waves and the exec.
+func (c *Client) Abort(ctx context.Context, execID string) (CancelReply, error) {
+	r, err := ask[CancelReply](ctx, c, &Abort{ExecID: execID})
+	return r, errOf(err, r.Err)
+}
+
+// ask sends msg and returns the engine's *R answer.
+func ask[R any](ctx context.Context, c *Client, msg any) (R, error) {
+	var zero R
+	res, err := c.request(ctx, msg)
 	if err != nil {
-		return CancelReply{}, err
+		return zero, err
 	}
-	reply, ok := res.(*CancelReply)
+	reply, ok := res.(*R)
 	if !ok {
-		return CancelReply{}, fmt.Errorf("exec engine answered %T, want *exec.CancelReply", res)
+		return zero, fmt.Errorf("exec engine answered %T, want %T", res, reply)
 	}
-	return *reply, reply.Err
+	return *reply, nil
+}
+
+func errOf(askErr, replyErr error) error {
+	if askErr != nil {
+		return askErr
+	}
+	return replyErr
 }
 
 func (c *Client) request(ctx context.Context, msg any) (any, error) {

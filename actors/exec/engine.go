@@ -48,6 +48,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -226,8 +227,10 @@ type engine struct {
 	backoffUntil time.Time
 	// unrecorded holds the execs whose latest record is not stored yet.
 	unrecorded map[string]bool
-	// restoredSub forwards execrecord restores (which may reload waves).
+	// restoredSub forwards execrecord restores (which may reload waves)
+	// and the answers of the execs in watched (gate.go).
 	restoredSub *eventstream.Subscription
+	watched     atomic.Pointer[map[string]bool]
 }
 
 var _ actor.Actor = (*engine)(nil)
@@ -240,8 +243,13 @@ func (e *engine) Receive(c actor.Context) {
 		self, root := e.self, e.sys.Root
 		e.pipe = newPipeline(&e.Deps, e.log, self, root.Send)
 		e.restoredSub = e.sys.EventStream.Subscribe(func(evt any) {
-			if ev, ok := evt.(*messages.ExecsRestored); ok {
+			switch ev := evt.(type) {
+			case *messages.ExecsRestored:
 				root.Send(self, ev)
+			case *messages.ExecProgressed:
+				if m := e.forwardAnswers(ev); m != nil {
+					root.Send(self, m)
+				}
 			}
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -282,15 +290,24 @@ func (e *engine) Receive(c actor.Context) {
 			e.unrecorded[id] = true
 		}
 	case *Cancel:
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.cancel(ctx, c.ActorSystem(), m.ExecID)
+			return &reply, rec
+		})
+	case *Resume:
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.resume(ctx, c.ActorSystem(), m)
+			return &reply, rec
+		})
+	case *Abort:
+		e.operatorAction(c, func(ctx context.Context) (any, *execrecord.Record) {
+			reply, rec := e.abort(ctx, c.ActorSystem(), m.ExecID)
+			return &reply, rec
+		})
+	case *gateAnswers:
 		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 		defer cancel()
-		e.storeUnrecorded(ctx)
-		reply, rec := e.cancel(ctx, c.ActorSystem(), m.ExecID)
-		h := &handoff{replies: []outbound{{to: c.Sender(), msg: &reply}}}
-		if rec != nil {
-			h.revised = append(h.revised, rec)
-		}
-		e.pipe.push(h)
+		e.rejudge(ctx, c.ActorSystem(), m.execID)
 		e.probeIdle(c)
 	case *wavesDue:
 		if !e.armed || m.gen != e.gen {
@@ -304,6 +321,22 @@ func (e *engine) Receive(c actor.Context) {
 		e.rearm(ctx)
 		e.probeIdle(c)
 	}
+}
+
+// operatorAction runs an operator's request on an exec (cancel, resume,
+// abort) and hands its reply and the exec's new record to the pipeline
+// (the reply follows the record).
+func (e *engine) operatorAction(c actor.Context, do func(ctx context.Context) (any, *execrecord.Record)) {
+	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	defer cancel()
+	e.storeUnrecorded(ctx)
+	reply, rec := do(ctx)
+	h := &handoff{replies: []outbound{{to: c.Sender(), msg: reply}}}
+	if rec != nil {
+		h.revised = append(h.revised, rec)
+	}
+	e.pipe.push(h)
+	e.probeIdle(c)
 }
 
 // idleProbe goes to the back of the engine's mailbox: when it is handled

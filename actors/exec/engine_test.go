@@ -51,7 +51,13 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, br: brokertest.Start(t), store: storagetest.Open(t), clk: clock.NewFake(t0)}
+	return newEnvOn(t, storagetest.Open(t))
+}
+
+// newEnvOn is newEnv on a given store (either dialect).
+func newEnvOn(t testing.TB, store *storage.Store) *env {
+	t.Helper()
+	e := &env{t: t, br: brokertest.Start(t), store: store, clk: clock.NewFake(t0)}
 	e.sys = actorsys.New(quietLogger())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

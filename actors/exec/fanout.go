@@ -88,6 +88,7 @@ func buildPlan(tmpl *commandTemplate, fp *messages.FanoutPlan, execID string, no
 	}
 	if fp.Rollout != nil && len(fp.Rollout.Waves) > 0 {
 		p.waveMode = true
+		gated := fp.Rollout.Gate != nil
 		for i, w := range fp.Rollout.Waves {
 			d, err := w.DelayDuration()
 			if err != nil {
@@ -97,8 +98,11 @@ func buildPlan(tmpl *commandTemplate, fp *messages.FanoutPlan, execID string, no
 			p.subjects = append(p.subjects, subject)
 			due := now.Add(max(d, 0))
 			p.lastDue = maxTime(p.lastDue, due)
-			row := storage.ExecWave{ExecID: execID, WaveIndex: i, GroupName: w.Group, DueAt: storage.T(due), State: storage.WavePending}
-			if d <= 0 {
+			row := storage.ExecWave{ExecID: execID, WaveIndex: i, GroupName: w.Group, DueAt: storage.T(due), State: storage.WavePending,
+				Gated: gated && i > 0}
+			// A gated wave is never published with the exec, even at delay
+			// 0: it waits for the earlier waves' answers (gate.go).
+			if d <= 0 && !row.Gated {
 				if err := add(outgoing{subject: subject, group: w.Group, wave: i}); err != nil {
 					return plan{}, err
 				}

@@ -13,6 +13,7 @@ type Metrics struct {
 	auditFailed    prometheus.Counter
 	recordFailed   prometheus.Counter
 	batchSize      prometheus.Histogram
+	wavesHeld      prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -53,9 +54,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help:    "Exec requests handled together in one batch (one transaction, one flush).",
 			Buckets: []float64{1, 2, 5, 10, 50, 100, 500, 1000},
 		}),
+		wavesHeld: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_waves_held_total",
+			Help: "Gated rollout waves held because the earlier waves did not meet the rollout's gate.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed, m.recordFailed, m.batchSize)
+		reg.MustRegister(m.fired, m.published, m.publishFailed, m.fanoutDuration, m.pendingWaves, m.auditFailed, m.recordFailed, m.batchSize, m.wavesHeld)
 	}
 	return m
 }

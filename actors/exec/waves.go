@@ -29,8 +29,14 @@ const wavesPerRound = 50
 func (e *engine) rearm(ctx context.Context) int {
 	var n int
 	var next storage.Time
-	err := e.Store.R.QueryRowContext(ctx,
-		"SELECT count(*), min(due_at) FROM exec_waves WHERE state = ?", storage.WavePending).Scan(&n, &next)
+	// A gated wave waiting for answers is next looked at when its wait is
+	// over (judge_at); one behind an earlier pending wave of its exec is
+	// not looked at before that wave is done (gate.go).
+	err := e.Store.R.NewSelect().Model((*storage.ExecWave)(nil)).
+		ColumnExpr("count(*)").
+		ColumnExpr("min(CASE WHEN "+waveReady+" THEN COALESCE(exec_wave.judge_at, exec_wave.due_at) END)", false, storage.WavePending).
+		Where("exec_wave.state = ?", storage.WavePending).Scan(ctx, &n, &next)
+	e.refreshWatched(ctx)
 	if err != nil {
 		// Keep trying rather than lose track of the waves.
 		e.log.Error("load pending rollout waves; retrying", "retry_in", e.RetryBackoff, "err", err)
@@ -38,9 +44,9 @@ func (e *engine) rearm(ctx context.Context) int {
 	} else {
 		e.Metrics.pendingWaves.Set(float64(n))
 	}
-	if n == 0 {
+	if n == 0 || next.IsZero() {
 		e.disarm()
-		return 0
+		return n
 	}
 	at := maxTime(next.Time, e.backoffUntil)
 	if e.armed && e.armedAt.Equal(at) {
@@ -67,6 +73,12 @@ func (e *engine) disarm() {
 	e.gen++
 }
 
+// waveReady is the SQL condition (arguments: false, the pending state)
+// that a pending wave of alias exec_wave may be looked at: it is not gated,
+// or no earlier wave of its exec is pending (gated waves go out in order).
+const waveReady = "(exec_wave.gated = ? OR NOT EXISTS (SELECT 1 FROM exec_waves AS e" +
+	" WHERE e.exec_id = exec_wave.exec_id AND e.wave_index < exec_wave.wave_index AND e.state = ?))"
+
 // errPermanent marks a wave that can never be published (its exec's
 // manifest snapshot is unusable); it is failed instead of retried.
 var errPermanent = errors.New("wave cannot be published")
@@ -79,8 +91,10 @@ func (e *engine) publishDue(ctx context.Context, sys *actor.ActorSystem) {
 	}
 	var due []storage.ExecWave
 	err := e.Store.R.NewSelect().Model(&due).
-		Where("state = ?", storage.WavePending).Where("due_at <= ?", storage.T(now)).
-		OrderExpr("due_at, exec_id, wave_index").Limit(wavesPerRound).Scan(ctx)
+		Where("exec_wave.state = ?", storage.WavePending).
+		Where("COALESCE(exec_wave.judge_at, exec_wave.due_at) <= ?", storage.T(now)).
+		Where(waveReady, false, storage.WavePending).
+		OrderExpr("exec_wave.due_at, exec_wave.exec_id, exec_wave.wave_index").Limit(wavesPerRound).Scan(ctx)
 	if err != nil {
 		e.log.Error("load due rollout waves; retrying", "retry_in", e.RetryBackoff, "err", err)
 		e.backoffUntil = now.Add(e.RetryBackoff)
@@ -88,7 +102,14 @@ func (e *engine) publishDue(ctx context.Context, sys *actor.ActorSystem) {
 	}
 	for i := range due {
 		w := &due[i]
-		err := e.publishWave(ctx, sys, w, now)
+		ok := true
+		var err error
+		if w.Gated && w.ResumedBy == nil {
+			ok, err = e.gateWave(ctx, sys, w, now)
+		}
+		if ok && err == nil {
+			err = e.publishWave(ctx, sys, w, now)
+		}
 		if errors.Is(err, errPermanent) {
 			e.log.Error("rollout wave failed for good", "exec_id", w.ExecID, "wave", w.WaveIndex, "group", w.GroupName, "err", err)
 			if ferr := e.setWaveState(ctx, w, storage.WaveFailed); ferr != nil {
@@ -193,7 +214,8 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 	at := e.Clock.Now().UTC()
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		if _, err := tx.NewUpdate().Model(w).Set("state = ?", storage.WavePublished).
-			Set("published_at = ?", storage.T(at)).WherePK().Exec(ctx); err != nil {
+			Set("published_at = ?", storage.T(at)).Set("judge_at = NULL").
+			Set("expected_pcs = ?", len(expected)).WherePK().Exec(ctx); err != nil {
 			return err
 		}
 		if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).Set("published_at = ?", storage.T(at)).
@@ -213,9 +235,7 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 	}
 	e.log.Info("rollout wave published", "exec_id", ex.ExecID, "wave", w.WaveIndex, "subject", subject, "expected_pcs", len(expected))
 	e.storeRecord(ctx, ex.ExecID)
-	if err := e.Store.R.NewSelect().Model(ex).WherePK().Scan(ctx); err == nil {
-		progressed(sys, ex, at)
-	}
+	e.progressedWaves(ctx, sys, ex.ExecID, at)
 	return nil
 }
 
@@ -248,22 +268,15 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 	}
 	now := e.Clock.Now().UTC()
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-		res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveCancelled).
-			Where("exec_id = ?", execID).Where("state = ?", storage.WavePending).Exec(ctx)
-		if err != nil {
+		n, err := cancelRemaining(ctx, tx, execID)
+		if reply.CancelledWaves = n; err != nil || n == 0 {
 			return err
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
-			return err
-		}
-		reply.CancelledWaves = int(n)
-		if n == 0 {
-			return nil
 		}
 		// target_count counts the subjects published so far; only this
 		// actor changes it, so the value read above is current.
-		if ex.TargetCount == 0 {
+		// A held exec has nothing left to wait for: nobody else would
+		// ever finish it.
+		if ex.TargetCount == 0 || ex.Status == storage.ExecHeld {
 			_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
 				Set("status = ?", storage.ExecCancelled).Set("finished_at = ?", storage.T(now)).
 				Set("updated_at = ?", storage.T(now)).Where("exec_id = ?", execID).Exec(ctx)
@@ -300,6 +313,6 @@ func (e *engine) cancel(ctx context.Context, sys *actor.ActorSystem, execID stri
 	}
 	reply.Status = ex.Status
 	e.log.Info("rollout waves cancelled", "exec_id", execID, "waves", reply.CancelledWaves, "status", ex.Status)
-	progressed(sys, ex, now)
+	e.progressedWaves(ctx, sys, execID, now)
 	return reply, rec
 }

@@ -46,11 +46,15 @@ type execItem struct {
 	SuccessCount int       `json:"success_count"`
 	FailureCount int       `json:"failure_count"`
 	At           time.Time `json:"at"`
+	// Waves are the exec's rollout waves with their states and counts,
+	// when the event is about them (omitted otherwise: a result's event
+	// does not carry them, and a client keeps the waves it has).
+	Waves []messages.WaveProgress `json:"waves,omitempty"`
 }
 
 func execItemOf(e messages.ExecProgressed) execItem {
 	return execItem{ExecID: e.ExecID, JobID: e.JobID, Status: e.Status, ExpectedPcs: e.Expected,
-		SuccessCount: e.Success, FailureCount: e.Failure, At: e.At.UTC()}
+		SuccessCount: e.Success, FailureCount: e.Failure, At: e.At.UTC(), Waves: e.Waves}
 }
 
 type scheduleItem struct {

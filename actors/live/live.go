@@ -371,7 +371,11 @@ func (h *hub) event(ctx actor.Context, evt any) {
 		h.addResults(*e)
 	case *messages.ExecProgressed:
 		kind = kindExec
-		h.batch[kindExec].add(e.ExecID, execItemOf(*e))
+		item := execItemOf(*e)
+		if prev, ok := h.batch[kindExec].get(e.ExecID).(execItem); ok && item.Waves == nil {
+			item.Waves = prev.Waves // a result's event must not drop the waves of the same window
+		}
+		h.batch[kindExec].add(e.ExecID, item)
 	case *messages.ScheduleTicked:
 		kind = kindSchedule
 		h.batch[kindSchedule].add("", scheduleItemOf(*e))
@@ -493,6 +497,14 @@ type batch struct {
 	items     []any
 	byKey     map[string]int
 	truncated bool
+}
+
+// get returns the item recorded under key in this batch, or nil.
+func (b *batch) get(key string) any {
+	if i, ok := b.byKey[key]; ok {
+		return b.items[i]
+	}
+	return nil
 }
 
 // add records one event; a non-empty key replaces the earlier item with the

@@ -428,3 +428,29 @@ func TestSubscribeWhilePublishing(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The engine's event carries the exec's waves; a result's event for the
+// same exec in the same window keeps them, with its newer counters.
+func TestExecWavesSurviveALaterResultInTheWindow(t *testing.T) {
+	e := start(t, live.Options{})
+	ch, _ := e.hub.Join("")
+	e.settle()
+	e.publish(&messages.ExecProgressed{ExecID: "x0", Status: "pending"}) // opens a window
+	reason := "wave canary: 1 of 2 failed, max_failed 0"
+	e.publish(&messages.ExecProgressed{ExecID: "x1", Status: "held", Expected: 2, Failure: 1, Waves: []messages.WaveProgress{
+		{Index: 0, Group: "canary", State: "published", DueAt: t0},
+		{Index: 1, Group: "wave1", State: "held", DueAt: t0.Add(time.Minute), Gated: true, Reason: &reason},
+	}})
+	e.publish(&messages.ExecProgressed{ExecID: "x1", Status: "held", Expected: 2, Success: 1, Failure: 1})
+	e.advance(250 * time.Millisecond)
+	evs := take(t, ch)
+	if names(evs) != "exec,exec" || len(evs[1].Data.Items) != 1 {
+		t.Fatalf("events %+v", evs)
+	}
+	want := `{"exec_id":"x1","job_id":"","status":"held","expected_pcs":2,"success_count":1,"failure_count":1,"at":"0001-01-01T00:00:00Z",` +
+		`"waves":[{"wave_index":0,"group":"canary","state":"published","due_at":"2026-03-01T12:00:00Z","gated":false,"judge_at":null,"reason":null,"resumed_by":null,"expected_pcs":null,"success":0,"failure":0},` +
+		`{"wave_index":1,"group":"wave1","state":"held","due_at":"2026-03-01T12:01:00Z","gated":true,"judge_at":null,"reason":"wave canary: 1 of 2 failed, max_failed 0","resumed_by":null,"expected_pcs":null,"success":0,"failure":0}]}`
+	if got := string(evs[1].Data.Items[0]); got != want {
+		t.Fatalf("item\n got %s\nwant %s", got, want)
+	}
+}

@@ -51,6 +51,8 @@ var routeRoles = map[string]Role{
 	"POST /api/executions/{exec_id}/kill":         RoleOperator,
 	"POST /api/executions/{exec_id}/cancel":       RoleOperator,
 	"POST /api/executions/{exec_id}/rerun-failed": RoleOperator,
+	"POST /api/executions/{exec_id}/waves/resume": RoleOperator,
+	"POST /api/executions/{exec_id}/waves/abort":  RoleOperator,
 	"POST /api/schedules":                         RoleOperator,
 	"DELETE /api/schedules/{id}":                  RoleOperator,
 	"POST /api/schedules/{id}/run":                RoleOperator,

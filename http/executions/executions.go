@@ -32,9 +32,13 @@ import (
 	"kanade-backend/storage"
 )
 
-// ActionExecCancel is the audit action of a wave cancel (beyond the
-// upstream action list, like the route itself).
-const ActionExecCancel = "exec_cancel"
+// Audit actions beyond the upstream list, like their routes: a wave
+// cancel, and an operator's resume or abort of a rollout held at its gate.
+const (
+	ActionExecCancel     = "exec_cancel"
+	ActionExecWaveResume = "exec_wave_resume"
+	ActionExecWaveAbort  = "exec_wave_abort"
+)
 
 // natsTimeout bounds the flush of a kill and the audit publish.
 const natsTimeout = 5 * time.Second
@@ -43,6 +47,8 @@ const natsTimeout = 5 * time.Second
 type Engine interface {
 	Exec(ctx context.Context, req *messages.ExecRequest) (messages.ExecResponse, error)
 	Cancel(ctx context.Context, execID string) (execengine.CancelReply, error)
+	Resume(ctx context.Context, execID, by string) (execengine.ResumeReply, error)
+	Abort(ctx context.Context, execID string) (execengine.CancelReply, error)
 }
 
 var _ Engine = (*execengine.Client)(nil)
@@ -99,6 +105,8 @@ func Register(r *server.Router, d Deps) {
 	r.API("GET /api/executions/{exec_id}", h.get)
 	r.API("POST /api/executions/{exec_id}/cancel", h.cancel)
 	r.API("POST /api/executions/{exec_id}/rerun-failed", h.rerunFailed)
+	r.API("POST /api/executions/{exec_id}/waves/resume", h.resumeWaves)
+	r.API("POST /api/executions/{exec_id}/waves/abort", h.abortWaves)
 }
 
 // operatorExtra is what the exec audit event learns about the caller: the
@@ -224,6 +232,108 @@ func (h *handlers) cancel(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// WavesRequest is the body of a resume or abort: the operator's reason,
+// kept in the audit event (required to resume: a gate is overridden).
+type WavesRequest struct {
+	Reason string `json:"reason"`
+}
+
+// maxReason bounds the reason's length (it goes into the audit log).
+const maxReason = 1000
+
+func readWavesRequest(w http.ResponseWriter, r *http.Request, required bool) (WavesRequest, error) {
+	var req WavesRequest
+	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
+	if err != nil {
+		return req, err
+	}
+	if len(strings.TrimSpace(string(body))) > 0 {
+		if err := messages.DecodeJSON(body, &req); err != nil {
+			return req, httpx.BadRequest("%s", err.Error())
+		}
+	}
+	req.Reason = strings.TrimSpace(req.Reason)
+	switch {
+	case required && req.Reason == "":
+		return req, httpx.BadRequest("reason is required: say why the wave goes out although its gate is not met")
+	case len(req.Reason) > maxReason:
+		return req, httpx.BadRequest("reason is too long: %d bytes, at most %d", len(req.Reason), maxReason)
+	}
+	return req, nil
+}
+
+// WavesResponse answers a resume or abort: the exec afterwards with its
+// waves (the same shape as GET /api/executions/{exec_id} without pcs).
+type WavesResponse struct {
+	storage.Execution
+	Waves []execengine.WaveRow `json:"waves"`
+	// Resumed is the wave a resume published (or left pending to retry).
+	Resumed *execengine.ResumeReply `json:"resumed,omitempty"`
+	// CancelledWaves is how many waves an abort cancelled.
+	CancelledWaves int `json:"cancelled_waves"`
+}
+
+func (h *handlers) wavesResponse(ctx context.Context, id string, resp WavesResponse) (WavesResponse, error) {
+	ex, err := loadExecution(ctx, h.Store, id)
+	if err != nil {
+		return resp, err
+	}
+	resp.Execution = *ex
+	resp.Waves, err = execengine.LoadWaveRows(ctx, h.Store.R, id)
+	return resp, err
+}
+
+// resumeWaves publishes the exec's first held wave past its gate.
+func (h *handlers) resumeWaves(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	req, err := readWavesRequest(w, r, true)
+	if err != nil {
+		return err
+	}
+	reply, err := h.Engine.Resume(r.Context(), id, auth.InitiatedBy(r.Context()))
+	if err != nil {
+		return err
+	}
+	h.audit(r.Context(), ActionExecWaveResume, id, map[string]any{"exec_id": id, "wave_index": reply.WaveIndex,
+		"group": reply.Group, "reason": req.Reason, "published": reply.Published})
+	resp, err := h.wavesResponse(r.Context(), id, WavesResponse{Resumed: &reply})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// abortWaves cancels the exec's held and pending waves and the exec.
+func (h *handlers) abortWaves(w http.ResponseWriter, r *http.Request) error {
+	id, err := execIDFrom(r)
+	if err != nil {
+		return err
+	}
+	req, err := readWavesRequest(w, r, false)
+	if err != nil {
+		return err
+	}
+	reply, err := h.Engine.Abort(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	payload := map[string]any{"exec_id": id, "cancelled_waves": reply.CancelledWaves, "status": reply.Status}
+	if req.Reason != "" {
+		payload["reason"] = req.Reason
+	}
+	h.audit(r.Context(), ActionExecWaveAbort, id, payload)
+	resp, err := h.wavesResponse(r.Context(), id, WavesResponse{CancelledWaves: reply.CancelledWaves})
+	if err != nil {
+		return err
+	}
+	httpx.WriteJSON(w, http.StatusOK, resp)
+	return nil
+}
+
 // rerunFailed fires the exec's job again at the PCs that failed or never
 // answered: target {pcs}, rollout dropped (the waves have served their
 // purpose), jitter kept. The manifest is read at fire time, as for any
@@ -281,7 +391,7 @@ func (h *handlers) execWithPCs(r *http.Request) (string, *storage.Execution, []P
 
 // statuses are the values of executions.status, for filter validation.
 var statuses = []string{storage.ExecPending, storage.ExecRunning, storage.ExecCompleted,
-	storage.ExecFailed, storage.ExecExpired, storage.ExecCancelled}
+	storage.ExecFailed, storage.ExecExpired, storage.ExecCancelled, storage.ExecHeld}
 
 // list answers execs newest first with their progress counters.
 func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
@@ -292,8 +402,14 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 	qs := r.URL.Query()
 	var rows []storage.Execution
 	q := h.Store.R.NewSelect().Model(&rows).ExcludeColumn("manifest")
-	if v := qs.Get("job_id"); v != "" {
-		q = q.Where("job_id = ?", v)
+	// A job id is a subject token: anything else (a NUL byte) is refused,
+	// not handed to the database.
+	jobID, err := httpx.QueryToken(r, "job_id")
+	if err != nil {
+		return err
+	}
+	if jobID != "" {
+		q = q.Where("job_id = ?", jobID)
 	}
 	if v := qs.Get("status"); v != "" {
 		if !slices.Contains(statuses, v) {
@@ -320,10 +436,12 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 // manifest as fired, one row per PC and the rollout waves.
 type Detail struct {
 	storage.Execution
-	Manifest json.RawMessage    `json:"manifest"`
-	Pcs      []PCStatus         `json:"pcs"`
-	Waves    []storage.ExecWave `json:"waves"`
-	Summary  Summary            `json:"summary"`
+	Manifest json.RawMessage      `json:"manifest"`
+	Pcs      []PCStatus           `json:"pcs"`
+	Waves    []execengine.WaveRow `json:"waves"`
+	Summary  Summary              `json:"summary"`
+	// HoldReason is why the exec is held (its first held wave's gate).
+	HoldReason *string `json:"hold_reason,omitempty"`
 }
 
 // Summary counts the per-PC rows by state.
@@ -341,12 +459,18 @@ func (h *handlers) get(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	d := Detail{Execution: *ex, Manifest: ex.Manifest, Pcs: pcs, Waves: []storage.ExecWave{}}
+	d := Detail{Execution: *ex, Manifest: ex.Manifest, Pcs: pcs}
 	if len(d.Manifest) == 0 {
 		d.Manifest = json.RawMessage("null")
 	}
-	if err := h.Store.R.NewSelect().Model(&d.Waves).Where("exec_id = ?", id).Order("wave_index").Scan(ctx); err != nil {
-		return fmt.Errorf("load waves of exec %s: %w", id, err)
+	if d.Waves, err = execengine.LoadWaveRows(ctx, h.Store.R, id); err != nil {
+		return err
+	}
+	for _, w := range d.Waves {
+		if w.State == storage.WaveHeld && w.Reason != nil {
+			d.HoldReason = w.Reason
+			break
+		}
 	}
 	for _, p := range pcs {
 		switch p.State {

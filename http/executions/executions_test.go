@@ -336,7 +336,7 @@ func TestExecErrorsUseTheAPITexts(t *testing.T) {
 		}
 	}
 	resp, out := b.Do(t, "GET", "/api/executions?status=done", nil)
-	if resp.StatusCode != 400 || apptest.ErrorText(t, out) != `invalid status "done": want one of pending, running, completed, failed, expired, cancelled` {
+	if resp.StatusCode != 400 || apptest.ErrorText(t, out) != `invalid status "done": want one of pending, running, completed, failed, expired, cancelled, held` {
 		t.Fatalf("bad status filter: %d %s", resp.StatusCode, out)
 	}
 }

@@ -281,3 +281,22 @@ func TestRestoreWithoutTheStream(t *testing.T) {
 		t.Fatalf("restore without EXEC: %+v, %v", res, err)
 	}
 }
+
+// A rollout held at its gate, or aborted, keeps that status in its record:
+// the engine set it, and after a restore the projectors would never give
+// it back (a held exec would finish as if its later waves did not exist).
+func TestRecordKeepsHeldAndAbortedStatuses(t *testing.T) {
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		reason := "wave canary: 1 of 1 failed, max_failed 0"
+		waves := []storage.ExecWave{{ExecID: "held", WaveIndex: 1, GroupName: "wave1", DueAt: storage.T(t0), State: storage.WaveHeld, Gated: true, Reason: &reason}}
+		seedExec(t, st, "held", 1, waves, func(ex *storage.Execution) { ex.Status, ex.FinishedAt = storage.ExecHeld, storage.Time{} })
+		seedExec(t, st, "aborted", 1, nil, func(ex *storage.Execution) { ex.Status = storage.ExecCancelled })
+		rec := load(t, st, "held")
+		if rec.Exec.Status != storage.ExecHeld || len(rec.Waves) != 1 || !rec.Waves[0].Gated || *rec.Waves[0].Reason != reason {
+			t.Fatalf("held record: %s %+v", rec.Exec.Status, rec.Waves)
+		}
+		if got := load(t, st, "aborted").Exec; got.Status != storage.ExecCancelled || got.FinishedAt.IsZero() {
+			t.Fatalf("aborted record: %s finished %v", got.Status, got.FinishedAt)
+		}
+	})
+}

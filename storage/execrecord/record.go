@@ -121,10 +121,13 @@ func New(ex *storage.Execution, reqs []storage.ExecRequest, expected []string, w
 }
 
 // engineFinal reports whether the exec's status was set by the engine and
-// no result can change it: cancelled before any wave went out, or failed
-// because not a single Command could be published.
+// no result can change it: cancelled (before any wave went out, or its
+// rollout aborted), failed because not a single Command could be
+// published, or held at a rollout gate (until the engine itself releases
+// it: a rebuild must not let the projector finish a held exec).
 func engineFinal(ex *storage.Execution) bool {
-	return ex.TargetCount == 0 && (ex.Status == storage.ExecCancelled || ex.Status == storage.ExecFailed)
+	return ex.Status == storage.ExecCancelled || ex.Status == storage.ExecHeld ||
+		ex.TargetCount == 0 && ex.Status == storage.ExecFailed
 }
 
 // Restore writes rec into the store, replacing whatever the store holds

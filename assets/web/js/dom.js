@@ -59,6 +59,7 @@ const STATUS_KINDS = {
   unknown: 'muted', offline: 'muted', disabled: 'muted', cancelled: 'muted', canceled: 'muted',
   degraded: 'bad', failed: 'bad', failure: 'bad', faulted: 'bad', invalid: 'bad', expired: 'warn',
   missed: 'warn', missing: 'bad', never_answered: 'warn', killed: 'warn', stale: 'muted',
+  held: 'warn', judging: 'info',
 };
 
 export function statusBadge(status) {

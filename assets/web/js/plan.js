@@ -29,6 +29,13 @@ export function planFields(plan = {}) {
     g.focus();
   };
   for (const w of plan.rollout?.waves || []) addWave(w);
+  // The optional gate: each wave after the first goes out only when the
+  // earlier waves' PCs meet it (held otherwise, for an operator to resume).
+  const g = plan.rollout?.gate || {};
+  const maxFailed = h('input', { name: 'gate-max-failed', type: 'number', min: '0', step: '1', value: g.max_failed ?? '', autocomplete: 'off' });
+  const minSuccess = h('input', { name: 'gate-min-success', type: 'number', min: '0', max: '100', step: 'any',
+    value: g.min_success === undefined ? '' : String(Math.round(g.min_success * 10000) / 100), autocomplete: 'off' });
+  const gateWait = h('input', { name: 'gate-wait', value: g.wait || '', placeholder: 'job timeout + jitter', autocomplete: 'off' });
   const reach = h('p', { class: 'hint reach', 'aria-live': 'polite', 'data-reach': '' });
 
   const el = h('div', { class: 'stack' },
@@ -40,7 +47,11 @@ export function planFields(plan = {}) {
     h('div', { class: 'row' }, field('Jitter', jitter, 'each agent waits a random time below this before running')),
     h('fieldset', {}, h('legend', {}, 'Rollout waves (optional)'),
       h('p', { class: 'hint' }, 'Each wave targets one group after its delay; with waves, the target above may stay empty.'),
-      waves, h('div', {}, button('Add wave', () => addWave(), { class: 'btn small' }))));
+      waves, h('div', {}, button('Add wave', () => addWave(), { class: 'btn small' })),
+      h('div', { class: 'row gate' },
+        field('Gate: max failed', maxFailed, 'hold the next wave when more PCs of the earlier waves failed'),
+        field('Gate: min success %', minSuccess, 'hold it when fewer succeeded'),
+        field('Gate: wait', gateWait, 'how long to wait for answers before judging'))));
 
   const value = () => {
     const out = {
@@ -52,6 +63,11 @@ export function planFields(plan = {}) {
       delay: row.querySelector('[name="wave-delay"]').value.trim() || '0s',
     })).filter((w) => w.group);
     if (ws.length) out.rollout = { strategy: 'wave', waves: ws };
+    const gate = {};
+    if (maxFailed.value.trim() !== '') gate.max_failed = Number(maxFailed.value);
+    if (minSuccess.value.trim() !== '') gate.min_success = Number(minSuccess.value) / 100;
+    if (gateWait.value.trim()) gate.wait = gateWait.value.trim();
+    if (out.rollout && Object.keys(gate).length) out.rollout.gate = gate;
     return out;
   };
 

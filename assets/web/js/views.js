@@ -99,7 +99,8 @@ export function progress(e, { words: say = true } = {}) {
   const done = ok + bad;
   const expected = Math.max(Number(e.expected_pcs ?? 0), done);
   const rest = expected - done;
-  const inFlight = e.status === 'pending' || e.status === 'running';
+  // A held rollout's silent PCs may still answer: pending, not expired.
+  const inFlight = e.status === 'pending' || e.status === 'running' || e.status === 'held';
   const parts = [['succeeded', ok, 'ok'], ['failed', bad, 'bad'],
     ['expired', inFlight ? 0 : rest, 'warn'], ['pending', inFlight ? rest : 0, 'info']].filter(([, n]) => n > 0);
   const words = parts.map(([what, n]) => `${number(n)} ${what}`);

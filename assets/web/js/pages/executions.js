@@ -6,7 +6,7 @@ import { panel, execColumns } from '../views.js';
 import { guard } from '../access.js';
 
 const LIMIT = 50;
-const STATUSES = ['', 'pending', 'running', 'completed', 'failed', 'expired', 'cancelled'];
+const STATUSES = ['', 'pending', 'running', 'completed', 'failed', 'held', 'expired', 'cancelled'];
 
 export default async function executions(ctx) {
   ctx.title('Executions');
