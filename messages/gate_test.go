@@ -51,7 +51,7 @@ func TestPlanWithoutGateEncodesAsBefore(t *testing.T) {
 
 func TestVectorPlanWavesGate(t *testing.T) {
 	raw := readVector(t, "plan-waves-gate.json")
-	p, err := ParseFanoutPlanJSON(raw)
+	p, err := parsePlan(raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestGateValidate(t *testing.T) {
 			t.Errorf("%+v: got %q, want %q", c.gate, got, c.want)
 		}
 	}
-	if _, err := ParseFanoutPlanJSON([]byte(`{"rollout":{"waves":[{"group":"g"}],"gate":{"max_failed":-1}}}`)); err == nil ||
+	if _, err := parsePlan([]byte(`{"rollout":{"waves":[{"group":"g"}],"gate":{"max_failed":-1}}}`)); err == nil ||
 		err.Error() != "invalid rollout.gate.max_failed: expected a non-negative integer, got number -1" {
 		t.Errorf("negative max_failed: %v", err)
 	}

@@ -254,7 +254,7 @@ func (e *engine) hold(ctx context.Context, sys *actor.ActorSystem, w *storage.Ex
 		}
 		_, err := tx.NewUpdate().Model((*storage.Execution)(nil)).Set("status = ?", storage.ExecHeld).
 			Set("updated_at = ?", storage.T(now)).Where("exec_id = ?", w.ExecID).
-			Where("status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning})).Exec(ctx)
+			Where("status IN (?)", bun.List([]string{storage.ExecPending, storage.ExecRunning})).Exec(ctx)
 		return err
 	})
 	if err != nil {
@@ -275,7 +275,7 @@ func (e *engine) rejudge(ctx context.Context, sys *actor.ActorSystem, execID str
 	now := e.Clock.Now().UTC()
 	var waves []storage.ExecWave
 	if err := e.Store.R.NewSelect().Model(&waves).Where("exec_id = ?", execID).
-		Where("state IN (?)", bun.In([]string{storage.WavePending, storage.WaveHeld})).
+		Where("state IN (?)", bun.List([]string{storage.WavePending, storage.WaveHeld})).
 		Order("wave_index").Limit(1).Scan(ctx); err != nil {
 		e.log.Error("load waves to judge again", "exec_id", execID, "err", err)
 		return
@@ -464,7 +464,7 @@ func (e *engine) abort(ctx context.Context, sys *actor.ActorSystem, execID strin
 		_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
 			Set("status = ?", storage.ExecCancelled).Set("finished_at = ?", storage.T(now)).
 			Set("updated_at = ?", storage.T(now)).Where("exec_id = ?", execID).
-			Where("status IN (?)", bun.In([]string{storage.ExecPending, storage.ExecRunning, storage.ExecHeld})).Exec(ctx)
+			Where("status IN (?)", bun.List([]string{storage.ExecPending, storage.ExecRunning, storage.ExecHeld})).Exec(ctx)
 		return err
 	})
 	if err != nil {
@@ -492,7 +492,7 @@ func (e *engine) abort(ctx context.Context, sys *actor.ActorSystem, execID strin
 func cancelRemaining(ctx context.Context, tx bun.Tx, execID string) (int, error) {
 	res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).Set("state = ?", storage.WaveCancelled).
 		Set("judge_at = NULL").Where("exec_id = ?", execID).
-		Where("state IN (?)", bun.In([]string{storage.WavePending, storage.WaveHeld})).Exec(ctx)
+		Where("state IN (?)", bun.List([]string{storage.WavePending, storage.WaveHeld})).Exec(ctx)
 	if err != nil {
 		return 0, err
 	}
