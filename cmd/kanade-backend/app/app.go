@@ -29,6 +29,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/live"
 	"kanade-backend/actors/schedule"
+	"kanade-backend/cmd/internal/dirlock"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -139,6 +140,19 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	a.natsAuth = na
+
+	// One backend per data directory, before anything in it is opened: a
+	// second one would corrupt the JetStream store and fire every schedule
+	// twice.
+	var dirLock *dirlock.Lock
+	g.Add("data dir lock", func(context.Context) error {
+		l, err := dirlock.Acquire(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		dirLock = l
+		return nil
+	}, func(context.Context) error { return dirLock.Release() })
 
 	a.setUpGuards()
 	if cfg.Embedded() {
