@@ -79,6 +79,12 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 				log.Warn("disconnected from NATS; reconnecting", "err", err)
 			}
 		}),
+		// With RetryOnFailedConnect a first connection made late is a
+		// connect, not a reconnect: without this the state stayed "down".
+		nats.ConnectHandler(func(c *nats.Conn) {
+			log.Info("connected to NATS", "url", c.ConnectedUrlRedacted())
+			notify(true)
+		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
 			notify(true)

@@ -203,6 +203,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.Conn = nc
+		a.Metrics.FollowNATS(nc.IsConnected)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			return fmt.Errorf("jetstream context: %w", err)
