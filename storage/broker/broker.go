@@ -72,6 +72,13 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(500*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
+		// No reconnect buffer: while NATS is away a publish (and so every
+		// KV or JetStream request) fails at once with
+		// ErrReconnectBufExceeded instead of waiting in a buffer until its
+		// caller's timeout, so an operation that needs NATS answers 503
+		// within moments (IsUnavailable) and a Command that did not go
+		// out is known not to have gone out.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			notify(false)
 			// A nil error is our own Drain/Close at shutdown, not an outage.
@@ -129,6 +136,25 @@ func WaitConnected(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	return nil
+}
+
+// ErrNATSUnavailable is what operations that need NATS fail with while the
+// connection is down; its text is what the API answers with (503).
+var ErrNATSUnavailable = errors.New("nats unavailable")
+
+// ErrNATSDown is ErrNATSUnavailable when the connection itself says so.
+var ErrNATSDown = fmt.Errorf("%w: the backend is not connected to NATS (reconnecting); try again later", ErrNATSUnavailable)
+
+// IsUnavailable reports whether err says the NATS connection is down (or
+// not up yet): the operation failed without reaching NATS.
+func IsUnavailable(err error) bool {
+	return errors.Is(err, ErrNATSUnavailable) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrNoServers) ||
+		errors.Is(err, jetstream.ErrConnectionClosed)
 }
 
 // IsNotFound reports whether err says a stream, bucket or key does not exist.

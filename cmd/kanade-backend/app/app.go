@@ -286,7 +286,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err := auth.MissingRoles(router.Patterns()); err != nil {
 			return err
 		}
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: auth.Guard, Observe: a.Metrics.ObserveHTTP,
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: a.guard, Observe: a.Metrics.ObserveHTTP,
 			WriteTimeout: cfg.Server.WriteTimeout.Duration})
 		srv, err := server.Listen(cfg.Server.Bind, h, a.httpLimits())
 		if err != nil {
