@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/http"
 
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/assets"
@@ -30,6 +31,7 @@ import (
 // declares the dependencies it needs in its Deps struct.
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
+	r.Public("GET /ready", http.HandlerFunc(a.serveReady))
 	system.Register(r, system.Deps{JS: a.JS})
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
