@@ -236,3 +236,83 @@ func TestExecStreamRefusingWritesPublishesNothing(t *testing.T) {
 		t.Fatal("no command after the stream was fixed")
 	}
 }
+
+// Every instant of a */2 s schedule that falls in a NATS outage of 20 s is
+// recorded once: fired, or skipped / failed / missed with its reason.
+func TestEveryInstantOfAnOutageIsRecorded(t *testing.T) {
+	n := startExternalNATS(t)
+	b := apptest.Start(t, onExternal(n))
+	seedAgent(t, b, "pc-1")
+	b.JSON(t, http.MethodPost, "/api/jobs", helloJob, 200, nil)
+	b.JSON(t, http.MethodPost, "/api/schedules", map[string]any{"id": "every2", "cron": "*/2 * * * * *", "job_id": "hello",
+		"mode": "every_tick", "target": map[string]any{"pcs": []string{"pc-1"}}}, 200, nil)
+	type tick struct {
+		Outcome string    `json:"outcome"`
+		Reason  string    `json:"reason"`
+		Instant time.Time `json:"instant"`
+	}
+	ticks := func() []tick {
+		var st struct {
+			Status struct {
+				LastTicks []tick `json:"last_ticks"`
+			} `json:"status"`
+		}
+		b.JSON(t, http.MethodGet, "/api/schedules/every2", nil, 200, &st)
+		return st.Status.LastTicks
+	}
+	apptest.Eventually(t, 10*time.Second, func() error {
+		for _, tk := range ticks() {
+			if tk.Outcome == messages.TickFired {
+				return nil
+			}
+		}
+		return fmt.Errorf("no fire yet")
+	})
+
+	down := time.Now()
+	n.down()
+	time.Sleep(20 * time.Second)
+	n.up()
+	up := time.Now()
+	// Two more instants after NATS is back.
+	time.Sleep(4500 * time.Millisecond)
+	last := up.Add(4 * time.Second)
+
+	byInstant := map[time.Time][]tick{}
+	for _, tk := range ticks() {
+		byInstant[tk.Instant.Truncate(time.Second)] = append(byInstant[tk.Instant.Truncate(time.Second)], tk)
+	}
+	first := down.Truncate(2 * time.Second).Add(2 * time.Second)
+	outage, fired := 0, 0
+	for i := first; !i.After(last); i = i.Add(2 * time.Second) {
+		got := byInstant[i.UTC()]
+		if len(got) != 1 {
+			t.Errorf("instant %s: %d records, want exactly one (%+v)", i.Format("15:04:05"), len(got), got)
+			continue
+		}
+		tk := got[0]
+		switch tk.Outcome {
+		case messages.TickFired:
+			fired++
+		case messages.TickSkipped, messages.TickFailed, messages.TickMissed:
+			if tk.Reason == "" {
+				t.Errorf("instant %s: %s without a reason", i.Format("15:04:05"), tk.Outcome)
+			}
+		default:
+			t.Errorf("instant %s: outcome %q", i.Format("15:04:05"), tk.Outcome)
+		}
+		if i.Before(up) {
+			if i.After(down.Add(time.Second)) && (tk.Outcome != messages.TickSkipped || !strings.HasPrefix(tk.Reason, "nats unavailable")) {
+				t.Errorf("instant %s in the outage: %s %q, want skipped: nats unavailable", i.Format("15:04:05"), tk.Outcome, tk.Reason)
+			}
+			outage++
+			t.Logf("%s %s %s", i.Format("15:04:05"), tk.Outcome, tk.Reason)
+		}
+	}
+	if outage < 10 {
+		t.Fatalf("%d instants during the outage, want at least 10", outage)
+	}
+	if fired == 0 {
+		t.Fatal("no instant fired after NATS came back")
+	}
+}
