@@ -51,15 +51,7 @@ func TestBinaryStartsWhileNATSIsDown(t *testing.T) {
 	time.Sleep(30*time.Second - time.Since(t0))
 	host, port, _ := net.SplitHostPort(natsAddr)
 	pn, _ := strconv.Atoi(port)
-	ns, err := server.NewServer(&server.Options{Host: host, Port: pn, JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := runNATSServer(t, &server.Options{Host: host, Port: pn, JetStream: true, StoreDir: t.TempDir()})
 	up := time.Now()
 
 	within := func(d time.Duration, what string, f func() error) {
