@@ -449,9 +449,11 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 }
 
 // recordTimeout bounds the wait for the EXEC stream to store a batch's
-// records before its Commands go out: a stream that cannot store answers
-// the execs 503 in seconds, not after the whole operation timeout.
-const recordTimeout = 5 * time.Second
+// records before its Commands go out. A stream that refuses writes (a
+// limit) or a server without JetStream answers at once, and NATS away is
+// answered before this (natsDown); the bound is for a server that does
+// not answer, and leaves room for a large batch on a loaded machine.
+const recordTimeout = 15 * time.Second
 
 // storeRecords stores the durable record of every recorded fire on the
 // EXEC stream (one pipeline) before any of its Commands is published: an
