@@ -14,6 +14,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 	"kanade-backend/storage/execrecord"
 )
 
@@ -23,9 +24,11 @@ import (
 // has been queued behind it. All the fires pending at that moment then go
 // through each step together: one catalog read and one version pin per
 // job, one database transaction for every executions, exec_requests,
-// exec_expected and exec_waves row, every Command published back to back
-// with one flush, one transaction for the published_at stamps, and the
-// exec records and audit events stored in one pipeline (pipeline.go).
+// exec_expected and exec_waves row, the exec records stored on the EXEC
+// stream in one JetStream pipeline (before any Command: an exec whose
+// record is not stored does not run), every Command published back to
+// back with one flush, one transaction for the published_at stamps, and
+// the audit events stored by the engine's pipeline (pipeline.go).
 // Each exec still gets its own rows, record, audit event and reply. While
 // a batch runs, the next requests pile up in the mailbox and form the
 // next batch, so a burst is absorbed in a few large batches while a lone
@@ -92,6 +95,18 @@ func (e *engine) runBatch(c actor.Context) {
 	n := min(len(e.queue), maxBatch)
 	items := e.queue[:n:n]
 	e.queue = e.queue[n:]
+	if e.natsDown() {
+		// Nothing can be pinned or published: answer at once rather than
+		// let every step fail on its own.
+		for _, q := range items {
+			e.reply(c.ActorSystem(), q.sender, &messages.ExecReply{CorrelationID: q.req.CorrelationID,
+				Err: fmt.Errorf("%w; nothing was recorded or published", broker.ErrNATSDown)})
+		}
+		if len(e.queue) > 0 {
+			e.scheduleFlush(c)
+		}
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
 	defer cancel()
 	e.storeUnrecorded(ctx)
@@ -107,8 +122,16 @@ func (e *engine) runBatch(c actor.Context) {
 	}
 	e.pinAll(ctx, fires)
 	e.record(ctx, fires)
+	e.storeRecords(ctx, fires, now)
 	e.publishAll(fires)
 	e.finish(ctx, c.ActorSystem(), fires)
+}
+
+// natsDown reports whether the NATS connection says it is down (a
+// Publisher that cannot tell is taken as up).
+func (e *engine) natsDown() bool {
+	c, ok := e.NATS.(interface{ IsConnected() bool })
+	return ok && !c.IsConnected()
 }
 
 // prepare validates the requests and builds what each will publish and
@@ -430,6 +453,44 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 	return existing, err
 }
 
+// recordTimeout bounds the wait for the EXEC stream to store a batch's
+// records before its Commands go out. A stream that refuses writes (a
+// limit) or a server without JetStream answers at once, and NATS away is
+// answered before this (natsDown); the bound is for a server that does
+// not answer, and leaves room for a large batch on a loaded machine.
+const recordTimeout = 15 * time.Second
+
+// storeRecords stores the durable record of every recorded fire on the
+// EXEC stream (one pipeline) before any of its Commands is published: an
+// exec whose record is not stored is not published at all (an exec that
+// failed must not have run), its rows are marked failed (finish) and its
+// caller gets 503 with the cause. The records say published at now, the
+// moment the Commands are about to go out; a failure to publish them
+// revises the record.
+func (e *engine) storeRecords(ctx context.Context, fires []*fire, now time.Time) {
+	var live []*fire
+	var recs []*execrecord.Record
+	for _, f := range fires {
+		if f.live() {
+			live = append(live, f)
+			recs = append(recs, newRecord(f, now))
+		}
+	}
+	if len(recs) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, recordTimeout)
+	defer cancel()
+	for i, err := range e.Records.PublishNew(rctx, recs) {
+		if err != nil {
+			f := live[i]
+			e.Metrics.recordFailed.Inc()
+			f.handed, f.pubErr = 0, fmt.Errorf("%w: exec record not stored, so no command was published: %v",
+				broker.ErrNATSUnavailable, err)
+		}
+	}
+}
+
 // publishAll hands the Commands of every recorded fire to the NATS client
 // back to back and flushes once: the server has them all after one round
 // trip. A publish that fails (the connection is closed) leaves the fire
@@ -439,7 +500,7 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 func (e *engine) publishAll(fires []*fire) {
 	var live []*fire
 	for _, f := range fires {
-		if f.live() {
+		if f.live() && f.pubErr == nil {
 			live = append(live, f)
 		}
 	}
@@ -498,6 +559,7 @@ func (e *engine) finish(ctx context.Context, sys *actor.ActorSystem, fires []*fi
 
 	h := &handoff{}
 	pending := false
+	var replies []outbound
 	for _, f := range fires {
 		req := f.q.req
 		reply := &messages.ExecReply{CorrelationID: req.CorrelationID}
@@ -535,17 +597,36 @@ func (e *engine) finish(ctx context.Context, sys *actor.ActorSystem, fires []*fi
 			resp.Subjects = subjectsOf(f.p.now[:f.handed])
 			resp.TargetCount = f.handed
 			h.audits = append(h.audits, e.auditEvent(req, &f.m, resp, f.p.waveMode, f.pubErr))
-			reply.Err = messages.Unavailablef("publish to NATS failed after %d of %d commands (exec %s): %v",
-				f.handed, len(f.p.now), f.execID, f.pubErr)
-			h.replies = append(h.replies, outbound{to: f.q.sender, msg: reply})
+			if f.handed == 0 {
+				// Nothing went out: the exec did not run, and the caller
+				// may try again once NATS can take it.
+				reply.Err = nothingPublished(f.execID, f.pubErr)
+			} else {
+				// Some Commands are out and agents run them: the answer
+				// says what was published (the row and the audit event
+				// say what was not), never an error the caller would
+				// retry into a second run.
+				reply.Response = resp
+			}
+			replies = append(replies, outbound{to: f.q.sender, msg: reply})
 			continue
 		}
-		h.fresh = append(h.fresh, newRecord(f, done))
 		progressed(sys, f.row, done)
 		h.audits = append(h.audits, e.auditEvent(req, &f.m, resp, f.p.waveMode, nil))
 		reply.Response = resp
-		h.replies = append(h.replies, outbound{to: f.q.sender, msg: reply})
+		replies = append(replies, outbound{to: f.q.sender, msg: reply})
 		pending = pending || hasPendingWave(f.p)
+	}
+	// The records are on the EXEC stream already (storeRecords), so the
+	// answers do not wait for the pipeline (whose audit events a failing
+	// AUDIT stream may hold up). Unless a burst is waiting, the
+	// published_at marks are written first, so that whoever is answered
+	// reads them.
+	if len(e.queue) == 0 {
+		e.flushStamps(ctx)
+	}
+	for _, o := range replies {
+		e.reply(sys, o.to, o.msg.(*messages.ExecReply))
 	}
 	e.pipe.push(h)
 	if pending {
@@ -669,6 +750,15 @@ func responseOf(ex *storage.Execution) messages.ExecResponse {
 	}
 	return messages.ExecResponse{ExecID: ex.ExecID, JobID: ex.JobID, Version: ex.Version,
 		TargetCount: ex.TargetCount, Subjects: subjects, ExpectedPcs: ex.ExpectedPcs}
+}
+
+// nothingPublished is the answer to an exec none of whose Commands went
+// out: 503 with the cause.
+func nothingPublished(execID string, err error) error {
+	if errors.Is(err, broker.ErrNATSUnavailable) {
+		return fmt.Errorf("%w (exec %s)", err, execID)
+	}
+	return fmt.Errorf("%w: nothing was published (exec %s): %v", broker.ErrNATSUnavailable, execID, err)
 }
 
 // errStopping answers the requests still queued when the engine stops.

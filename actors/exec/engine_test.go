@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"slices"
 	"strings"
@@ -315,4 +317,12 @@ func (e *env) requests(id string) []storage.ExecRequest {
 	return rs
 }
 
-func statusOf(err error) int { return httpx.KindStatus(err) }
+// statusOf is the HTTP status the API answers err with (0 for nil).
+func statusOf(err error) int {
+	if err == nil {
+		return 0
+	}
+	rec := httptest.NewRecorder()
+	httpx.WriteError(rec, httptest.NewRequest(http.MethodPost, "/api/exec/x", nil), err)
+	return rec.Code
+}

@@ -12,13 +12,15 @@ import (
 	"kanade-backend/storage/execrecord"
 )
 
-// pipeline stores the exec records (EXEC stream) and audit events (AUDIT
-// stream) that batches hand it, then sends the replies that wait for them,
-// on one goroutine the engine owns. The engine hands over and goes on with
-// the next batch; the JetStream acknowledgements are awaited here, many
-// messages per round trip (broker.PublishAll), and a batch's replies go out
-// once its records are stored, so that whoever gets an answer finds the
-// exec on the EXEC stream.
+// pipeline stores the later revisions of exec records (EXEC stream) and
+// the audit events (AUDIT stream) that the engine hands it, then sends the
+// replies that wait for them (a cancel's), on one goroutine the engine
+// owns. The engine hands over and goes on with the next batch; the
+// JetStream acknowledgements are awaited here, many messages per round
+// trip (broker.PublishAll). A new exec's first record is not stored here:
+// the batch stores it before publishing any Command (storeRecords), and
+// answers without waiting for the pipeline, so that a failing AUDIT or
+// EXEC stream never holds later execs up.
 //
 // The pipeline gives way to the engine: while the engine has requests
 // waiting (a burst of scheduled fires), what it hands over is held, so

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -92,26 +93,47 @@ func (f *flakyRecords) PublishNew(ctx context.Context, recs []*execrecord.Record
 	return f.pub.PublishNew(ctx, recs)
 }
 
-// A record that cannot be stored does not fail the exec (its Commands are
-// out and the database is right); it is stored with the next exec.
-func TestUnstoredRecordIsRetried(t *testing.T) {
+// An exec whose record cannot be stored is not published at all: the
+// caller gets 503 with the cause, the row says failed, and no Command
+// reaches anyone. The failed exec's record is stored once the stream
+// takes writes again, and the next exec works.
+func TestUnstoredRecordFailsTheExecBeforeAnyCommand(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
+	cmds := e.recordCommands()
 	flaky := &flakyRecords{pub: &execrecord.Publisher{JS: e.br.JS}}
 	flaky.down.Store(true)
 	e.records = flaky
 	e.start()
 	e.putJob("job1", "1", "echo")
-	first := e.mustExec(`{"target":{"pcs":["p1"]}}`)
+	_, err := e.exec(`{"target":{"pcs":["p1"]}}`)
+	if statusOf(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "exec record not stored") {
+		t.Fatalf("exec while records fail: %v (status %d), want 503 with the cause", err, statusOf(err))
+	}
+	cmds.quiet(t, 0, 100*time.Millisecond)
+	var first storage.Execution
+	if err := e.store.R.NewSelect().Model(&first).Scan(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if first.Status != storage.ExecFailed || first.Error == nil || !strings.Contains(*first.Error, "exec record not stored") {
+		t.Fatalf("row of the unpublished exec = %+v", first)
+	}
 	if n := count(t, e.restored(), first.ExecID); n != 0 {
 		t.Fatalf("record stored while the broker refused it (%d rows)", n)
 	}
 	flaky.down.Store(false)
 	second := e.mustExec(`{"target":{"pcs":["p2"]}}`)
-	fresh := e.restored()
-	if count(t, fresh, first.ExecID) != 1 || count(t, fresh, second.ExecID) != 1 {
-		t.Fatal("the failed record was not stored with the next exec")
+	cmds.waitN(t, 1)
+	if got := cmds.subjects(); strings.Join(got, ",") != "commands.pc.p2" {
+		t.Fatalf("commands = %v, want only the second exec's", got)
 	}
+	eventuallyWithin(t, 10*time.Second, func() error {
+		fresh := e.restored()
+		if count(t, fresh, first.ExecID) != 1 || count(t, fresh, second.ExecID) != 1 {
+			return errors.New("the failed exec's record was not stored after the stream came back")
+		}
+		return nil
+	})
 }
 
 func count(t *testing.T, st *storage.Store, execID string) int {

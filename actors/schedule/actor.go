@@ -15,6 +15,7 @@ import (
 	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
+	"kanade-backend/storage/broker"
 )
 
 // ioTimeout bounds each store or KV call made for a schedule actor (the
@@ -767,11 +768,14 @@ func (a *scheduleActor) onReply(ctx actor.Context, r *messages.ExecReply) {
 		// Nothing was published for a missing job or an invalid plan, so
 		// the PCs are not in flight; after any other failure some commands
 		// may have gone out, and the window keeps them from being doubled.
-		if errors.Is(err, messages.ErrNotFound) || errors.Is(err, messages.ErrInvalid) {
+		// NATS away is the same: the engine answers it only when no
+		// Command went out, and the instant is skipped for that reason.
+		unavailable := broker.IsUnavailable(err)
+		if errors.Is(err, messages.ErrNotFound) || errors.Is(err, messages.ErrInvalid) || unavailable {
 			a.release(p)
 		}
 		t.Outcome, t.Reason = messages.TickFailed, err.Error()
-		if errors.Is(err, messages.ErrNotFound) {
+		if errors.Is(err, messages.ErrNotFound) || unavailable {
 			t.Outcome = messages.TickSkipped
 		}
 		a.finish(ctx, t, p.replyTo)

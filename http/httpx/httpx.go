@@ -16,6 +16,7 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Body size limits of api.md §1.
@@ -69,6 +70,14 @@ func WriteError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.As(err, &maxErr) {
 		WriteJSON(w, http.StatusRequestEntityTooLarge,
 			ErrorBody{Error: fmt.Sprintf("request body larger than %d bytes", maxErr.Limit)})
+		return
+	}
+	if broker.IsUnavailable(err) {
+		// NATS is away: the operation failed at once without reaching
+		// it (no reconnect buffer), and the client may try again later.
+		slog.Default().WarnContext(r.Context(), "api request failed: nats unavailable",
+			"method", r.Method, "path", r.URL.Path, "err", err)
+		WriteJSON(w, http.StatusServiceUnavailable, ErrorBody{Error: natsUnavailable(err)})
 		return
 	}
 	if status := KindStatus(err); status != 0 {
@@ -220,4 +229,14 @@ func WriteList[T any](w http.ResponseWriter, items []T, total int) {
 	}
 	w.Header().Set("X-Total-Count", strconv.Itoa(total))
 	WriteJSON(w, http.StatusOK, items)
+}
+
+// natsUnavailable is the answer's text for an operation that failed because
+// NATS is away: "nats unavailable: <cause>", said once.
+func natsUnavailable(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, broker.ErrNATSUnavailable.Error()) {
+		return msg
+	}
+	return broker.ErrNATSUnavailable.Error() + ": " + msg
 }

@@ -93,23 +93,20 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), kvTimeout)
-	defer cancel()
-	kv, err := h.bucket(ctx, messages.BucketJobs)
-	if err != nil {
-		return err
+	// Served from the jobs mirror, which the API writes through on every
+	// change and the projector's watch keeps in step with KV: the catalog
+	// stays readable while NATS is away.
+	var rows []storage.Job
+	if err := h.Store.R.NewSelect().Model(&rows).Column("id", "manifest").Order("id").Scan(r.Context()); err != nil {
+		return fmt.Errorf("read jobs mirror: %w", err)
 	}
-	entries, err := values(ctx, kv)
-	if err != nil {
-		return messages.Unavailablef("read job catalog: %v", err)
-	}
-	out := make([]messages.Manifest, 0, len(entries))
-	for _, e := range entries {
+	out := make([]messages.Manifest, 0, len(rows))
+	for _, row := range rows {
 		var m messages.Manifest
-		if err := messages.DecodeJSON(e.Value(), &m); err != nil {
-			// One bad value (written around the API) must not hide the
-			// rest of the catalog.
-			h.Logger.Warn("job catalog value is not a manifest; left out of the list", "key", e.Key(), "err", err)
+		if err := messages.DecodeJSON(row.Manifest, &m); err != nil {
+			// The mirror holds what KV held; one bad value (written
+			// around the API) must not hide the rest of the catalog.
+			h.Logger.Warn("job catalog value is not a manifest; left out of the list", "key", row.ID, "err", err)
 			continue
 		}
 		out = append(out, m)

@@ -8,6 +8,7 @@ package metrics
 import (
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,8 +21,13 @@ type Registry struct {
 	*prometheus.Registry
 
 	httpDuration *prometheus.HistogramVec
-	natsUp       prometheus.Gauge
 	natsChanges  prometheus.Counter
+
+	// natsUp is the last state the connection reported; natsState, once
+	// set (FollowNATS), is asked at every scrape instead, so the gauge is
+	// the client's real state whatever callbacks it did or did not call.
+	natsUp    atomic.Bool
+	natsState atomic.Pointer[func() bool]
 }
 
 // New builds the registry.
@@ -35,16 +41,25 @@ func New() *Registry {
 			Help:    "HTTP request latency by route pattern and status code.",
 			Buckets: []float64{.001, .0025, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 10},
 		}, []string{"method", "route", "code"}),
-		natsUp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "kanade_nats_connected",
-			Help: "1 while the backend's NATS connection is up.",
-		}),
 		natsChanges: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_nats_connection_changes_total",
 			Help: "Disconnects and reconnects of the backend's NATS connection.",
 		}),
 	}
-	reg.MustRegister(r.httpDuration, r.natsUp, r.natsChanges)
+	natsUp := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kanade_nats_connected",
+		Help: "1 while the backend's NATS connection is up.",
+	}, func() float64 {
+		up := r.natsUp.Load()
+		if f := r.natsState.Load(); f != nil {
+			up = (*f)()
+		}
+		if up {
+			return 1
+		}
+		return 0
+	})
+	reg.MustRegister(r.httpDuration, natsUp, r.natsChanges)
 	return r
 }
 
@@ -55,12 +70,14 @@ func (r *Registry) ObserveHTTP(method, route string, status int, d time.Duration
 
 // NATSState records the connection state (broker.ConnectOptions.OnStateChange).
 func (r *Registry) NATSState(connected bool) {
-	if connected {
-		r.natsUp.Set(1)
-	} else {
-		r.natsUp.Set(0)
-	}
+	r.natsUp.Store(connected)
 	r.natsChanges.Inc()
+}
+
+// FollowNATS makes kanade_nats_connected ask connected (the client's
+// IsConnected) at every scrape.
+func (r *Registry) FollowNATS(connected func() bool) {
+	r.natsState.Store(&connected)
 }
 
 // Handler serves the registry in the Prometheus text format.

@@ -23,6 +23,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
@@ -30,6 +31,7 @@ import (
 	"kanade-backend/http/targets"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
+	"kanade-backend/storage"
 )
 
 // Scheduler is what the routes ask of the running scheduler
@@ -46,12 +48,21 @@ type Auditor interface {
 	Publish(ctx context.Context, ev messages.AuditEvent) error
 }
 
+// Writer runs a write transaction (storage.Store).
+type Writer interface {
+	InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error
+}
+
 // Deps is what the routes need.
 type Deps struct {
 	JS jetstream.JetStream
 	// DB is the store's read pool, for the target warning of an upsert;
 	// nil leaves the warning out.
-	DB        bun.IDB
+	DB bun.IDB
+	// Writer writes the schedules mirror through on every change, so that
+	// the list (served from the mirror when DB is set) reads its own
+	// writes; nil leaves the mirror to the projector's watch.
+	Writer    Writer
 	Audit     Auditor
 	Scheduler Scheduler
 	Clock     clock.Clock
@@ -116,11 +127,16 @@ func (h *handlers) kv(ctx context.Context, name string) (jetstream.KeyValue, err
 // answered 500, defect 15). Paging applies only when limit or offset is
 // given: the upstream CLI and the dashboard expect the whole list.
 func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
-	kv, err := h.kv(r.Context(), messages.BucketSchedules)
-	if err != nil {
-		return err
+	var out []messages.Schedule
+	var err error
+	if h.DB != nil {
+		out, err = h.fromMirror(r.Context())
+	} else {
+		var kv jetstream.KeyValue
+		if kv, err = h.kv(r.Context(), messages.BucketSchedules); err == nil {
+			out, err = readAll(r.Context(), kv, h.Logger)
+		}
 	}
-	out, err := readAll(r.Context(), kv, h.Logger)
 	if err != nil {
 		return err
 	}
@@ -136,6 +152,36 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteList(w, out, total)
 	return nil
+}
+
+// fromMirror reads every schedule from the schedules mirror, sorted by id:
+// the list does not need NATS, so it answers while NATS is away.
+func (h *handlers) fromMirror(ctx context.Context) ([]messages.Schedule, error) {
+	var rows []storage.ScheduleRow
+	if err := h.DB.NewSelect().Model(&rows).Column("id", "definition").Order("id").Scan(ctx); err != nil {
+		return nil, fmt.Errorf("read schedules mirror: %w", err)
+	}
+	out := make([]messages.Schedule, 0, len(rows))
+	for _, row := range rows {
+		var s messages.Schedule
+		if err := messages.DecodeJSON(row.Definition, &s); err != nil {
+			h.Logger.Warn("schedules mirror holds a value that is not a schedule", "key", row.ID, "err", err)
+			continue
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// mirror writes a change through to the schedules mirror; a failure only
+// delays it until the projector's watch applies the same revision.
+func (h *handlers) mirror(ctx context.Context, id string, fn func(ctx context.Context, tx bun.Tx) error) {
+	if h.Writer == nil {
+		return
+	}
+	if err := h.Writer.InTx(ctx, fn); err != nil {
+		h.Logger.Error("schedules mirror not updated; the projector's watch will", "schedule_id", id, "err", err)
+	}
 }
 
 // readAll reads the current value of every key through one watch (no
@@ -237,6 +283,9 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return messages.Unavailablef("write schedule %s: %v", s.ID, err)
 	}
+	h.mirror(r.Context(), s.ID, func(ctx context.Context, tx bun.Tx) error {
+		return mirror.Schedule(ctx, tx, s.ID, val, rev, h.Clock.Now())
+	})
 	h.audit(r, messages.ActionScheduleUpsert, s.ID, map[string]any{
 		"cron": s.Cron, "job_id": s.JobID, "mode": string(s.EffectiveMode()), "enabled": s.Enabled, "revision": rev,
 	})
@@ -283,15 +332,23 @@ func (h *handlers) delete(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	existed := true
-	if _, err := kv.Get(r.Context(), id); errors.Is(err, jetstream.ErrKeyNotFound) {
+	var prev uint64
+	if e, err := kv.Get(r.Context(), id); errors.Is(err, jetstream.ErrKeyNotFound) {
 		existed = false
 	} else if err != nil {
 		return messages.Unavailablef("read schedule %s: %v", id, err)
+	} else {
+		prev = e.Revision()
 	}
 	if existed {
 		if err := kv.Delete(r.Context(), id); err != nil {
 			return messages.Unavailablef("delete schedule %s: %v", id, err)
 		}
+		// As for jobs: the delete marker is newer than prev, so a row at
+		// prev or older goes and a concurrent newer put stays.
+		h.mirror(r.Context(), id, func(ctx context.Context, tx bun.Tx) error {
+			return mirror.DeleteSchedule(ctx, tx, id, prev+1)
+		})
 	}
 	h.audit(r, messages.ActionScheduleDelete, id, map[string]any{"existed": existed})
 	w.WriteHeader(http.StatusNoContent)

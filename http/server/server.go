@@ -301,10 +301,7 @@ func accessLog(logger *slog.Logger, observe func(string, string, int, time.Durat
 		if sw.status == 0 {
 			sw.status = http.StatusOK
 		}
-		pattern := req.Pattern
-		if pattern == "" {
-			pattern = "unmatched"
-		}
+		pattern := r.patternOf(req)
 		if observe != nil {
 			observe(req.Method, pattern, sw.status, d)
 		}
@@ -315,6 +312,22 @@ func accessLog(logger *slog.Logger, observe func(string, string, int, time.Durat
 		logger.Log(req.Context(), level, "http request", "method", req.Method, "path", req.URL.Path,
 			"status", sw.status, "took", d)
 	})
+}
+
+// patternOf is the route pattern req matched, for metrics. The /api
+// routes are matched by a mux behind the auth middleware, which serves a
+// copy of the request, so the pattern is looked up again here (also for
+// a request refused before routing, e.g. 401); a path no route serves is
+// "unmatched", so that scanners cannot grow the label set.
+func (r *Router) patternOf(req *http.Request) string {
+	pattern := req.Pattern
+	if strings.HasPrefix(req.URL.Path, "/api/") {
+		_, pattern = r.api.Handler(req)
+	}
+	if pattern == "" || pattern == "/api/" {
+		return "unmatched"
+	}
+	return pattern
 }
 
 // Server is the HTTP listener with a graceful stop.

@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -162,5 +164,62 @@ func TestGuardWrapsEachAPIRoute(t *testing.T) {
 	defer mu.Unlock()
 	if got := strings.Join(guarded, ","); got != "GET /api/open/{id},POST /api/closed" {
 		t.Fatalf("guarded %s; want exactly the two API routes", got)
+	}
+}
+
+type ctxKey struct{}
+
+// The auth middleware serves a copy of the request (WithContext), which the
+// API mux then routes: the metrics still see each route's pattern, also for
+// a request refused before routing; paths no route serves share one label.
+func TestMetricsSeeRoutePatternsBehindAuth(t *testing.T) {
+	r := server.NewRouter()
+	r.API("GET /api/things/{id}", func(w http.ResponseWriter, _ *http.Request) error {
+		httpx.WriteJSON(w, 200, "thing")
+		return nil
+	})
+	r.API("POST /api/things", func(w http.ResponseWriter, _ *http.Request) error {
+		httpx.WriteJSON(w, 201, "made")
+		return nil
+	})
+	r.Public("GET /health", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok")) }))
+	auth := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Header.Get("X-Deny") != "" {
+				httpx.WriteJSON(w, http.StatusUnauthorized, httpx.ErrorBody{Error: "who are you"})
+				return
+			}
+			next.ServeHTTP(w, req.WithContext(context.WithValue(req.Context(), ctxKey{}, "principal")))
+		})
+	}
+	var mu sync.Mutex
+	var got []string
+	ts := httptest.NewServer(r.Handler(server.Options{Auth: auth, Observe: func(m, p string, s int, _ time.Duration) {
+		mu.Lock()
+		defer mu.Unlock()
+		got = append(got, fmt.Sprintf("%s|%s|%d", m, p, s))
+	}}))
+	t.Cleanup(ts.Close)
+	send(t, ts, "GET", "/api/things/a")
+	send(t, ts, "GET", "/api/things/b")
+	send(t, ts, "POST", "/api/things")
+	req, _ := http.NewRequest("GET", ts.URL+"/api/things/c", nil)
+	req.Header.Set("X-Deny", "1")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	send(t, ts, "GET", "/api/nothing/here")
+	send(t, ts, "DELETE", "/api/things/a")
+	send(t, ts, "GET", "/health")
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"GET|GET /api/things/{id}|200", "GET|GET /api/things/{id}|200", "POST|POST /api/things|201",
+		"GET|GET /api/things/{id}|401", "GET|unmatched|404", "DELETE|unmatched|405", "GET|GET /health|200",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("observed\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

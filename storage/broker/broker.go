@@ -6,11 +6,13 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // EmbeddedOptions configure the embedded server.
@@ -70,12 +72,25 @@ func Connect(opts ConnectOptions) (*nats.Conn, error) {
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(500*time.Millisecond, time.Second),
 		nats.RetryOnFailedConnect(true),
+		// No reconnect buffer: while NATS is away a publish (and so every
+		// KV or JetStream request) fails at once with
+		// ErrReconnectBufExceeded instead of waiting in a buffer until its
+		// caller's timeout, so an operation that needs NATS answers 503
+		// within moments (IsUnavailable) and a Command that did not go
+		// out is known not to have gone out.
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
 			notify(false)
 			// A nil error is our own Drain/Close at shutdown, not an outage.
 			if err != nil && !c.IsClosed() && !c.IsDraining() {
 				log.Warn("disconnected from NATS; reconnecting", "err", err)
 			}
+		}),
+		// With RetryOnFailedConnect a first connection made late is a
+		// connect, not a reconnect: without this the state stayed "down".
+		nats.ConnectHandler(func(c *nats.Conn) {
+			log.Info("connected to NATS", "url", c.ConnectedUrlRedacted())
+			notify(true)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("reconnected to NATS", "url", c.ConnectedUrlRedacted())
@@ -121,4 +136,23 @@ func WaitConnected(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	return nil
+}
+
+// ErrNATSUnavailable is what operations that need NATS fail with while the
+// connection is down; its text is what the API answers with (503).
+var ErrNATSUnavailable = errors.New("nats unavailable")
+
+// ErrNATSDown is ErrNATSUnavailable when the connection itself says so.
+var ErrNATSDown = fmt.Errorf("%w: the backend is not connected to NATS (reconnecting); try again later", ErrNATSUnavailable)
+
+// IsUnavailable reports whether err says the NATS connection is down (or
+// not up yet): the operation failed without reaching NATS.
+func IsUnavailable(err error) bool {
+	return errors.Is(err, ErrNATSUnavailable) ||
+		errors.Is(err, nats.ErrReconnectBufExceeded) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) ||
+		errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, nats.ErrNoServers) ||
+		errors.Is(err, jetstream.ErrConnectionClosed)
 }

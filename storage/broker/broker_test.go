@@ -2,6 +2,10 @@ package broker_test
 
 import (
 	"context"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -108,5 +112,50 @@ func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
 	}
 	if _, err := js.KeyValue(context.Background(), messages.BucketJobs); err != nil {
 		t.Fatalf("jobs bucket over TCP: %v", err)
+	}
+}
+
+// A first connection made late (NATS came up after the backend) reports
+// the connection as up: it is a connect, not a reconnect.
+func TestConnectReportsALateFirstConnection(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	var mu sync.Mutex
+	var states []bool
+	nc, err := broker.Connect(broker.ConnectOptions{URL: "nats://" + addr, Name: t.Name(),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), OnStateChange: func(up bool) {
+			mu.Lock()
+			defer mu.Unlock()
+			states = append(states, up)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	last := func() (bool, int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(states) == 0 {
+			return false, 0
+		}
+		return states[len(states)-1], len(states)
+	}
+	if up, n := last(); up || n == 0 {
+		t.Fatalf("before NATS is up: last state %v of %d reports, want one report of down", up, n)
+	}
+	brokertest.Start(t, brokertest.Options{Listen: addr, SkipEnsure: true})
+	deadline := time.Now().Add(10 * time.Second)
+	for up, _ := last(); !up; up, _ = last() {
+		if time.Now().After(deadline) {
+			t.Fatalf("state still down 10s after NATS came up (connected=%v)", nc.IsConnected())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !nc.IsConnected() {
+		t.Fatal("reported up but not connected")
 	}
 }

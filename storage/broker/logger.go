@@ -75,3 +75,7 @@ func redact(raw string) string {
 	u.User = url.User("REDACTED")
 	return u.String()
 }
+
+// RedactURL is a NATS URL with its credentials hidden, for logs and
+// readiness reports.
+func RedactURL(raw string) string { return redact(raw) }

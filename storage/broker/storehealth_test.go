@@ -81,10 +81,12 @@ func TestFullStoreIsReportedAndRecovered(t *testing.T) {
 	}
 
 	free()
+	reconnects := b.Conn.Stats().Reconnects
 	recovered, err := health.Recover()
 	if err != nil || !recovered {
 		t.Fatalf("recover after freeing space: %v %v", recovered, err)
 	}
+	waitReconnected(t, b, reconnects)
 	if f := health.Failures(); len(f) != 0 {
 		t.Fatalf("failures after recovery: %+v", f)
 	}
@@ -117,6 +119,7 @@ func TestDisabledJetStreamIsReEnabled(t *testing.T) {
 	if len(f) != 1 || f[0].Stream != "" || !strings.Contains(f[0].Reason, "JetStream is disabled") {
 		t.Fatalf("failures = %+v", f)
 	}
+	reconnects := b.Conn.Stats().Reconnects
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); health.Run(ctx, 20*time.Millisecond) }()
@@ -128,10 +131,24 @@ func TestDisabledJetStreamIsReEnabled(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	waitReconnected(t, b, reconnects)
 	if n := publishSome(t, b.JS, "results.y", 10, 10*time.Second); n != 10 {
 		t.Fatalf("%d of 10 stored after re-enabling", n)
 	}
 	if got := streamMsgs(t, b.JS, messages.StreamResults); got != 20 {
 		t.Fatalf("RESULTS holds %d, want 20", got)
+	}
+}
+
+// waitReconnected waits for the client to be back on the restarted server:
+// it keeps no reconnect buffer, so a publish made before would fail.
+func waitReconnected(t *testing.T, b *brokertest.Broker, before uint64) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Conn.Stats().Reconnects == before || !b.Conn.IsConnected() {
+		if time.Now().After(deadline) {
+			t.Fatal("client not reconnected to the restarted server within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

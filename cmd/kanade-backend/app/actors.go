@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
@@ -24,14 +25,30 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
-	proj, err := projector.Start(ctx, a.Actors, projector.Deps{
-		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
-		Status: a.Guards.Projection,
-	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
-	if err != nil {
-		return pids, fmt.Errorf("start projectors: %w", err)
+	// The projectors need the streams: they start now if the bootstrap
+	// created them, else as soon as it does.
+	if a.boot.isDone() {
+		proj, err := a.startProjectors(ctx)
+		if err != nil {
+			return pids, err
+		}
+		a.setProjectors(proj, false)
+		pids = append(pids, proj)
+	} else {
+		a.boot.whenDone(func() {
+			// Start does not wait long for them here: nothing waits on
+			// the projectors any more, and stop must not wait for Start.
+			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			proj, err := a.startProjectors(sctx)
+			if err != nil {
+				a.fatal(err)
+				return
+			}
+			a.setProjectors(proj, true)
+			a.Logger.Info("projectors started once NATS was reachable")
+		})
 	}
-	pids = append(pids, proj)
 
 	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
 		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Records: &execrecord.Publisher{JS: a.JS}, Clock: a.Clock,
@@ -56,6 +73,40 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	a.Live = hub
 	pids = append(pids, hub.PID())
 	return pids, nil
+}
+
+func (a *App) startProjectors(ctx context.Context) (*actor.PID, error) {
+	proj, err := projector.Start(ctx, a.Actors, projector.Deps{
+		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
+		Status: a.Guards.Projection,
+	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
+	if err != nil {
+		return nil, fmt.Errorf("start projectors: %w", err)
+	}
+	return proj, nil
+}
+
+// setProjectors records that the projectors run; late ones are stopped by
+// the actors' stop after the others.
+func (a *App) setProjectors(pid *actor.PID, late bool) {
+	a.lateMu.Lock()
+	defer a.lateMu.Unlock()
+	a.lateDone = true
+	if late {
+		a.late = pid
+	}
+}
+
+func (a *App) lateProjectors() *actor.PID {
+	a.lateMu.Lock()
+	defer a.lateMu.Unlock()
+	return a.late
+}
+
+func (a *App) projectorsStarted() bool {
+	a.lateMu.Lock()
+	defer a.lateMu.Unlock()
+	return a.lateDone
 }
 
 // projector converts the [retention] section for the projectors.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"time"
 
 	"kanade-backend/actors/audit"
 	"kanade-backend/http/auth"
@@ -116,6 +117,15 @@ func (a *App) startAgentAuth(ctx context.Context) error {
 		a.Logger.Warn("agent credentials are not enforced: the external NATS does not run the backend's auth callout; " +
 			"run kanade-backend nats-config to set it up")
 		return nil
+	}
+	// The callout's subscription is confirmed with a round trip: give a
+	// first connection that is slow to come (a loaded server) the time it
+	// had before start stopped waiting for NATS. Agents cannot connect
+	// without NATS anyway; HTTP waits for this only with the callout on.
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := broker.WaitConnected(wctx, a.Conn); err != nil {
+		return fmt.Errorf("start the NATS auth callout: %w", err)
 	}
 	var conns agentauth.Conns = agentauth.EmbeddedConns{Server: a.NATSServer}
 	if a.NATSServer == nil {

@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -29,6 +30,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/live"
 	"kanade-backend/actors/schedule"
+	"kanade-backend/cmd/internal/dirlock"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -104,6 +106,19 @@ type App struct {
 	// schedule tick (tests inject a panicking tick with it).
 	ScheduleTickHook func(scheduleID string)
 
+	// Bootstrap tunes the loop that creates the JetStream resources (tests
+	// shorten it before Run).
+	Bootstrap Bootstrap
+	boot      *bootstrap
+	// fatal stops the process after a failure in the background (a late
+	// component start).
+	fatal func(error)
+	// late holds the projectors' PID when they started after Run's start
+	// sequence, once NATS became reachable.
+	lateMu   sync.Mutex
+	late     *actor.PID
+	lateDone bool
+
 	ready chan struct{}
 	// httpShutdown runs when the HTTP server starts shutting down (routes
 	// add what must end long-lived requests, such as event streams).
@@ -115,7 +130,8 @@ func New(cfg Config, logger *slog.Logger) *App {
 	if logger == nil {
 		logger = slog.Default()
 	}
-	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), Clock: clock.Real{}, ready: make(chan struct{})}
+	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), Clock: clock.Real{}, ready: make(chan struct{}),
+		boot: &bootstrap{done: make(chan struct{})}}
 }
 
 // Ready is closed once every component has started.
@@ -139,6 +155,20 @@ func (a *App) Run(ctx context.Context) error {
 		return err
 	}
 	a.natsAuth = na
+	a.boot.cfg = a.Bootstrap
+
+	// One backend per data directory, before anything in it is opened: a
+	// second one would corrupt the JetStream store and fire every schedule
+	// twice.
+	var dirLock *dirlock.Lock
+	g.Add("data dir lock", func(context.Context) error {
+		l, err := dirlock.Acquire(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		dirLock = l
+		return nil
+	}, func(context.Context) error { return dirLock.Release() })
 
 	a.setUpGuards()
 	if cfg.Embedded() {
@@ -189,6 +219,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.Conn = nc
+		a.Metrics.FollowNATS(nc.IsConnected)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			return fmt.Errorf("jetstream context: %w", err)
@@ -211,24 +242,14 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	})
 
-	g.Add("jetstream resources", func(ctx context.Context) error {
-		// External NATS may still be connecting: wait, but not forever, and
-		// keep serving with degraded health if the resources cannot be made.
-		wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		defer cancel()
-		if err := broker.WaitConnected(wctx, a.Conn); err != nil {
-			log.Warn("NATS not reachable yet; continuing with degraded health", "err", err)
-			return nil
-		}
-		if err := broker.Ensure(wctx, a.JS, cfg.NATS.Replicas, log); err != nil {
-			log.Error("JetStream resources incomplete; fleet health will report them missing", "err", err)
-		}
-		return nil
-	}, nil)
+	// Never blocks on NATS: the resources are created (and the projectors
+	// started) whenever NATS is reachable (bootstrap.go).
+	g.Add("jetstream resources", a.startBootstrap, a.stopBootstrap)
 
 	// Agents waiting to connect are answered from here on.
 	g.Add("agent auth", a.startAgentAuth, a.stopAgentAuth)
 
+	a.fatal = g.Fatal
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
 		a.Actors = actorsys.New(log)
@@ -237,10 +258,17 @@ func (a *App) Run(ctx context.Context) error {
 		topActors = pids
 		return err
 	}, func(ctx context.Context) error {
-		// Reverse start order: later actors depend on earlier ones.
-		rev := make([]*actor.PID, 0, len(topActors))
+		// Nothing starts late once the actors stop.
+		_ = a.stopBootstrap(ctx)
+		// Reverse start order: later actors depend on earlier ones; the
+		// projectors started first (or late, once NATS was there) and
+		// stop last.
+		rev := make([]*actor.PID, 0, len(topActors)+1)
 		for i := len(topActors) - 1; i >= 0; i-- {
 			rev = append(rev, topActors[i])
+		}
+		if p := a.lateProjectors(); p != nil {
+			rev = append(rev, p)
 		}
 		return actorsys.Stop(ctx, a.Actors, rev...)
 	})
@@ -271,7 +299,7 @@ func (a *App) Run(ctx context.Context) error {
 		if err := auth.MissingRoles(router.Patterns()); err != nil {
 			return err
 		}
-		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: auth.Guard, Observe: a.Metrics.ObserveHTTP,
+		h := router.Handler(server.Options{Logger: log, Auth: au.Middleware, Guard: a.guard, Observe: a.Metrics.ObserveHTTP,
 			WriteTimeout: cfg.Server.WriteTimeout.Duration})
 		srv, err := server.Listen(cfg.Server.Bind, h, a.httpLimits())
 		if err != nil {

@@ -124,6 +124,9 @@ func (a *App) problems() []health.Problem {
 		out = append(out, health.Problem{Check: health.CheckProjection, Name: st.Projection,
 			Reason: "stalled, retrying: " + st.Reason, Since: &since})
 	}
+	if p, ok := a.bootstrapProblem(); ok {
+		out = append(out, p)
+	}
 	if a.Guards.JetStream != nil {
 		for _, f := range a.Guards.JetStream.Failures() {
 			since, name := f.Since, f.Stream

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"net/http"
 
 	execengine "kanade-backend/actors/exec"
 	"kanade-backend/assets"
@@ -31,13 +32,14 @@ import (
 // declares the dependencies it needs in its Deps struct.
 func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
+	r.Public("GET /ready", http.HandlerFunc(a.serveReady))
 	system.Register(r, system.Deps{JS: a.JS})
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
 		NATS:   a.Conn, Store: a.Store, KV: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
-	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Writer: a.Store, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
 	targets.Register(r, targets.Deps{DB: a.Store.R, Clock: a.Clock})
 	results.Register(r, results.Deps{DB: a.Store.R})
 	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})

@@ -17,7 +17,7 @@ func (a *App) startScheduler() (*actor.PID, error) {
 		a.Logger.Warn("no exec engine: schedule ticks will be recorded as failed")
 	}
 	pid, err := schedule.Start(a.Actors, schedule.Config{
-		Clock: a.Clock, Source: b, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
+		Clock: a.Clock, Source: gatedSource{Source: b, done: a.boot.done}, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
 		Metrics: schedule.NewMetrics(a.Metrics), Logger: a.Logger, OnTick: a.ScheduleTickHook,
 		DecommissionAfter: a.Config.Fleet.DecommissionAfter.Duration,
 	})
