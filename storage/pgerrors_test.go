@@ -36,15 +36,7 @@ func TestPostgresFullDiskIsUnavailableNotFatal(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	big := strings.Repeat("x", 64<<10)
-	insert := func(i int) error {
-		return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			_, err := tx.ExecContext(ctx, `INSERT INTO execution_results (request_id, pc_id, exit_code, stdout, stderr,
-				started_at, finished_at, recorded_at, stream_seq) VALUES (?, 'pc', 0, ?, '', ?, ?, ?, ?)`,
-				fmt.Sprintf("req-%d", i), big, storage.T(time.Now()), storage.T(time.Now()), storage.T(time.Now()), i+1)
-			return err
-		})
-	}
+	insert := func(i int) error { return insertBigResult(s, i) }
 	var err error
 	for i := 0; i < 200 && err == nil; i++ {
 		err = insert(i)

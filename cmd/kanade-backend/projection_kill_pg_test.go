@@ -67,45 +67,7 @@ func TestBinaryKilledWhileProjectingIntoPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	count := func() int {
-		var n int
-		if err := db.QueryRow("SELECT COUNT(*) FROM audit_log").Scan(&n); err != nil {
-			t.Fatalf("count rows: %v", err)
-		}
-		return n
-	}
-
-	p = start(t, env, args...)
-	waitHealth(t, "http://"+httpAddr, 30*time.Second)
-	deadline := time.Now().Add(60 * time.Second)
-	for n := count(); n < total/10; n = count() {
-		if time.Now().After(deadline) {
-			t.Fatal("projection did not start")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-p.done
-	killedAt := count()
-	t.Logf("killed with %d of %d audit rows projected", killedAt, total)
-	if killedAt >= total {
-		t.Fatalf("the projection finished before the kill (%d rows); the test proves nothing", killedAt)
-	}
-
-	p2 := start(t, env, args...)
-	waitHealth(t, "http://"+httpAddr, 30*time.Second)
-	deadline = time.Now().Add(90 * time.Second)
-	for n := count(); n != total; n = count() {
-		if n > total {
-			t.Fatalf("%d rows, more than the %d published", n, total)
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d rows after the restart, want %d", n, total)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p2 := killWhileProjecting(t, env, args, httpAddr, total, rowCount(t, db, "audit_log"), 90*time.Second)
 	var distinct, seqs, cp int
 	if err := db.QueryRow("SELECT COUNT(DISTINCT payload), COUNT(DISTINCT stream_seq) FROM audit_log").Scan(&distinct, &seqs); err != nil {
 		t.Fatal(err)
