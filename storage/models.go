@@ -163,6 +163,10 @@ type AuditRow struct {
 	Payload    json.RawMessage `bun:"payload,type:text,notnull" json:"payload"`
 	OccurredAt Time            `bun:"occurred_at,notnull" json:"occurred_at"`
 	RecordedAt Time            `bun:"recorded_at,notnull" json:"-"`
+	// EventKey identifies the event's content (actor/projector's auditKey),
+	// so that an event published twice is stored once; NULL on rows
+	// projected before it existed.
+	EventKey *string `bun:"event_key" json:"-"`
 }
 
 // ProjectionError is a row of projection_errors: a message a projector could

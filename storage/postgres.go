@@ -58,13 +58,23 @@ func openPostgres(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if err := verifyPostgres(ctx, s.W, s.location); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, pgOpenError(s.location, err)
 	}
 	if err := s.migrateLocked(ctx, cfg); err != nil {
 		_ = s.Close()
-		return nil, err
+		return nil, pgOpenError(s.location, err)
 	}
 	return s, nil
+}
+
+// pgOpenError marks a failure of the server's environment (unreachable,
+// read-only, full) as ErrUnavailable, naming the database, as openError
+// does for SQLite; err already names it otherwise.
+func pgOpenError(where string, err error) error {
+	if Cause(err) == "" {
+		return err
+	}
+	return fmt.Errorf("database %s: %w", where, Unavailable(err))
 }
 
 // collationProbe is text whose byte order (SQLite's BINARY collation)

@@ -216,15 +216,7 @@ func TestFullDiskIsUnavailableNotFatal(t *testing.T) {
 	dir := storagetest.SmallDisk(t, 8<<20)
 	s := storagetest.OpenAt(t, filepath.Join(dir, "backend.db"))
 	free := storagetest.Fill(t, dir)
-	big := strings.Repeat("x", 64<<10)
-	insert := func(i int) error {
-		return s.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			_, err := tx.ExecContext(ctx, `INSERT INTO execution_results (request_id, pc_id, exit_code, stdout, stderr,
-				started_at, finished_at, recorded_at, stream_seq) VALUES (?, 'pc', 0, ?, '', ?, ?, ?, ?)`,
-				fmt.Sprintf("req-%d", i), big, storage.T(time.Now()), storage.T(time.Now()), storage.T(time.Now()), i+1)
-			return err
-		})
-	}
+	insert := func(i int) error { return insertBigResult(s, i) }
 	var err error
 	for i := 0; i < 200 && err == nil; i++ {
 		err = insert(i)
@@ -262,4 +254,16 @@ func TestCauseIgnoresTheStatementsOwnErrors(t *testing.T) {
 	if err == nil || storage.Cause(err) != "" {
 		t.Fatalf("a SQL error was classified as unavailable: %v", err)
 	}
+}
+
+// insertBigResult writes result i with 64 KiB of output, in a transaction
+// of its own: what fills a small disk quickly.
+func insertBigResult(s *storage.Store, i int) error {
+	big := strings.Repeat("x", 64<<10)
+	return s.InTx(context.Background(), func(ctx context.Context, tx bun.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO execution_results (request_id, pc_id, exit_code, stdout, stderr,
+			started_at, finished_at, recorded_at, stream_seq) VALUES (?, 'pc', 0, ?, '', ?, ?, ?, ?)`,
+			fmt.Sprintf("req-%d", i), big, storage.T(time.Now()), storage.T(time.Now()), storage.T(time.Now()), i+1)
+		return err
+	})
 }

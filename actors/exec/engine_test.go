@@ -56,10 +56,17 @@ func newEnv(t testing.TB) *env {
 	return newEnvOn(t, storagetest.Open(t))
 }
 
-// newEnvOn is newEnv on a given store (either dialect).
-func newEnvOn(t testing.TB, store *storage.Store) *env {
+// newEnvOn is newEnv on the store st (storagetest.ForEachDialect).
+func newEnvOn(t testing.TB, st *storage.Store) *env {
 	t.Helper()
-	e := &env{t: t, br: brokertest.Start(t), store: store, clk: clock.NewFake(t0)}
+	return newEngineEnv(t, brokertest.Start(t), st, clock.NewFake(t0))
+}
+
+// newEngineEnv is an engine on the given broker, store and clock: a second
+// engine sharing them is a second replica.
+func newEngineEnv(t testing.TB, br *brokertest.Broker, st *storage.Store, clk *clock.Fake) *env {
+	t.Helper()
+	e := &env{t: t, br: br, store: st, clk: clk}
 	e.sys = actorsys.New(quietLogger())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -6,6 +6,5 @@ import (
 	"kanade-backend/storage/pgtest"
 )
 
-// The gate tests run on PostgreSQL too: one throwaway server for the
-// package, stopped when its tests end.
+// The store-touching tests run on SQLite and on a throwaway PostgreSQL.
 func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -83,6 +83,10 @@ const waveReady = "(exec_wave.gated = ? OR NOT EXISTS (SELECT 1 FROM exec_waves 
 // manifest snapshot is unusable); it is failed instead of retried.
 var errPermanent = errors.New("wave cannot be published")
 
+// errClaimed means another engine (a replica sharing the database) took
+// the wave between the look-up and the claim; it publishes it.
+var errClaimed = errors.New("wave claimed by another engine")
+
 // publishDue publishes every wave whose time has come.
 func (e *engine) publishDue(ctx context.Context, sys *actor.ActorSystem) {
 	now := e.Clock.Now().UTC()
@@ -109,6 +113,10 @@ func (e *engine) publishDue(ctx context.Context, sys *actor.ActorSystem) {
 		}
 		if ok && err == nil {
 			err = e.publishWave(ctx, sys, w, now)
+		}
+		if errors.Is(err, errClaimed) {
+			e.log.Debug("rollout wave claimed by another engine", "exec_id", w.ExecID, "wave", w.WaveIndex)
+			continue
 		}
 		if errors.Is(err, errPermanent) {
 			e.log.Error("rollout wave failed for good", "exec_id", w.ExecID, "wave", w.WaveIndex, "group", w.GroupName, "err", err)
@@ -170,10 +178,25 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 	}
 	dl := storage.T(deadline(now, ex.TimeoutSecs, ex.JitterSecs))
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// The claim: with several engines on one database (replicas, or
+		// an old leader still running), each may find the wave due. The
+		// one whose compare-and-set of due_at succeeds publishes it; the
+		// others see it moved and leave it. The new due_at is a lease: if
+		// the claimer dies before recording the wave published, it falls
+		// due again then, and is retried under the request_id recorded
+		// here (never a second one).
+		res, err := tx.NewUpdate().Model((*storage.ExecWave)(nil)).
+			Set("request_id = ?", rid).Set("due_at = ?", storage.T(now.Add(e.RetryBackoff))).
+			Where("exec_id = ? AND wave_index = ?", w.ExecID, w.WaveIndex).
+			Where("state = ?", storage.WavePending).Where("due_at = ?", w.DueAt).
+			Where("COALESCE(request_id, ?) = ?", rid, rid).Exec(ctx)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return errors.Join(errClaimed, err)
+		}
 		if fresh {
-			if _, err := tx.NewUpdate().Model(w).Set("request_id = ?", rid).WherePK().Exec(ctx); err != nil {
-				return err
-			}
 			req := &storage.ExecRequest{RequestID: rid, ExecID: ex.ExecID, Subject: subject}
 			if _, err := tx.NewInsert().Model(req).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 				return err
@@ -186,13 +209,16 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 		if err := storage.InsertChunked(ctx, tx, exp, true); err != nil {
 			return err
 		}
-		_, err := tx.NewUpdate().Model((*storage.Execution)(nil)).
+		_, err = tx.NewUpdate().Model((*storage.Execution)(nil)).
 			Set("expected_pcs = (SELECT count(*) FROM exec_expected WHERE exec_id = ?)", ex.ExecID).
 			Set("deadline_at = CASE WHEN deadline_at < ? THEN ? ELSE deadline_at END", dl, dl).
 			Set("updated_at = ?", storage.T(now)).
 			Where("exec_id = ?", ex.ExecID).Exec(ctx)
 		return err
 	})
+	if errors.Is(err, errClaimed) {
+		return errClaimed
+	}
 	if err != nil {
 		return fmt.Errorf("record wave %d of exec %s: %w", w.WaveIndex, ex.ExecID, err)
 	}
@@ -213,9 +239,10 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 	}
 	at := e.Clock.Now().UTC()
 	err = e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+		// due_at goes back from the claim's lease to the wave's own time.
 		if _, err := tx.NewUpdate().Model(w).Set("state = ?", storage.WavePublished).
 			Set("published_at = ?", storage.T(at)).Set("judge_at = NULL").
-			Set("expected_pcs = ?", len(expected)).WherePK().Exec(ctx); err != nil {
+			Set("expected_pcs = ?", len(expected)).Set("due_at = ?", w.DueAt).WherePK().Exec(ctx); err != nil {
 			return err
 		}
 		if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).Set("published_at = ?", storage.T(at)).

@@ -3,6 +3,7 @@ package exec_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker"
+	"kanade-backend/storage/storagetest"
 )
 
 const canaryThenWave1 = `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`
@@ -26,7 +28,11 @@ const canaryThenWave1 = `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"
 // expected PCs then.
 func TestWavesPublishAtTheirDelay(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testWavesPublishAtTheirDelay)
+}
+
+func testWavesPublishAtTheirDelay(t *testing.T, st *storage.Store) {
+	e := newEnvOn(t, st)
 	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
@@ -85,7 +91,11 @@ func TestWavesPublishAtTheirDelay(t *testing.T) {
 // its timer.
 func TestWavesSurviveARestart(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testWavesSurviveARestart)
+}
+
+func testWavesSurviveARestart(t *testing.T, st *storage.Store) {
+	e := newEnvOn(t, st)
 	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
@@ -120,7 +130,11 @@ func TestWavesSurviveARestart(t *testing.T) {
 
 func TestCancelStopsPendingWaves(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t)
+	storagetest.ForEachDialect(t, testCancelStopsPendingWaves)
+}
+
+func testCancelStopsPendingWaves(t *testing.T, st *storage.Store) {
+	e := newEnvOn(t, st)
 	cmds := e.recordCommands()
 	e.start()
 	e.putJob("job1", "1", "echo")
@@ -209,4 +223,61 @@ func TestEngineStopLeavesNoGoroutines(t *testing.T) {
 	if err := actorsys.Stop(ctx, sys, pid); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// Two engines on one database (replicas, or an old leader still running)
+// both find the same waves due at the same instant: each wave is published
+// once, under one request_id, by whichever engine claimed it.
+func TestTwoEnginesPublishEachWaveOnce(t *testing.T) {
+	t.Parallel()
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		e := newEnvOn(t, st)
+		cmds := e.recordCommands()
+		e.start()
+		e.putJob("job1", "1", "echo")
+		const execs = 20
+		for i := range execs {
+			e.mustExec(fmt.Sprintf(`{"rollout":{"waves":[{"group":"g%02d","delay":"5s"}]}}`, i))
+		}
+		// The second engine starts after the waves exist, so it finds them
+		// pending in the database and arms its timer for them too.
+		before := e.clk.Pending()
+		e2 := newEngineEnv(t, e.br, st, e.clk)
+		e2.start()
+		eventually(t, func() error {
+			if n := e.clk.Pending(); n <= before {
+				return fmt.Errorf("%d timers armed, want the second engine's too", n)
+			}
+			return nil
+		})
+		e.clk.Advance(5 * time.Second)
+		// Two engines through SQLite's one writer on a loaded machine
+		// take longer than waitN's 5 s for 20 waves.
+		eventuallyWithin(t, 30*time.Second, func() error {
+			if got := len(cmds.all()); got < execs {
+				return fmt.Errorf("%d waves published, want %d", got, execs)
+			}
+			return nil
+		})
+		// A claim's lease (RetryBackoff) passing must not bring a
+		// published wave back.
+		e.clk.Advance(2 * time.Second)
+		cmds.quiet(t, execs, 200*time.Millisecond)
+		seen := map[string]bool{}
+		for _, s := range cmds.subjects() {
+			if seen[s] {
+				t.Fatalf("%s published twice: %v", s, cmds.subjects())
+			}
+			seen[s] = true
+		}
+		eventually(t, func() error {
+			var n int
+			err := st.R.NewSelect().Model((*storage.ExecWave)(nil)).Where("state = ?", storage.WavePublished).
+				Where("due_at = ?", storage.T(t0.Add(5*time.Second))).ColumnExpr("count(*)").Scan(context.Background(), &n)
+			if err != nil || n != execs {
+				return fmt.Errorf("%d waves recorded published at their own due time (%v), want %d", n, err, execs)
+			}
+			return nil
+		})
+	})
 }

@@ -2,7 +2,10 @@ package projector
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,7 +51,7 @@ func (auditCodec) decode(data []byte) (auditItem, error) {
 		return auditItem{}, errors.New("AuditEvent lacks actor, action or occurred_at")
 	}
 	// encoding/json writes map keys sorted, so equal payloads have equal
-	// text, which the duplicate check compares.
+	// text, and so equal event keys.
 	p, err := json.Marshal(ev.Payload)
 	if err != nil {
 		return auditItem{}, fmt.Errorf("encode audit payload: %w", err)
@@ -59,25 +62,17 @@ func (auditCodec) decode(data []byte) (auditItem, error) {
 func (auditCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch []envelope[auditItem], out *outcome) error {
 	for _, e := range batch {
 		ev := e.item.ev
-		dup, err := tx.NewSelect().Model((*storage.AuditRow)(nil)).
-			Where("occurred_at = ?", storage.T(ev.OccurredAt)).
-			Where("actor = ?", ev.Actor).Where("action = ?", ev.Action).
-			Where("(target = ? OR (target IS NULL AND ? IS NULL))", ev.Target, ev.Target).
-			Where("payload = ?", e.item.payload).
-			Exists(ctx)
-		if err != nil {
-			return fmt.Errorf("check audit seq %d for a duplicate: %w", e.seq, err)
-		}
-		if dup {
-			continue
-		}
+		// One statement decides: a redelivery (same stream_seq) or a
+		// duplicate (same event_key) inserts nothing and returns no id,
+		// whichever writer got there first.
 		var id int64
-		err = tx.NewRaw(`INSERT INTO audit_log (stream_seq, actor, action, target, payload, occurred_at, recorded_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (stream_seq) DO NOTHING RETURNING id`,
-			int64(e.seq), ev.Actor, ev.Action, ev.Target, e.item.payload, storage.T(ev.OccurredAt), storage.T(now)).
+		err := tx.NewRaw(`INSERT INTO audit_log (stream_seq, actor, action, target, payload, occurred_at, recorded_at, event_key)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id`,
+			int64(e.seq), ev.Actor, ev.Action, ev.Target, e.item.payload, storage.T(ev.OccurredAt), storage.T(now),
+			auditKey(ev, e.item.payload)).
 			Scan(ctx, &id)
 		if errors.Is(err, sql.ErrNoRows) {
-			continue // redelivered: the row is there
+			continue // redelivered or published twice: the row is there
 		}
 		if err != nil {
 			return fmt.Errorf("insert audit seq %d: %w", e.seq, err)
@@ -85,4 +80,28 @@ func (auditCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch []e
 		out.events = append(out.events, &messages.AuditProjected{ID: id, Event: ev})
 	}
 	return nil
+}
+
+// auditKey is the identity of an event's content: the SHA-256 of its
+// actor, action, target (absent differs from empty), canonical payload and
+// occurred_at, each length-prefixed so that no two contents share a key.
+func auditKey(ev messages.AuditEvent, payload string) string {
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
+	}
+	field(ev.Actor)
+	field(ev.Action)
+	if ev.Target == nil {
+		h.Write([]byte{0})
+	} else {
+		h.Write([]byte{1})
+		field(*ev.Target)
+	}
+	field(payload)
+	field(storage.FormatTime(ev.OccurredAt))
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -10,12 +10,15 @@ import (
 	"kanade-backend/actors/audit"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 // The same audit event published twice, and then every message delivered
 // again by a consumer reset, is one row (upstream duplicated, defect 3).
-func TestAuditIdempotent(t *testing.T) {
-	h := newHarness(t, harnessOpts{}).start()
+func TestAuditIdempotent(t *testing.T) { storagetest.ForEachDialect(t, testAuditIdempotent) }
+
+func testAuditIdempotent(t *testing.T, st *storage.Store) {
+	h := newHarness(t, harnessOpts{store: st}).start()
 	ctx := context.Background()
 	ev := audit.Event(messages.ActorOperator, messages.ActionJobUpsert, "hw", map[string]any{"sub": "alice", "n": 12345678901234567})
 	ev.OccurredAt = t0

@@ -197,13 +197,10 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 	})
 	ctx, cancel := opContext()
 	defer cancel()
-	var known map[string]bool
+	var added map[string]bool
 	err := h.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		if known, err = knownAgents(ctx, tx, beats); err != nil {
-			return err
-		}
-		if err := upsertAgents(ctx, tx, beats, now); err != nil {
+		if added, err = upsertAgents(ctx, tx, beats, now); err != nil {
 			return err
 		}
 		return recordErrors(ctx, tx, h.errs)
@@ -226,54 +223,74 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 	if len(beats) > 0 {
 		seen := make([]messages.AgentSeen, len(beats))
 		for i, b := range beats {
-			seen[i] = messages.AgentSeen{PcID: b.pcID, At: b.at, AgentVersion: b.agentVersion, New: !known[b.pcID]}
+			seen[i] = messages.AgentSeen{PcID: b.pcID, At: b.at, AgentVersion: b.agentVersion, New: added[b.pcID]}
 		}
 		c.ActorSystem().EventStream.Publish(&messages.AgentsSeen{Agents: seen})
 	}
 	return true
 }
 
-// knownAgents returns which of the PCs already have a row.
-func knownAgents(ctx context.Context, tx bun.IDB, beats []*beat) (map[string]bool, error) {
-	known := make(map[string]bool, len(beats))
-	err := chunks(beats, chunkRows, func(part []*beat) error {
-		ids := make([]string, len(part))
-		for i, b := range part {
-			ids[i] = b.pcID
-		}
-		var found []string
-		if err := tx.NewSelect().Model((*storage.Agent)(nil)).Column("pc_id").
-			Where("pc_id IN (?)", bun.List(ids)).Scan(ctx, &found); err != nil {
-			return fmt.Errorf("read known agents: %w", err)
-		}
-		for _, id := range found {
-			known[id] = true
-		}
-		return nil
-	})
-	return known, err
-}
-
 // upsertAgents writes the agents rows: hostname and os_family keep their
 // first non-null value, last_heartbeat (the agent's clock) never moves
 // backwards and agent_version follows it, updated_at is the flush time.
-func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) error {
+// It returns the PCs whose row it created. New agents are inserted first
+// (ON CONFLICT DO NOTHING RETURNING): the database decides which writer
+// created a row, so with several writers (replicas on PostgreSQL) each
+// agent is announced new exactly once; a look-up before the insert would
+// let both writers see it missing. The others are then upserted.
+func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) (map[string]bool, error) {
 	upd := storage.T(now)
-	return chunks(beats, chunkRows, func(part []*beat) error {
-		args := make([]any, 0, len(part)*6)
+	d := dialectOf(tx)
+	added := make(map[string]bool)
+	args := func(part []*beat) []any {
+		a := make([]any, 0, len(part)*6)
 		for _, b := range part {
-			args = append(args, b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
+			a = append(a, b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
 		}
-		q := "INSERT INTO agents (pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at) VALUES " +
-			valuesClause(len(part), 6) + ` ON CONFLICT (pc_id) DO UPDATE SET
+		return a
+	}
+	err := chunks(beats, chunkRows, func(part []*beat) error {
+		q := "INSERT INTO agents (" + agentColumns + ") VALUES " + valuesFor(d, len(part), 6) +
+			" ON CONFLICT (pc_id) DO NOTHING RETURNING pc_id"
+		rows, err := tx.Tx.QueryContext(ctx, q, args(part)...)
+		if err != nil {
+			return fmt.Errorf("insert %d agents: %w", len(part), err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return fmt.Errorf("insert %d agents: %w", len(part), err)
+			}
+			added[id] = true
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("insert %d agents: %w", len(part), err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var known []*beat
+	for _, b := range beats {
+		if !added[b.pcID] {
+			known = append(known, b)
+		}
+	}
+	err = chunks(known, chunkRows, func(part []*beat) error {
+		q := "INSERT INTO agents (" + agentColumns + ") VALUES " + valuesFor(d, len(part), 6) + ` ON CONFLICT (pc_id) DO UPDATE SET
 				hostname = COALESCE(agents.hostname, excluded.hostname),
 				os_family = COALESCE(agents.os_family, excluded.os_family),
 				agent_version = CASE WHEN excluded.last_heartbeat >= agents.last_heartbeat THEN excluded.agent_version ELSE agents.agent_version END,
 				last_heartbeat = CASE WHEN excluded.last_heartbeat > agents.last_heartbeat THEN excluded.last_heartbeat ELSE agents.last_heartbeat END,
 				updated_at = excluded.updated_at`
-		if _, err := tx.Tx.ExecContext(ctx, q, args...); err != nil {
+		if _, err := tx.Tx.ExecContext(ctx, q, args(part)...); err != nil {
 			return fmt.Errorf("upsert %d agents: %w", len(part), err)
 		}
 		return nil
 	})
+	return added, err
 }
+
+const agentColumns = "pc_id, hostname, os_family, agent_version, last_heartbeat, updated_at"

@@ -10,6 +10,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 func heartbeat(t *testing.T, h *harness, pc string, at time.Time, version string, hostname, os *string) {
@@ -43,8 +44,12 @@ func agentRow(t *testing.T, h *harness, pc string) storage.Agent {
 }
 
 func TestHeartbeatsCoalescedAndOrderIndependent(t *testing.T) {
+	storagetest.ForEachDialect(t, testHeartbeatsCoalescedAndOrderIndependent)
+}
+
+func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store) {
 	fake := clock.NewFake(t0)
-	h := newHarness(t, harnessOpts{clock: fake}).start()
+	h := newHarness(t, harnessOpts{clock: fake, store: st}).start()
 	flushes := func() float64 { return h.metric("kanade_heartbeat_flush_duration_seconds", "") }
 
 	// 2 000 agents, each twice, plus three beats of pc-1 in one period.

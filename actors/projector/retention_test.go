@@ -11,14 +11,17 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/storage"
+	"kanade-backend/storage/storagetest"
 )
 
 const day = 24 * time.Hour
 
-func TestRetentionSweep(t *testing.T) {
+func TestRetentionSweep(t *testing.T) { storagetest.ForEachDialect(t, testRetentionSweep) }
+
+func testRetentionSweep(t *testing.T, st *storage.Store) {
 	now := t0
 	fake := clock.NewFake(now)
-	h := newHarness(t, harnessOpts{clock: fake, cfg: Config{Retention: Retention{
+	h := newHarness(t, harnessOpts{clock: fake, store: st, cfg: Config{Retention: Retention{
 		ResultsDays: 90, AuditDays: 365, ProjectionErrorsDays: 30, SweepInterval: time.Hour, BatchRows: 7,
 	}}})
 	ctx := context.Background()

@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"kanade-backend/storage"
 )
@@ -16,31 +18,74 @@ import (
 // values, RETURNING, CASE instead of MAX/GREATEST). The hot multi-row
 // inserts bypass bun's query formatter and hand their arguments to the
 // driver: bun would render every value into the SQL text, which measured
-// about 40 % slower for 500-row batches of results. Their placeholders are
-// "?"; a Postgres dialect would number them ($1, $2, ...) in valuesClause.
+// about 40 % slower for 500-row batches of results. Their placeholders
+// are therefore the driver's own: "?" on SQLite, "$1, $2, …" on
+// PostgreSQL (valuesFor, listFor).
 
 // chunkRows bounds the rows of one multi-row statement: SQLite accepts
-// 32 766 parameters, and 500 rows × 11 columns stays far below that.
+// 32 766 parameters, and 500 rows × 11 columns stays far below that
+// (PostgreSQL accepts 65 535).
 const chunkRows = 500
 
-// placeholders returns "?,?,?" for n arguments.
+// placeholders returns "?,?,?" for n arguments: SQLite only; use listFor.
 func placeholders(n int) string {
 	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
 }
 
-// valuesClause returns "(?,?,?),(?,?,?)" for rows rows of cols columns.
+// valuesClause returns "(?,?,?),(?,?,?)" for rows rows of cols columns:
+// SQLite only; use valuesFor.
 func valuesClause(rows, cols int) string {
-	one := "(" + placeholders(cols) + ")"
+	return valuesFor(dialect.SQLite, rows, cols)
+}
+
+// valuesFor returns the VALUES rows of a statement whose arguments go to
+// the driver (tx.Tx): "(?,?),(?,?)" on SQLite, "($1,$2),($3,$4)" on
+// PostgreSQL, for rows rows of cols columns.
+func valuesFor(d dialect.Name, rows, cols int) string {
 	var b strings.Builder
-	b.Grow(rows * (len(one) + 1))
+	b.Grow(rows * (cols*4 + 3))
+	n := 0
 	for i := 0; i < rows; i++ {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(one)
+		b.WriteByte('(')
+		for j := 0; j < cols; j++ {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			n++
+			writePlaceholder(&b, d, n)
+		}
+		b.WriteByte(')')
 	}
 	return b.String()
 }
+
+// listFor returns "?,?,?" (SQLite) or "$1,$2,$3" (PostgreSQL) for n
+// arguments handed to the driver, e.g. in "IN (…)".
+func listFor(d dialect.Name, n int) string {
+	var b strings.Builder
+	for i := 1; i <= n; i++ {
+		if i > 1 {
+			b.WriteByte(',')
+		}
+		writePlaceholder(&b, d, i)
+	}
+	return b.String()
+}
+
+func writePlaceholder(b *strings.Builder, d dialect.Name, n int) {
+	if d == dialect.PG {
+		b.WriteByte('$')
+		b.WriteString(strconv.Itoa(n))
+		return
+	}
+	b.WriteByte('?')
+}
+
+// dialectOf is the dialect of the connection tx belongs to.
+func dialectOf(tx bun.IDB) dialect.Name { return tx.Dialect().Name() }
 
 // saveCheckpoint records seq as the projection's last applied stream
 // sequence, in the transaction of the rows it produced. It never moves

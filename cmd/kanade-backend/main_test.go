@@ -25,6 +25,7 @@ import (
 
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/pgtest"
 	"kanade-backend/storage/storagetest"
 )
 
@@ -46,6 +47,10 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	if err := pgtest.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "pgtest:", err)
+		code = max(code, 1)
+	}
 	os.Exit(code)
 }
 

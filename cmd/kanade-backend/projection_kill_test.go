@@ -61,24 +61,45 @@ func TestBinaryKilledWhileProjecting(t *testing.T) {
 	}
 	nc.Close()
 
-	p := start(t, env, args...)
-	waitHealth(t, "http://"+httpAddr, 15*time.Second)
 	db, err := sql.Open("sqlite", storage.DSN(filepath.Join(dataDir, "backend.db"), true))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	count := func() int {
+	p2 := killWhileProjecting(t, env, args, httpAddr, total, rowCount(t, db, "execution_results"), 20*time.Second)
+	var distinct, cp int
+	if err := db.QueryRow("SELECT COUNT(DISTINCT request_id || '/' || pc_id) FROM execution_results").Scan(&distinct); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.QueryRow("SELECT last_seq FROM projection_checkpoints WHERE projection = 'results'").Scan(&cp); err != nil {
+		t.Fatal(err)
+	}
+	if distinct != total || cp != total {
+		t.Fatalf("distinct rows %d, checkpoint %d, want %d", distinct, cp, total)
+	}
+	p2.sigterm(t)
+}
+
+// rowCount counts the rows of table in db.
+func rowCount(t *testing.T, db *sql.DB, table string) func() int {
+	return func() int {
 		var n int
-		if err := db.QueryRow("SELECT COUNT(*) FROM execution_results").Scan(&n); err != nil {
+		if err := db.QueryRow("SELECT COUNT(*) FROM " + table).Scan(&n); err != nil {
 			t.Fatalf("count rows: %v", err)
 		}
 		return n
 	}
+}
 
-	// Kill once several batches are committed (a tenth of the results),
-	// while the next ones are in flight.
-	deadline := time.Now().Add(20 * time.Second)
+// killWhileProjecting starts the backend on a stream holding total
+// messages, SIGKILLs it once a tenth of them are projected (several
+// batches committed, the next ones in flight), starts it again and waits
+// until count reaches total, never more. It returns the second process.
+func killWhileProjecting(t *testing.T, env, args []string, httpAddr string, total int, count func() int, within time.Duration) *proc {
+	t.Helper()
+	p := start(t, env, args...)
+	waitHealth(t, "http://"+httpAddr, 30*time.Second)
+	deadline := time.Now().Add(within)
 	for n := count(); n < total/10; n = count() {
 		if time.Now().After(deadline) {
 			t.Fatal("projection did not start")
@@ -96,33 +117,23 @@ func TestBinaryKilledWhileProjecting(t *testing.T) {
 	}
 
 	p2 := start(t, env, args...)
-	waitHealth(t, "http://"+httpAddr, 15*time.Second)
+	waitHealth(t, "http://"+httpAddr, 30*time.Second)
 	// The projection must keep moving: the deadline is for a stall (no new
-	// row for 20 s), not for the whole catch-up, whose length depends on how
-	// busy the machine is (-race on two shared cores projects a few
+	// row for within), not for the whole catch-up, whose length depends on
+	// how busy the machine is (-race on two shared cores projects a few
 	// thousand rows a second).
-	deadline = time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(within)
 	for n, last := count(), -1; n != total; n = count() {
 		if n > total {
 			t.Fatalf("%d rows, more than the %d published", n, total)
 		}
 		if n != last {
-			last, deadline = n, time.Now().Add(20*time.Second)
+			last, deadline = n, time.Now().Add(within)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d rows after the restart, want %d (no progress for 20s)", n, total)
+			t.Fatalf("%d rows after the restart, want %d (no progress for %v)", n, total, within)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var distinct, cp int
-	if err := db.QueryRow("SELECT COUNT(DISTINCT request_id || '/' || pc_id) FROM execution_results").Scan(&distinct); err != nil {
-		t.Fatal(err)
-	}
-	if err := db.QueryRow("SELECT last_seq FROM projection_checkpoints WHERE projection = 'results'").Scan(&cp); err != nil {
-		t.Fatal(err)
-	}
-	if distinct != total || cp != total {
-		t.Fatalf("distinct rows %d, checkpoint %d, want %d", distinct, cp, total)
-	}
-	p2.sigterm(t)
+	return p2
 }

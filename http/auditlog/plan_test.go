@@ -12,9 +12,11 @@ import (
 )
 
 // Pages and counts come straight from an index in list order (the audit
-// indexes end in the rowid, which is id), whatever the filter.
+// indexes end in the rowid, which is id), whatever the filter, on both
+// databases.
 func TestQueryPlans(t *testing.T) {
 	st := storagetest.Open(t)
+	pg := storagetest.OpenPostgres(t)
 	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	for _, f := range []filter{
 		{}, {since: since}, {actor: "operator"}, {action: "exec"}, {actor: "operator", since: since},
@@ -27,6 +29,11 @@ func TestQueryPlans(t *testing.T) {
 			plan := storagetest.QueryPlan(t, st.R, q)
 			if strings.Contains(plan, "TEMP B-TREE") || !strings.Contains(plan, "INDEX audit_log_") {
 				t.Errorf("%+v %s: plan %q", f, what, plan)
+			}
+			// PostgreSQL's indexes end in id too (migration 20261202130100).
+			if plan := storagetest.QueryPlan(t, pg.R, q); strings.Contains(plan, "Sort") ||
+				strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "using audit_log_") {
+				t.Errorf("%+v %s: PostgreSQL plan %q", f, what, plan)
 			}
 		}
 	}

@@ -16,9 +16,10 @@ import (
 // shape and the schema only, not on the data: an empty store shows the
 // plans a fleet-sized one gets. Every filter combination must walk the
 // index meant for it, in page order (no sort), and its count must stay
-// inside that index.
+// inside that index, on both databases.
 func TestQueryPlans(t *testing.T) {
 	st := storagetest.Open(t)
+	pg := storagetest.OpenPostgres(t)
 	since := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	cases := []struct {
 		f     filter
@@ -70,6 +71,13 @@ func TestQueryPlans(t *testing.T) {
 			}
 			if what == "count" && !c.lookups && !strings.Contains(plan, "COVERING INDEX") {
 				t.Errorf("%+v count: plan %q reads the table", c.f, plan)
+			}
+			// PostgreSQL walks the same index in page order, and counts
+			// inside it (an index-only scan).
+			plan = storagetest.QueryPlan(t, pg.R, q)
+			if !regexp.MustCompile(`using `+c.index+`\b`).MatchString(plan) || strings.Contains(plan, "Sort") ||
+				(what == "count" && !c.lookups && !strings.Contains(plan, "Index Only Scan")) {
+				t.Errorf("%+v %s: PostgreSQL plan %q, want index %s in order", c.f, what, plan, c.index)
 			}
 		}
 	}

@@ -144,6 +144,61 @@ func EmptyURL(t testing.TB, clause string) string {
 	return newDB(t, "template0 "+clause)
 }
 
+// Tablespace creates a tablespace in dir (a directory the test owns,
+// typically a storagetest.SmallDisk, so that a table moved there fills a
+// real small filesystem) that the tests' role may use, and drops it when
+// t ends. It returns the tablespace's name. Creating a tablespace needs
+// the superuser, and its directory must belong to the user running the
+// server, which this arranges.
+func Tablespace(t testing.TB, dir string) string {
+	t.Helper()
+	s := get(t)
+	loc := filepath.Join(dir, "tablespace")
+	if err := os.Mkdir(loc, 0o700); err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	cred, err := credential()
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	if cred != nil {
+		if err := os.Chown(loc, int(cred.Uid), int(cred.Gid)); err != nil {
+			t.Fatalf("pgtest: hand %s to the postgres user: %v", loc, err)
+		}
+		// The server's user must be able to reach it through the test's
+		// own (root-only) temporary directories.
+		for d := dir; d != "/" && d != "."; d = filepath.Dir(d) {
+			fi, err := os.Stat(d)
+			if err != nil {
+				t.Fatalf("pgtest: %v", err)
+			}
+			if fi.Mode().Perm()&0o001 == 0 {
+				if err := os.Chmod(d, fi.Mode().Perm()|0o011); err != nil {
+					t.Fatalf("pgtest: %v", err)
+				}
+			}
+		}
+	}
+	s.adminMu.Lock()
+	s.n++
+	name := fmt.Sprintf("ts%d", s.n)
+	s.adminMu.Unlock()
+	for _, q := range []string{
+		"CREATE TABLESPACE " + name + " LOCATION '" + strings.ReplaceAll(loc, "'", "''") + "'",
+		"GRANT CREATE ON TABLESPACE " + name + " TO " + role,
+	} {
+		if err := s.exec(q); err != nil {
+			t.Fatalf("pgtest: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		if err := s.exec("DROP TABLESPACE IF EXISTS " + name); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return name
+}
+
 // Available reports whether PostgreSQL tests can run here (the binaries are
 // installed), without starting a server.
 func Available() bool {
@@ -396,6 +451,19 @@ func (s *server) createDB(from string) (string, error) {
 		return "", fmt.Errorf("%s: %w", q, err)
 	}
 	return name, nil
+}
+
+// exec runs q as the superuser.
+func (s *server) exec(q string) error {
+	s.adminMu.Lock()
+	defer s.adminMu.Unlock()
+	if s.admin == nil {
+		return errors.New("the server was stopped")
+	}
+	if _, err := s.admin.Exec(context.Background(), q); err != nil {
+		return fmt.Errorf("%s: %w", q, err)
+	}
+	return nil
 }
 
 // dropDB drops a test's database, closing any session a test left open.

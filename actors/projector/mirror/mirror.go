@@ -130,18 +130,28 @@ func GroupsJSON(ctx context.Context, db bun.IDB, pcID string, value []byte, rev 
 // Deleting a PC's key is Groups(pc, nil, rev of the marker): the revision
 // row stays behind as a tombstone, so an older value replayed later cannot
 // bring the memberships back.
+//
+// The revision row is claimed first, in one statement that moves it only
+// forwards and says whether it did: the claim holds the row's lock until
+// commit on PostgreSQL, so of two writers of one PC (the watch and an API
+// handler, or two replicas) the second waits, then finds the newer
+// revision and leaves the memberships alone. Reading the revision and then
+// writing would let both pass and interleave their memberships.
 func Groups(ctx context.Context, db bun.IDB, pcID string, groups []string, rev uint64, now time.Time) error {
-	var cur uint64
-	err := db.NewSelect().Model((*storage.GroupRevision)(nil)).Column("kv_revision").
-		Where("pc_id = ?", pcID).Scan(ctx, &cur)
-	switch {
-	case err == nil:
-		if cur >= rev {
-			return nil
-		}
-	case errors.Is(err, sql.ErrNoRows):
-	default:
-		return fmt.Errorf("read agent_groups revision of %s: %w", pcID, err)
+	rr := storage.GroupRevision{PcID: pcID, KVRevision: rev, UpdatedAt: storage.T(now)}
+	var claimed []string
+	err := db.NewInsert().Model(&rr).
+		On("CONFLICT (pc_id) DO UPDATE").
+		Set("kv_revision = EXCLUDED.kv_revision").
+		Set("updated_at = EXCLUDED.updated_at").
+		Where("group_revision.kv_revision < EXCLUDED.kv_revision").
+		Returning("pc_id").
+		Scan(ctx, &claimed)
+	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("record agent_groups revision of %s: %w", pcID, err)
+	}
+	if len(claimed) == 0 {
+		return nil // the mirror holds rev or a newer revision
 	}
 	if _, err := db.NewDelete().Model((*storage.GroupMember)(nil)).Where("pc_id = ?", pcID).Exec(ctx); err != nil {
 		return fmt.Errorf("clear groups of %s: %w", pcID, err)
@@ -154,15 +164,6 @@ func Groups(ctx context.Context, db bun.IDB, pcID string, groups []string, rev u
 		if _, err := db.NewInsert().Model(&rows).Exec(ctx); err != nil {
 			return fmt.Errorf("insert groups of %s: %w", pcID, err)
 		}
-	}
-	rr := storage.GroupRevision{PcID: pcID, KVRevision: rev, UpdatedAt: storage.T(now)}
-	_, err = db.NewInsert().Model(&rr).
-		On("CONFLICT (pc_id) DO UPDATE").
-		Set("kv_revision = EXCLUDED.kv_revision").
-		Set("updated_at = EXCLUDED.updated_at").
-		Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("record agent_groups revision of %s: %w", pcID, err)
 	}
 	return nil
 }

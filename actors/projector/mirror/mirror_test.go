@@ -3,6 +3,8 @@ package mirror_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -32,8 +34,9 @@ func write(t *testing.T, st *storage.Store, fn func(ctx context.Context, tx bun.
 
 // Only a newer revision changes a row; replays and late events do not, and
 // a delete older than the row leaves it alone.
-func TestJobRevisionsConverge(t *testing.T) {
-	st := storagetest.Open(t)
+func TestJobRevisionsConverge(t *testing.T) { storagetest.ForEachDialect(t, testJobRevisionsConverge) }
+
+func testJobRevisionsConverge(t *testing.T, st *storage.Store) {
 	ctx := context.Background()
 	get := func() *storage.Job {
 		var j storage.Job
@@ -79,8 +82,9 @@ func TestJobRevisionsConverge(t *testing.T) {
 	}
 }
 
-func TestScheduleMirror(t *testing.T) {
-	st := storagetest.Open(t)
+func TestScheduleMirror(t *testing.T) { storagetest.ForEachDialect(t, testScheduleMirror) }
+
+func testScheduleMirror(t *testing.T, st *storage.Store) {
 	ctx := context.Background()
 	def := []byte(`{"id":"s1","cron":"0 0 * * * *","job_id":"inv","target":{"all":true}}`)
 	write(t, st, func(ctx context.Context, tx bun.Tx) error { return mirror.Schedule(ctx, tx, "s1", def, 3, t0) })
@@ -99,8 +103,9 @@ func TestScheduleMirror(t *testing.T) {
 	}
 }
 
-func TestGroupsMirror(t *testing.T) {
-	st := storagetest.Open(t)
+func TestGroupsMirror(t *testing.T) { storagetest.ForEachDialect(t, testGroupsMirror) }
+
+func testGroupsMirror(t *testing.T, st *storage.Store) {
 	ctx := context.Background()
 	groups := func() []string {
 		var gs []string
@@ -144,4 +149,50 @@ func TestGroupsMirror(t *testing.T) {
 	if !errors.Is(err, mirror.ErrUndecodable) {
 		t.Fatalf("err = %v", err)
 	}
+}
+
+// The watch, API handlers and replicas write one PC's memberships at once,
+// with revisions in any order: whatever the interleaving, the mirror ends
+// at the newest revision's groups, never a mix of two.
+func TestGroupsConcurrentWritersConverge(t *testing.T) {
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		ctx := context.Background()
+		const writers, pcs = 8, 20
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for w := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Writer w writes revision w+1 of every PC: groups g<w>a, g<w>b.
+				for p := range pcs {
+					err := st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+						return mirror.Groups(ctx, tx, fmt.Sprintf("pc%02d", p),
+							[]string{fmt.Sprintf("g%da", w), fmt.Sprintf("g%db", w)}, uint64(w+1), t0)
+					})
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		for p := range pcs {
+			var gs []string
+			pc := fmt.Sprintf("pc%02d", p)
+			if err := st.R.NewSelect().Model((*storage.GroupMember)(nil)).Column("group_name").
+				Where("pc_id = ?", pc).Order("group_name").Scan(ctx, &gs); err != nil {
+				t.Fatal(err)
+			}
+			newest := writers - 1
+			if len(gs) != 2 || gs[0] != fmt.Sprintf("g%da", newest) || gs[1] != fmt.Sprintf("g%db", newest) {
+				t.Fatalf("%s groups = %v, want those of revision %d", pc, gs, writers)
+			}
+		}
+	})
 }

@@ -1,0 +1,9 @@
+package mirror_test
+
+import (
+	"testing"
+
+	"kanade-backend/storage/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
