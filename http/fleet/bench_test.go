@@ -86,7 +86,7 @@ func BenchmarkAgentsList(b *testing.B) {
 			query:    func() string { return fmt.Sprintf("?limit=50&online=true&offset=%d", rand.IntN(n*6/10)) },
 			rawCount: "SELECT count(*) FROM agents WHERE last_heartbeat >= ?",
 			rawPage:  "SELECT * FROM agents WHERE last_heartbeat >= ? ORDER BY pc_id LIMIT 50 OFFSET ?",
-			rawArgs:  func() []any { return []any{since, rand.IntN(n*6/10)} },
+			rawArgs:  func() []any { return []any{since, rand.IntN(n * 6 / 10)} },
 		},
 	}
 	for _, c := range cases {
