@@ -218,4 +218,3 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], " ")
 }
-
