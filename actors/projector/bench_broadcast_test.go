@@ -16,7 +16,6 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
-	"kanade-backend/storage/broker/brokertest"
 )
 
 // benchBroadcastPCs is the size of the broadcast (KANADE_BENCH_PCS
@@ -76,37 +75,25 @@ func BenchmarkBroadcastProjection(b *testing.B) {
 // the last row is committed, process CPU µs per row, the number of batches
 // and when the exec reached completed.
 func broadcastRate(b *testing.B, n int, payloads []pubMsg) (float64, float64, float64, time.Duration) {
-	br := brokertest.Start(b)
-	publishJS(b, br.JS, payloads)
-	h := newHarness(b, harnessOpts{broker: br})
-	seedBroadcast(b, h.store, "bench-exec", "bench-req", n)
-	start, cpu0 := time.Now(), cpuTime()
-	h.start()
-	for h.metric("kanade_projection_messages_total", ProjResults) < float64(n) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	rate := float64(n) / time.Since(start).Seconds()
-	cpu := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)
-	batches := h.metric("kanade_projection_batch_size", ProjResults)
 	var settled time.Duration
-	for {
-		ex := execRowB(b, h.store, "bench-exec")
-		if ex.Status == storage.ExecCompleted {
-			settled = time.Since(start)
-			if ex.SuccessCount != n {
-				b.Fatalf("exec completed with %d successes, want %d", ex.SuccessCount, n)
+	seed := func(st *storage.Store) { seedBroadcast(b, st, "bench-exec", "bench-req", n) }
+	completed := func(h *harness, start time.Time) {
+		for {
+			ex := execRow(b, h.store, "bench-exec")
+			if ex.Status == storage.ExecCompleted {
+				settled = time.Since(start)
+				if ex.SuccessCount != n {
+					b.Fatalf("exec completed with %d successes, want %d", ex.SuccessCount, n)
+				}
+				return
 			}
-			break
+			if time.Since(start) > 10*time.Minute {
+				b.Fatalf("exec still %s with %d successes", ex.Status, ex.SuccessCount)
+			}
+			time.Sleep(5 * time.Millisecond)
 		}
-		if time.Since(start) > 10*time.Minute {
-			b.Fatalf("exec still %s with %d successes", ex.Status, ex.SuccessCount)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
-	h.stop()
-	if got := h.count("execution_results"); got != n {
-		b.Fatalf("%d rows projected, want %d", got, n)
-	}
+	rate, cpu, batches := projectionRateWith(b, payloads, seed, completed)
 	return rate, cpu, batches, settled
 }
 
@@ -160,13 +147,4 @@ func broadcastPayloads(n int) ([]pubMsg, []storage.ExecutionResult) {
 			Stdout: stdout, StartedAt: storage.T(r.StartedAt), FinishedAt: storage.T(now), RecordedAt: storage.T(now), StreamSeq: uint64(i + 1)}
 	}
 	return msgs, rows
-}
-
-func execRowB(b testing.TB, st *storage.Store, id string) storage.Execution {
-	b.Helper()
-	var ex storage.Execution
-	if err := st.R.NewSelect().Model(&ex).Where("exec_id = ?", id).Scan(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	return ex
 }
