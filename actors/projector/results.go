@@ -216,11 +216,13 @@ func lookupExecs(ctx context.Context, tx bun.Tx, batch []envelope[resultItem]) (
 func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem], execOf func(resultItem) string, now time.Time) ([]bool, error) {
 	type key struct{ req, pc string }
 	first := make(map[key]int, len(batch))
+	bySeq := make(map[int64]int, len(batch))
 	var candidates []int
 	for i, e := range batch {
 		k := key{e.item.RequestID, e.item.PcID}
 		if _, dup := first[k]; !dup {
 			first[k] = i
+			bySeq[int64(e.seq)] = i
 			candidates = append(candidates, i)
 		}
 	}
@@ -237,20 +239,24 @@ func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem],
 			q.tuple(r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
 				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
 		}
-		q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING request_id, pc_id")
+		// Only the stream sequence comes back (unique per message, and the
+		// batch holds each key once): scanning one integer per new row
+		// rather than two strings keeps the common case, every row new,
+		// cheap.
+		q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING stream_seq")
 		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
 		if err != nil {
 			return fmt.Errorf("insert %d results: %w", len(part), err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.req, &k.pc); err != nil {
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
 				return fmt.Errorf("insert %d results: %w", len(part), err)
 			}
-			i, ok := first[k]
+			i, ok := bySeq[seq]
 			if !ok {
-				return fmt.Errorf("insert results: the database returned (%s, %s), which the batch does not hold", k.req, k.pc)
+				return fmt.Errorf("insert results: the database returned stream_seq %d, which the batch does not hold", seq)
 			}
 			inserted[i] = true
 		}
