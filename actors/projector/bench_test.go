@@ -96,10 +96,20 @@ func BenchmarkResultsProjection(b *testing.B) {
 // Start until the last row is committed, process CPU microseconds per row,
 // and the number of batches.
 func projectionRate(b *testing.B, payloads []pubMsg) (float64, float64, float64) {
+	return projectionRateWith(b, payloads, nil, nil)
+}
+
+// projectionRateWith is projectionRate with hooks: seed writes into the
+// database before the projectors start, settled runs once the last row is
+// committed (before the projectors stop) with the start time.
+func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Store), settled func(*harness, time.Time)) (float64, float64, float64) {
 	n := len(payloads)
 	br := brokertest.Start(b)
 	publishJS(b, br.JS, payloads)
 	h := newHarness(b, harnessOpts{broker: br})
+	if seed != nil {
+		seed(h.store)
+	}
 	if f := os.Getenv("KANADE_BENCH_PROFILE"); f != "" {
 		out, err := os.Create(f)
 		if err != nil {
@@ -120,6 +130,9 @@ func projectionRate(b *testing.B, payloads []pubMsg) (float64, float64, float64)
 	cpu := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)
 	pprof.StopCPUProfile()
 	batches := h.metric("kanade_projection_batch_size", ProjResults)
+	if settled != nil {
+		settled(h, start)
+	}
 	h.stop()
 	if got := h.count("execution_results"); got != n {
 		b.Fatalf("%d rows projected, want %d", got, n)

@@ -36,44 +36,120 @@ import (
 // to running, but is not counted: the counters and the status speak about
 // the PCs the exec expected.
 
-// progress accumulates one batch's effect on execs.
+// progress accumulates one batch's effect on execs. Its cost depends on
+// the batch's own rows, never on the size of the execs they answer: the
+// answers are recorded with one statement per chunk of rows, the counters
+// move by what that statement changed, and an exec's expected_pcs minus
+// its counters says how many PCs it still waits for.
 type progress struct {
-	delta map[string]*counts
+	answers []answerRow
+	seen    map[answerKey]bool
+	delta   map[string]*counts
+}
+
+type answerKey struct{ exec, pc string }
+
+// answerRow is a PC's candidate first answer to an exec.
+type answerRow struct {
+	execID string
+	r      resultItem
 }
 
 type counts struct{ success, failure int }
 
-func newProgress() *progress { return &progress{delta: map[string]*counts{}} }
-
-// answer records r as the answer of its PC to execID if it is the first.
-func (p *progress) answer(ctx context.Context, tx bun.IDB, execID string, r resultItem) error {
-	d := p.delta[execID]
-	if d == nil {
-		d = &counts{}
-		p.delta[execID] = d
-	}
-	res, err := tx.NewUpdate().Model((*storage.ExecExpected)(nil)).
-		Set("request_id = ?", r.RequestID).
-		Set("exit_code = ?", r.ExitCode).
-		Set("answered_at = ?", storage.T(r.FinishedAt)).
-		Where("exec_id = ?", execID).Where("pc_id = ?", r.PcID).Where("answered_at IS NULL").
-		Exec(ctx)
-	if err != nil {
-		return fmt.Errorf("record answer of %s to exec %s: %w", r.PcID, execID, err)
-	}
-	if n, _ := res.RowsAffected(); n == 1 {
-		if r.ExitCode == 0 {
-			d.success++
-		} else {
-			d.failure++
-		}
-	}
-	return nil
+func newProgress() *progress {
+	return &progress{seen: map[answerKey]bool{}, delta: map[string]*counts{}}
 }
 
-// apply moves the counters and statuses of the touched execs and returns
-// the events to publish after commit.
-func (p *progress) apply(ctx context.Context, tx bun.IDB, now time.Time) ([]*messages.ExecProgressed, error) {
+// answer notes r as a candidate first answer of its PC to execID. Within a
+// batch the first result of a PC wins, as it would one statement at a time;
+// apply writes it only if the PC has not answered before.
+func (p *progress) answer(execID string, r resultItem) {
+	if p.delta[execID] == nil {
+		p.delta[execID] = &counts{}
+	}
+	k := answerKey{execID, r.PcID}
+	if p.seen[k] {
+		return
+	}
+	p.seen[k] = true
+	p.answers = append(p.answers, answerRow{execID: execID, r: r})
+}
+
+// answerChunk bounds the rows of one UPDATE: 5 arguments a row.
+const answerChunk = 500
+
+// record writes the batch's answers into the exec_expected rows that have
+// none yet and counts, per exec, the rows it filled. Only a row this
+// statement changed counts (answered_at IS NULL, RETURNING), so a
+// redelivered or duplicated result, a second writer, or the replay of a
+// rebuild never counts twice. A PC outside exec_expected has no row and
+// is not counted.
+func (p *progress) record(ctx context.Context, tx bun.Tx) error {
+	return chunks(p.answers, answerChunk, func(part []answerRow) error {
+		q := answersSQL(tx, part)
+		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
+		if err != nil {
+			return fmt.Errorf("record %d answers to execs: %w", len(part), err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var exec string
+			var code int
+			if err := rows.Scan(&exec, &code); err != nil {
+				return fmt.Errorf("record answers to execs: %w", err)
+			}
+			d := p.delta[exec]
+			if d == nil {
+				return fmt.Errorf("record answers: exec %s was not in the batch", exec)
+			}
+			if code == 0 {
+				d.success++
+			} else {
+				d.failure++
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("record answers to execs: %w", err)
+		}
+		return nil
+	})
+}
+
+// answersSQL is the UPDATE that records part: each row's exec_expected
+// row is found by its primary key, and only one without an answer changes.
+func answersSQL(db bun.IDB, part []answerRow) *driverSQL {
+	q := newDriverSQL(db, len(part)*5)
+	// VALUES columns are column1… on both SQLite and PostgreSQL; the cast
+	// types the exit code for PostgreSQL, which would take it as text.
+	q.WriteString("UPDATE exec_expected SET request_id = v.column3, exit_code = v.column4, answered_at = v.column5 FROM (VALUES ")
+	for i, a := range part {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		q.WriteByte('(')
+		q.arg(a.execID)
+		q.WriteByte(',')
+		q.arg(a.r.PcID)
+		q.WriteByte(',')
+		q.arg(a.r.RequestID)
+		q.WriteString(",CAST(")
+		q.arg(a.r.ExitCode)
+		q.WriteString(" AS INTEGER),")
+		q.arg(storage.T(a.r.FinishedAt))
+		q.WriteByte(')')
+	}
+	q.WriteString(") AS v WHERE exec_expected.exec_id = v.column1 AND exec_expected.pc_id = v.column2" +
+		" AND exec_expected.answered_at IS NULL RETURNING exec_expected.exec_id, exec_expected.exit_code")
+	return q
+}
+
+// apply records the answers, moves the counters and statuses of the
+// touched execs and returns the events to publish after commit.
+func (p *progress) apply(ctx context.Context, tx bun.Tx, now time.Time) ([]*messages.ExecProgressed, error) {
+	if err := p.record(ctx, tx); err != nil {
+		return nil, err
+	}
 	ids := make([]string, 0, len(p.delta))
 	for id := range p.delta {
 		ids = append(ids, id)
@@ -107,26 +183,59 @@ func (p *progress) apply(ctx context.Context, tx bun.IDB, now time.Time) ([]*mes
 // execState is what settle needs to know about an exec.
 type execState struct {
 	storage.Execution `bun:",extend"`
-	Unanswered        int          `bun:"unanswered"`
-	ExpectedRows      int          `bun:"expected_rows"`
-	PendingWaves      int          `bun:"pending_waves"`
-	LastAnswer        storage.Time `bun:"last_answer"`
+	PendingWaves      int `bun:"pending_waves"`
+}
+
+// expectedState is an exec's exec_expected rows, counted.
+type expectedState struct {
+	Rows       int          `bun:"expected_rows"`
+	Unanswered int          `bun:"unanswered"`
+	LastAnswer storage.Time `bun:"last_answer"`
+}
+
+// countExpected counts exec id's expected and unanswered PCs and finds its
+// last answer: a scan of the exec's exec_expected rows, which settle does
+// only when the counters say the exec may be finished, or at its deadline.
+func countExpected(ctx context.Context, tx bun.IDB, id string) (expectedState, error) {
+	var x expectedState
+	if err := countExpectedQuery(tx, id).Scan(ctx, &x); err != nil {
+		return x, fmt.Errorf("count expected PCs of exec %s: %w", id, err)
+	}
+	return x, nil
+}
+
+func countExpectedQuery(tx bun.IDB, id string) *bun.SelectQuery {
+	return tx.NewSelect().Model((*storage.ExecExpected)(nil)).
+		ColumnExpr("COUNT(*) AS expected_rows").
+		ColumnExpr("COALESCE(SUM(CASE WHEN answered_at IS NULL THEN 1 ELSE 0 END), 0) AS unanswered").
+		ColumnExpr("MAX(answered_at) AS last_answer").
+		Where("exec_id = ?", id)
+}
+
+// settleQuery reads exec id and its pending waves into st.
+func settleQuery(tx bun.IDB, st *execState, id string) *bun.SelectQuery {
+	return tx.NewSelect().Model(st).
+		ColumnExpr("execution.*").
+		// The state is tested outside the WHERE clause so that SQLite reads
+		// the exec's own waves by primary key, not every pending wave of
+		// every exec through exec_waves_due.
+		ColumnExpr("(SELECT COALESCE(SUM(CASE WHEN w.state = ? THEN 1 ELSE 0 END), 0) FROM exec_waves AS w WHERE w.exec_id = execution.exec_id) AS pending_waves", storage.WavePending).
+		Where("execution.exec_id = ?", id)
 }
 
 // settle finishes exec id when its answers allow it, and returns whether it
 // did and the exec's current progress. With expire set (the deadline has
 // passed), missing answers make it expired instead of leaving it running.
+//
+// The counters decide when to look: success_count + failure_count counts
+// the exec_expected rows answered (they move in the transaction that
+// fills a row) and expected_pcs is the number of rows (the engine writes
+// both together), so while the counters fall short of expected_pcs the
+// exec waits and nothing is read but its own row. The exact count over
+// exec_expected then confirms, once per exec, before anything is final.
 func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bool) (bool, *messages.ExecProgressed, error) {
 	var st execState
-	err := tx.NewSelect().Model(&st).
-		ColumnExpr("execution.*").
-		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id AND x.answered_at IS NULL) AS unanswered").
-		ColumnExpr("(SELECT COUNT(*) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id) AS expected_rows").
-		ColumnExpr("(SELECT COUNT(*) FROM exec_waves AS w WHERE w.exec_id = execution.exec_id AND w.state = ?) AS pending_waves", storage.WavePending).
-		ColumnExpr("(SELECT MAX(x.answered_at) FROM exec_expected AS x WHERE x.exec_id = execution.exec_id) AS last_answer").
-		Where("execution.exec_id = ?", id).
-		Scan(ctx)
-	if err != nil {
+	if err := settleQuery(tx, &st, id).Scan(ctx); err != nil {
 		return false, nil, fmt.Errorf("read progress of exec %s: %w", id, err)
 	}
 	ex := st.Execution
@@ -138,12 +247,17 @@ func settle(ctx context.Context, tx bun.IDB, id string, now time.Time, expire bo
 	// projection time, so that a rebuild or a late projection gives the
 	// same row. Agent clocks are not trusted beyond [created_at, now].
 	var finished time.Time
-	if inFlight && st.PendingWaves == 0 {
+	mayBeDone := ex.ExpectedPcs > 0 && ex.SuccessCount+ex.FailureCount >= ex.ExpectedPcs
+	if inFlight && st.PendingWaves == 0 && (expire || mayBeDone) {
+		x, err := countExpected(ctx, tx, id)
+		if err != nil {
+			return false, nil, err
+		}
 		switch {
-		case st.ExpectedRows > 0 && st.Unanswered == 0:
+		case x.Rows > 0 && x.Unanswered == 0:
 			next = finalStatus(ex)
-			finished = clampTime(st.LastAnswer.Time, ex.CreatedAt.Time, now)
-		case expire && st.Unanswered > 0:
+			finished = clampTime(x.LastAnswer.Time, ex.CreatedAt.Time, now)
+		case expire && x.Unanswered > 0:
 			next, finished = storage.ExecExpired, clampTime(ex.DeadlineAt.Time, ex.CreatedAt.Time, now)
 		case expire:
 			// It expected nobody (an empty group): nothing is missing. Such

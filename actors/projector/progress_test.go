@@ -63,7 +63,7 @@ func insertExec(t *testing.T, st *storage.Store, f execFixture) {
 	}
 }
 
-func execRow(t *testing.T, st *storage.Store, id string) storage.Execution {
+func execRow(t testing.TB, st *storage.Store, id string) storage.Execution {
 	t.Helper()
 	var ex storage.Execution
 	if err := st.R.NewSelect().Model(&ex).Where("exec_id = ?", id).Scan(context.Background()); err != nil {

@@ -3,7 +3,6 @@ package projector
 import (
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,7 +82,7 @@ func (resultsCodec) decode(data []byte) (resultItem, error) {
 const resultColumns = "request_id, pc_id, exec_id, job_id, exit_code, stdout, stderr, started_at, finished_at, recorded_at, stream_seq"
 
 func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch []envelope[resultItem], out *outcome) error {
-	refs, err := lookupExecs(ctx, tx.Tx, batch)
+	refs, err := lookupExecs(ctx, tx, batch)
 	if err != nil {
 		return err
 	}
@@ -126,9 +125,7 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 			ExitCode: r.ExitCode, FinishedAt: r.FinishedAt,
 		})
 		if execID != "" {
-			if err := prog.answer(ctx, tx, execID, r); err != nil {
-				return err
-			}
+			prog.answer(execID, r)
 		}
 		if hint, ok := hints[jobID]; ok && r.ExitCode == 0 {
 			if err := upsertFacts(ctx, tx, r, jobID, hint, now); err != nil {
@@ -173,7 +170,7 @@ func (x execRef) attribute(r resultItem) string {
 
 // lookupExecs attributes results to execs through the request_ids each exec
 // recorded before publishing (the ExecResult does not carry the exec id).
-func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) (map[string]execRef, error) {
+func lookupExecs(ctx context.Context, tx bun.Tx, batch []envelope[resultItem]) (map[string]execRef, error) {
 	seen := map[string]bool{}
 	var ids []string
 	for _, e := range batch {
@@ -184,11 +181,11 @@ func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) 
 	}
 	out := make(map[string]execRef, len(ids))
 	err := chunks(ids, chunkRows, func(ids []string) error {
-		args := make([]any, len(ids))
-		for i, id := range ids {
-			args[i] = id
-		}
-		rows, err := tx.QueryContext(ctx, "SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN ("+placeholders(len(ids))+")", args...)
+		q := newDriverSQL(tx, len(ids))
+		q.WriteString("SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN (")
+		q.list(ids)
+		q.WriteByte(')')
+		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
 		if err != nil {
 			return fmt.Errorf("attribute results to execs: %w", err)
 		}
@@ -210,58 +207,60 @@ func lookupExecs(ctx context.Context, tx *sql.Tx, batch []envelope[resultItem]) 
 }
 
 // insertResults inserts the batch and reports which envelopes produced a
-// new row. A redelivered result, or a second copy inside the batch, has its
-// (request_id, pc_id) key already and is skipped. The keys already stored
-// are read first, in the same transaction (the single writer, so nothing
-// can slip in between): measured against INSERT ... RETURNING, which says
-// the same, that costs about a fifth less CPU per row. ON CONFLICT stays as
-// the guarantee.
+// new row. A redelivered result has its (request_id, pc_id) key stored
+// already, a second copy inside the batch is dropped before the insert
+// (the first copy wins), and the database says which rows it took:
+// INSERT … ON CONFLICT DO NOTHING RETURNING. No read comes before the
+// insert, so a second writer (another replica on PostgreSQL) that stores
+// the same key meanwhile cannot make a result count twice.
 func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem], execOf func(resultItem) string, now time.Time) ([]bool, error) {
 	type key struct{ req, pc string }
-	inserted := make([]bool, len(batch))
-	seen := make(map[key]bool, len(batch))
-	err := chunks(batch, chunkRows, func(part []envelope[resultItem]) error {
-		ids := make([]any, len(part))
-		for i, e := range part {
-			ids[i] = e.item.RequestID
+	first := make(map[key]int, len(batch))
+	bySeq := make(map[int64]int, len(batch))
+	var candidates []int
+	for i, e := range batch {
+		k := key{e.item.RequestID, e.item.PcID}
+		if _, dup := first[k]; !dup {
+			first[k] = i
+			bySeq[int64(e.seq)] = i
+			candidates = append(candidates, i)
 		}
-		rows, err := tx.Tx.QueryContext(ctx, "SELECT request_id, pc_id FROM execution_results WHERE request_id IN ("+placeholders(len(ids))+")", ids...)
+	}
+	inserted := make([]bool, len(batch))
+	rec := storage.T(now)
+	err := chunks(candidates, chunkRows, func(part []int) error {
+		q := newDriverSQL(tx, len(part)*11)
+		q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
+		for n, i := range part {
+			if n > 0 {
+				q.WriteByte(',')
+			}
+			r := batch[i].item
+			q.tuple(r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
+				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
+		}
+		// Only the stream sequence comes back (unique per message, and the
+		// batch holds each key once): scanning one integer per new row
+		// rather than two strings keeps the common case, every row new,
+		// cheap.
+		q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING stream_seq")
+		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
 		if err != nil {
-			return fmt.Errorf("read stored results: %w", err)
+			return fmt.Errorf("insert %d results: %w", len(part), err)
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var k key
-			if err := rows.Scan(&k.req, &k.pc); err != nil {
-				return fmt.Errorf("read stored results: %w", err)
+			var seq int64
+			if err := rows.Scan(&seq); err != nil {
+				return fmt.Errorf("insert %d results: %w", len(part), err)
 			}
-			seen[k] = true
-		}
-		return rows.Err()
-	})
-	if err != nil {
-		return nil, err
-	}
-	rec := storage.T(now)
-	var fresh []int
-	for i, e := range batch {
-		k := key{e.item.RequestID, e.item.PcID}
-		if !seen[k] {
-			seen[k] = true
+			i, ok := bySeq[seq]
+			if !ok {
+				return fmt.Errorf("insert results: the database returned stream_seq %d, which the batch does not hold", seq)
+			}
 			inserted[i] = true
-			fresh = append(fresh, i)
 		}
-	}
-	err = chunks(fresh, chunkRows, func(part []int) error {
-		args := make([]any, 0, len(part)*11)
-		for _, i := range part {
-			r := batch[i].item
-			args = append(args, r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
-				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
-		}
-		q := "INSERT INTO execution_results (" + resultColumns + ") VALUES " + valuesClause(len(part), 11) +
-			" ON CONFLICT (request_id, pc_id) DO NOTHING"
-		if _, err := tx.Tx.ExecContext(ctx, q, args...); err != nil {
+		if err := rows.Err(); err != nil {
 			return fmt.Errorf("insert %d results: %w", len(part), err)
 		}
 		return nil

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
@@ -83,11 +84,20 @@ func parseAgentFilter(r *http.Request, now time.Time) (agentFilter, error) {
 // costs twice as much per row in the pure-Go SQLite, see
 // docs/benchmarks.md.) '!' escapes the LIKE wildcards so that "pc_1"
 // matches literally.
+//
+// A q of three characters or more is served by a trigram index instead of
+// a scan of every agent: PostgreSQL's planner uses the pg_trgm indexes for
+// the ILIKE itself; on SQLite the FTS5 trigram table agents_search first
+// narrows the rows to those holding q (a phrase of q's trigrams, case
+// folded: a superset of the LIKE's matches), and the LIKE decides, so the
+// results are the LIKE's alone.
 func (f agentFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 	if f.q != "" {
 		like := "LIKE"
 		if q.Dialect().Name() == dialect.PG {
 			like = "ILIKE"
+		} else if utf8.RuneCountInString(f.q) >= trigram {
+			q = q.Where("rowid IN (SELECT rowid FROM agents_search WHERE agents_search MATCH ?)", ftsPhrase(f.q))
 		}
 		pat := "%" + escapeLike(f.q) + "%"
 		q = q.Where("(pc_id "+like+" ? ESCAPE '!' OR hostname "+like+" ? ESCAPE '!')", pat, pat)
@@ -100,6 +110,14 @@ func (f agentFilter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 		}
 	}
 	return q
+}
+
+// trigram is the shortest q the trigram index can serve.
+const trigram = 3
+
+// ftsPhrase quotes s as one FTS5 phrase: every character is literal.
+func ftsPhrase(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
 func escapeLike(s string) string {
