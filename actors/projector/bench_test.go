@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
@@ -179,7 +180,7 @@ func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float
 				args = append(args, r.RequestID, r.PcID, nil, r.JobID, r.ExitCode, r.Stdout, r.Stderr,
 					r.StartedAt, r.FinishedAt, r.RecordedAt, int64(r.StreamSeq))
 			}
-			_, err := tx.Tx.ExecContext(ctx, "INSERT INTO execution_results ("+resultColumns+") VALUES "+valuesClause(len(part), 11), args...)
+			_, err := tx.Tx.ExecContext(ctx, "INSERT INTO execution_results ("+resultColumns+") VALUES "+valuesFor(dialect.SQLite, len(part), 11), args...)
 			return err
 		})
 	})

@@ -12,11 +12,8 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
-	"kanade-backend/storage/pgtest"
 	"kanade-backend/storage/storagetest"
 )
-
-func TestMain(m *testing.M) { pgtest.Main(m) }
 
 // applyResults runs the results projection's apply on batch in one
 // transaction, as the stream projector does, and returns its outcome.

@@ -20,23 +20,12 @@ import (
 // driver: bun would render every value into the SQL text, which measured
 // about 40 % slower for 500-row batches of results. Their placeholders
 // are therefore the driver's own: "?" on SQLite, "$1, $2, …" on
-// PostgreSQL (valuesFor, listFor).
+// PostgreSQL (valuesFor; results.go writes its statements with driverSQL).
 
 // chunkRows bounds the rows of one multi-row statement: SQLite accepts
 // 32 766 parameters, and 500 rows × 11 columns stays far below that
 // (PostgreSQL accepts 65 535).
 const chunkRows = 500
-
-// placeholders returns "?,?,?" for n arguments: SQLite only; use listFor.
-func placeholders(n int) string {
-	return strings.TrimSuffix(strings.Repeat("?,", n), ",")
-}
-
-// valuesClause returns "(?,?,?),(?,?,?)" for rows rows of cols columns:
-// SQLite only; use valuesFor.
-func valuesClause(rows, cols int) string {
-	return valuesFor(dialect.SQLite, rows, cols)
-}
 
 // valuesFor returns the VALUES rows of a statement whose arguments go to
 // the driver (tx.Tx): "(?,?),(?,?)" on SQLite, "($1,$2),($3,$4)" on
@@ -58,19 +47,6 @@ func valuesFor(d dialect.Name, rows, cols int) string {
 			writePlaceholder(&b, d, n)
 		}
 		b.WriteByte(')')
-	}
-	return b.String()
-}
-
-// listFor returns "?,?,?" (SQLite) or "$1,$2,$3" (PostgreSQL) for n
-// arguments handed to the driver, e.g. in "IN (…)".
-func listFor(d dialect.Name, n int) string {
-	var b strings.Builder
-	for i := 1; i <= n; i++ {
-		if i > 1 {
-			b.WriteByte(',')
-		}
-		writePlaceholder(&b, d, i)
 	}
 	return b.String()
 }
