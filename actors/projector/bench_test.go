@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
@@ -175,12 +174,16 @@ func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float
 	start, cpu0 := time.Now(), cpuTime()
 	err := chunks(rows, chunkRows, func(part []storage.ExecutionResult) error {
 		return st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			args := make([]any, 0, len(part)*11)
-			for _, r := range part {
-				args = append(args, r.RequestID, r.PcID, nil, r.JobID, r.ExitCode, r.Stdout, r.Stderr,
+			q := newDriverSQL(tx, len(part)*11)
+			q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
+			for i, r := range part {
+				if i > 0 {
+					q.WriteByte(',')
+				}
+				q.tuple(r.RequestID, r.PcID, nil, r.JobID, r.ExitCode, r.Stdout, r.Stderr,
 					r.StartedAt, r.FinishedAt, r.RecordedAt, int64(r.StreamSeq))
 			}
-			_, err := tx.Tx.ExecContext(ctx, "INSERT INTO execution_results ("+resultColumns+") VALUES "+valuesFor(dialect.SQLite, len(part), 11), args...)
+			_, err := tx.Tx.ExecContext(ctx, q.String(), q.args...)
 			return err
 		})
 	})

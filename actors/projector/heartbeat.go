@@ -240,19 +240,23 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 // let both writers see it missing. The others are then upserted.
 func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) (map[string]bool, error) {
 	upd := storage.T(now)
-	d := dialectOf(tx)
 	added := make(map[string]bool)
-	args := func(part []*beat) []any {
-		a := make([]any, 0, len(part)*6)
-		for _, b := range part {
-			a = append(a, b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
+	// insert starts "INSERT INTO agents (…) VALUES (…),(…)" for part.
+	insert := func(part []*beat) *driverSQL {
+		q := newDriverSQL(tx, len(part)*6)
+		q.WriteString("INSERT INTO agents (" + agentColumns + ") VALUES ")
+		for i, b := range part {
+			if i > 0 {
+				q.WriteByte(',')
+			}
+			q.tuple(b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
 		}
-		return a
+		return q
 	}
 	err := chunks(beats, chunkRows, func(part []*beat) error {
-		q := "INSERT INTO agents (" + agentColumns + ") VALUES " + valuesFor(d, len(part), 6) +
-			" ON CONFLICT (pc_id) DO NOTHING RETURNING pc_id"
-		rows, err := tx.Tx.QueryContext(ctx, q, args(part)...)
+		q := insert(part)
+		q.WriteString(" ON CONFLICT (pc_id) DO NOTHING RETURNING pc_id")
+		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
 		if err != nil {
 			return fmt.Errorf("insert %d agents: %w", len(part), err)
 		}
@@ -279,13 +283,14 @@ func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) 
 		}
 	}
 	err = chunks(known, chunkRows, func(part []*beat) error {
-		q := "INSERT INTO agents (" + agentColumns + ") VALUES " + valuesFor(d, len(part), 6) + ` ON CONFLICT (pc_id) DO UPDATE SET
+		q := insert(part)
+		q.WriteString(` ON CONFLICT (pc_id) DO UPDATE SET
 				hostname = COALESCE(agents.hostname, excluded.hostname),
 				os_family = COALESCE(agents.os_family, excluded.os_family),
 				agent_version = CASE WHEN excluded.last_heartbeat >= agents.last_heartbeat THEN excluded.agent_version ELSE agents.agent_version END,
 				last_heartbeat = CASE WHEN excluded.last_heartbeat > agents.last_heartbeat THEN excluded.last_heartbeat ELSE agents.last_heartbeat END,
-				updated_at = excluded.updated_at`
-		if _, err := tx.Tx.ExecContext(ctx, q, args(part)...); err != nil {
+				updated_at = excluded.updated_at`)
+		if _, err := tx.Tx.ExecContext(ctx, q.String(), q.args...); err != nil {
 			return fmt.Errorf("upsert %d agents: %w", len(part), err)
 		}
 		return nil

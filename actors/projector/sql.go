@@ -4,12 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 
 	"kanade-backend/storage"
 )
@@ -20,48 +17,12 @@ import (
 // driver: bun would render every value into the SQL text, which measured
 // about 40 % slower for 500-row batches of results. Their placeholders
 // are therefore the driver's own: "?" on SQLite, "$1, $2, …" on
-// PostgreSQL (valuesFor; results.go writes its statements with driverSQL).
+// PostgreSQL (driverSQL, args.go).
 
 // chunkRows bounds the rows of one multi-row statement: SQLite accepts
 // 32 766 parameters, and 500 rows × 11 columns stays far below that
 // (PostgreSQL accepts 65 535).
 const chunkRows = 500
-
-// valuesFor returns the VALUES rows of a statement whose arguments go to
-// the driver (tx.Tx): "(?,?),(?,?)" on SQLite, "($1,$2),($3,$4)" on
-// PostgreSQL, for rows rows of cols columns.
-func valuesFor(d dialect.Name, rows, cols int) string {
-	var b strings.Builder
-	b.Grow(rows * (cols*4 + 3))
-	n := 0
-	for i := 0; i < rows; i++ {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteByte('(')
-		for j := 0; j < cols; j++ {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			n++
-			writePlaceholder(&b, d, n)
-		}
-		b.WriteByte(')')
-	}
-	return b.String()
-}
-
-func writePlaceholder(b *strings.Builder, d dialect.Name, n int) {
-	if d == dialect.PG {
-		b.WriteByte('$')
-		b.WriteString(strconv.Itoa(n))
-		return
-	}
-	b.WriteByte('?')
-}
-
-// dialectOf is the dialect of the connection tx belongs to.
-func dialectOf(tx bun.IDB) dialect.Name { return tx.Dialect().Name() }
 
 // saveCheckpoint records seq as the projection's last applied stream
 // sequence, in the transaction of the rows it produced. It never moves
