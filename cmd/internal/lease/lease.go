@@ -134,6 +134,9 @@ type Status struct {
 	Holder *Holder
 	// Lost is why the lease was last lost, while it is not held again.
 	Lost error
+	// Err is why the last attempt to reach the lease failed (NATS away,
+	// bucket not creatable), until one works.
+	Err error
 }
 
 // Lease is one backend's candidacy: Start campaigns until Stop.
@@ -152,7 +155,8 @@ type Lease struct {
 	term     uint64 // counts terms, so a stale step-down timer does nothing
 	holder   *Holder
 	lost     error
-	lostNote bool // OnLost is due (set by the step-down timer)
+	err      error // why the last campaign step failed, until one works
+	lostNote bool  // OnLost is due (set by the step-down timer)
 	tick     clock.Timer
 
 	cancel context.CancelFunc
@@ -241,7 +245,7 @@ func (l *Lease) Stop(ctx context.Context) error {
 func (l *Lease) Status() Status {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Status{Leader: l.leader, Revision: l.rev, Lost: l.lost}
+	st := Status{Leader: l.leader, Revision: l.rev, Lost: l.lost, Err: l.err}
 	if l.leader {
 		st.Token = l.token
 		self := l.cfg.Self
@@ -325,14 +329,25 @@ func (l *Lease) bucket(ctx context.Context) jetstream.KeyValue {
 	}
 	bctx, cancel := context.WithTimeout(ctx, 5*l.cfg.OpTimeout)
 	defer cancel()
-	kv, err := l.cfg.JS.CreateOrUpdateKeyValue(bctx, BucketConfig(l.cfg.Bucket, l.cfg.TTL, l.cfg.Replicas))
-	if err != nil {
-		l.log.Debug("leader lease bucket not ready yet; retrying", "err", err)
-		return nil
+	bc := BucketConfig(l.cfg.Bucket, l.cfg.TTL, l.cfg.Replicas)
+	kv, err := l.cfg.JS.CreateOrUpdateKeyValue(bctx, bc)
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		// A server before 2.11: no expiry markers, so a candidate
+		// notices an expired holder at its next retry instead of at once.
+		bc.LimitMarkerTTL = 0
+		kv, err = l.cfg.JS.CreateOrUpdateKeyValue(bctx, bc)
 	}
 	l.mu.Lock()
-	l.kv = kv
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	if err != nil {
+		err = fmt.Errorf("create the leader lease bucket %s: %w", l.cfg.Bucket, err)
+		if l.err == nil || l.err.Error() != err.Error() {
+			l.log.Warn("leader lease bucket not ready; retrying", "err", err)
+		}
+		l.err = err
+		return nil
+	}
+	l.kv, l.err = kv, nil
 	return kv
 }
 
@@ -414,15 +429,18 @@ func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
 		}
 	} else if err != nil {
 		l.log.Debug("cannot acquire the leader lease yet; retrying", "err", err)
+		l.mu.Lock()
+		l.err = fmt.Errorf("acquire the leader lease: %w", err)
+		l.mu.Unlock()
 		return
 	}
 	l.mu.Lock()
-	l.leader, l.token, l.rev, l.holder, l.lost = true, rev, rev, nil, nil
+	l.leader, l.token, l.rev, l.holder, l.lost, l.err = true, rev, rev, nil, nil, nil
 	l.cfg.Self.Since = since
 	l.gauge(true)
 	l.renewed(sent)
 	l.mu.Unlock()
-	l.log.Info("acquired the leader lease", "token", rev)
+	l.log.Debug("acquired the leader lease", "token", rev)
 	if l.cfg.OnAcquired != nil {
 		l.cfg.OnAcquired(rev)
 	}
@@ -432,6 +450,7 @@ func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
 // observe records the other holder, telling OnStandby when it changed.
 func (l *Lease) observe(h Holder) {
 	l.mu.Lock()
+	l.err = nil
 	changed := l.holder == nil || l.holder.ReplicaID != h.ReplicaID || !l.holder.Since.Equal(h.Since)
 	l.holder = &h
 	l.mu.Unlock()
@@ -515,11 +534,13 @@ func (l *Lease) stepDown(cause error) {
 	l.gauge(false)
 }
 
+// notifyLost tells OnLost, or logs when nobody listens.
 func (l *Lease) notifyLost(err error) {
-	l.log.Error("lost the leader lease", "err", err)
 	if l.cfg.OnLost != nil {
 		l.cfg.OnLost(err)
+		return
 	}
+	l.log.Error("lost the leader lease", "err", err)
 }
 
 // gauge sets kanade_leader (l.mu held).

@@ -25,9 +25,11 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	//   2. exec engine
 	//   3. schedules supervisor
 	//   4. live events hub
-	// The projectors need the streams: they start now if the bootstrap
-	// created them, else as soon as it does.
-	if a.boot.isDone() {
+	// The projectors need the streams and must run on one backend only:
+	// they start now if this backend holds the leader lease (which it
+	// campaigns for once the bootstrap created the streams), else as soon
+	// as it does (leader.go).
+	if a.lead.isHeld() {
 		proj, err := a.startProjectors(ctx)
 		if err != nil {
 			return pids, err
@@ -35,7 +37,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 		a.setProjectors(proj, false)
 		pids = append(pids, proj)
 	} else {
-		a.boot.whenDone(func() {
+		a.lead.whenHeld(func() {
 			// Start does not wait long for them here: nothing waits on
 			// the projectors any more, and stop must not wait for Start.
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -46,7 +48,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 				return
 			}
 			a.setProjectors(proj, true)
-			a.Logger.Info("projectors started once NATS was reachable")
+			a.Logger.Info("projectors started once the leader lease was held")
 		})
 	}
 

@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"kanade-backend/actors/live"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/dirlock"
+	"kanade-backend/cmd/internal/lease"
 	"kanade-backend/cmd/internal/lifecycle"
 	"kanade-backend/http/auth"
 	"kanade-backend/http/metrics"
@@ -118,6 +120,11 @@ type App struct {
 	lateMu   sync.Mutex
 	late     *actor.PID
 	lateDone bool
+	// lead is the leader lease: the scheduler and the projectors run only
+	// while this backend holds it (leader.go).
+	lead         *leadership
+	leaseMetrics *lease.Metrics
+	httpAddr     atomic.Value // string, once HTTP listens
 
 	ready chan struct{}
 	// httpShutdown runs when the HTTP server starts shutting down (routes
@@ -131,7 +138,7 @@ func New(cfg Config, logger *slog.Logger) *App {
 		logger = slog.Default()
 	}
 	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), Clock: clock.Real{}, ready: make(chan struct{}),
-		boot: &bootstrap{done: make(chan struct{})}}
+		boot: &bootstrap{done: make(chan struct{})}, lead: newLeadership()}
 }
 
 // Ready is closed once every component has started.
@@ -250,6 +257,11 @@ func (a *App) Run(ctx context.Context) error {
 	g.Add("agent auth", a.startAgentAuth, a.stopAgentAuth)
 
 	a.fatal = g.Fatal
+	// Started before the actors so that a lone backend holds the lease
+	// when they start; stopped after them, so that it resigns only once
+	// its scheduler and projectors are stopped.
+	g.Add("leader lease", a.startLeadership, a.stopLeadership)
+
 	var topActors []*actor.PID
 	g.Add("actors", func(ctx context.Context) error {
 		a.Actors = actorsys.New(log)
@@ -260,6 +272,7 @@ func (a *App) Run(ctx context.Context) error {
 	}, func(ctx context.Context) error {
 		// Nothing starts late once the actors stop.
 		_ = a.stopBootstrap(ctx)
+		a.lead.halt()
 		// Reverse start order: later actors depend on earlier ones; the
 		// projectors started first (or late, once NATS was there) and
 		// stop last.
@@ -306,6 +319,7 @@ func (a *App) Run(ctx context.Context) error {
 			return err
 		}
 		a.HTTP = srv
+		a.httpAddr.Store(srv.Addr())
 		for _, f := range a.httpShutdown {
 			srv.OnShutdown(f)
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/schedule"
+	"kanade-backend/cmd/internal/lease"
 	"kanade-backend/http/health"
 	"kanade-backend/storage/broker"
 )
@@ -200,21 +201,39 @@ func redactedNATS(cfg Config) string {
 	return broker.RedactURL(cfg.NATS.URL)
 }
 
-// gatedSource opens KV schedules only once the bootstrap created it, so
-// that the scheduler starts watching the moment it exists rather than at
-// its next retry.
+// gatedSource opens KV schedules only once this backend holds the leader
+// lease (which it campaigns for once the bootstrap created the resources),
+// so that the scheduler starts watching the moment it may rather than at
+// its next retry. The last fires are read then too: a standby that takes
+// over must not catch up from what it read at start.
 type gatedSource struct {
 	schedule.Source
 	done <-chan struct{}
 }
 
-func (g gatedSource) Schedules(ctx context.Context) (jetstream.KeyValue, error) {
+func (g gatedSource) wait(ctx context.Context) error {
 	select {
 	case <-g.done:
+		return nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("waiting for the JetStream resources: %w", ctx.Err())
+		return fmt.Errorf("waiting for the leader lease: %w", ctx.Err())
+	}
+}
+
+func (g gatedSource) Schedules(ctx context.Context) (jetstream.KeyValue, error) {
+	if err := g.wait(ctx); err != nil {
+		return nil, err
 	}
 	return g.Source.Schedules(ctx)
+}
+
+func (g gatedSource) LastFires(ctx context.Context) (map[string]time.Time, error) {
+	if g.wait(ctx) != nil {
+		// Stopped before ever leading: nothing to catch up, and nothing
+		// to warn about.
+		return nil, nil
+	}
+	return g.Source.LastFires(ctx)
 }
 
 // readiness is the body of /ready.
@@ -222,11 +241,16 @@ type readiness struct {
 	Ready bool `json:"ready"`
 	// Waiting lists what the backend still waits for.
 	Waiting []string `json:"waiting"`
+	// Standby names the backend that runs the scheduler and the
+	// projectors, when it is not this one.
+	Standby *lease.Holder `json:"standby,omitempty"`
 }
 
 // serveReady answers GET /ready: 200 once NATS is connected, the resources
-// exist and the projectors run; 503 with what is still waiting before
-// that and while NATS is away. /health stays the liveness probe.
+// exist, this backend holds the leader lease and the projectors run; 503
+// with what is still waiting before that, while NATS is away, and on a
+// standby (whose projectors run elsewhere). /health stays the liveness
+// probe.
 func (a *App) serveReady(w http.ResponseWriter, _ *http.Request) {
 	r := readiness{Waiting: []string{}}
 	if what, _, _ := a.boot.Waiting(); what != "" {
@@ -235,7 +259,10 @@ func (a *App) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if !a.Conn.IsConnected() && a.boot.isDone() {
 		r.Waiting = append(r.Waiting, "nats connection ("+redactedNATS(a.Config)+"): reconnecting")
 	}
-	if a.boot.isDone() && !a.projectorsStarted() {
+	standby, why, _ := a.leaseState()
+	if why != "" {
+		r.Waiting, r.Standby = append(r.Waiting, why), standby
+	} else if a.boot.isDone() && !a.projectorsStarted() {
 		r.Waiting = append(r.Waiting, "projectors")
 	}
 	r.Ready = len(r.Waiting) == 0

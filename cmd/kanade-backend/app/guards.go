@@ -127,6 +127,9 @@ func (a *App) problems() []health.Problem {
 	if p, ok := a.bootstrapProblem(); ok {
 		out = append(out, p)
 	}
+	if p, ok := a.leaseProblem(); ok {
+		out = append(out, p)
+	}
 	if a.Guards.JetStream != nil {
 		for _, f := range a.Guards.JetStream.Failures() {
 			since, name := f.Since, f.Stream

@@ -39,7 +39,7 @@ func (a *App) routes(r *server.Router) {
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
 		NATS:   a.Conn, Store: a.Store, KV: a.JS, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger,
 	})
-	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Writer: a.Store, Audit: a.Audit, Scheduler: a.Scheduler, Clock: a.Clock, Logger: a.Logger})
+	schedules.Register(r, schedules.Deps{JS: a.JS, DB: a.Store.R, Writer: a.Store, Audit: a.Audit, Scheduler: standbyScheduler{a}, Clock: a.Clock, Logger: a.Logger})
 	targets.Register(r, targets.Deps{DB: a.Store.R, Clock: a.Clock})
 	results.Register(r, results.Deps{DB: a.Store.R})
 	auditlog.Register(r, auditlog.Deps{DB: a.Store.R})
@@ -59,7 +59,7 @@ func (a *App) routes(r *server.Router) {
 		Probe:     func(ctx context.Context) broker.Status { return broker.Probe(ctx, a.JS) },
 		Connected: a.Conn.IsConnected,
 		Clock:     a.Clock,
-		Warnings:  a.natsAuth.warnings,
+		Warnings:  a.leaseWarnings,
 		Problems:  a.problems,
 	})
 	releases.Register(r, releases.Deps{JS: a.JS, Audit: a.Audit, Logger: a.Logger})

@@ -10,14 +10,16 @@ import (
 
 // startScheduler spawns the schedule supervisor after the exec engine, the
 // PID it fires through. It reads KV and the SQL read model through one
-// Backend and publishes its audit events with the app's publisher.
+// Backend and publishes its audit events with the app's publisher. It
+// reads nothing, and so fires nothing, before this backend holds the
+// leader lease (gatedSource).
 func (a *App) startScheduler() (*actor.PID, error) {
 	b := schedule.NewBackend(a.Store, a.JS)
 	if a.Exec == nil {
 		a.Logger.Warn("no exec engine: schedule ticks will be recorded as failed")
 	}
 	pid, err := schedule.Start(a.Actors, schedule.Config{
-		Clock: a.Clock, Source: gatedSource{Source: b, done: a.boot.done}, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
+		Clock: a.Clock, Source: gatedSource{Source: b, done: a.lead.held}, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
 		Metrics: schedule.NewMetrics(a.Metrics), Logger: a.Logger, OnTick: a.ScheduleTickHook,
 		DecommissionAfter: a.Config.Fleet.DecommissionAfter.Duration,
 	})
