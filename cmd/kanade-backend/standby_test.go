@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -102,7 +103,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 	}()
 
 	first := startBackend()
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		if code, body := get(t, first.base+"/ready", ""); code != 200 {
 			return fmt.Errorf("first /ready %d %s", code, body)
 		}
@@ -120,7 +121,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 			Since   time.Time `json:"since"`
 		} `json:"standby"`
 	}
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		code, body := get(t, second.base+"/ready", "")
 		if err := json.Unmarshal(body, &rd); err != nil || code != 503 || rd.Standby == nil {
 			return fmt.Errorf("second /ready %d %s", code, body)
@@ -150,7 +151,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 		defer mu.Unlock()
 		return len(fires)
 	}
-	eventually(t, 15*time.Second, func() error {
+	apptest.Eventually(t, 15*time.Second, func() error {
 		if n := fired(); n < 2 {
 			return fmt.Errorf("%d instants fired", n)
 		}
@@ -165,7 +166,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 	// Kill the leader halfway between two instants, once its projection
 	// caught up, so that no result is in flight.
 	db1, db2 := openRO(t, first.db), openRO(t, second.db)
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		p := published
 		mu.Unlock()
@@ -184,7 +185,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 	<-first.p.done
 	killed := time.Now()
 
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		for id, at := range firstAt {
@@ -199,7 +200,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 		t.Fatalf("the second does not say it took over:\n%s", second.p.log.String())
 	}
 	wantMetric(t, second.base, "kanade_leader 1")
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		if n := fired(); n < before+2 {
 			return fmt.Errorf("%d instants fired after the takeover", n-before)
 		}
@@ -220,7 +221,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 	// Each database is a whole projection of the shared RESULTS stream:
 	// the new leader's, empty of results until it led, replays the stream
 	// from its own checkpoint, and holds each result once.
-	eventually(t, 10*time.Second, func() error {
+	apptest.Eventually(t, 10*time.Second, func() error {
 		mu.Lock()
 		p := published
 		mu.Unlock()
@@ -251,7 +252,7 @@ func TestBinaryPausedLeaderExitsWhenAnotherHoldsTheLease(t *testing.T) {
 		ps = append(ps, start(t, env, "--bind", httpAddr, "--data-dir", t.TempDir(), "--nats-url", br.ClientURL()))
 		bases = append(bases, "http://"+httpAddr)
 		waitHealth(t, bases[len(bases)-1], 15*time.Second)
-		eventually(t, 10*time.Second, func() error {
+		apptest.Eventually(t, 10*time.Second, func() error {
 			code, body := get(t, bases[len(bases)-1]+"/ready", "")
 			if len(ps) == 1 && code == 200 || len(ps) == 2 && strings.Contains(string(body), "standby: ") {
 				return nil
@@ -262,7 +263,7 @@ func TestBinaryPausedLeaderExitsWhenAnotherHoldsTheLease(t *testing.T) {
 	if err := ps[0].cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 15*time.Second, func() error {
+	apptest.Eventually(t, 15*time.Second, func() error {
 		if code, body := get(t, bases[1]+"/ready", ""); code != 200 {
 			return fmt.Errorf("second /ready %d %s", code, body)
 		}
@@ -349,20 +350,4 @@ func postStatus(t *testing.T, url, token string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// eventually polls f for up to d.
-func eventually(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", d, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
