@@ -130,7 +130,11 @@ func TestTwoCandidatesOneLeaderThatRenewalsKeep(t *testing.T) {
 	a, b := newCandidate(t, br, clk, "replica-a"), newCandidate(t, br, clk, "replica-b")
 	a.start()
 	b.start()
+	// Both try at once when started; a retry is only needed when a
+	// first attempt failed. The clock moves no faster than the leader's
+	// renewals land: faster, it would step down.
 	var leader, standby *candidate
+	moved := time.Now()
 	eventually(t, 5*time.Second, func() error {
 		sa, sb := a.l.Status(), b.l.Status()
 		switch {
@@ -140,9 +144,18 @@ func TestTwoCandidatesOneLeaderThatRenewalsKeep(t *testing.T) {
 			leader, standby = a, b
 		case sb.Leader && sa.Holder != nil:
 			leader, standby = b, a
+		case sa.Leader:
+			renew(t, clk, a) // b retries meanwhile
+			return fmt.Errorf("b does not see a yet: %+v", sb)
+		case sb.Leader:
+			renew(t, clk, b)
+			return fmt.Errorf("a does not see b yet: %+v", sa)
 		default:
-			clk.Advance(testRetry)
-			return fmt.Errorf("no leader and standby yet: %+v %+v", sa, sb)
+			if time.Since(moved) > 500*time.Millisecond {
+				clk.Advance(testRetry)
+				moved = time.Now()
+			}
+			return fmt.Errorf("no leader yet: %+v %+v", sa, sb)
 		}
 		return nil
 	})
