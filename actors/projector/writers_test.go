@@ -97,23 +97,9 @@ func TestTwoAuditWritersProjectEachEventOnce(t *testing.T) {
 				msgs = append(msgs, m) // a publisher's retry
 			}
 		}
-		// Shuffled, so that both writers' batches hold many of the same
-		// keys at the same time (reversed, their first batches would be
-		// disjoint and the second ones mere redeliveries).
-		shuffled := slices.Clone(msgs)
-		rand.New(rand.NewPCG(12, 1000)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		var hs []*harness
-		for _, batch := range [][]pubMsg{msgs, shuffled} {
-			b := brokertest.Start(t)
-			publishJS(t, b.JS, batch)
-			hs = append(hs, newHarness(t, harnessOpts{broker: b, store: st}))
-		}
-		for _, h := range hs {
-			h.start()
-		}
-		for _, h := range hs {
-			h.consumerIdle(messages.StreamAudit, DurableAudit)
-		}
+		reversed := slices.Clone(msgs)
+		slices.Reverse(reversed)
+		hs := projectOnTwoBrokers(t, st, messages.StreamAudit, DurableAudit, msgs, reversed)
 		if n := hs[0].count("audit_log"); n != events {
 			t.Fatalf("%d audit rows, want %d", n, events)
 		}
@@ -123,14 +109,7 @@ func TestTwoAuditWritersProjectEachEventOnce(t *testing.T) {
 				announced[ev.ID]++
 			}
 		}
-		if len(announced) != events {
-			t.Fatalf("%d events announced, want %d", len(announced), events)
-		}
-		for id, n := range announced {
-			if n != 1 {
-				t.Fatalf("audit row %d announced %d times", id, n)
-			}
-		}
+		wantEachOnce(t, "audit row", announced, events)
 		var distinct int
 		if err := st.R.NewSelect().TableExpr("audit_log").ColumnExpr("count(DISTINCT payload)").
 			Scan(context.Background(), &distinct); err != nil || distinct != events {
@@ -163,12 +142,6 @@ func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
 		// disjoint and the second ones mere redeliveries).
 		shuffled := slices.Clone(msgs)
 		rand.New(rand.NewPCG(12, 1000)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		var hs []*harness
-		for _, batch := range [][]pubMsg{msgs, shuffled} {
-			b := brokertest.Start(t)
-			publishJS(t, b.JS, batch)
-			hs = append(hs, newHarness(t, harnessOpts{broker: b, store: st}))
-		}
 		// The first batch to be written waits (up to a second) for the
 		// other writer's before committing: on PostgreSQL the second one's
 		// INSERT then meets rows the first has written and not committed.
@@ -186,12 +159,7 @@ func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
 			}
 			return nil
 		})
-		for _, h := range hs {
-			h.start()
-		}
-		for _, h := range hs {
-			h.consumerIdle(messages.StreamResults, DurableResults)
-		}
+		hs := projectOnTwoBrokers(t, st, messages.StreamResults, DurableResults, msgs, shuffled)
 		if n := hs[0].count("execution_results"); n != pcs {
 			t.Fatalf("%d result rows, want %d", n, pcs)
 		}
@@ -205,14 +173,7 @@ func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
 				}
 			}
 		}
-		if len(announced) != pcs {
-			t.Fatalf("%d results announced, want %d", len(announced), pcs)
-		}
-		for key, n := range announced {
-			if n != 1 {
-				t.Fatalf("result %s announced %d times", key, n)
-			}
-		}
+		wantEachOnce(t, "result", announced, pcs)
 		wantExecNow(t, st, "ex", storage.ExecFailed, 900, 100)
 		if n := hs[0].count("exec_expected", "answered_at IS NULL"); n != 0 {
 			t.Fatalf("%d expected PCs without an answer", n)
@@ -220,4 +181,38 @@ func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
 		t.Logf("new results: %d and %d; batches retried: %.0f and %.0f", by[0], by[1], hs[0].metric("kanade_projection_retries_total", ProjResults),
 			hs[1].metric("kanade_projection_retries_total", ProjResults))
 	})
+}
+
+// projectOnTwoBrokers publishes each batch on a broker of its own, runs a
+// projector instance per broker on st, both at once, and returns their
+// harnesses once both consumers of stream have had every message
+// acknowledged.
+func projectOnTwoBrokers(t *testing.T, st *storage.Store, stream, durable string, batches ...[]pubMsg) []*harness {
+	t.Helper()
+	var hs []*harness
+	for _, batch := range batches {
+		b := brokertest.Start(t)
+		publishJS(t, b.JS, batch)
+		hs = append(hs, newHarness(t, harnessOpts{broker: b, store: st}))
+	}
+	for _, h := range hs {
+		h.start()
+	}
+	for _, h := range hs {
+		h.consumerIdle(stream, durable)
+	}
+	return hs
+}
+
+// wantEachOnce checks that want things were announced, each once.
+func wantEachOnce[K comparable](t *testing.T, what string, announced map[K]int, want int) {
+	t.Helper()
+	if len(announced) != want {
+		t.Fatalf("%d %ss announced, want %d", len(announced), what, want)
+	}
+	for k, n := range announced {
+		if n != 1 {
+			t.Fatalf("%s %v announced %d times", what, k, n)
+		}
+	}
 }
