@@ -184,7 +184,11 @@ var harnessDialect sync.Map
 // "postgres"), like storagetest.RunDialects; the stores that newHarness
 // and openStore open inside it, its subtests included, are of that
 // dialect. The test bodies stay as they are: the store the harness reads
-// and writes is the only thing that changes.
+// and writes is the only thing that changes. The tests whose outcome
+// rests on the scheduler's store queries and writes (dedup seeds, fleet
+// view, last fires, in-flight rebuild, the settle of an unanswered fire)
+// run through it; the timing and supervision tests, for which the store is
+// only a backdrop, stay on SQLite.
 func onBothDialects(t *testing.T, test func(t *testing.T)) {
 	t.Helper()
 	storagetest.RunDialects(t, func(t *testing.T, d storagetest.Dialect) {
