@@ -68,9 +68,13 @@ func benchmarkPagedLists(b *testing.B, dbURL string) {
 	if bk.Store.IsPostgres() {
 		// PostgreSQL's autovacuum analyzes a table once a tenth of it
 		// changed, so a production database has statistics (SQLite's
-		// never has any: there the seed runs no ANALYZE). The throwaway
-		// test server runs without autovacuum; this is what it would do.
-		if _, err := bk.Store.W.ExecContext(ctx, "ANALYZE"); err != nil {
+		// never has any: there the seed runs no ANALYZE), and vacuums an
+		// insert-only table once a fifth of it is new, which sets the
+		// visibility map that lets an index-only scan skip the table
+		// (without it, counting a page's 10 001 rows read 10 001 heap
+		// tuples: 80 ms instead of 2). The throwaway test server runs
+		// without autovacuum; this is what it would do.
+		if _, err := bk.Store.W.ExecContext(ctx, "VACUUM ANALYZE"); err != nil {
 			b.Fatal(err)
 		}
 	}
