@@ -60,28 +60,22 @@ func readTables(t *testing.T, st *storage.Store) tables {
 			t.Fatalf("read %s: %v", what, err)
 		}
 	}
-	for i := range s.Audit {
-		s.Audit[i].RecordedAt = storage.Time{}
-	}
-	for i := range s.Jobs {
-		s.Jobs[i].UpdatedAt = storage.Time{}
-	}
-	for i := range s.Schedules {
-		s.Schedules[i].UpdatedAt = storage.Time{}
-	}
-	for i := range s.Revisions {
-		s.Revisions[i].UpdatedAt = storage.Time{}
-	}
-	for i := range s.Results {
-		s.Results[i].RecordedAt = storage.Time{}
-	}
-	for i := range s.Facts {
-		s.Facts[i].RecordedAt = storage.Time{}
-	}
-	for i := range s.Execs {
-		s.Execs[i].UpdatedAt = storage.Time{}
-	}
+	// Leave out the time of projection.
+	each(s.Audit, func(r *storage.AuditRow) { r.RecordedAt = storage.Time{} })
+	each(s.Jobs, func(r *storage.Job) { r.UpdatedAt = storage.Time{} })
+	each(s.Schedules, func(r *storage.ScheduleRow) { r.UpdatedAt = storage.Time{} })
+	each(s.Revisions, func(r *storage.GroupRevision) { r.UpdatedAt = storage.Time{} })
+	each(s.Results, func(r *storage.ExecutionResult) { r.RecordedAt = storage.Time{} })
+	each(s.Facts, func(r *storage.InventoryFact) { r.RecordedAt = storage.Time{} })
+	each(s.Execs, func(r *storage.Execution) { r.UpdatedAt = storage.Time{} })
 	return s
+}
+
+// each applies f to every row of rows.
+func each[T any](rows []T, f func(*T)) {
+	for i := range rows {
+		f(&rows[i])
+	}
 }
 
 // The same streams and buckets projected into SQLite, into PostgreSQL,
