@@ -32,6 +32,24 @@ func benchResults() int {
 	return 50_000
 }
 
+// benchStore opens a new, empty, migrated store for one run of a
+// projection benchmark or of its raw ceiling: a SQLite file, or with
+// KANADE_BENCH_DIALECT=postgres a new database on the package's throwaway
+// PostgreSQL (storage/pgtest: Unix socket, fsync and synchronous_commit
+// off, for the projection and the raw ceiling alike).
+func benchStore(b testing.TB) *storage.Store {
+	b.Helper()
+	switch d := os.Getenv("KANADE_BENCH_DIALECT"); d {
+	case "", "sqlite":
+		return storagetest.OpenAt(b, filepath.Join(b.TempDir(), "backend.db"))
+	case "postgres":
+		return storagetest.OpenPostgres(b)
+	default:
+		b.Fatalf("KANADE_BENCH_DIALECT=%s: want sqlite or postgres", d)
+		return nil
+	}
+}
+
 // benchRounds is the number of projection runs per measurement
 // (KANADE_BENCH_ROUNDS overrides).
 func benchRounds() int {
@@ -44,10 +62,11 @@ func benchRounds() int {
 // BenchmarkResultsProjection measures, in one run, the results projection
 // (JetStream RESULTS → durable consumer → batched transactions with
 // checkpoint, acks after commit) next to the raw ceiling of the same
-// machine: the same rows inserted into the same kind of SQLite database
+// machine: the same rows inserted into the same kind of database
 // (storage.Open, same schema and indexes) with the fastest plain method
 // measured (500-row multi-row INSERTs with driver arguments, one
-// transaction per statement).
+// transaction per statement). KANADE_BENCH_DIALECT=postgres runs both on
+// PostgreSQL (benchStore).
 //
 // Raw runs and projection runs alternate (raw, projection, raw, ...,
 // raw) and the best run of each counts: on a machine shared with other
@@ -56,6 +75,7 @@ func benchRounds() int {
 // Both also report process CPU per row, which load disturbs much less.
 //
 //	go test -run '^$' -bench ResultsProjection -benchtime 1x ./actors/projector/
+//	KANADE_BENCH_DIALECT=postgres go test -run '^$' -bench ResultsProjection -benchtime 1x ./actors/projector/
 func BenchmarkResultsProjection(b *testing.B) {
 	n := benchResults()
 	payloads, rows := benchPayloads(n)
@@ -106,7 +126,7 @@ func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Stor
 	n := len(payloads)
 	br := brokertest.Start(b)
 	publishJS(b, br.JS, payloads)
-	h := newHarness(b, harnessOpts{broker: br})
+	h := newHarness(b, harnessOpts{broker: br, store: benchStore(b)})
 	if seed != nil {
 		seed(h.store)
 	}
@@ -169,7 +189,7 @@ func benchPayloads(n int) ([]pubMsg, []storage.ExecutionResult) {
 // microseconds per row.
 func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float64) {
 	b.Helper()
-	st := storagetest.OpenAt(b, filepath.Join(b.TempDir(), "raw.db"))
+	st := benchStore(b)
 	ctx := context.Background()
 	start, cpu0 := time.Now(), cpuTime()
 	err := chunks(rows, chunkRows, func(part []storage.ExecutionResult) error {

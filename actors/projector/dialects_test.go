@@ -2,6 +2,7 @@ package projector
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"reflect"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/execrecord"
 	"kanade-backend/storage/pgtest"
 	"kanade-backend/storage/storagetest"
 )
@@ -24,6 +26,12 @@ type tables struct {
 	Members   []storage.GroupMember
 	Revisions []storage.GroupRevision
 	Errors    []string
+	Results   []storage.ExecutionResult
+	Facts     []storage.InventoryFact
+	Execs     []storage.Execution
+	Requests  []storage.ExecRequest
+	Expected  []storage.ExecExpected
+	Waves     []storage.ExecWave
 }
 
 func readTables(t *testing.T, st *storage.Store) tables {
@@ -36,6 +44,12 @@ func readTables(t *testing.T, st *storage.Store) tables {
 		"schedules": func() error { return st.R.NewSelect().Model(&s.Schedules).Order("id").Scan(ctx) },
 		"members":   func() error { return st.R.NewSelect().Model(&s.Members).Order("pc_id", "group_name").Scan(ctx) },
 		"revisions": func() error { return st.R.NewSelect().Model(&s.Revisions).Order("pc_id").Scan(ctx) },
+		"results":   func() error { return st.R.NewSelect().Model(&s.Results).Order("request_id", "pc_id").Scan(ctx) },
+		"facts":     func() error { return st.R.NewSelect().Model(&s.Facts).Order("pc_id", "job_id").Scan(ctx) },
+		"execs":     func() error { return st.R.NewSelect().Model(&s.Execs).Order("exec_id").Scan(ctx) },
+		"requests":  func() error { return st.R.NewSelect().Model(&s.Requests).Order("request_id").Scan(ctx) },
+		"expected":  func() error { return st.R.NewSelect().Model(&s.Expected).Order("exec_id", "pc_id").Scan(ctx) },
+		"waves":     func() error { return st.R.NewSelect().Model(&s.Waves).Order("exec_id", "wave_index").Scan(ctx) },
 		"errors": func() error {
 			return st.R.NewSelect().TableExpr("projection_errors").
 				ColumnExpr("projection || ' ' || stream || ' ' || stream_seq || ' ' || subject || ' ' || error").
@@ -46,29 +60,31 @@ func readTables(t *testing.T, st *storage.Store) tables {
 			t.Fatalf("read %s: %v", what, err)
 		}
 	}
-	for i := range s.Audit {
-		s.Audit[i].RecordedAt = storage.Time{}
-	}
-	for i := range s.Jobs {
-		s.Jobs[i].UpdatedAt = storage.Time{}
-	}
-	for i := range s.Schedules {
-		s.Schedules[i].UpdatedAt = storage.Time{}
-	}
-	for i := range s.Revisions {
-		s.Revisions[i].UpdatedAt = storage.Time{}
-	}
+	// Leave out the time of projection.
+	each(s.Audit, func(r *storage.AuditRow) { r.RecordedAt = storage.Time{} })
+	each(s.Jobs, func(r *storage.Job) { r.UpdatedAt = storage.Time{} })
+	each(s.Schedules, func(r *storage.ScheduleRow) { r.UpdatedAt = storage.Time{} })
+	each(s.Revisions, func(r *storage.GroupRevision) { r.UpdatedAt = storage.Time{} })
+	each(s.Results, func(r *storage.ExecutionResult) { r.RecordedAt = storage.Time{} })
+	each(s.Facts, func(r *storage.InventoryFact) { r.RecordedAt = storage.Time{} })
+	each(s.Execs, func(r *storage.Execution) { r.UpdatedAt = storage.Time{} })
 	return s
+}
+
+// each applies f to every row of rows.
+func each[T any](rows []T, f func(*T)) {
+	for i := range rows {
+		f(&rows[i])
+	}
 }
 
 // The same streams and buckets projected into SQLite, into PostgreSQL,
 // and into PostgreSQL again after its schema was dropped and recreated,
 // give the same rows, compared row by row (audit ids included: each
-// database numbers the events in stream order).
-//
-// The RESULTS stream is not part of it yet: actors/projector/results.go
-// still hands "?" to the driver, which PostgreSQL refuses, and is being
-// rewritten on another branch; its rows join the comparison then.
+// database numbers the events in stream order). The results part covers
+// the execs restored from the EXEC stream into each empty database, the
+// results attributed to them, their exec_expected answers, counters and
+// statuses, inventory facts and the projection errors.
 func TestSameStreamsSameRowsOnBothDialects(t *testing.T) {
 	url := pgtest.URL(t) // skips without PostgreSQL (fails under KANADE_REQUIRE_PG)
 	b := brokertest.Start(t)
@@ -79,16 +95,26 @@ func TestSameStreamsSameRowsOnBothDialects(t *testing.T) {
 		h.waitCount("audit_log", 40, 20*time.Second)
 		h.waitCount("agent_group_revisions", 5, 20*time.Second)
 		h.waitCount("schedules", 2, 20*time.Second)
-		h.waitCount("jobs", 3, 20*time.Second)
-		h.waitCount("projection_errors", 2, 20*time.Second)
+		h.waitCount("jobs", 4, 20*time.Second)
+		h.waitCount("execution_results", 13, 20*time.Second)
+		h.waitCount("projection_errors", 5, 20*time.Second)
 		h.consumerIdle(messages.StreamAudit, DurableAudit)
+		h.consumerIdle(messages.StreamResults, DurableResults)
 		h.stop()
 		return readTables(t, st)
 	}
 	lite := project(storagetest.Open(t))
-	if len(lite.Audit) != 40 || len(lite.Jobs) != 3 || len(lite.Members) != 10 || len(lite.Errors) != 2 {
+	if len(lite.Audit) != 40 || len(lite.Jobs) != 4 || len(lite.Members) != 10 || len(lite.Errors) != 5 {
 		t.Fatalf("fixture on SQLite: %d audit, %d jobs, %d memberships, errors %v",
 			len(lite.Audit), len(lite.Jobs), len(lite.Members), lite.Errors)
+	}
+	wantExecs(t, lite.Execs, "ex-all failed 4/1", "ex-one running 1/0")
+	if !lite.Execs[0].FinishedAt.Equal(t0.Add(8*time.Second)) || string(lite.Facts[0].Facts) != `{"cpu":8}` {
+		t.Fatalf("ex-all finished at %v (want its last answer's 8 s), pc-0 facts %s (want the newer)", lite.Execs[0].FinishedAt.Time, lite.Facts[0].Facts)
+	}
+	if len(lite.Results) != 13 || len(lite.Facts) != 2 || len(lite.Requests) != 4 || len(lite.Expected) != 8 || len(lite.Waves) != 1 {
+		t.Fatalf("fixture on SQLite: %d results, %d facts, %d requests, %d expected, %d waves",
+			len(lite.Results), len(lite.Facts), len(lite.Requests), len(lite.Expected), len(lite.Waves))
 	}
 	pg := storagetest.OpenURL(t, url)
 	if got := project(pg); !reflect.DeepEqual(lite, got) {
@@ -159,6 +185,91 @@ func publishDialectFixture(t *testing.T, b *brokertest.Broker) {
 	}
 	if _, err := groups.Put(ctx, "bad.pc", []byte(`{"groups":`)); err != nil {
 		t.Fatal(err)
+	}
+	publishResultsFixture(t, b)
+}
+
+// publishResultsFixture publishes the records of two execs on EXEC and
+// 15 results on RESULTS: a broadcast answered by its five expected PCs
+// (one twice, one with a failure) and by a PC it did not expect, a per-PC
+// exec answered once, by another PC's Command and not at all, results of
+// no exec, inventory results (one older than the facts it would replace,
+// one not JSON) and an undecodable message.
+func publishResultsFixture(t *testing.T, b *brokertest.Broker) {
+	t.Helper()
+	ctx := context.Background()
+	inv := `{"id":"inv","version":"1","description":null,"execute":{"shell":"cmd","script":"x","timeout":"1m"},` +
+		`"require_approval":false,"inventory":{"display":[{"field":"cpu","label":"CPU"}]}}`
+	if _, err := b.KV(t, messages.BucketJobs).Put(ctx, "inv", []byte(inv)); err != nil {
+		t.Fatal(err)
+	}
+	far := t0.AddDate(10, 0, 0) // no deadline passes while the test runs
+	exec := func(id string, subjects map[string]string, expected ...string) *execrecord.Record {
+		ex := &storage.Execution{ExecID: id, JobID: "a", Version: "2", InitiatedBy: "operator:ada",
+			Plan: json.RawMessage(`{"target":{"all":true}}`), Subjects: json.RawMessage(`["commands.all"]`),
+			TargetCount: len(subjects), ExpectedPcs: len(expected), Status: storage.ExecPending, TimeoutSecs: 30,
+			CreatedAt: storage.T(t0), DeadlineAt: storage.T(far), UpdatedAt: storage.T(t0),
+			Manifest: json.RawMessage(`{"id":"a","version":"2"}`)}
+		var reqs []storage.ExecRequest
+		for req, subj := range subjects {
+			reqs = append(reqs, storage.ExecRequest{RequestID: req, ExecID: id, Subject: subj, PublishedAt: storage.T(t0)})
+		}
+		var waves []storage.ExecWave
+		if id == "ex-all" {
+			waves = []storage.ExecWave{{ExecID: id, WaveIndex: 0, GroupName: "g0", DueAt: storage.T(t0), State: storage.WavePublished}}
+		}
+		return execrecord.New(ex, reqs, expected, waves)
+	}
+	recs := []*execrecord.Record{
+		exec("ex-all", map[string]string{"req-all": messages.SubjectCommandsAll}, "pc-0", "pc-1", "pc-2", "pc-3", "pc-4"),
+		exec("ex-one", map[string]string{"req-p0": "commands.pc.pc-0", "req-p1": "commands.pc.pc-1", "req-p2": "commands.pc.pc-2"},
+			"pc-0", "pc-1", "pc-2"),
+	}
+	pub := &execrecord.Publisher{JS: b.JS}
+	for _, err := range pub.PublishNew(ctx, recs) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	at := func(m pubMsg, finished time.Duration) pubMsg {
+		var r messages.ExecResult
+		if err := json.Unmarshal(m.data, &r); err != nil {
+			t.Fatal(err)
+		}
+		r.FinishedAt = t0.Add(finished)
+		m.data, _ = json.Marshal(r)
+		return m
+	}
+	publishJS(t, b.JS, []pubMsg{
+		at(result("req-all", "pc-0", 0, "ok", ""), 2*time.Second),
+		at(result("req-all", "pc-1", 0, "first", ""), 3*time.Second),
+		at(result("req-all", "pc-1", 1, "again", ""), 4*time.Second), // a second copy: the first stays
+		at(result("req-all", "pc-3", 1, "disk full", ""), 5*time.Second),
+		at(result("req-all", "pc-9", 0, "joined late", ""), 6*time.Second), // stored, attributed, not counted
+		at(result("req-all", "pc-2", 0, "", ""), 7*time.Second),
+		at(result("req-all", "pc-4", 0, "é ✓", ""), 8*time.Second), // the last expected PC: ex-all fails at 8 s
+		at(result("req-p0", "pc-0", 0, "", ""), 2*time.Second),
+		at(result("req-p1", "pc-7", 0, "", ""), 3*time.Second), // another PC's Command: unexpected
+		result("req-none", "pc-0", 0, "", ""),
+		at(result("req-inv-2", "pc-0", 0, `{"cpu": 8}`, "inv"), 9*time.Second),
+		at(result("req-inv-1", "pc-0", 0, `{"cpu": 4}`, "inv"), 8*time.Second), // older: the facts stay at 8 CPUs
+		result("req-inv-1", "pc-1", 0, `not json`, "inv"),
+		result("req-inv-1", "pc-2", 0, `{"cpu":2}`, "inv"),
+		at(result("req-all", "pc-0", 0, "ok", ""), 2*time.Second), // a publisher's retry
+		{subject: "results.junk", data: []byte("junk")},
+	})
+}
+
+// wantExecs checks each exec's status and counters, as "<id> <status>
+// <success>/<failure>".
+func wantExecs(t *testing.T, execs []storage.Execution, want ...string) {
+	t.Helper()
+	var got []string
+	for _, ex := range execs {
+		got = append(got, fmt.Sprintf("%s %s %d/%d", ex.ExecID, ex.Status, ex.SuccessCount, ex.FailureCount))
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("execs %q, want %q", got, want)
 	}
 }
 

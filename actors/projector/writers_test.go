@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -97,18 +99,7 @@ func TestTwoAuditWritersProjectEachEventOnce(t *testing.T) {
 		}
 		reversed := slices.Clone(msgs)
 		slices.Reverse(reversed)
-		var hs []*harness
-		for _, batch := range [][]pubMsg{msgs, reversed} {
-			b := brokertest.Start(t)
-			publishJS(t, b.JS, batch)
-			hs = append(hs, newHarness(t, harnessOpts{broker: b, store: st}))
-		}
-		for _, h := range hs {
-			h.start()
-		}
-		for _, h := range hs {
-			h.consumerIdle(messages.StreamAudit, DurableAudit)
-		}
+		hs := projectOnTwoBrokers(t, st, messages.StreamAudit, DurableAudit, msgs, reversed)
 		if n := hs[0].count("audit_log"); n != events {
 			t.Fatalf("%d audit rows, want %d", n, events)
 		}
@@ -118,18 +109,110 @@ func TestTwoAuditWritersProjectEachEventOnce(t *testing.T) {
 				announced[ev.ID]++
 			}
 		}
-		if len(announced) != events {
-			t.Fatalf("%d events announced, want %d", len(announced), events)
-		}
-		for id, n := range announced {
-			if n != 1 {
-				t.Fatalf("audit row %d announced %d times", id, n)
-			}
-		}
+		wantEachOnce(t, "audit row", announced, events)
 		var distinct int
 		if err := st.R.NewSelect().TableExpr("audit_log").ColumnExpr("count(DISTINCT payload)").
 			Scan(context.Background(), &distinct); err != nil || distinct != events {
 			t.Fatalf("%d distinct payloads (%v), want %d", distinct, err, events)
 		}
 	})
+}
+
+// Two results projectors, each on a broker of its own, project the same
+// 1 000 answers to one broadcast (the second broker holds them in another
+// order) into one database at the same time: 1 000 rows, each announced
+// (ResultsProjected) by exactly one of them, and the exec's counters count
+// each of its 1 000 expected PCs once.
+func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		const pcs = 1000
+		expected := make([]string, pcs)
+		var msgs []pubMsg
+		for i := range pcs {
+			expected[i] = fmt.Sprintf("pc-%04d", i)
+			exit := 0
+			if i%10 == 0 {
+				exit = 1
+			}
+			msgs = append(msgs, result("req-all", expected[i], exit, "", ""))
+		}
+		insertExec(t, st, execFixture{id: "ex", expected: expected, requests: map[string]string{"req-all": messages.SubjectCommandsAll}})
+		// Shuffled, so that both writers' batches hold many of the same
+		// keys at the same time (reversed, their first batches would be
+		// disjoint and the second ones mere redeliveries).
+		shuffled := slices.Clone(msgs)
+		rand.New(rand.NewPCG(12, 1000)).Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
+		// The first batch to be written waits (up to a second) for the
+		// other writer's before committing: on PostgreSQL the second one's
+		// INSERT then meets rows the first has written and not committed.
+		var arrived atomic.Int32
+		both := make(chan struct{})
+		setBeforeCommit(t, func(projection string) error {
+			if projection == ProjResults {
+				if arrived.Add(1) == 2 {
+					close(both)
+				}
+				select {
+				case <-both:
+				case <-time.After(time.Second):
+				}
+			}
+			return nil
+		})
+		hs := projectOnTwoBrokers(t, st, messages.StreamResults, DurableResults, msgs, shuffled)
+		if n := hs[0].count("execution_results"); n != pcs {
+			t.Fatalf("%d result rows, want %d", n, pcs)
+		}
+		announced := map[string]int{}
+		var by [2]int
+		for w, h := range hs {
+			for _, ev := range eventsOf[*messages.ResultsProjected](h) {
+				for _, r := range ev.Results {
+					announced[r.RequestID+"/"+r.PcID]++
+					by[w]++
+				}
+			}
+		}
+		wantEachOnce(t, "result", announced, pcs)
+		wantExecNow(t, st, "ex", storage.ExecFailed, 900, 100)
+		if n := hs[0].count("exec_expected", "answered_at IS NULL"); n != 0 {
+			t.Fatalf("%d expected PCs without an answer", n)
+		}
+		t.Logf("new results: %d and %d; batches retried: %.0f and %.0f", by[0], by[1], hs[0].metric("kanade_projection_retries_total", ProjResults),
+			hs[1].metric("kanade_projection_retries_total", ProjResults))
+	})
+}
+
+// projectOnTwoBrokers publishes each batch on a broker of its own, runs a
+// projector instance per broker on st, both at once, and returns their
+// harnesses once both consumers of stream have had every message
+// acknowledged.
+func projectOnTwoBrokers(t *testing.T, st *storage.Store, stream, durable string, batches ...[]pubMsg) []*harness {
+	t.Helper()
+	var hs []*harness
+	for _, batch := range batches {
+		b := brokertest.Start(t)
+		publishJS(t, b.JS, batch)
+		hs = append(hs, newHarness(t, harnessOpts{broker: b, store: st}))
+	}
+	for _, h := range hs {
+		h.start()
+	}
+	for _, h := range hs {
+		h.consumerIdle(stream, durable)
+	}
+	return hs
+}
+
+// wantEachOnce checks that want things were announced, each once.
+func wantEachOnce[K comparable](t *testing.T, what string, announced map[K]int, want int) {
+	t.Helper()
+	if len(announced) != want {
+		t.Fatalf("%d %ss announced, want %d", len(announced), what, want)
+	}
+	for k, n := range announced {
+		if n != 1 {
+			t.Fatalf("%s %v announced %d times", what, k, n)
+		}
+	}
 }

@@ -47,6 +47,10 @@ func (h *harness) tickNow(id string) *messages.ScheduleTicked {
 // fired again (upstream defect 10); a failed run re-arms the PC; a PC that
 // comes online later is fired too.
 func TestOncePerPCInFlightSuppression(t *testing.T) {
+	onBothDialects(t, testOncePerPCInFlightSuppression)
+}
+
+func testOncePerPCInFlightSuppression(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a", "b", "c")
@@ -104,7 +108,9 @@ func TestOncePerPCInFlightSuppression(t *testing.T) {
 // With no cooldown and auto_disable_when_done, once every expected PC has
 // succeeded the schedule writes enabled=false back (compare-and-set) and
 // audits schedule_completed {mode, job_id}.
-func TestOncePerPCAutoDisable(t *testing.T) {
+func TestOncePerPCAutoDisable(t *testing.T) { onBothDialects(t, testOncePerPCAutoDisable) }
+
+func testOncePerPCAutoDisable(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a", "b")
@@ -234,7 +240,9 @@ func TestBackendDisableCompareAndSet(t *testing.T) {
 
 // With a cooldown, a PC re-runs once the cooldown has passed since its
 // last success (boundary inclusive), and the schedule never auto-disables.
-func TestOncePerPCCooldown(t *testing.T) {
+func TestOncePerPCCooldown(t *testing.T) { onBothDialects(t, testOncePerPCCooldown) }
+
+func testOncePerPCCooldown(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a")
@@ -272,7 +280,9 @@ func TestOncePerPCCooldown(t *testing.T) {
 
 // once_per_target fires the whole target (original plan) until one PC in
 // scope succeeds, then stops; completions of PCs out of scope do not count.
-func TestOncePerTarget(t *testing.T) {
+func TestOncePerTarget(t *testing.T) { onBothDialects(t, testOncePerTarget) }
+
+func testOncePerTarget(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a", "b")
@@ -310,7 +320,9 @@ func TestOncePerTarget(t *testing.T) {
 // A group target resolves to the group's alive members through the
 // agent_group_members mirror (upstream decoded agent_groups as a bare
 // array and never resolved groups).
-func TestOncePerPCGroupTarget(t *testing.T) {
+func TestOncePerPCGroupTarget(t *testing.T) { onBothDialects(t, testOncePerPCGroupTarget) }
+
+func testOncePerPCGroupTarget(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a", "b", "c")
@@ -355,7 +367,9 @@ func TestMissingJobSkips(t *testing.T) {
 
 // The dedup state is seeded from the store: a PC that succeeded before the
 // scheduler started is not fired.
-func TestSeedFromStore(t *testing.T) {
+func TestSeedFromStore(t *testing.T) { onBothDialects(t, testSeedFromStore) }
+
+func testSeedFromStore(t *testing.T) {
 	h := newHarness(t, harnessOpts{noStart: true})
 	h.putJob("job", "30s")
 	h.agents("a", "b")
@@ -371,7 +385,9 @@ func TestSeedFromStore(t *testing.T) {
 }
 
 // Results reach only the actors of their job.
-func TestResultsRoutedByJob(t *testing.T) {
+func TestResultsRoutedByJob(t *testing.T) { onBothDialects(t, testResultsRoutedByJob) }
+
+func testResultsRoutedByJob(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("j1", "30s")
 	h.putJob("j2", "30s")

@@ -31,10 +31,28 @@ func (h *harness) commandsTo() *atomic.Int64 {
 }
 
 // holdWriter takes the store's one writer connection, so that every write
-// transaction (the exec engine's, a settle's) waits until release.
+// transaction (the exec engine's, a settle's) waits until release. On
+// PostgreSQL, which has no single writer, a transaction holds an
+// EXCLUSIVE lock on executions instead: every writer of an exec waits,
+// readers do not.
 func (h *harness) holdWriter() (release func()) {
 	h.t.Helper()
-	conn, err := h.store.W.Conn(context.Background())
+	ctx := context.Background()
+	if h.store.IsPostgres() {
+		tx, err := h.store.W.BeginTx(ctx, nil)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if _, err := tx.ExecContext(ctx, "LOCK TABLE executions IN EXCLUSIVE MODE"); err != nil {
+			h.t.Fatal(err)
+		}
+		return func() {
+			if err := tx.Rollback(); err != nil {
+				h.t.Error(err)
+			}
+		}
+	}
+	conn, err := h.store.W.Conn(ctx)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -57,7 +75,9 @@ func (h *harness) execRows(scheduleID string) []storage.Execution {
 // The schedule actor fails while its fire waits for the exec engine: the
 // restarted actor adopts the fire, never sends it again, and records the
 // engine's answer. One instant, one exec, one Command.
-func TestRestartMidTickFiresOnce(t *testing.T) {
+func TestRestartMidTickFiresOnce(t *testing.T) { onBothDialects(t, testRestartMidTickFiresOnce) }
+
+func testRestartMidTickFiresOnce(t *testing.T) {
 	h := newHarness(t, harnessOpts{realEngine: true})
 	cmds := h.commandsTo()
 	h.putJob("job", "30s")
@@ -104,6 +124,10 @@ func TestRestartMidTickFiresOnce(t *testing.T) {
 // outcome is what was published: fired with the exec and its one Command,
 // or failed with none; never a second exec.
 func TestTimedOutFireOutcomeIsWhatWasPublished(t *testing.T) {
+	onBothDialects(t, testTimedOutFireOutcomeIsWhatWasPublished)
+}
+
+func testTimedOutFireOutcomeIsWhatWasPublished(t *testing.T) {
 	for round := range 3 {
 		t.Run(fmt.Sprint(round), func(t *testing.T) {
 			h := newHarness(t, harnessOpts{realEngine: true, fireTimeout: time.Second})
@@ -161,6 +185,10 @@ func (r *countingReader) Seeds(ctx context.Context, keys []SeedKey, now time.Tim
 // The dedup state of the schedules loaded at start is read in one bulk
 // load, not two queries per schedule, and every schedule gets its own.
 func TestDedupStateSeededInBulkAtStart(t *testing.T) {
+	onBothDialects(t, testDedupStateSeededInBulkAtStart)
+}
+
+func testDedupStateSeededInBulkAtStart(t *testing.T) {
 	var cr *countingReader
 	h := newHarness(t, harnessOpts{noStart: true, reader: func(r Reader) Reader {
 		cr = &countingReader{Reader: r}
@@ -213,6 +241,10 @@ func TestDedupStateSeededInBulkAtStart(t *testing.T) {
 // from an agent_groups key with a '.') is left out of the target and
 // counted; the tick fires at the others instead of failing.
 func TestInvalidStoredPCsAreSkippedNotFatal(t *testing.T) {
+	onBothDialects(t, testInvalidStoredPCsAreSkippedNotFatal)
+}
+
+func testInvalidStoredPCsAreSkippedNotFatal(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("good", "bad.pc")

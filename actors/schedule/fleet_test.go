@@ -11,14 +11,17 @@ import (
 	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
-	"kanade-backend/storage/storagetest"
 )
 
 // The fleet view loaded from the store resolves every kind of target to
 // exactly what storage.ResolveTargetPCs reads from the store itself: the
 // same PCs in the same order.
 func TestFleetViewResolvesAsTheStore(t *testing.T) {
-	st := storagetest.Open(t)
+	onBothDialects(t, testFleetViewResolvesAsTheStore)
+}
+
+func testFleetViewResolvesAsTheStore(t *testing.T) {
+	st := openStore(t)
 	ctx := context.Background()
 	now := t0
 	var agents []storage.Agent

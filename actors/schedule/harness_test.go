@@ -33,7 +33,8 @@ import (
 
 // The harness runs the scheduler against the real parts: an in-process
 // nats-server with JetStream (KV schedules and jobs, the AUDIT stream) and
-// a SQLite file. The projectors are not running: the harness writes the
+// a SQLite file, or a PostgreSQL database for a test run through
+// onBothDialects. The projectors are not running: the harness writes the
 // rows they would write (agents, the jobs and group mirrors, results) and
 // publishes the events they would publish after the commit (AgentsSeen,
 // KVMirrored, ResultsProjected). A recording double stands in for the exec
@@ -94,7 +95,7 @@ func testLogger() *slog.Logger {
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, b: brokertest.Start(t), store: storagetest.Open(t), ticks: make(chan *messages.ScheduleTicked, 100_000)}
+	h := &harness{t: t, b: brokertest.Start(t), store: openStore(t), ticks: make(chan *messages.ScheduleTicked, 100_000)}
 	if o.real {
 		h.clock = clock.Real{}
 	} else {
@@ -173,6 +174,44 @@ func (h *harness) start(fireTimeout time.Duration) {
 		}
 		return nil
 	})
+}
+
+// harnessDialect maps the name of a test run by onBothDialects to the
+// dialect of that run.
+var harnessDialect sync.Map
+
+// onBothDialects runs test once per dialect (subtests "sqlite" and
+// "postgres"), like storagetest.RunDialects; the stores that newHarness
+// and openStore open inside it, its subtests included, are of that
+// dialect. The test bodies stay as they are: the store the harness reads
+// and writes is the only thing that changes. The tests whose outcome
+// rests on the scheduler's store queries and writes (dedup seeds, fleet
+// view, last fires, in-flight rebuild, the settle of an unanswered fire)
+// run through it; the timing and supervision tests, for which the store is
+// only a backdrop, stay on SQLite.
+func onBothDialects(t *testing.T, test func(t *testing.T)) {
+	t.Helper()
+	storagetest.RunDialects(t, func(t *testing.T, d storagetest.Dialect) {
+		harnessDialect.Store(t.Name(), d)
+		t.Cleanup(func() { harnessDialect.Delete(t.Name()) })
+		test(t)
+	})
+}
+
+// openStore opens a new migrated store for t: of the dialect of the
+// onBothDialects run t belongs to, else SQLite.
+func openStore(t testing.TB) *storage.Store {
+	t.Helper()
+	for name := t.Name(); ; {
+		if d, ok := harnessDialect.Load(name); ok {
+			return d.(storagetest.Dialect).Open(t)
+		}
+		i := strings.LastIndexByte(name, '/')
+		if i < 0 {
+			return storagetest.Open(t)
+		}
+		name = name[:i]
+	}
 }
 
 func (h *harness) stop() {

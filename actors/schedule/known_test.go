@@ -10,7 +10,6 @@ import (
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
-	"kanade-backend/storage/storagetest"
 )
 
 // knownCase is a decision over the known fleet: expected are the PCs a
@@ -208,7 +207,11 @@ func BenchmarkKnownTick(b *testing.B) {
 // row a late heartbeat flush re-created (same last heartbeat) stays out,
 // one that sent a newer heartbeat since is known again.
 func TestLoadFleetReadsDecommissions(t *testing.T) {
-	st := storagetest.Open(t)
+	onBothDialects(t, testLoadFleetReadsDecommissions)
+}
+
+func testLoadFleetReadsDecommissions(t *testing.T) {
+	st := openStore(t)
 	ctx := context.Background()
 	last := t0.Add(-time.Hour)
 	var agents []storage.Agent

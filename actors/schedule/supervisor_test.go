@@ -290,7 +290,9 @@ func TestFaultIsolation(t *testing.T) {
 // After downtime: at most one catch-up tick, for the latest missed
 // instant, and only within starting_deadline; otherwise that instant is
 // recorded as missed. A backlog is never replayed.
-func TestCatchUpAfterDowntime(t *testing.T) {
+func TestCatchUpAfterDowntime(t *testing.T) { onBothDialects(t, testCatchUpAfterDowntime) }
+
+func testCatchUpAfterDowntime(t *testing.T) {
 	// KV stamps revisions with the real time, and a revision newer than
 	// the last fire is where catch-up starts counting: run the fake clock
 	// ahead of the real one.
@@ -433,6 +435,10 @@ func TestExecEngineSilent(t *testing.T) {
 // (the exec engine's records), so a panic does not make it fire again at
 // PCs still running the job.
 func TestInFlightRebuiltAfterRestart(t *testing.T) {
+	onBothDialects(t, testInFlightRebuiltAfterRestart)
+}
+
+func testInFlightRebuiltAfterRestart(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	h.putJob("job", "30s")
 	h.agents("a", "b")

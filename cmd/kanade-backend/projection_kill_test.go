@@ -8,30 +8,42 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", to count rows
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
+	"kanade-backend/storage/storagetest"
 )
 
 // The backend is killed with SIGKILL while it projects 50 000 results; after
-// a restart on the same data directory the table holds exactly 50 000 rows:
+// a restart on the same database the table holds exactly 50 000 rows:
 // nothing acknowledged was lost (the checkpoint and the rows commit
 // together, acks follow the commit) and nothing was stored twice (the
 // batch cut short by the kill is delivered again and its rows are skipped).
+// It runs on the SQLite file of the data directory and on PostgreSQL
+// (--db-url).
 //
 // The backend uses an external NATS here (a test server), so that the
 // 50 000 results are in the RESULTS stream before the backend starts and it
 // is surely killed in the middle of projecting them, however fast the
 // machine.
 func TestBinaryKilledWhileProjecting(t *testing.T) {
+	storagetest.RunDialects(t, testBinaryKilledWhileProjecting)
+}
+
+func testBinaryKilledWhileProjecting(t *testing.T, d storagetest.Dialect) {
 	const total = 50_000
+	dbURL := d.URL(t) // "" for SQLite; skips without PostgreSQL (fails under KANADE_REQUIRE_PG)
 	br := brokertest.Start(t, brokertest.Options{Listen: "127.0.0.1:-1"})
 	dataDir := t.TempDir()
 	httpAddr := freePort(t)
 	args := []string{"--bind", httpAddr, "--data-dir", dataDir, "--nats-url", br.ClientURL()}
+	if dbURL != "" {
+		args = append(args, "--db-url", dbURL)
+	}
 	env := []string{"KANADE_AUTH_STATIC_TOKEN=t"}
 
 	// A stock client publishes like agents do (two PCs per request id),
@@ -61,12 +73,16 @@ func TestBinaryKilledWhileProjecting(t *testing.T) {
 	}
 	nc.Close()
 
-	db, err := sql.Open("sqlite", storage.DSN(filepath.Join(dataDir, "backend.db"), true))
+	driver, dsn := "sqlite", storage.DSN(filepath.Join(dataDir, "backend.db"), true)
+	if dbURL != "" {
+		driver, dsn = "pgx", dbURL
+	}
+	db, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	p2 := killWhileProjecting(t, env, args, httpAddr, total, rowCount(t, db, "execution_results"), 20*time.Second)
+	p2 := killWhileProjecting(t, env, args, httpAddr, total, rowCount(t, db, "execution_results"), 30*time.Second)
 	var distinct, cp int
 	if err := db.QueryRow("SELECT COUNT(DISTINCT request_id || '/' || pc_id) FROM execution_results").Scan(&distinct); err != nil {
 		t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/uptrace/bun"
+	"github.com/uptrace/bun/dialect"
 
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/server"
@@ -142,6 +143,13 @@ func (f filter) apply(q *bun.SelectQuery) *bun.SelectQuery {
 		// Exactly the partial indexes' predicate, or SQLite will not use
 		// them.
 		q = q.Where("exit_code <> 0")
+	case f.status != "" && q.Dialect().Name() == dialect.PG:
+		// PostgreSQL has statistics (autovacuum analyzes): written as an
+		// expression, exit_code = 0 was estimated at 0.5 % of the rows
+		// instead of 90 %, and the success list sorted the whole table
+		// rather than walk execution_results_finished until its page
+		// (measured at 1 000 000 results: 2 s against 2 ms).
+		q = q.Where(map[string]string{StatusFailure: "exit_code <> 0", StatusSuccess: "exit_code = 0"}[f.status])
 	case f.status == StatusFailure:
 		q = q.Where("exit_code + 0 <> 0")
 	case f.status == StatusSuccess:
