@@ -113,7 +113,7 @@ func (p *pump) stop() {
 
 func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
-	var next *fetched // pulled and prepared while the previous batch was applied
+	var next *fetched    // pulled and prepared while the previous batch was applied
 	var done batchResult // the last committed batch, still to acknowledge
 	defer done.acknowledge()
 	failures := 0
