@@ -442,7 +442,7 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 		if err := storage.InsertChunked(ctx, tx, reqs, false); err != nil {
 			return fmt.Errorf("exec_requests: %w", err)
 		}
-		if err := storage.InsertChunked(ctx, tx, exp, false); err != nil {
+		if err := storage.InsertExpected(ctx, tx, exp); err != nil {
 			return fmt.Errorf("exec_expected: %w", err)
 		}
 		if err := storage.InsertChunked(ctx, tx, waves, false); err != nil {

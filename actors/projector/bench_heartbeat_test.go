@@ -16,7 +16,8 @@ import (
 )
 
 // BenchmarkHeartbeats10k measures the heartbeat projection of a fleet of
-// 10 000 agents that heartbeat every 30 s (333 heartbeats/s, spread evenly),
+// 10 000 agents (KANADE_BENCH_HEARTBEAT_AGENTS overrides) that heartbeat
+// every 30 s (333 heartbeats/s, spread evenly),
 // over a window of KANADE_BENCH_HEARTBEAT_SECONDS (default 10) of wall
 // time: write transactions per second (target ≤ 1), agents per flush, and
 // the CPU the projection costs, as the process CPU with the projectors
@@ -26,7 +27,11 @@ import (
 //
 //	go test -run '^$' -bench Heartbeats10k -benchtime 1x ./actors/projector/
 func BenchmarkHeartbeats10k(b *testing.B) {
-	const agents, interval = 10_000, 30 * time.Second
+	const interval = 30 * time.Second
+	agents := 10_000
+	if n, err := strconv.Atoi(os.Getenv("KANADE_BENCH_HEARTBEAT_AGENTS")); err == nil && n > 0 {
+		agents = n
+	}
 	window := 10 * time.Second
 	if s, err := strconv.Atoi(os.Getenv("KANADE_BENCH_HEARTBEAT_SECONDS")); err == nil && s > 0 {
 		window = time.Duration(s) * time.Second

@@ -198,9 +198,9 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 	ctx, cancel := opContext()
 	defer cancel()
 	var added map[string]bool
-	err := h.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := h.env.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		var err error
-		if added, err = upsertAgents(ctx, tx, beats, now); err != nil {
+		if added, err = upsertAgents(ctx, tx, h.env.stmts, beats, now); err != nil {
 			return err
 		}
 		return recordErrors(ctx, tx, h.errs)
@@ -238,7 +238,7 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 // created a row, so with several writers (replicas on PostgreSQL) each
 // agent is announced new exactly once; a look-up before the insert would
 // let both writers see it missing. The others are then upserted.
-func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) (map[string]bool, error) {
+func upsertAgents(ctx context.Context, tx bun.Tx, stmts *stmtCache, beats []*beat, now time.Time) (map[string]bool, error) {
 	upd := storage.T(now)
 	added := make(map[string]bool)
 	// insert starts "INSERT INTO agents (…) VALUES (…),(…)" for part.
@@ -256,7 +256,7 @@ func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) 
 	err := chunks(beats, chunkRows, func(part []*beat) error {
 		q := insert(part)
 		q.WriteString(" ON CONFLICT (pc_id) DO NOTHING RETURNING pc_id")
-		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
+		rows, err := stmts.query(ctx, tx, q, len(part) == chunkRows)
 		if err != nil {
 			return fmt.Errorf("insert %d agents: %w", len(part), err)
 		}
@@ -290,7 +290,7 @@ func upsertAgents(ctx context.Context, tx bun.Tx, beats []*beat, now time.Time) 
 				agent_version = CASE WHEN excluded.last_heartbeat >= agents.last_heartbeat THEN excluded.agent_version ELSE agents.agent_version END,
 				last_heartbeat = CASE WHEN excluded.last_heartbeat > agents.last_heartbeat THEN excluded.last_heartbeat ELSE agents.last_heartbeat END,
 				updated_at = excluded.updated_at`)
-		if _, err := tx.Tx.ExecContext(ctx, q.String(), q.args...); err != nil {
+		if _, err := stmts.exec(ctx, tx, q, len(part) == chunkRows); err != nil {
 			return fmt.Errorf("upsert %d agents: %w", len(part), err)
 		}
 		return nil

@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
@@ -170,9 +171,24 @@ type env struct {
 	cfg     Config
 	metrics *metrics
 	status  *Status
+	// stmts holds the hot statements prepared on SQLite's writer.
+	stmts *stmtCache
 	// current holds, per stream projection, whether it has applied the
 	// backlog its stream held when it started (projection name → bool).
 	current sync.Map
+}
+
+// inTx runs fn in a write transaction, then prepares the hot statements
+// fn ran unprepared (which needs the writer connection the transaction
+// held).
+func (e *env) inTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
+	if err := e.store.InTx(ctx, fn); err != nil {
+		return err
+	}
+	if err := e.stmts.prepareWanted(ctx); err != nil {
+		e.log.Debug("hot statement stays unprepared", "err", err)
+	}
+	return nil
 }
 
 // setCurrent records whether projection has caught up with its stream.
@@ -211,7 +227,7 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 		return nil, err
 	}
 	e := &env{store: d.Store, conn: d.Conn, js: d.JS, clock: d.Clock, log: d.Logger.With("component", "projector"),
-		cfg: cfg, metrics: m, status: d.Status}
+		cfg: cfg, metrics: m, status: d.Status, stmts: newStmtCache(d.Store.W)}
 
 	if cfg.Rebuild {
 		if err := Rebuild(ctx, d.Store); err != nil {
@@ -310,6 +326,9 @@ func (s *supervisor) Receive(c actor.Context) {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
+	case *actor.Stopped:
+		// Every child has stopped: no transaction uses the statements now.
+		s.env.stmts.close()
 	}
 }
 
@@ -331,7 +350,7 @@ func (s *supervisor) spawnResults(c actor.Context) {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
-	s.results = s.spawn(c, ProjResults, func() actor.Actor { return newStreamProjector[resultItem](s.env, resultsCodec{}) })
+	s.results = s.spawn(c, ProjResults, func() actor.Actor { return newStreamProjector[resultItem](s.env, resultsCodec{stmts: s.env.stmts}) })
 }
 
 func (s *supervisor) answerWaiters(c actor.Context) {

@@ -39,9 +39,28 @@ type fetched struct {
 	done chan batchResult
 }
 
-// batchResult tells the pump whether to back off before pulling again.
+// batchResult tells the pump whether to back off before pulling again,
+// and which messages of a committed batch it acknowledges (ack) or
+// terminates as poison (term) for the actor.
 type batchResult struct {
-	failed bool
+	failed    bool
+	ack, term []jetstream.Msg
+}
+
+// poisonReason is the reason a poison message is terminated with.
+const poisonReason = "kanade projector: undecodable, recorded in projection_errors"
+
+// acknowledge sends r's acks and terms. Errors are ignored: a message
+// whose ack does not arrive comes back after AckWait, and applying it
+// again changes nothing.
+func (r *batchResult) acknowledge() {
+	for _, m := range r.ack {
+		_ = m.Ack()
+	}
+	for _, m := range r.term {
+		_ = m.TermWithReason(poisonReason)
+	}
+	r.ack, r.term = nil, nil
 }
 
 // idleWait is how long one pull waits for the first message when the
@@ -94,12 +113,16 @@ func (p *pump) stop() {
 
 func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
-	var next *fetched // pulled and prepared while the previous batch was applied
+	var next *fetched    // pulled and prepared while the previous batch was applied
+	var done batchResult // the last committed batch, still to acknowledge
+	defer done.acknowledge()
 	failures := 0
 	for ctx.Err() == nil {
 		f := next
 		next = nil
 		if f == nil {
+			// A pull may wait up to idleWait: acknowledge first.
+			done.acknowledge()
 			msgs, err := pull(ctx, cons, cfg.batch, cfg.linger)
 			if ctx.Err() != nil {
 				nakAll(msgs, 0)
@@ -127,9 +150,12 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 			f = p.prepare(cfg, msgs)
 		}
 		cfg.deliver(f)
-		// While the actor writes f, pull and decode the next batch, but only
-		// what is there now: waiting here for new messages would hold them
-		// unacknowledged for nothing if f then fails.
+		// While the actor writes f, acknowledge the batch before it (before
+		// the fetch, so that the broker counts them off MaxAckPending), and
+		// pull and decode the next batch, but only what is there now:
+		// waiting here for new messages would hold them unacknowledged for
+		// nothing if f then fails.
+		done.acknowledge()
 		if b, err := cons.FetchNoWait(cfg.batch); err == nil {
 			if msgs, _ := drain(b, nil); len(msgs) > 0 {
 				next = p.prepare(cfg, msgs)
@@ -137,6 +163,7 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 		}
 		select {
 		case r := <-f.done:
+			done = r
 			if r.failed {
 				next.nak()
 				next = nil
@@ -148,7 +175,7 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 			}
 		case <-ctx.Done():
 			select {
-			case <-f.done:
+			case done = <-f.done: // acknowledged on return
 			default:
 				f.nak()
 			}

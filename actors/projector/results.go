@@ -24,7 +24,10 @@ type resultItem = messages.ExecResult
 // in execution_results (a broadcast Command is answered by many PCs with
 // one request_id: upstream defect 1), inventory facts for inventory jobs,
 // and exec progress.
-type resultsCodec struct{}
+type resultsCodec struct {
+	// stmts keeps the full-chunk statements prepared (nil: unprepared).
+	stmts *stmtCache
+}
 
 var _ codec[resultItem] = resultsCodec{}
 
@@ -87,7 +90,7 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 		return err
 	}
 	execOf := func(r resultItem) string { return refs[r.RequestID].attribute(r) }
-	inserted, err := insertResults(ctx, tx, batch, execOf, now)
+	inserted, err := insertResults(ctx, tx, c.stmts, batch, execOf, now)
 	if err != nil {
 		return err
 	}
@@ -104,7 +107,7 @@ func (c resultsCodec) apply(ctx context.Context, tx bun.Tx, now time.Time, batch
 	if err != nil {
 		return err
 	}
-	prog := newProgress()
+	prog := newProgress(c.stmts)
 	projected := make([]messages.ProjectedResult, 0, len(fresh))
 	for _, e := range fresh {
 		r := e.item
@@ -213,7 +216,7 @@ func lookupExecs(ctx context.Context, tx bun.Tx, batch []envelope[resultItem]) (
 // INSERT … ON CONFLICT DO NOTHING RETURNING. No read comes before the
 // insert, so a second writer (another replica on PostgreSQL) that stores
 // the same key meanwhile cannot make a result count twice.
-func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem], execOf func(resultItem) string, now time.Time) ([]bool, error) {
+func insertResults(ctx context.Context, tx bun.Tx, stmts *stmtCache, batch []envelope[resultItem], execOf func(resultItem) string, now time.Time) ([]bool, error) {
 	type key struct{ req, pc string }
 	first := make(map[key]int, len(batch))
 	bySeq := make(map[int64]int, len(batch))
@@ -244,7 +247,7 @@ func insertResults(ctx context.Context, tx bun.Tx, batch []envelope[resultItem],
 		// rather than two strings keeps the common case, every row new,
 		// cheap.
 		q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING stream_seq")
-		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
+		rows, err := stmts.query(ctx, tx, q, len(part) == chunkRows)
 		if err != nil {
 			return fmt.Errorf("insert %d results: %w", len(part), err)
 		}

@@ -288,19 +288,16 @@ func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *p
 	if err != nil {
 		return p.retry(ctx, c, msgs, pr, now, err)
 	}
-	for _, m := range pr.good {
-		_ = m.Ack()
-	}
-	for _, m := range pr.poisonMsg {
-		_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
-	}
 	for _, e := range pr.batch {
 		delete(p.stuck, e.seq)
 	}
 	p.reportStuck()
 	p.finish(c, out, len(pr.batch), len(pr.poison), pr.pending, start)
 	p.caughtUp(pr.maxSeq, pr.pending)
-	return batchResult{}
+	// The pump acknowledges the batch (and terminates its poison) while
+	// this actor writes the next one: 500 acks are a few percent of a
+	// batch's time, and a lost ack only means an idempotent redelivery.
+	return batchResult{ack: pr.good, term: pr.poisonMsg}
 }
 
 // caughtUp marks the projection current once a committed batch reaches the
@@ -316,7 +313,7 @@ func (p *streamProjector[T]) caughtUp(maxSeq, pending uint64) {
 // commit writes batch, errs and the checkpoint in one transaction.
 func (p *streamProjector[T]) commit(ctx context.Context, batch []envelope[T], errs []storage.ProjectionError, maxSeq uint64, now time.Time) (outcome, error) {
 	var out outcome
-	err := p.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
+	err := p.env.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		out = outcome{} // InTx may run fn again when the database is busy
 		if len(batch) > 0 {
 			if err := p.codec.apply(ctx, tx, now, batch, &out); err != nil {
@@ -414,7 +411,7 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 			return batchResult{failed: true}
 		}
 		for _, m := range pr.poisonMsg {
-			_ = m.TermWithReason("kanade projector: undecodable, recorded in projection_errors")
+			_ = m.TermWithReason(poisonReason)
 		}
 	}
 	p.reportStuck()

@@ -129,14 +129,31 @@ func escapeLike(s string) string {
 // one (fewer rows than the limit) it already tells the total, and a
 // selective search, which scans the whole table once for the page, does
 // not scan it a second time to count.
-func listAgents(ctx context.Context, db bun.IDB, f agentFilter, p httpx.Page) ([]storage.Agent, int, error) {
+//
+// A page that starts after a pc_id (keyset pagination, ?after=) is found
+// through the primary key and costs the same at any depth. An OFFSET page
+// walks every matching agent it skips; it walks pc_ids only (an index:
+// agents_alive_by_pc holds last_heartbeat for the online filter) and
+// reads the rows of its own page alone, rather than a table row per
+// skipped agent. It still grows with the offset (docs/benchmarks.md).
+func listAgents(ctx context.Context, db bun.IDB, f agentFilter, p httpx.Page, after string) ([]storage.Agent, int, error) {
 	var agents []storage.Agent
-	err := f.apply(db.NewSelect().Model(&agents)).
-		Order("pc_id").Limit(int64(p.Limit)).Offset(int64(p.Offset)).Scan(ctx)
+	q := db.NewSelect().Model(&agents)
+	switch {
+	case after != "":
+		q = f.apply(q).Where("pc_id > ?", after).Limit(int64(p.Limit))
+	case p.Offset > 0:
+		ids := f.apply(db.NewSelect().Model((*storage.Agent)(nil)).Column("pc_id")).
+			Order("pc_id").Limit(int64(p.Limit)).Offset(int64(p.Offset))
+		q = q.Where("pc_id IN (?)", ids)
+	default:
+		q = f.apply(q).Limit(int64(p.Limit))
+	}
+	err := q.Order("pc_id").Scan(ctx)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list agents: %w", err)
 	}
-	if len(agents) < p.Limit && (len(agents) > 0 || p.Offset == 0) {
+	if after == "" && len(agents) < p.Limit && (len(agents) > 0 || p.Offset == 0) {
 		return agents, p.Offset + len(agents), nil
 	}
 	total, err := f.apply(db.NewSelect().Model((*storage.Agent)(nil))).Count(ctx)
@@ -154,6 +171,18 @@ func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	after, err := parseAfter(r)
+	if err != nil {
+		return err
+	}
+	if after != "" {
+		if page.Offset > 0 {
+			return httpx.BadRequest("after and offset cannot be combined: after already says where the page starts")
+		}
+		if !paged {
+			page, paged = httpx.Page{Limit: httpx.DefaultLimit}, true
+		}
+	}
 	f, err := parseAgentFilter(r, h.clock.Now())
 	if err != nil {
 		return err
@@ -161,7 +190,7 @@ func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
 	var agents []storage.Agent
 	var total int
 	if paged {
-		agents, total, err = listAgents(r.Context(), h.db, f, page)
+		agents, total, err = listAgents(r.Context(), h.db, f, page, after)
 	} else {
 		err = f.apply(h.db.NewSelect().Model(&agents)).Order("pc_id").Scan(r.Context())
 		if err != nil {
@@ -178,6 +207,19 @@ func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
 	}
 	httpx.WriteList(w, rows, total)
 	return nil
+}
+
+// parseAfter reads the keyset cursor of GET /api/agents: the pc_id of the
+// last agent of the previous page ("" when absent).
+func parseAfter(r *http.Request) (string, error) {
+	after := r.URL.Query().Get("after")
+	if after == "" {
+		return "", nil
+	}
+	if err := messages.ValidateToken("after", after); err != nil {
+		return "", httpx.BadRequest("invalid after %q: must be the pc_id of the last agent of the previous page", after)
+	}
+	return after, nil
 }
 
 // pathPC returns the validated {pc_id} path value.

@@ -52,6 +52,9 @@ func BenchmarkAgentsList(b *testing.B) {
 		// raw is the equivalent SQL: a count and a page.
 		rawCount, rawPage string
 		rawArgs           func() []any
+		// always: the handler counts whatever the page (a keyset page
+		// cannot tell the total from its own length).
+		always bool
 	}{
 		{
 			name:     "page",
@@ -82,7 +85,17 @@ func BenchmarkAgentsList(b *testing.B) {
 			},
 		},
 		{
+			// Keyset pages (after= the last pc_id of the previous page) at
+			// any depth; an offset page walks what it skips (online-offset).
 			name:     "online",
+			query:    func() string { return fmt.Sprintf("?limit=50&online=true&after=PC-%05d", rand.IntN(n)) },
+			rawCount: "SELECT count(*) FROM agents WHERE last_heartbeat >= ?",
+			rawPage:  "SELECT * FROM agents WHERE last_heartbeat >= ? AND pc_id > ? ORDER BY pc_id LIMIT 50",
+			rawArgs:  func() []any { return []any{since, fmt.Sprintf("PC-%05d", rand.IntN(n))} },
+			always:   true,
+		},
+		{
+			name:     "online-offset",
 			query:    func() string { return fmt.Sprintf("?limit=50&online=true&offset=%d", rand.IntN(n*6/10)) },
 			rawCount: "SELECT count(*) FROM agents WHERE last_heartbeat >= ?",
 			rawPage:  "SELECT * FROM agents WHERE last_heartbeat >= ? ORDER BY pc_id LIMIT 50 OFFSET ?",
@@ -133,12 +146,12 @@ func BenchmarkAgentsList(b *testing.B) {
 				if err := be.Store.R.ScanRows(ctx, r, &rows); err != nil {
 					b.Fatal(err)
 				}
-				if len(rows) == 50 {
+				if len(rows) == 50 || c.always {
 					countArgs := args
 					switch c.name {
 					case "page":
 						countArgs = nil
-					case "online":
+					case "online", "online-offset":
 						countArgs = args[:1]
 					}
 					var total int

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -120,6 +121,34 @@ func testAgentsListFiltersAndPages(t *testing.T, d storagetest.Dialect) {
 	if !slices.Equal(ids(rows), []string{"PC-004"}) {
 		t.Fatalf("online=false&q=pc: %v", ids(rows))
 	}
+
+	// Keyset pages (?after=) walk the same order as offset pages and keep
+	// the filter's total.
+	var walked []string
+	for after := ""; ; {
+		rows, total = list("?limit=2&after=" + url.QueryEscape(after))
+		if total != "5" {
+			t.Fatalf("after=%q: total %s, want 5", after, total)
+		}
+		if len(rows) == 0 {
+			break
+		}
+		walked = append(walked, ids(rows)...)
+		after = rows[len(rows)-1].PcID
+	}
+	if !slices.Equal(walked, []string{"PC-001", "PC-002", "PC-004", "WS-9", "pc_3"}) {
+		t.Fatalf("keyset walk: %v", walked)
+	}
+	rows, total = list("?online=true&after=PC-001") // default limit
+	if total != "3" || !slices.Equal(ids(rows), []string{"PC-002", "pc_3"}) {
+		t.Fatalf("online=true&after=PC-001: %v total %s", ids(rows), total)
+	}
+	rows, total = list("?q=pc&limit=1&after=PC-002")
+	if total != "4" || !slices.Equal(ids(rows), []string{"PC-004"}) {
+		t.Fatalf("q=pc&after=PC-002: %v total %s", ids(rows), total)
+	}
+	b.WantError(t, http.MethodGet, "/api/agents?after=PC-001&offset=2", nil, 400, "after and offset cannot be combined: after already says where the page starts")
+	b.WantError(t, http.MethodGet, "/api/agents?after=a.b", nil, 400, `invalid after "a.b": must be the pc_id of the last agent of the previous page`)
 
 	b.WantError(t, http.MethodGet, "/api/agents?online=maybe", nil, 400, `invalid online "maybe": must be true or false`)
 	b.WantError(t, http.MethodGet, "/api/agents?limit=0", nil, 400, "")
