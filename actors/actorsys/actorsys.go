@@ -74,10 +74,14 @@ func RestartLimited(maxRestarts int, window time.Duration, onFailure func(child 
 	}
 }
 
-// RestartWithBackoff restarts a failing child after a delay that doubles on
-// each failure inside window (from initial), forever: for children that
-// must always come back, such as projectors, where giving up would silently
-// stop the read model (upstream defect 13).
+// RestartWithBackoff restarts a failing child after a delay that grows
+// linearly with its failures: n × initial for the nth failure (plus under a
+// microsecond of noise), the count starting again from one after a window
+// without failures; it never gives up. The library calls this "exponential
+// backoff", but its delay is failureCount × initial (strategy_exponential_
+// backoff.go in protoactor-go). For children that must always come back,
+// such as projectors, where giving up would silently stop the read model
+// (upstream defect 13).
 func RestartWithBackoff(window, initial time.Duration, onFailure func(child *actor.PID, reason any)) actor.SupervisorStrategy {
 	return &observedStrategy{inner: actor.NewExponentialBackoffStrategy(window, initial), onFailure: onFailure}
 }

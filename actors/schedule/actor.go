@@ -18,11 +18,11 @@ import (
 	"kanade-backend/storage/broker"
 )
 
-// ioTimeout bounds each store or KV call made for a schedule actor (the
-// dedup seed, settling an unanswered fire, the auto-disable write). None
-// runs inside Receive: each runs on a goroutine and answers with a
-// message, so a slow store never holds a worker that thousands of other
-// schedules' ticks need.
+// ioTimeout bounds each store or KV call made for a schedule actor
+// (settling an unanswered fire, the auto-disable write; the supervisor's
+// bulk dedup seed has seedTimeout). None runs inside Receive: each runs on
+// a goroutine and answers with a message, so a slow store never holds a
+// worker that thousands of other schedules' ticks need.
 const ioTimeout = 5 * time.Second
 
 // DefaultFireTimeout is how long a schedule waits for the exec engine to
@@ -60,9 +60,11 @@ type env struct {
 // the definition it was spawned with), the last instant it handled (so a
 // restart never fires the same instant twice), the one-time catch-up of a
 // backend start, the correlation ids of its exec requests and a fire still
-// waiting for the exec engine when the actor failed. Only the actor's own
-// goroutine touches it: the producer that reads it runs in the restart, on
-// that goroutine too.
+// waiting for the exec engine when the actor failed. The supervisor fills
+// it before the spawn; after that only the actor's message handling
+// touches it (one message at a time, on whichever worker of the pool runs
+// the mailbox), and the producer that reads it runs inside a restart,
+// which is such a message.
 type box struct {
 	def messages.Schedule
 	rev uint64
@@ -94,8 +96,9 @@ type catchUp struct {
 
 // Messages a schedule actor receives.
 type (
-	// tick is sent by the actor's own cron timer; gen tells a tick of a
-	// timer that has since been re-armed from the current one.
+	// tick is sent by the alarm armed for the actor's next instant (one
+	// clock timer shared by every schedule due then, see alarms); gen
+	// tells a tick of an alarm since re-armed from the current one.
 	tick struct {
 		gen     uint64
 		instant time.Time
