@@ -315,9 +315,9 @@ func (e *env) expected(id string) []string {
 	return pcs
 }
 
-func (e *env) requests(id string) []storage.ExecRequest {
+func (e *env) requests(id string) []storage.PublishedRequest {
 	e.t.Helper()
-	var rs []storage.ExecRequest
+	var rs []storage.PublishedRequest
 	if err := e.store.R.NewSelect().Model(&rs).Where("exec_id = ?", id).Scan(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}

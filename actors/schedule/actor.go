@@ -72,7 +72,7 @@ type box struct {
 	// validating; the first apply takes it instead of parsing again.
 	expr        *cron.Expr
 	lastInstant time.Time
-	catchUp     *catchUp
+	missed      *missedSince
 	started     bool
 	// gen numbers the timers armed for this schedule; a tick carries the
 	// gen of its timer, so a tick from a timer since re-armed (or from an
@@ -87,19 +87,20 @@ type box struct {
 	pending *pendingFire
 }
 
-// catchUp asks a schedule loaded at backend start to look for the instant
-// it missed while the backend was down: the latest one after Since, the
-// later of its last fire and the creation of its current revision.
-type catchUp struct {
+// missedSince asks a schedule loaded at backend start to catch up on the
+// instant it missed while the backend was down (catchUp): the latest one
+// after Since, the later of its last fire and the creation of its current
+// revision.
+type missedSince struct {
 	Since time.Time
 }
 
 // Messages a schedule actor receives.
 type (
-	// tick is sent by the alarm armed for the actor's next instant (one
+	// instantDue is sent by the alarm armed for the actor's next instant (one
 	// clock timer shared by every schedule due then, see alarms); gen
-	// tells a tick of an alarm since re-armed from the current one.
-	tick struct {
+	// tells an instantDue of an alarm since re-armed from the current one.
+	instantDue struct {
 		gen     uint64
 		instant time.Time
 	}
@@ -238,8 +239,8 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 		a.halt(ctx, false, "the schedule's actor stopped")
 	case *actor.Stopped:
 		a.env.metrics.running.Dec()
-	case *tick:
-		a.onTick(ctx, m)
+	case *instantDue:
+		a.onInstantDue(ctx, m)
 	case *update:
 		a.onUpdate(ctx, m)
 	case *jobResults:
@@ -293,8 +294,8 @@ func (a *scheduleActor) started(ctx actor.Context) {
 		a.armFireTimeout(ctx, p)
 	}
 	a.askSeed(ctx)
-	if c := a.box.catchUp; c != nil {
-		a.box.catchUp = nil
+	if c := a.box.missed; c != nil {
+		a.box.missed = nil
 		a.catchUp(ctx, c)
 	}
 	a.arm(ctx)
@@ -388,7 +389,7 @@ func (a *scheduleActor) arm(ctx actor.Context) {
 	}
 	a.box.gen++
 	a.rec.setNextTick(next)
-	msg := &tick{gen: a.box.gen, instant: next}
+	msg := &instantDue{gen: a.box.gen, instant: next}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	a.timer = a.env.alarms.at(now, next, func() { root.Send(self, msg) })
 }
@@ -403,7 +404,7 @@ func (a *scheduleActor) disarm() {
 	a.box.gen++
 }
 
-func (a *scheduleActor) onTick(ctx actor.Context, m *tick) {
+func (a *scheduleActor) onInstantDue(ctx actor.Context, m *instantDue) {
 	if m.gen != a.box.gen {
 		return
 	}
@@ -531,7 +532,7 @@ func (a *scheduleActor) setProgress(kt knownTarget, now time.Time) {
 // one tick, for the latest missed instant, and only within
 // starting_deadline; otherwise that instant is recorded as missed. A
 // backlog is never replayed.
-func (a *scheduleActor) catchUp(ctx actor.Context, c *catchUp) {
+func (a *scheduleActor) catchUp(ctx actor.Context, c *missedSince) {
 	if !a.def.Enabled {
 		return
 	}
@@ -934,7 +935,7 @@ func (a *scheduleActor) finish(ctx actor.Context, t Tick, replyTo *actor.PID) {
 	t.At = a.env.clock.Now()
 	a.rec.addTick(t)
 	a.publishDedup()
-	a.env.metrics.tick(t.Outcome)
+	a.env.metrics.countTick(t.Outcome)
 	if t.Outcome == messages.TickFailed {
 		a.env.log.Warn("schedule tick failed", "schedule", a.def.ID, "instant", t.Instant, "reason", t.Reason)
 	}

@@ -443,7 +443,7 @@ func (s *supervisor) spawn(ctx actor.Context, en *entry) {
 			since = last
 		}
 		if !since.IsZero() {
-			b.catchUp = &catchUp{Since: since}
+			b.missed = &missedSince{Since: since}
 		}
 	}
 	pid := ctx.SpawnPrefix(s.env.props(b, en.rec), en.id+"-")
@@ -770,7 +770,7 @@ func (w *watcher) run(ctx context.Context) {
 		backoff = 100 * time.Millisecond
 		w.pump(ctx, kw, gen)
 		_ = kw.Stop()
-		drain(kw)
+		drainWatcher(kw)
 	}
 }
 
@@ -821,9 +821,10 @@ func decodeEntry(key string, value []byte, rev uint64) Versioned {
 	return v
 }
 
-// drain empties a stopped watcher's channel so that the client library's
-// delivery goroutine, which blocks on a full channel, is never left stuck.
-func drain(kw jetstream.KeyWatcher) {
+// drainWatcher empties a stopped watcher's channel so that the client
+// library's delivery goroutine, which blocks on a full channel, is never
+// left stuck.
+func drainWatcher(kw jetstream.KeyWatcher) {
 	timeout := time.NewTimer(time.Second)
 	defer timeout.Stop()
 	for {
