@@ -245,7 +245,7 @@ type (
 )
 
 func (s *supervisor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	switch ctx.Message().(type) {
 	case *actor.Started:
 		s.start(ctx)
 	case *actor.Stopping:
@@ -258,6 +258,15 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		// Every schedule actor has stopped by now; a restart, which keeps
 		// the workers for the next incarnation's actors, never gets here.
 		s.env.workers.close()
+	default:
+		s.receiveWork(ctx)
+	}
+}
+
+// receiveWork handles the scheduler's own messages: the KV watch, results
+// to route, dedup seeds, its actors' ends, and the Client's requests.
+func (s *supervisor) receiveWork(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
 	case *lastFires:
 		s.lastFires = m.fires
 	case *kvEntry:
