@@ -47,6 +47,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -427,7 +428,7 @@ func (e *engine) kv(ctx context.Context, bucket string) (jetstream.KeyValue, err
 	}
 	kv, err := e.KV.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
 	}
 	e.buckets[bucket] = kv
 	return kv, nil
