@@ -107,7 +107,7 @@ func (e *engine) runBatch(c actor.Context) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := e.opContext()
 	defer cancel()
 	e.storeUnrecorded(ctx)
 

@@ -1,6 +1,7 @@
 package schedule
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
@@ -31,6 +32,9 @@ const maxDecideAttempts = 3
 // env is what every schedule actor shares: its injected dependencies. It
 // is immutable once the supervisor has built it.
 type env struct {
+	// base ends when the backend begins to stop (Config.Context): the
+	// actors' I/O goroutines derive their contexts from it.
+	base        context.Context
 	clock       clock.Clock
 	reader      Reader
 	writer      Writer

@@ -90,12 +90,12 @@ func (a *scheduleActor) release(p *pendingFire) {
 func (a *scheduleActor) settle(ctx actor.Context, p *pendingFire) {
 	p.settling = true
 	p.timer.Stop()
-	root, self, w := ctx.ActorSystem().Root, ctx.Self(), a.env.writer
+	root, self, w, base := ctx.ActorSystem().Root, ctx.Self(), a.env.writer, a.env.base
 	req, corr := p.req, p.req.CorrelationID
 	reason := fmt.Sprintf("the exec engine did not answer within %s; nothing was published", a.env.fireTimeout)
 	now := a.env.clock.Now().UTC()
 	go func() {
-		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		ioctx, cancel := context.WithTimeout(base, ioTimeout)
 		defer cancel()
 		s, err := w.Settle(ioctx, req, reason, now)
 		root.Send(self, &fireSettled{corr: corr, s: s, err: err})

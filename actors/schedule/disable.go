@@ -24,10 +24,10 @@ func (a *scheduleActor) autoDisable(ctx actor.Context, t Tick, replyTo *actor.PI
 	}
 	def, rev := a.def, a.rev
 	a.disabling = &pendingDisable{t: t, replyTo: replyTo, attempt: attempt, reason: reason, def: def}
-	root, self, w, au := ctx.ActorSystem().Root, ctx.Self(), a.env.writer, a.env.audit
+	root, self, w, au, base := ctx.ActorSystem().Root, ctx.Self(), a.env.writer, a.env.audit, a.env.base
 	log := a.env.log
 	go func() {
-		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
+		ioctx, cancel := context.WithTimeout(base, ioTimeout)
 		defer cancel()
 		newRev, cur, err := w.Disable(ioctx, def, rev)
 		if err == nil {
