@@ -23,6 +23,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
 	"kanade-backend/http/httpx"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -257,17 +258,7 @@ func eventually(t *testing.T, f func() error) {
 
 func eventuallyWithin(t *testing.T, d time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.Eventually(t, d, f)
 }
 
 func (r *recorder) waitN(t *testing.T, n int) {
