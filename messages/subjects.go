@@ -12,9 +12,11 @@ const (
 	SubjectAuditAll     = "audit.>"
 	SubjectInventoryAll = "inventory.>"
 	SubjectEventsAll    = "events.>"
-	// SubjectCommandsExecAll is what the EXEC stream captures. It is not
-	// commands.> on purpose: agents of this generation do not replay
-	// commands, so capturing them would only grow storage.
+	// SubjectCommandsExecAll is what the EXEC stream captures: the exec
+	// engine's records (storage/execrecord), which no agent subscribes to,
+	// not Commands. It is not commands.> on purpose: agents of this
+	// generation do not replay Commands, so capturing them would only grow
+	// storage.
 	SubjectCommandsExecAll = "commands.exec.>"
 )
 

@@ -81,8 +81,10 @@ type Execution struct {
 	Manifest json.RawMessage `bun:"manifest,type:text" json:"-"`
 }
 
-// ExecRequest is a row of exec_requests: a request_id an exec published.
-type ExecRequest struct {
+// PublishedRequest is a row of exec_requests: a request_id an exec
+// published (messages.ExecRequest is the actor message that asks for an
+// exec).
+type PublishedRequest struct {
 	bun.BaseModel `bun:"table:exec_requests"`
 
 	RequestID   string `bun:"request_id,pk"`

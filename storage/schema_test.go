@@ -104,7 +104,7 @@ func TestSchemasOfBothDialectsAgree(t *testing.T) {
 // PostgreSQL columns' types.
 var models = []any{
 	(*storage.Agent)(nil), (*storage.ExecutionResult)(nil), (*storage.Execution)(nil),
-	(*storage.ExecRequest)(nil), (*storage.ExecExpected)(nil), (*storage.ExecWave)(nil),
+	(*storage.PublishedRequest)(nil), (*storage.ExecExpected)(nil), (*storage.ExecWave)(nil),
 	(*storage.InventoryFact)(nil), (*storage.AuditRow)(nil), (*storage.ProjectionError)(nil),
 	(*storage.Checkpoint)(nil), (*storage.GroupMember)(nil), (*storage.GroupRevision)(nil),
 	(*storage.Job)(nil), (*storage.ScheduleRow)(nil),

@@ -74,10 +74,14 @@ func RestartLimited(maxRestarts int, window time.Duration, onFailure func(child 
 	}
 }
 
-// RestartWithBackoff restarts a failing child after a delay that doubles on
-// each failure inside window (from initial), forever: for children that
-// must always come back, such as projectors, where giving up would silently
-// stop the read model (upstream defect 13).
+// RestartWithBackoff restarts a failing child after a delay that grows
+// linearly with its failures: n × initial for the nth failure (plus under a
+// microsecond of noise), the count starting again from one after a window
+// without failures; it never gives up. The library calls this "exponential
+// backoff", but its delay is failureCount × initial (strategy_exponential_
+// backoff.go in protoactor-go). For children that must always come back,
+// such as projectors, where giving up would silently stop the read model
+// (upstream defect 13).
 func RestartWithBackoff(window, initial time.Duration, onFailure func(child *actor.PID, reason any)) actor.SupervisorStrategy {
 	return &observedStrategy{inner: actor.NewExponentialBackoffStrategy(window, initial), onFailure: onFailure}
 }
@@ -116,3 +120,25 @@ func (d demoteInfo) WithAttrs(as []slog.Attr) slog.Handler {
 	return demoteInfo{d.Handler.WithAttrs(as)}
 }
 func (d demoteInfo) WithGroup(n string) slog.Handler { return demoteInfo{d.Handler.WithGroup(n)} }
+
+// ErrNotAsked is Ask's error when the caller's context left no time to
+// ask at all.
+var ErrNotAsked = errors.New("not asked: the caller's context has ended")
+
+// Ask sends msg to pid from outside the actor system and waits for the
+// answer: for HTTP handlers and other callers that may block, never for an
+// actor (a Receive must not wait on a future; it sends with ctx.Request
+// and takes the answer as a message). It waits up to timeout, shortened
+// to ctx's deadline, and returns the wait it allowed, so that the caller
+// can say how long it waited. The error is ErrNotAsked when no time was
+// left, else the future's (actor.ErrTimeout, dead letter).
+func Ask(ctx context.Context, root *actor.RootContext, pid *actor.PID, msg any, timeout time.Duration) (any, time.Duration, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = min(timeout, time.Until(dl))
+	}
+	if timeout <= 0 {
+		return nil, timeout, ErrNotAsked
+	}
+	res, err := root.RequestFuture(pid, msg, timeout).Result()
+	return res, timeout, err
+}

@@ -3,6 +3,7 @@ package actorsys_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -128,5 +129,33 @@ func TestRestartLimited(t *testing.T) {
 	defer p.starts.mu.Unlock()
 	if failures != 3 || p.starts.n != 3 {
 		t.Fatalf("failures=%d starts=%d, want 3 and 3 (1 start + 2 restarts)", failures, p.starts.n)
+	}
+}
+
+// Ask returns the answer; an actor that does not answer costs the timeout
+// (shortened to the caller's deadline); a caller out of time is not asked.
+func TestAsk(t *testing.T) {
+	sys := actorsys.New(nil)
+	echo := sys.Root.Spawn(actor.PropsFromFunc(func(c actor.Context) {
+		if s, ok := c.Message().(string); ok && s != "silent" {
+			c.Respond(s + "!")
+		}
+	}))
+	t.Cleanup(func() { _ = actorsys.Stop(context.Background(), sys, echo) })
+
+	res, _, err := actorsys.Ask(context.Background(), sys.Root, echo, "hi", time.Second)
+	if err != nil || res != "hi!" {
+		t.Fatalf("Ask = %v, %v", res, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, waited, err := actorsys.Ask(ctx, sys.Root, echo, "silent", time.Minute)
+	if !errors.Is(err, actor.ErrTimeout) || waited > 100*time.Millisecond || time.Since(start) > 10*time.Second {
+		t.Fatalf("silent actor: err %v, waited %v, took %v", err, waited, time.Since(start))
+	}
+	<-ctx.Done()
+	if _, _, err := actorsys.Ask(ctx, sys.Root, echo, "hi", time.Minute); !errors.Is(err, actorsys.ErrNotAsked) {
+		t.Fatalf("ended context: %v", err)
 	}
 }

@@ -107,7 +107,7 @@ func (e *engine) runBatch(c actor.Context) {
 		}
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := e.opContext()
 	defer cancel()
 	e.storeUnrecorded(ctx)
 
@@ -420,7 +420,7 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 			}
 		}
 		var rows []*storage.Execution
-		var reqs []storage.ExecRequest
+		var reqs []storage.PublishedRequest
 		var exp []storage.ExecExpected
 		var waves []storage.ExecWave
 		for _, f := range fires {
@@ -429,7 +429,7 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 			}
 			rows = append(rows, f.row)
 			for _, o := range f.p.now {
-				reqs = append(reqs, storage.ExecRequest{RequestID: o.requestID, ExecID: f.execID, Subject: o.subject})
+				reqs = append(reqs, storage.PublishedRequest{RequestID: o.requestID, ExecID: f.execID, Subject: o.subject})
 			}
 			for _, pc := range f.expected {
 				exp = append(exp, storage.ExecExpected{ExecID: f.execID, PcID: pc})
@@ -689,7 +689,7 @@ func (e *engine) flushStamps(ctx context.Context) {
 	err := e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		for _, st := range e.unstamped {
 			for i := 0; i < len(st.ids); i += insertChunk {
-				if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).
+				if _, err := tx.NewUpdate().Model((*storage.PublishedRequest)(nil)).
 					Set("published_at = ?", storage.T(st.at)).
 					Where("exec_id IN (?)", bun.List(st.ids[i:min(i+insertChunk, len(st.ids))])).
 					Where("published_at IS NULL").Exec(ctx); err != nil {
@@ -718,9 +718,9 @@ func (e *engine) flushStamps(ctx context.Context) {
 
 // newRecord is the record of a fire as just recorded and published.
 func newRecord(f *fire, at time.Time) *execrecord.Record {
-	reqs := make([]storage.ExecRequest, len(f.p.now))
+	reqs := make([]storage.PublishedRequest, len(f.p.now))
 	for i, o := range f.p.now {
-		reqs[i] = storage.ExecRequest{RequestID: o.requestID, ExecID: f.execID, Subject: o.subject, PublishedAt: storage.T(at)}
+		reqs[i] = storage.PublishedRequest{RequestID: o.requestID, ExecID: f.execID, Subject: o.subject, PublishedAt: storage.T(at)}
 	}
 	waves := make([]storage.ExecWave, len(f.p.waves))
 	for i, w := range f.p.waves {

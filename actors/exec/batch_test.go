@@ -267,7 +267,7 @@ func TestSettleClaimsOrReports(t *testing.T) {
 		if _, err := tx.NewInsert().Model(row).Exec(ctx); err != nil {
 			return err
 		}
-		_, err := tx.NewInsert().Model(&storage.ExecRequest{RequestID: "r1", ExecID: rec.ExecID, Subject: "commands.pc.a"}).Exec(ctx)
+		_, err := tx.NewInsert().Model(&storage.PublishedRequest{RequestID: "r1", ExecID: rec.ExecID, Subject: "commands.pc.a"}).Exec(ctx)
 		return err
 	})
 	if err != nil {

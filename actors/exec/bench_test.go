@@ -112,10 +112,10 @@ func rawInsert(b *testing.B, st *storage.Store, pcs []string) {
 	ctx := context.Background()
 	execID := uuid.NewString()
 	now := storage.T(time.Now())
-	reqs := make([]storage.ExecRequest, len(pcs))
+	reqs := make([]storage.PublishedRequest, len(pcs))
 	exp := make([]storage.ExecExpected, len(pcs))
 	for i, pc := range pcs {
-		reqs[i] = storage.ExecRequest{RequestID: uuid.NewString(), ExecID: execID, Subject: messages.CommandsPCSubject(pc)}
+		reqs[i] = storage.PublishedRequest{RequestID: uuid.NewString(), ExecID: execID, Subject: messages.CommandsPCSubject(pc)}
 		exp[i] = storage.ExecExpected{ExecID: execID, PcID: pc}
 	}
 	err := st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {

@@ -2,11 +2,13 @@ package exec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"kanade-backend/actors/actorsys"
 	"kanade-backend/messages"
 )
 
@@ -82,13 +84,10 @@ func (c *Client) request(ctx context.Context, msg any) (any, error) {
 	if timeout <= 0 {
 		timeout = DefaultClientTimeout
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
-	}
-	if timeout <= 0 {
+	res, timeout, err := actorsys.Ask(ctx, c.Root, c.PID, msg, timeout)
+	if errors.Is(err, actorsys.ErrNotAsked) {
 		return nil, messages.Unavailablef("exec engine not asked: %v", ctx.Err())
 	}
-	res, err := c.Root.RequestFuture(c.PID, msg, timeout).Result()
 	if err != nil {
 		return nil, messages.Unavailablef("exec engine did not answer within %v: %v", timeout.Round(time.Millisecond), err)
 	}

@@ -47,6 +47,7 @@ package exec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -136,9 +137,17 @@ type Deps struct {
 	// RetryBackoff is how long a wave that could not be published waits
 	// before the next attempt.
 	RetryBackoff time.Duration
+	// Context ends when the actors' stop begins (the app cancels it
+	// before actorsys.Stop). The I/O of each message derives from it, so
+	// a stop ends a slow store or KV call instead of waiting opTimeout for
+	// it. Nil: never ends.
+	Context context.Context
 }
 
 func (d *Deps) defaults() {
+	if d.Context == nil {
+		d.Context = context.Background()
+	}
 	if d.Clock == nil {
 		d.Clock = clock.Real{}
 	}
@@ -252,7 +261,7 @@ func (e *engine) Receive(c actor.Context) {
 				}
 			}
 		})
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := e.opContext()
 		defer cancel()
 		if n := e.rearm(ctx); n > 0 {
 			e.log.Info("rollout waves pending", "count", n, "next_due", e.armedAt)
@@ -264,7 +273,7 @@ func (e *engine) Receive(c actor.Context) {
 	case *messages.ExecsRestored:
 		// Executions came back from the EXEC stream after this engine
 		// started (the broker was away at start): their waves are due too.
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := e.opContext()
 		defer cancel()
 		if n := e.rearm(ctx); n > 0 {
 			e.log.Info("rollout waves pending after restore", "count", n, "next_due", e.armedAt)
@@ -277,7 +286,7 @@ func (e *engine) Receive(c actor.Context) {
 	case *idleProbe:
 		e.probeQueued = false
 		if len(e.queue) == 0 && !e.flushQueued {
-			ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+			ctx, cancel := e.opContext()
 			defer cancel()
 			e.flushStamps(ctx)
 			e.pipe.release()
@@ -305,7 +314,7 @@ func (e *engine) Receive(c actor.Context) {
 			return &reply, rec
 		})
 	case *gateAnswers:
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := e.opContext()
 		defer cancel()
 		e.rejudge(ctx, c.ActorSystem(), m.execID)
 		e.probeIdle(c)
@@ -314,7 +323,7 @@ func (e *engine) Receive(c actor.Context) {
 			return // a replaced or stopped timer
 		}
 		e.armed, e.timer = false, nil
-		ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+		ctx, cancel := e.opContext()
 		defer cancel()
 		e.storeUnrecorded(ctx)
 		e.publishDue(ctx, c.ActorSystem())
@@ -323,11 +332,17 @@ func (e *engine) Receive(c actor.Context) {
 	}
 }
 
+// opContext bounds the I/O of one message: opTimeout, and no longer than
+// the backend runs (Deps.Context).
+func (e *engine) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.Context, opTimeout)
+}
+
 // operatorAction runs an operator's request on an exec (cancel, resume,
 // abort) and hands its reply and the exec's new record to the pipeline
 // (the reply follows the record).
 func (e *engine) operatorAction(c actor.Context, do func(ctx context.Context) (any, *execrecord.Record)) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := e.opContext()
 	defer cancel()
 	e.storeUnrecorded(ctx)
 	reply, rec := do(ctx)
@@ -356,7 +371,9 @@ func (e *engine) probeIdle(c actor.Context) {
 // written), and the pipeline, given a moment to store what it holds.
 func (e *engine) halt(err error) {
 	e.disarm()
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	// Stopping: the base has ended, but what the stamps hold is still
+	// flushed, bounded by the stop's own deadline (actorsys.Stop).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.Context), opTimeout)
 	defer cancel()
 	e.flushStamps(ctx)
 	if e.restoredSub != nil {
@@ -427,7 +444,7 @@ func (e *engine) kv(ctx context.Context, bucket string) (jetstream.KeyValue, err
 	}
 	kv, err := e.KV.KeyValue(ctx, bucket)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
 	}
 	e.buckets[bucket] = kv
 	return kv, nil

@@ -23,6 +23,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
 	"kanade-backend/http/httpx"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -49,6 +50,8 @@ type env struct {
 	records exec.Recorder
 	// metrics, when set, are the engine's collectors.
 	metrics *exec.Metrics
+	// base, when set, is the engine's Deps.Context.
+	base context.Context
 }
 
 func newEnv(t testing.TB) *env {
@@ -95,7 +98,7 @@ func (e *env) deps() exec.Deps {
 	return exec.Deps{
 		Store: e.store, NATS: pub, KV: e.br.JS, Audit: audit.NewPublisher(e.br.JS, e.clk),
 		Records: records, Metrics: e.metrics,
-		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second,
+		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second, Context: e.base,
 	}
 }
 
@@ -255,17 +258,7 @@ func eventually(t *testing.T, f func() error) {
 
 func eventuallyWithin(t *testing.T, d time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.Eventually(t, d, f)
 }
 
 func (r *recorder) waitN(t *testing.T, n int) {
@@ -315,9 +308,9 @@ func (e *env) expected(id string) []string {
 	return pcs
 }
 
-func (e *env) requests(id string) []storage.ExecRequest {
+func (e *env) requests(id string) []storage.PublishedRequest {
 	e.t.Helper()
-	var rs []storage.ExecRequest
+	var rs []storage.PublishedRequest
 	if err := e.store.R.NewSelect().Model(&rs).Where("exec_id = ?", id).Scan(context.Background()); err != nil {
 		e.t.Fatal(err)
 	}
@@ -332,4 +325,41 @@ func statusOf(err error) int {
 	rec := httptest.NewRecorder()
 	httpx.WriteError(rec, httptest.NewRequest(http.MethodPost, "/api/exec/x", nil), err)
 	return rec.Code
+}
+
+// The engine's I/O derives from Deps.Context: once it has ended (the
+// actors' stop began), a request fails at once instead of running its
+// store and KV calls, and nothing is recorded or published.
+func TestEndedBaseContextEndsTheEngineIO(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.putJob("job1", "1.0.0", "echo")
+	e.agent("p1")
+	cmds := e.recordCommands()
+	base, cancel := context.WithCancel(context.Background())
+	e.base = base
+	e.start()
+	e.mustExec(`{"target":{"pcs":["p1"]}}`)
+	cmds.waitN(t, 1)
+
+	cancel()
+	start := time.Now()
+	resp, err := e.exec(`{"target":{"pcs":["p1"]}}`)
+	if err == nil {
+		t.Fatalf("exec after the base ended = %+v, want an error", resp)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the failed exec took %v", took)
+	}
+	if !strings.Contains(err.Error(), context.Canceled.Error()) {
+		t.Fatalf("exec after the base ended: %v, want it to say %v", err, context.Canceled)
+	}
+	var n int
+	if err := e.store.R.NewSelect().Model((*storage.Execution)(nil)).ColumnExpr("count(*)").Scan(context.Background(), &n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Fatalf("%d executions recorded, want the first one only", n)
+	}
+	cmds.quiet(t, 1, 300*time.Millisecond)
 }

@@ -308,7 +308,7 @@ func (e *engine) recordPublishFailure(ctx context.Context, row *storage.Executio
 				rids[i] = o.requestID
 			}
 			for i := 0; i < len(rids); i += insertChunk {
-				if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).Set("published_at = ?", storage.T(at)).
+				if _, err := tx.NewUpdate().Model((*storage.PublishedRequest)(nil)).Set("published_at = ?", storage.T(at)).
 					Where("request_id IN (?)", bun.List(rids[i:min(i+insertChunk, len(rids))])).Exec(ctx); err != nil {
 					return err
 				}

@@ -385,7 +385,7 @@ func TestFanoutToTenThousandListedPCs(t *testing.T) {
 		}
 		return nil
 	})
-	published, err := e.store.R.NewSelect().Model((*storage.ExecRequest)(nil)).Where("exec_id = ?", r.ExecID).
+	published, err := e.store.R.NewSelect().Model((*storage.PublishedRequest)(nil)).Where("exec_id = ?", r.ExecID).
 		Where("published_at IS NOT NULL").Count(context.Background())
 	if err != nil || published != int64(n) {
 		t.Fatalf("published exec_requests = %d (%v), want %d", published, err, n)

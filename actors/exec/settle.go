@@ -71,7 +71,7 @@ func Settle(ctx context.Context, st *storage.Store, req *messages.ExecRequest, r
 			return err
 		}
 		var total, published int
-		if err := tx.NewSelect().Model((*storage.ExecRequest)(nil)).
+		if err := tx.NewSelect().Model((*storage.PublishedRequest)(nil)).
 			ColumnExpr("count(*)").ColumnExpr("count(published_at)").
 			Where("exec_id = ?", req.ExecID).Scan(ctx, &total, &published); err != nil {
 			return err

@@ -197,7 +197,7 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 			return errors.Join(errClaimed, err)
 		}
 		if fresh {
-			req := &storage.ExecRequest{RequestID: rid, ExecID: ex.ExecID, Subject: subject}
+			req := &storage.PublishedRequest{RequestID: rid, ExecID: ex.ExecID, Subject: subject}
 			if _, err := tx.NewInsert().Model(req).On("CONFLICT DO NOTHING").Exec(ctx); err != nil {
 				return err
 			}
@@ -245,7 +245,7 @@ func (e *engine) publishWave(ctx context.Context, sys *actor.ActorSystem, w *sto
 			Set("expected_pcs = ?", len(expected)).Set("due_at = ?", w.DueAt).WherePK().Exec(ctx); err != nil {
 			return err
 		}
-		if _, err := tx.NewUpdate().Model((*storage.ExecRequest)(nil)).Set("published_at = ?", storage.T(at)).
+		if _, err := tx.NewUpdate().Model((*storage.PublishedRequest)(nil)).Set("published_at = ?", storage.T(at)).
 			Where("request_id = ?", rid).Exec(ctx); err != nil {
 			return err
 		}

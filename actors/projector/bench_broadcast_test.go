@@ -113,7 +113,7 @@ func seedBroadcast(b *testing.B, st *storage.Store, execID, req string, n int) {
 		if _, err := tx.NewInsert().Model(&ex).Exec(ctx); err != nil {
 			return err
 		}
-		r := storage.ExecRequest{RequestID: req, ExecID: execID, Subject: messages.SubjectCommandsAll, PublishedAt: storage.T(now)}
+		r := storage.PublishedRequest{RequestID: req, ExecID: execID, Subject: messages.SubjectCommandsAll, PublishedAt: storage.T(now)}
 		if _, err := tx.NewInsert().Model(&r).Exec(ctx); err != nil {
 			return err
 		}

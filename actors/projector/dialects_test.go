@@ -29,7 +29,7 @@ type tables struct {
 	Results   []storage.ExecutionResult
 	Facts     []storage.InventoryFact
 	Execs     []storage.Execution
-	Requests  []storage.ExecRequest
+	Requests  []storage.PublishedRequest
 	Expected  []storage.ExecExpected
 	Waves     []storage.ExecWave
 }
@@ -210,9 +210,9 @@ func publishResultsFixture(t *testing.T, b *brokertest.Broker) {
 			TargetCount: len(subjects), ExpectedPcs: len(expected), Status: storage.ExecPending, TimeoutSecs: 30,
 			CreatedAt: storage.T(t0), DeadlineAt: storage.T(far), UpdatedAt: storage.T(t0),
 			Manifest: json.RawMessage(`{"id":"a","version":"2"}`)}
-		var reqs []storage.ExecRequest
+		var reqs []storage.PublishedRequest
 		for req, subj := range subjects {
-			reqs = append(reqs, storage.ExecRequest{RequestID: req, ExecID: id, Subject: subj, PublishedAt: storage.T(t0)})
+			reqs = append(reqs, storage.PublishedRequest{RequestID: req, ExecID: id, Subject: subj, PublishedAt: storage.T(t0)})
 		}
 		var waves []storage.ExecWave
 		if id == "ex-all" {

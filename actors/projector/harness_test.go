@@ -20,6 +20,7 @@ import (
 
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -250,17 +251,7 @@ func result(req, pc string, exit int, stdout string, manifest string) pubMsg {
 // SQLite a lot); a passing test returns as soon as f does.
 func eventually(t testing.TB, within time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(max(within, 20*time.Second))
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %v", max(within, 20*time.Second), err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testsupport.Eventually(t, max(within, 20*time.Second), f)
 }
 
 // consumerIdle waits until the durable consumer has delivered and had

@@ -26,6 +26,7 @@ type metrics struct {
 
 	expired          prometheus.Counter
 	retentionDeleted *prometheus.CounterVec
+	ackFailures      *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -90,9 +91,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "kanade_retention_deleted_rows_total",
 			Help: "Rows deleted by the retention sweep, by table.",
 		}, []string{"table"}),
+		ackFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "kanade_jetstream_ack_failures_total",
+			Help: "Acks, naks and terms of delivered messages that did not reach the server, by consumer and op; the messages come back after AckWait.",
+		}, []string{"consumer", "op"}),
 	}
 	for _, c := range []prometheus.Collector{m.projected, m.poison, m.retries, m.failures, m.stalled, m.batchSize, m.batchDuration,
-		m.lag, m.restarts, m.heartbeats, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted} {
+		m.lag, m.restarts, m.heartbeats, m.flushDuration, m.agentsPerFlush, m.expired, m.retentionDeleted, m.ackFailures} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if errors.As(err, &are) {

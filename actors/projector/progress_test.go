@@ -40,7 +40,7 @@ func insertExec(t *testing.T, st *storage.Store, f execFixture) {
 			return err
 		}
 		for req, subj := range f.requests {
-			r := storage.ExecRequest{RequestID: req, ExecID: f.id, Subject: subj, PublishedAt: storage.T(t0)}
+			r := storage.PublishedRequest{RequestID: req, ExecID: f.id, Subject: subj, PublishedAt: storage.T(t0)}
 			if _, err := tx.NewInsert().Model(&r).Exec(ctx); err != nil {
 				return err
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // pump is the goroutine that pulls batches from a durable consumer for a
@@ -23,8 +24,9 @@ import (
 // database work side by side without unacknowledged messages piling up: a
 // slow database slows the pull.
 type pump struct {
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	replies replies
 }
 
 // fetched is one batch handed from a pump to its actor.
@@ -50,16 +52,11 @@ type batchResult struct {
 // poisonReason is the reason a poison message is terminated with.
 const poisonReason = "kanade projector: undecodable, recorded in projection_errors"
 
-// acknowledge sends r's acks and terms. Errors are ignored: a message
-// whose ack does not arrive comes back after AckWait, and applying it
-// again changes nothing.
-func (r *batchResult) acknowledge() {
-	for _, m := range r.ack {
-		_ = m.Ack()
-	}
-	for _, m := range r.term {
-		_ = m.TermWithReason(poisonReason)
-	}
+// acknowledge sends r's acks and terms through rep, which counts the
+// ones that do not reach the server (see replies).
+func (r *batchResult) acknowledge(rep replies) {
+	rep.ack(r.ack)
+	rep.term(r.term)
 	r.ack, r.term = nil, nil
 }
 
@@ -70,9 +67,10 @@ const idleWait = 30 * time.Second
 
 // pumpConfig is what a pump needs besides its consumer.
 type pumpConfig struct {
-	batch  int
-	linger time.Duration
-	log    *slog.Logger
+	batch   int
+	linger  time.Duration
+	log     *slog.Logger
+	replies replies
 	// prepare runs on the pump goroutine for each batch; it must not touch
 	// the actor's state.
 	prepare func([]jetstream.Msg) any
@@ -90,7 +88,7 @@ const pullFailuresBeforeRestart = 5
 // startPump starts pulling from cons.
 func startPump(cons jetstream.Consumer, cfg pumpConfig) *pump {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &pump{cancel: cancel}
+	p := &pump{cancel: cancel, replies: cfg.replies}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -115,17 +113,17 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
 	var next *fetched    // pulled and prepared while the previous batch was applied
 	var done batchResult // the last committed batch, still to acknowledge
-	defer done.acknowledge()
+	defer done.acknowledge(p.replies)
 	failures := 0
 	for ctx.Err() == nil {
 		f := next
 		next = nil
 		if f == nil {
 			// A pull may wait up to idleWait: acknowledge first.
-			done.acknowledge()
+			done.acknowledge(p.replies)
 			msgs, err := pull(ctx, cons, cfg.batch, cfg.linger)
 			if ctx.Err() != nil {
-				nakAll(msgs, 0)
+				p.replies.nak(msgs, 0)
 				return
 			}
 			if err != nil {
@@ -155,7 +153,7 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 		// pull and decode the next batch, but only what is there now:
 		// waiting here for new messages would hold them unacknowledged for
 		// nothing if f then fails.
-		done.acknowledge()
+		done.acknowledge(p.replies)
 		if b, err := cons.FetchNoWait(cfg.batch); err == nil {
 			if msgs, _ := drain(b, nil); len(msgs) > 0 {
 				next = p.prepare(cfg, msgs)
@@ -192,7 +190,7 @@ func (p *pump) prepare(cfg pumpConfig, msgs []jetstream.Msg) *fetched {
 // nak hands the batch back for immediate redelivery.
 func (f *fetched) nak() {
 	if f != nil {
-		nakAll(f.msgs, 0)
+		f.owner.replies.nak(f.msgs, 0)
 	}
 }
 
@@ -247,16 +245,60 @@ func drain(b jetstream.MessageBatch, msgs []jetstream.Msg) ([]jetstream.Msg, err
 	return msgs, err
 }
 
-// nakAll hands messages back for redelivery after delay. Errors are
-// ignored: a nak that does not arrive only means the message comes back
-// after AckWait instead.
-func nakAll(msgs []jetstream.Msg, delay time.Duration) {
-	for _, m := range msgs {
+// replies sends a consumer's acks, naks and terms. A reply that does not
+// reach the server loses nothing (the message comes back after AckWait
+// and applying it again changes nothing), so a failure does not stop the
+// projector; but it is counted (kanade_jetstream_ack_failures_total) and
+// logged once per batch, because a run of them says the connection is
+// failing and redeliveries are coming.
+type replies struct {
+	consumer string
+	failures *prometheus.CounterVec
+	log      *slog.Logger
+}
+
+// ack acknowledges messages that are applied.
+func (r replies) ack(msgs []jetstream.Msg) {
+	r.each("ack", msgs, func(m jetstream.Msg) error { return m.Ack() })
+}
+
+// nak hands messages back for redelivery after delay (0: at once).
+func (r replies) nak(msgs []jetstream.Msg, delay time.Duration) {
+	r.each("nak", msgs, func(m jetstream.Msg) error {
 		if delay > 0 {
-			_ = m.NakWithDelay(delay)
-		} else {
-			_ = m.Nak()
+			return m.NakWithDelay(delay)
 		}
+		return m.Nak()
+	})
+}
+
+// term ends the delivery of messages that are recorded as poison.
+func (r replies) term(msgs []jetstream.Msg) {
+	r.each("term", msgs, func(m jetstream.Msg) error {
+		return m.TermWithReason(poisonReason)
+	})
+}
+
+func (r replies) each(op string, msgs []jetstream.Msg, send func(jetstream.Msg) error) {
+	failed := 0
+	var first error
+	for _, m := range msgs {
+		if err := send(m); err != nil {
+			failed++
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if failed == 0 {
+		return
+	}
+	if r.failures != nil {
+		r.failures.WithLabelValues(r.consumer, op).Add(float64(failed))
+	}
+	if r.log != nil {
+		r.log.Warn("projector could not reply to delivered messages; the server redelivers them after AckWait",
+			"consumer", r.consumer, "op", op, "messages", failed, "err", fmt.Errorf("%s on consumer %s: %w", op, r.consumer, first))
 	}
 }
 

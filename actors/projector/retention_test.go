@@ -48,11 +48,11 @@ func testRetentionSweep(t *testing.T, st *storage.Store) {
 			return err
 		}
 		var expected []storage.ExecExpected
-		var reqs []storage.ExecRequest
+		var reqs []storage.PublishedRequest
 		for i := range 20 {
 			for _, id := range []string{"old-done", "old-running"} {
 				expected = append(expected, storage.ExecExpected{ExecID: id, PcID: fmt.Sprintf("pc-%d", i)})
-				reqs = append(reqs, storage.ExecRequest{RequestID: fmt.Sprintf("%s-%d", id, i), ExecID: id, Subject: "s"})
+				reqs = append(reqs, storage.PublishedRequest{RequestID: fmt.Sprintf("%s-%d", id, i), ExecID: id, Subject: "s"})
 			}
 		}
 		if _, err := tx.NewInsert().Model(&expected).Exec(ctx); err != nil {

@@ -106,7 +106,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 		p.catchUpTo = ci.Delivered.Stream + ci.NumPending
 		self, root := c.Self(), c.ActorSystem().Root
 		p.pump = startPump(cons, pumpConfig{
-			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log,
+			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log, replies: p.replies(),
 			prepare: func(msgs []jetstream.Msg) any { return p.prepare(msgs) },
 			deliver: func(f *fetched) { root.Send(self, f) },
 			failed:  func(owner *pump, err error) { root.Send(self, &pumpFailed{owner: owner, err: err}) },
@@ -360,8 +360,13 @@ func (p *streamProjector[T]) retry(ctx context.Context, c actor.Context, msgs []
 	delay := p.retryDelay(pr.delivered)
 	p.env.log.Log(ctx, level, "projection batch failed; handing it back for redelivery", "projection", name,
 		"messages", len(msgs), "retry_in", delay, "err", cause)
-	nakAll(msgs, delay)
+	p.replies().nak(msgs, delay)
 	return batchResult{failed: true}
+}
+
+// replies sends this projector's acks, naks and terms, counting failures.
+func (p *streamProjector[T]) replies() replies {
+	return replies{consumer: p.codec.durable(), failures: p.env.metrics.ackFailures, log: p.env.log}
 }
 
 // retryDelay is the redelivery delay of a batch delivered delivered times.
@@ -384,15 +389,15 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 		if err == nil {
 			all.events = append(all.events, out.events...)
 			all.errors = append(all.errors, out.errors...)
-			_ = pr.good[i].Ack()
+			p.replies().ack(pr.good[i : i+1])
 			delete(p.stuck, e.seq)
 			applied++
 			continue
 		}
 		if storage.Cause(err) != "" {
 			p.env.stalled(name, err)
-			nakAll(pr.good[i:], p.retryDelay(pr.delivered))
-			nakAll(pr.poisonMsg, p.retryDelay(pr.delivered))
+			p.replies().nak(pr.good[i:], p.retryDelay(pr.delivered))
+			p.replies().nak(pr.poisonMsg, p.retryDelay(pr.delivered))
 			p.finish(c, all, applied, 0, pr.pending, start)
 			return batchResult{failed: true}
 		}
@@ -401,18 +406,16 @@ func (p *streamProjector[T]) isolate(ctx context.Context, c actor.Context, pr *p
 				"seq", e.seq, "retry_in", p.env.cfg.MaxRetryDelay, "err", err)
 		}
 		p.stuck[e.seq] = err
-		_ = pr.good[i].NakWithDelay(p.env.cfg.MaxRetryDelay)
+		p.replies().nak(pr.good[i:i+1], p.env.cfg.MaxRetryDelay)
 	}
 	if len(pr.poison) > 0 {
 		if _, err := p.commit(ctx, nil, pr.poison, 0, now); err != nil {
 			p.env.stalled(name, err)
-			nakAll(pr.poisonMsg, p.retryDelay(pr.delivered))
+			p.replies().nak(pr.poisonMsg, p.retryDelay(pr.delivered))
 			p.finish(c, all, applied, 0, pr.pending, start)
 			return batchResult{failed: true}
 		}
-		for _, m := range pr.poisonMsg {
-			_ = m.TermWithReason(poisonReason)
-		}
+		p.replies().term(pr.poisonMsg)
 	}
 	p.reportStuck()
 	p.finish(c, all, applied, len(pr.poison), pr.pending, start)

@@ -2,27 +2,23 @@ package schedule
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-	"github.com/google/uuid"
 
-	"kanade-backend/actors/audit"
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
-	"kanade-backend/storage/broker"
 )
 
-// ioTimeout bounds each store or KV call made for a schedule actor (the
-// dedup seed, settling an unanswered fire, the auto-disable write). None
-// runs inside Receive: each runs on a goroutine and answers with a
-// message, so a slow store never holds a worker that thousands of other
-// schedules' ticks need.
+// ioTimeout bounds each store or KV call made for a schedule actor
+// (settling an unanswered fire, the auto-disable write; the supervisor's
+// bulk dedup seed has seedTimeout). None runs inside Receive: each runs on
+// a goroutine and answers with a message, so a slow store never holds a
+// worker that thousands of other schedules' ticks need.
 const ioTimeout = 5 * time.Second
 
 // DefaultFireTimeout is how long a schedule waits for the exec engine to
@@ -36,6 +32,9 @@ const maxDecideAttempts = 3
 // env is what every schedule actor shares: its injected dependencies. It
 // is immutable once the supervisor has built it.
 type env struct {
+	// base ends when the backend begins to stop (Config.Context): the
+	// actors' I/O goroutines derive their contexts from it.
+	base        context.Context
 	clock       clock.Clock
 	reader      Reader
 	writer      Writer
@@ -60,9 +59,11 @@ type env struct {
 // the definition it was spawned with), the last instant it handled (so a
 // restart never fires the same instant twice), the one-time catch-up of a
 // backend start, the correlation ids of its exec requests and a fire still
-// waiting for the exec engine when the actor failed. Only the actor's own
-// goroutine touches it: the producer that reads it runs in the restart, on
-// that goroutine too.
+// waiting for the exec engine when the actor failed. The supervisor fills
+// it before the spawn; after that only the actor's message handling
+// touches it (one message at a time, on whichever worker of the pool runs
+// the mailbox), and the producer that reads it runs inside a restart,
+// which is such a message.
 type box struct {
 	def messages.Schedule
 	rev uint64
@@ -70,7 +71,7 @@ type box struct {
 	// validating; the first apply takes it instead of parsing again.
 	expr        *cron.Expr
 	lastInstant time.Time
-	catchUp     *catchUp
+	missed      *missedSince
 	started     bool
 	// gen numbers the timers armed for this schedule; a tick carries the
 	// gen of its timer, so a tick from a timer since re-armed (or from an
@@ -85,18 +86,20 @@ type box struct {
 	pending *pendingFire
 }
 
-// catchUp asks a schedule loaded at backend start to look for the instant
-// it missed while the backend was down: the latest one after Since, the
-// later of its last fire and the creation of its current revision.
-type catchUp struct {
+// missedSince asks a schedule loaded at backend start to catch up on the
+// instant it missed while the backend was down (catchUp): the latest one
+// after Since, the later of its last fire and the creation of its current
+// revision.
+type missedSince struct {
 	Since time.Time
 }
 
 // Messages a schedule actor receives.
 type (
-	// tick is sent by the actor's own cron timer; gen tells a tick of a
-	// timer that has since been re-armed from the current one.
-	tick struct {
+	// instantDue is sent by the alarm armed for the actor's next instant (one
+	// clock timer shared by every schedule due then, see alarms); gen
+	// tells an instantDue of an alarm since re-armed from the current one.
+	instantDue struct {
 		gen     uint64
 		instant time.Time
 	}
@@ -235,8 +238,8 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 		a.halt(ctx, false, "the schedule's actor stopped")
 	case *actor.Stopped:
 		a.env.metrics.running.Dec()
-	case *tick:
-		a.onTick(ctx, m)
+	case *instantDue:
+		a.onInstantDue(ctx, m)
 	case *update:
 		a.onUpdate(ctx, m)
 	case *jobResults:
@@ -245,6 +248,16 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 		a.onSeeded(ctx, m)
 	case *runNow:
 		a.runTick(ctx, a.env.clock.Now(), TriggerManual, ctx.Sender(), 0)
+	default:
+		a.receiveFire(ctx)
+	}
+}
+
+// receiveFire handles the answers about a fire already sent: the exec
+// engine's reply, a dead letter or a timeout instead, the store's
+// settlement, the auto-disable write.
+func (a *scheduleActor) receiveFire(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
 	case *messages.ExecReply:
 		a.onReply(ctx, m)
 	case *actor.DeadLetterResponse:
@@ -255,9 +268,7 @@ func (a *scheduleActor) Receive(ctx actor.Context) {
 			a.settle(ctx, p)
 		}
 	case *fireTimeout:
-		if p := a.pending; p != nil && p.req.CorrelationID == m.corr && !p.settling {
-			a.settle(ctx, p)
-		}
+		a.onFireTimeout(ctx, m)
 	case *fireSettled:
 		a.onSettled(ctx, m)
 	case *disableDone:
@@ -290,8 +301,8 @@ func (a *scheduleActor) started(ctx actor.Context) {
 		a.armFireTimeout(ctx, p)
 	}
 	a.askSeed(ctx)
-	if c := a.box.catchUp; c != nil {
-		a.box.catchUp = nil
+	if c := a.box.missed; c != nil {
+		a.box.missed = nil
 		a.catchUp(ctx, c)
 	}
 	a.arm(ctx)
@@ -385,7 +396,7 @@ func (a *scheduleActor) arm(ctx actor.Context) {
 	}
 	a.box.gen++
 	a.rec.setNextTick(next)
-	msg := &tick{gen: a.box.gen, instant: next}
+	msg := &instantDue{gen: a.box.gen, instant: next}
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	a.timer = a.env.alarms.at(now, next, func() { root.Send(self, msg) })
 }
@@ -400,7 +411,7 @@ func (a *scheduleActor) disarm() {
 	a.box.gen++
 }
 
-func (a *scheduleActor) onTick(ctx actor.Context, m *tick) {
+func (a *scheduleActor) onInstantDue(ctx actor.Context, m *instantDue) {
 	if m.gen != a.box.gen {
 		return
 	}
@@ -528,7 +539,7 @@ func (a *scheduleActor) setProgress(kt knownTarget, now time.Time) {
 // one tick, for the latest missed instant, and only within
 // starting_deadline; otherwise that instant is recorded as missed. A
 // backlog is never replayed.
-func (a *scheduleActor) catchUp(ctx actor.Context, c *catchUp) {
+func (a *scheduleActor) catchUp(ctx actor.Context, c *missedSince) {
 	if !a.def.Enabled {
 		return
 	}
@@ -551,387 +562,13 @@ func (a *scheduleActor) catchUp(ctx actor.Context, c *catchUp) {
 	}
 }
 
-// runTick runs one tick: the job and the target at fire time (from the
-// fleet view), the dedup decision, then a fire through the exec engine or
-// a recorded skip.
-func (a *scheduleActor) runTick(ctx actor.Context, instant time.Time, trigger string, replyTo *actor.PID, attempt int) {
-	if attempt == 0 {
-		if a.env.onTick != nil {
-			a.env.onTick(a.def.ID)
-		}
-		if trigger == TriggerCron {
-			a.env.metrics.late(a.env.clock.Now().Sub(instant))
-		}
-	}
-	a.decideTick(ctx, instant, trigger, replyTo, attempt)
-}
-
-// decideTick is runTick after its bookkeeping; a tick that waited for the
-// dedup state resumes here.
-func (a *scheduleActor) decideTick(ctx actor.Context, instant time.Time, trigger string, replyTo *actor.PID, attempt int) {
-	now := a.env.clock.Now()
-	t := Tick{Trigger: trigger, Instant: instant}
-	if !a.def.Enabled && trigger != TriggerManual {
-		// Only a race gets here (a tick queued just before an edit that
-		// disabled the schedule, or a re-decision on such an edit).
-		t.Outcome, t.Reason = messages.TickSkipped, "the schedule is disabled"
-		a.finish(ctx, t, replyTo)
-		return
-	}
-	skip := func(reason string) {
-		t.Outcome, t.Reason = messages.TickSkipped, reason
-		a.finish(ctx, t, replyTo)
-	}
-	if late := now.Sub(instant); a.hasDeadline && trigger == TriggerCron && late > a.deadline {
-		t.Outcome = messages.TickMissed
-		t.Reason = fmt.Sprintf("tick handled %s late, beyond starting_deadline %s", late.Round(time.Millisecond), a.deadline)
-		a.finish(ctx, t, replyTo)
-		return
-	}
-	switch {
-	case a.pending != nil:
-		skip("the previous fire is still waiting for the exec engine")
-		return
-	case a.waiting != nil:
-		skip("the previous tick is still waiting for the dedup state to load")
-		return
-	case a.disabling != nil:
-		skip("the previous tick is still auto-disabling the schedule")
-		return
-	}
-	job, err := a.env.fleet.job(a.def.JobID)
-	if errors.Is(err, messages.ErrNotFound) {
-		skip(err.Error())
-		return
-	}
-	if err != nil {
-		t.Outcome, t.Reason = messages.TickFailed, err.Error()
-		a.finish(ctx, t, replyTo)
-		return
-	}
-	if a.policy.Mode == messages.ModeEveryTick {
-		var expected []string
-		if !hasRollout(a.def.FanoutPlan) {
-			expected = a.env.fleet.resolve(a.def.Target, now)
-		}
-		a.fire(ctx, t, replyTo, job, a.def.FanoutPlan, expected, nil, 0, 0)
-		return
-	}
-	if !a.seeded {
-		a.waiting = &tickWait{instant: instant, trigger: trigger, replyTo: replyTo, attempt: attempt}
-		a.askSeed(ctx)
-		return
-	}
-	kt := a.env.fleet.resolveKnown(a.resolve, now)
-	expected := kt.fire
-	a.pruneInFlight(now)
-	d := DecideKnown(a.policy, expected, kt.known, a.latest, now)
-	a.setProgress(kt, now)
-	window := a.inFlightWindow(job)
-	switch d.Action {
-	case Skip:
-		if d.AutoDisable {
-			a.autoDisable(ctx, t, replyTo, attempt, d.Reason)
-			return
-		}
-		skip(d.Reason)
-	case FirePcs:
-		pcs := make([]string, 0, len(d.Pcs))
-		for _, pc := range d.Pcs {
-			if _, busy := a.inFlight[pc]; !busy {
-				pcs = append(pcs, pc)
-			}
-		}
-		if len(pcs) == 0 {
-			skip(fmt.Sprintf("all %d eligible PCs are still running the job from an earlier fire", len(d.Pcs)))
-			return
-		}
-		plan := messages.FanoutPlan{Target: messages.Target{Pcs: pcs}, Jitter: a.def.Jitter}
-		a.fire(ctx, t, replyTo, job, plan, pcs, pcs, len(pcs), window)
-	case FireWholeTarget:
-		busy := 0
-		for _, pc := range expected {
-			if _, ok := a.inFlight[pc]; ok {
-				busy++
-			}
-		}
-		if busy > 0 {
-			skip(fmt.Sprintf("the previous fire is still running on %d of %d PCs", busy, len(expected)))
-			return
-		}
-		var resolved []string
-		if !hasRollout(a.def.FanoutPlan) {
-			resolved = expected
-		}
-		a.fire(ctx, t, replyTo, job, a.def.FanoutPlan, resolved, expected, len(expected), window)
-	}
-}
-
-func hasRollout(p messages.FanoutPlan) bool { return p.Rollout != nil && len(p.Rollout.Waves) > 0 }
-
-// inFlightWindow is how long a fired PC is left alone without a result:
-// the job's timeout, the plan's jitter and InFlightMargin.
-func (a *scheduleActor) inFlightWindow(job *messages.Manifest) time.Duration {
-	w := InFlightMargin
-	if d, err := job.Execute.Timeout.Parse(); err == nil {
-		w += d
-	}
-	if a.def.Jitter != nil {
-		if d, err := a.def.Jitter.Parse(); err == nil {
-			w += d
-		}
-	}
-	return w
-}
-
-func (a *scheduleActor) pruneInFlight(now time.Time) {
-	for pc, f := range a.inFlight {
-		if !now.Before(f.until) {
-			delete(a.inFlight, pc)
-		}
-	}
-}
-
-// fire sends one exec request, carrying the job as the fleet view has it
-// and, for a plan without rollout waves, the PCs its target resolved to
-// (resolved), so the exec engine neither reads the catalog nor queries the
-// store for it. A cron or catch-up fire names its exec id, derived from
-// the schedule and the instant: however often that instant is fired
-// (a retry, a restart, a replay), the engine records one exec for it. The
-// reply carries the request's correlation id, so a late answer to an
-// earlier request is never taken for this one. The PCs (inFlightPCs) are
-// marked in flight at once, not when the engine answers, so that a tick
-// arriving meanwhile cannot fire them again.
-func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job *messages.Manifest, plan messages.FanoutPlan,
-	resolved, inFlightPCs []string, count int, window time.Duration) {
-	if a.env.exec == nil {
-		t.Outcome, t.Reason = messages.TickFailed, "the exec engine is not running"
-		a.finish(ctx, t, replyTo)
-		return
-	}
-	a.box.corr++
-	execID := uuid.NewString()
-	if t.Trigger != TriggerManual {
-		execID = messages.ScheduledExecID(a.def.ID, t.Instant)
-	}
-	req := &messages.ExecRequest{
-		CorrelationID: a.box.corr,
-		ExecID:        execID,
-		JobID:         a.def.JobID,
-		Plan:          plan,
-		Manifest:      job,
-		Resolved:      !hasRollout(plan),
-		Expected:      resolved,
-		Actor:         messages.ActorScheduler,
-		InitiatedBy:   messages.ActorScheduler + ":" + a.def.ID,
-		ScheduleID:    a.def.ID,
-	}
-	now := a.env.clock.Now()
-	if len(inFlightPCs) > 0 && a.inFlight == nil {
-		a.inFlight = make(map[string]inFlight, len(inFlightPCs))
-	}
-	for _, pc := range inFlightPCs {
-		a.inFlight[pc] = inFlight{execID: execID, since: now, until: now.Add(window)}
-	}
-	p := &pendingFire{req: req, instant: t.Instant, trigger: t.Trigger, replyTo: replyTo, pcs: inFlightPCs, count: count}
-	ctx.Request(a.env.exec, req)
-	a.pending = p
-	a.armFireTimeout(ctx, p)
-}
-
-func (a *scheduleActor) armFireTimeout(ctx actor.Context, p *pendingFire) {
-	root, self, corr := ctx.ActorSystem().Root, ctx.Self(), p.req.CorrelationID
-	p.timer = a.env.clock.AfterFunc(a.env.fireTimeout, func() { root.Send(self, &fireTimeout{corr: corr}) })
-}
-
-// onReply takes the exec engine's answer to the pending fire; an answer to
-// any other request (one settled meanwhile, or an earlier incarnation's)
-// is ignored.
-func (a *scheduleActor) onReply(ctx actor.Context, r *messages.ExecReply) {
-	p := a.pending
-	if p == nil || r.CorrelationID != p.req.CorrelationID {
-		return
-	}
-	if r.Existing {
-		// This instant's exec was recorded before (a retry or replay):
-		// whether its Commands went out is the store's to say.
-		p.existing = true
-		if !p.settling {
-			a.settle(ctx, p)
-		}
-		return
-	}
-	a.pending = nil
-	p.timer.Stop()
-	t := Tick{Trigger: p.trigger, Instant: p.instant}
-	if err := r.Err; err != nil {
-		// Nothing was published for a missing job or an invalid plan, so
-		// the PCs are not in flight; after any other failure some commands
-		// may have gone out, and the window keeps them from being doubled.
-		// NATS away is the same: the engine answers it only when no
-		// Command went out, and the instant is skipped for that reason.
-		unavailable := broker.IsUnavailable(err)
-		if errors.Is(err, messages.ErrNotFound) || errors.Is(err, messages.ErrInvalid) || unavailable {
-			a.release(p)
-		}
-		t.Outcome, t.Reason = messages.TickFailed, err.Error()
-		if errors.Is(err, messages.ErrNotFound) || unavailable {
-			t.Outcome = messages.TickSkipped
-		}
-		a.finish(ctx, t, p.replyTo)
-		return
-	}
-	a.fired(ctx, p, r.Response.ExecID, r.Response.ExpectedPcs, "")
-}
-
-// fired records the pending fire as fired with exec execID.
-func (a *scheduleActor) fired(ctx actor.Context, p *pendingFire, execID string, expectedPcs int, reason string) {
-	t := Tick{Outcome: messages.TickFired, Trigger: p.trigger, Instant: p.instant, ExecID: execID, Pcs: p.count, Reason: reason}
-	if p.count == 0 {
-		t.Pcs = expectedPcs
-	}
-	a.finish(ctx, t, p.replyTo)
-}
-
-// release takes a fire's PCs out of flight: nothing was published to them.
-func (a *scheduleActor) release(p *pendingFire) {
-	for _, pc := range p.pcs {
-		if f, ok := a.inFlight[pc]; ok && f.execID == p.req.ExecID {
-			delete(a.inFlight, pc)
-		}
-	}
-}
-
-// settle asks the store what became of a fire the exec engine did not
-// answer (or answered with an exec recorded earlier): never a guess. An
-// exec id no exec holds is claimed with a failed row, so the engine can no
-// longer publish under it; otherwise the recorded exec tells whether its
-// Commands went out.
-func (a *scheduleActor) settle(ctx actor.Context, p *pendingFire) {
-	p.settling = true
-	p.timer.Stop()
-	root, self, w := ctx.ActorSystem().Root, ctx.Self(), a.env.writer
-	req, corr := p.req, p.req.CorrelationID
-	reason := fmt.Sprintf("the exec engine did not answer within %s; nothing was published", a.env.fireTimeout)
-	now := a.env.clock.Now().UTC()
-	go func() {
-		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-		defer cancel()
-		s, err := w.Settle(ioctx, req, reason, now)
-		root.Send(self, &fireSettled{corr: corr, s: s, err: err})
-	}()
-}
-
-func (a *scheduleActor) onSettled(ctx actor.Context, m *fireSettled) {
-	p := a.pending
-	if p == nil || p.req.CorrelationID != m.corr || !p.settling {
-		return
-	}
-	p.settling = false
-	if m.err != nil {
-		// Still unknown: keep waiting and ask again after another timeout;
-		// meanwhile later ticks are skipped with the reason.
-		a.env.log.Warn("could not settle an unanswered fire; asking again later", "schedule", a.def.ID, "exec_id", p.req.ExecID, "err", m.err)
-		a.armFireTimeout(ctx, p)
-		return
-	}
-	ex := m.s.Exec
-	switch m.s.State {
-	case exec.FirePublished:
-		a.pending = nil
-		reason := ""
-		if p.existing {
-			reason = "this instant was already fired as exec " + ex.ExecID + "; nothing was published again"
-		}
-		a.fired(ctx, p, ex.ExecID, ex.ExpectedPcs, reason)
-	case exec.FireRecorded:
-		// Recorded, not yet published: the engine publishes right after
-		// its transaction. Wait for its answer.
-		a.armFireTimeout(ctx, p)
-	default: // FireClaimed, FireFailed: nothing was published
-		a.pending = nil
-		a.release(p)
-		reason := "exec " + ex.ExecID + " failed"
-		if ex.Error != nil {
-			reason = *ex.Error + " (exec " + ex.ExecID + ")"
-		}
-		a.finish(ctx, Tick{Outcome: messages.TickFailed, Trigger: p.trigger, Instant: p.instant, ExecID: ex.ExecID, Reason: reason}, p.replyTo)
-	}
-}
-
-// autoDisable writes the schedule back with enabled=false, compare-and-set
-// on the revision this actor decided on, on a goroutine (disableDone). If
-// an operator edited the schedule in between, the edit wins: the actor
-// takes the new version and decides again on it (bounded by
-// maxDecideAttempts).
-func (a *scheduleActor) autoDisable(ctx actor.Context, t Tick, replyTo *actor.PID, attempt int, reason string) {
-	t.Outcome = messages.TickSkipped
-	if !a.def.Enabled {
-		t.Reason = reason + "; the schedule is already disabled"
-		a.finish(ctx, t, replyTo)
-		return
-	}
-	def, rev := a.def, a.rev
-	a.disabling = &pendingDisable{t: t, replyTo: replyTo, attempt: attempt, reason: reason, def: def}
-	root, self, w, au := ctx.ActorSystem().Root, ctx.Self(), a.env.writer, a.env.audit
-	log := a.env.log
-	go func() {
-		ioctx, cancel := context.WithTimeout(context.Background(), ioTimeout)
-		defer cancel()
-		newRev, cur, err := w.Disable(ioctx, def, rev)
-		if err == nil {
-			ev := audit.Event(messages.ActorScheduler, messages.ActionScheduleCompleted, def.ID,
-				map[string]any{"mode": string(def.EffectiveMode()), "job_id": def.JobID})
-			if err := au.Publish(ioctx, ev); err != nil {
-				log.Warn("audit schedule_completed not published", "schedule", def.ID, "err", err)
-			}
-		}
-		root.Send(self, &disableDone{newRev: newRev, cur: cur, err: err})
-	}()
-}
-
-func (a *scheduleActor) onDisableDone(ctx actor.Context, m *disableDone) {
-	d := a.disabling
-	if d == nil {
-		return
-	}
-	a.disabling = nil
-	t, replyTo, attempt, reason := d.t, d.replyTo, d.attempt, d.reason
-	switch err := m.err; {
-	case err == nil:
-		def := d.def
-		def.Enabled = false
-		if m.newRev > a.rev {
-			a.def, a.rev = def, m.newRev
-			a.box.def, a.box.rev = def, m.newRev
-		}
-		a.disarm()
-		a.env.log.Info("schedule completed; auto-disabled", "schedule", def.ID, "job", def.JobID, "rev", m.newRev)
-		t.Reason = reason + "; schedule completed and auto-disabled"
-		a.finish(ctx, t, replyTo)
-	case errors.Is(err, messages.ErrConflict) && m.cur != nil && m.cur.Err == nil && attempt+1 < maxDecideAttempts:
-		a.env.log.Info("schedule changed while auto-disabling; deciding again on the new version",
-			"schedule", a.def.ID, "rev", a.rev, "now", m.cur.Rev)
-		if m.cur.Rev > a.rev {
-			a.applyUpdate(ctx, m.cur.Def, m.cur.Rev, m.cur.expr)
-		}
-		a.runTick(ctx, t.Instant, t.Trigger, replyTo, attempt+1)
-	case errors.Is(err, messages.ErrConflict):
-		t.Reason = reason + "; not auto-disabled: " + err.Error()
-		a.finish(ctx, t, replyTo)
-	default:
-		t.Outcome, t.Reason = messages.TickFailed, fmt.Sprintf("auto-disable: %v", err)
-		a.finish(ctx, t, replyTo)
-	}
-}
-
 // finish records a tick outcome: history, metrics, the ScheduleTicked
 // event, and the answer to a manual run.
 func (a *scheduleActor) finish(ctx actor.Context, t Tick, replyTo *actor.PID) {
 	t.At = a.env.clock.Now()
 	a.rec.addTick(t)
 	a.publishDedup()
-	a.env.metrics.tick(t.Outcome)
+	a.env.metrics.countTick(t.Outcome)
 	if t.Outcome == messages.TickFailed {
 		a.env.log.Warn("schedule tick failed", "schedule", a.def.ID, "instant", t.Instant, "reason", t.Reason)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"kanade-backend/actors/actorsys"
 	"kanade-backend/messages"
 )
 
@@ -28,13 +29,10 @@ func (c *Client) ask(ctx context.Context, msg any, timeout time.Duration) (any, 
 	if c == nil || c.PID == nil {
 		return nil, messages.Unavailablef("the scheduler is not running")
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		timeout = min(timeout, time.Until(dl))
-	}
-	if timeout <= 0 {
+	res, timeout, err := actorsys.Ask(ctx, c.Root, c.PID, msg, timeout)
+	if errors.Is(err, actorsys.ErrNotAsked) {
 		return nil, ctx.Err()
 	}
-	res, err := c.Root.RequestFuture(c.PID, msg, timeout).Result()
 	if errors.Is(err, actor.ErrTimeout) {
 		return nil, messages.Unavailablef("the scheduler did not answer within %s", timeout)
 	}

@@ -53,13 +53,7 @@ func PolicyOf(s *messages.Schedule) (Policy, error) {
 	return Policy{Mode: s.EffectiveMode(), Cooldown: cd, HasCooldown: set, AutoDisable: s.AutoDisableWhenDone}, nil
 }
 
-// Completion is one successful run of the schedule's job on a PC.
-type Completion struct {
-	PC string
-	At time.Time
-}
-
-// Decision is the outcome of Decide.
+// Decision is the outcome of DecideKnown.
 type Decision struct {
 	Action Action
 	// Pcs lists the PCs to fire at for FirePcs, in expected order.
@@ -71,42 +65,17 @@ type Decision struct {
 	Reason string
 }
 
-// Decide is the scheduler's dedup policy (behaviour.md §3), a pure
-// function of its inputs: expected is the resolved target at now (unique
-// pc_ids), completions the successful runs of the job (any number per PC,
-// any PCs). It reduces completions to the newest per PC and applies
-// DecideLatest.
-func Decide(p Policy, expected []string, completions []Completion, now time.Time) Decision {
-	if p.Mode == messages.ModeEveryTick || p.Mode == "" {
-		return Decision{Action: FireWholeTarget}
-	}
-	last := make(map[string]time.Time, len(completions))
-	for _, c := range completions {
-		if t, ok := last[c.PC]; !ok || c.At.After(t) {
-			last[c.PC] = c.At
-		}
-	}
-	return DecideLatest(p, expected, last, now)
-}
-
-// DecideLatest is Decide over completions already reduced to the newest
-// success per PC, which is the form a schedule actor keeps: it avoids
-// rebuilding a map of the whole fleet on every tick. Entries of last for
-// PCs outside expected are ignored. Every expected PC is taken as the
-// whole known target (DecideKnown with known = expected).
-func DecideLatest(p Policy, expected []string, last map[string]time.Time, now time.Time) Decision {
-	return DecideKnown(p, expected, expected, last, now)
-}
-
-// DecideKnown is the policy with "done" judged over the known fleet
-// (behaviour.md §3, changed from upstream): expected are the PCs a fire
-// reaches now (alive ones, listed ones), known every PC that counts for
-// the schedule being done, alive or not (expected ⊆ known). Fires go to
-// expected PCs only; once_per_pc is done, and may auto-disable, only when
-// no known PC remains without a success; once_per_target is done once a
-// known PC succeeded, even one that is offline now. Entries of last for
-// PCs outside known are ignored (a decommissioned PC neither blocks nor
-// counts).
+// DecideKnown is the scheduler's dedup policy (behaviour.md §3), a pure
+// function of its inputs, with "done" judged over the known fleet (changed
+// from upstream). last holds the newest success per PC, the form a
+// schedule actor keeps, so that no tick rebuilds a map of the whole fleet.
+// expected are the PCs a fire reaches now (alive ones, listed ones), known
+// every PC that counts for the schedule being done, alive or not
+// (expected ⊆ known). Fires go to expected PCs only; once_per_pc is done,
+// and may auto-disable, only when no known PC remains without a success;
+// once_per_target is done once a known PC succeeded, even one that is
+// offline now. Entries of last for PCs outside known are ignored (a
+// decommissioned PC neither blocks nor counts).
 func DecideKnown(p Policy, expected, known []string, last map[string]time.Time, now time.Time) Decision {
 	switch p.Mode {
 	case messages.ModeEveryTick, "":

@@ -13,18 +13,19 @@ import (
 // t0 is the epoch of behaviour.md §3's acceptance table: t(n) = 1 700 000 000 + n s.
 func at(n int64) time.Time { return time.Unix(1_700_000_000+n, 0).UTC() }
 
-func comps(spec string) []Completion {
-	if spec == "" {
-		return nil
-	}
-	var out []Completion
+// comps reads "pc@secs ..." successes into the newest success per PC, the
+// form DecideKnown takes; a PC may be listed more than once.
+func comps(spec string) map[string]time.Time {
+	out := map[string]time.Time{}
 	for _, f := range strings.Fields(spec) {
 		pc, n, _ := strings.Cut(f, "@")
 		var secs int64
 		if _, err := fmt.Sscan(n, &secs); err != nil {
 			panic(err)
 		}
-		out = append(out, Completion{PC: pc, At: at(secs)})
+		if t, ok := out[pc]; !ok || at(secs).After(t) {
+			out[pc] = at(secs)
+		}
 	}
 	return out
 }
@@ -59,9 +60,9 @@ func (c decideCase) run(t *testing.T) {
 		}
 		p.Cooldown, p.HasCooldown = d, true
 	}
-	got := Decide(p, pcs(c.expected), comps(c.completions), at(c.now))
+	got := DecideKnown(p, pcs(c.expected), pcs(c.expected), comps(c.completions), at(c.now))
 	if got.Action != c.action || got.AutoDisable != c.auto || !slices.Equal(got.Pcs, pcs(c.fire)) {
-		t.Fatalf("Decide = {%v %v auto=%v reason=%q}, want {%v %v auto=%v}",
+		t.Fatalf("DecideKnown = {%v %v auto=%v reason=%q}, want {%v %v auto=%v}",
 			got.Action, got.Pcs, got.AutoDisable, got.Reason, c.action, pcs(c.fire), c.auto)
 	}
 	if got.AutoDisable && got.Action != Skip {
@@ -146,50 +147,47 @@ func TestDecideMoreCases(t *testing.T) {
 }
 
 func TestDecideUnknownModeSkips(t *testing.T) {
-	d := Decide(Policy{Mode: "sometimes"}, []string{"a"}, nil, at(0))
+	d := DecideKnown(Policy{Mode: "sometimes"}, []string{"a"}, []string{"a"}, nil, at(0))
 	if d.Action != Skip || d.AutoDisable || d.Reason == "" {
 		t.Fatalf("got %+v", d)
 	}
 }
 
-// DecideLatest is what the actor calls; it must agree with Decide.
-func TestDecideLatestAgrees(t *testing.T) {
+// Successes of PCs outside the known target are ignored.
+func TestDecideIgnoresUnknownPCs(t *testing.T) {
 	expected := []string{"a", "b", "c"}
 	last := map[string]time.Time{"a": at(0), "c": at(50), "x": at(1)}
 	p := Policy{Mode: messages.ModeOncePerPC, Cooldown: time.Minute, HasCooldown: true}
-	got := DecideLatest(p, expected, last, at(60))
-	want := Decide(p, expected, []Completion{{"a", at(0)}, {"c", at(50)}, {"x", at(1)}}, at(60))
-	if got.Action != want.Action || !slices.Equal(got.Pcs, want.Pcs) || !slices.Equal(got.Pcs, []string{"a", "b"}) {
-		t.Fatalf("DecideLatest = %+v, Decide = %+v", got, want)
+	got := DecideKnown(p, expected, expected, last, at(60))
+	if got.Action != FirePcs || !slices.Equal(got.Pcs, []string{"a", "b"}) {
+		t.Fatalf("DecideKnown = %+v, want FirePcs [a b]", got)
 	}
 }
 
-func fleet(n int) ([]string, map[string]time.Time, []Completion) {
+func fleet(n int) ([]string, map[string]time.Time) {
 	expected := make([]string, n)
 	last := make(map[string]time.Time, n)
-	var list []Completion
 	for i := range n {
 		pc := fmt.Sprintf("pc-%05d", i)
 		expected[i] = pc
 		// Half the fleet has succeeded, some of it long enough ago to re-arm.
 		if i%2 == 0 {
 			last[pc] = at(int64(i % 7200))
-			list = append(list, Completion{pc, at(int64(i % 7200))})
 		}
 	}
-	return expected, last, list
+	return expected, last
 }
 
 // TestDecideBudget asserts the budget of architecture.md §6 (once_per_pc over
 // 10 000 PCs ≤ 5 ms) with a wide margin for slow CI machines under -race;
 // BenchmarkDecide gives the real figure.
 func TestDecideBudget(t *testing.T) {
-	expected, last, _ := fleet(10_000)
+	expected, last := fleet(10_000)
 	p := Policy{Mode: messages.ModeOncePerPC, Cooldown: time.Hour, HasCooldown: true}
 	best := time.Hour
 	for range 5 {
 		t0 := time.Now()
-		d := DecideLatest(p, expected, last, at(7200))
+		d := DecideKnown(p, expected, expected, last, at(7200))
 		best = min(best, time.Since(t0))
 		if d.Action != FirePcs || len(d.Pcs) != 8201 { // 5000 never ran + 3201 re-armed
 			t.Fatalf("decision %v with %d PCs", d.Action, len(d.Pcs))
@@ -201,29 +199,24 @@ func TestDecideBudget(t *testing.T) {
 }
 
 // BenchmarkDecide measures once_per_pc over 10 000 PCs, the way the actor
-// calls it (newest success per PC already kept in a map) and from a raw
-// completion list; the raw ceiling is one pass over the same map lookups.
+// calls it (newest success per PC already kept in a map); the raw ceiling
+// is one pass over the same map lookups.
 //
 //	go test -run '^$' -bench Decide -benchmem ./actors/schedule/
 func BenchmarkDecide(b *testing.B) {
-	expected, last, list := fleet(10_000)
+	expected, last := fleet(10_000)
 	p := Policy{Mode: messages.ModeOncePerPC, Cooldown: time.Hour, HasCooldown: true}
 	now := at(7200)
 	b.Run("once_per_pc_10000/actor", func(b *testing.B) {
 		for b.Loop() {
-			DecideLatest(p, expected, last, now)
-		}
-	})
-	b.Run("once_per_pc_10000/from_list", func(b *testing.B) {
-		for b.Loop() {
-			Decide(p, expected, list, now)
+			DecideKnown(p, expected, expected, last, now)
 		}
 	})
 	b.Run("once_per_target_10000", func(b *testing.B) {
 		pt := p
 		pt.Mode = messages.ModeOncePerTarget
 		for b.Loop() {
-			DecideLatest(pt, expected, last, now)
+			DecideKnown(pt, expected, expected, last, now)
 		}
 	})
 	b.Run("raw_ceiling_map_lookups_10000", func(b *testing.B) {

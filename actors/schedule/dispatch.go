@@ -84,8 +84,8 @@ func (p *workerPool) work() {
 }
 
 // close lets the workers finish what is queued and end. It does not wait
-// for them: the caller is an actor, and an activation still running may
-// take up to ioTimeout.
+// for them: the caller is an actor, which must not block, and the
+// activations do no I/O, so they end soon on their own.
 func (p *workerPool) close() {
 	p.mu.Lock()
 	p.closed = true

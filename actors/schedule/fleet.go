@@ -374,16 +374,43 @@ type knownTarget struct {
 // runs on every tick of a once-per schedule, so the common target (`all`
 // alone) is one pass over the sorted agents without a dedup map.
 func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
-	since := now.Add(-storage.AliveWindow)
-	var expiry time.Time
+	r := knownResolver{f: f, since: now.Add(-storage.AliveWindow)}
 	if f.horizon > 0 {
-		expiry = now.Add(-f.horizon)
+		r.expiry = now.Add(-f.horizon)
 	}
-	var out knownTarget
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	// Only a union of parts, or a verbatim list, can repeat a PC.
-	var inFire, inKnown map[string]bool
+	r.size(t)
+	if t.All {
+		for _, pc := range f.agents {
+			r.addCounted(pc, false)
+		}
+	}
+	if len(t.Groups) > 0 {
+		for _, pc := range f.unionOfMembers(t.Groups) {
+			r.addCounted(pc, false)
+		}
+	}
+	for _, pc := range t.Pcs {
+		// Listed PCs are fired verbatim, alive or not (as resolve does).
+		r.addCounted(pc, true)
+	}
+	return r.out
+}
+
+// knownResolver is one resolveKnown call in progress; it runs under the
+// view's read lock.
+type knownResolver struct {
+	f             *fleetView
+	since, expiry time.Time
+	// inFire and inKnown are set only when the target can repeat a PC.
+	inFire, inKnown map[string]bool
+	out             knownTarget
+}
+
+// size makes the dedup maps when the target can repeat a PC (a union of
+// parts, or a verbatim list) and sizes the output for `all`.
+func (r *knownResolver) size(t messages.Target) {
 	parts := 0
 	for _, has := range []bool{t.All, len(t.Groups) > 0, len(t.Pcs) > 0} {
 		if has {
@@ -391,73 +418,68 @@ func (f *fleetView) resolveKnown(t messages.Target, now time.Time) knownTarget {
 		}
 	}
 	if parts > 1 || len(t.Pcs) > 0 {
-		size := len(t.Pcs)
+		n := len(t.Pcs)
 		if t.All {
-			size += len(f.agents)
+			n += len(r.f.agents)
 		}
-		inFire, inKnown = make(map[string]bool, size), make(map[string]bool, size)
+		r.inFire, r.inKnown = make(map[string]bool, n), make(map[string]bool, n)
 	}
 	if t.All {
-		out.known = make([]string, 0, len(f.agents))
-		out.online = make([]bool, 0, len(f.agents))
-		out.fire = make([]string, 0, len(f.agents))
+		n := len(r.f.agents)
+		r.out.known, r.out.online, r.out.fire = make([]string, 0, n), make([]bool, 0, n), make([]string, 0, n)
 	}
-	// counts says whether pc counts as known and whether it is alive.
-	counts := func(pc string) (known, alive bool) {
-		if _, gone := f.gone[pc]; gone {
-			return false, false
-		}
-		at, ok := f.seen[pc]
-		if !ok {
-			return true, false
-		}
-		if !expiry.IsZero() && at.Before(expiry) {
-			return false, false
-		}
-		return true, !at.Before(since)
+}
+
+// counts says whether pc counts as known and whether it is alive.
+func (r *knownResolver) counts(pc string) (known, alive bool) {
+	if _, gone := r.f.gone[pc]; gone {
+		return false, false
 	}
-	add := func(pc string, fire, alive bool) {
-		if fire && (inFire == nil || !inFire[pc]) {
-			if inFire != nil {
-				inFire[pc] = true
-			}
-			out.fire = append(out.fire, pc)
-		}
-		if inKnown == nil || !inKnown[pc] {
-			if inKnown != nil {
-				inKnown[pc] = true
-			}
-			out.known = append(out.known, pc)
-			out.online = append(out.online, alive)
-		}
+	at, ok := r.f.seen[pc]
+	if !ok {
+		return true, false
 	}
-	if t.All {
-		for _, pc := range f.agents {
-			if known, alive := counts(pc); known {
-				add(pc, alive, alive)
-			}
-		}
+	if !r.expiry.IsZero() && at.Before(r.expiry) {
+		return false, false
 	}
-	if len(t.Groups) > 0 {
-		var part []string
-		for _, g := range t.Groups {
-			part = append(part, f.members[g]...)
-		}
-		if len(t.Groups) > 1 {
-			slices.Sort(part)
-			part = slices.Compact(part)
-		}
-		for _, pc := range part {
-			if known, alive := counts(pc); known {
-				add(pc, alive, alive)
-			}
-		}
+	return true, !at.Before(r.since)
+}
+
+// addCounted adds a known pc; a fire reaches it when it is alive or, for a
+// listed PC, always.
+func (r *knownResolver) addCounted(pc string, listed bool) {
+	if known, alive := r.counts(pc); known {
+		r.add(pc, listed || alive, alive)
 	}
-	for _, pc := range t.Pcs {
-		// Listed PCs are fired verbatim, alive or not (as resolve does).
-		if known, alive := counts(pc); known {
-			add(pc, true, alive)
+}
+
+func (r *knownResolver) add(pc string, fire, alive bool) {
+	if fire && (r.inFire == nil || !r.inFire[pc]) {
+		if r.inFire != nil {
+			r.inFire[pc] = true
 		}
+		r.out.fire = append(r.out.fire, pc)
 	}
-	return out
+	if r.inKnown == nil || !r.inKnown[pc] {
+		if r.inKnown != nil {
+			r.inKnown[pc] = true
+		}
+		r.out.known = append(r.out.known, pc)
+		r.out.online = append(r.out.online, alive)
+	}
+}
+
+// unionOfMembers is the members of groups, sorted and without repeats
+// when there is more than one group (one group's list is used as it is).
+// The caller holds the view's lock and only reads the result.
+func (f *fleetView) unionOfMembers(groups []string) []string {
+	if len(groups) == 1 {
+		return f.members[groups[0]]
+	}
+	var part []string
+	for _, g := range groups {
+		part = append(part, f.members[g]...)
+	}
+	slices.Sort(part)
+	return slices.Compact(part)
 }

@@ -53,11 +53,7 @@ func TestDecideKnown(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p := Policy{Mode: c.mode, AutoDisable: true, Cooldown: c.cooldown, HasCooldown: c.cooldown > 0}
-			last := map[string]time.Time{}
-			for _, cm := range comps(c.completions) {
-				last[cm.PC] = cm.At
-			}
-			got := DecideKnown(p, pcs(c.expected), pcs(c.known), last, at(100))
+			got := DecideKnown(p, pcs(c.expected), pcs(c.known), comps(c.completions), at(100))
 			if got.Action != c.action || got.AutoDisable != c.auto || !slices.Equal(got.Pcs, pcs(c.fire)) {
 				t.Fatalf("DecideKnown = {%v %v auto=%v reason=%q}, want {%v %v auto=%v}",
 					got.Action, got.Pcs, got.AutoDisable, got.Reason, c.action, pcs(c.fire), c.auto)
@@ -167,8 +163,8 @@ func TestFleetViewKnownPCs(t *testing.T) {
 
 // BenchmarkKnownTick measures what a once_per_pc tick adds for the known
 // fleet over 10 000 agents (a third offline, half done): resolveKnown,
-// DecideKnown and ProgressOf, next to the alive-only resolve and
-// DecideLatest of before (the raw ceiling of the same work):
+// DecideKnown and ProgressOf, next to the alive-only resolve and a decision
+// over it alone, as before (the raw ceiling of the same work):
 //
 //	go test -run '^$' -bench KnownTick -benchmem ./actors/schedule/
 func BenchmarkKnownTick(b *testing.B) {
@@ -198,7 +194,8 @@ func BenchmarkKnownTick(b *testing.B) {
 	})
 	b.Run("raw_ceiling_alive_only_10000", func(b *testing.B) {
 		for b.Loop() {
-			DecideLatest(p, v.resolve(all, now), last, now)
+			alive := v.resolve(all, now)
+			DecideKnown(p, alive, alive, last, now)
 		}
 	})
 }

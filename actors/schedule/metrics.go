@@ -69,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-func (m *Metrics) tick(outcome string) {
+func (m *Metrics) countTick(outcome string) {
 	if c, ok := m.ticks[outcome]; ok {
 		c.Inc()
 	}

@@ -50,18 +50,22 @@ type Config struct {
 	// schedule id, inside the schedule's actor. Tests use it to make a
 	// tick panic (fault isolation); production leaves it nil.
 	OnTick func(scheduleID string)
+	// Context ends when the actors' stop begins (the app cancels it
+	// before actorsys.Stop). The scheduler's store and KV calls (the watch, seed loads,
+	// settling a fire, the auto-disable write) derive from it, so a stop
+	// ends them instead of waiting for their timeouts. Nil: never ends.
+	Context context.Context
 }
 
 // mailboxThroughput is the library's default: how many messages a schedule
 // actor handles before its worker yields to others.
 const mailboxThroughput = 300
 
-// workerCount sizes the schedule actors' worker pool. A tick may wait on
-// I/O (store reads, the auto-disable write and its audit, each bounded by
-// ioTimeout), so a few more workers than cores keep a handful of slow
-// ticks from holding up every other schedule; more would only bring back
-// the goroutine churn the pool exists to avoid (2, 4 and 8 workers
-// measured the same on 2 cores).
+// workerCount sizes the schedule actors' worker pool. No activation waits
+// on I/O (the store and KV calls run on goroutines of their own), so a few
+// workers per core suffice; more would only bring back the goroutine churn
+// the pool exists to avoid (2, 4 and 8 workers measured the same on 2
+// cores).
 func workerCount() int { return max(8, 4*runtime.GOMAXPROCS(0)) }
 
 // DefaultDecommissionAfter is how long a PC may stay silent and still be
@@ -94,10 +98,13 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	if cfg.Source == nil || cfg.Reader == nil || cfg.Writer == nil || cfg.Audit == nil {
 		return nil, fmt.Errorf("schedule supervisor: Source, Reader, Writer and Audit are required")
 	}
+	if cfg.Context == nil {
+		cfg.Context = context.Background()
+	}
 	log := cfg.Logger.With("component", "scheduler")
 	metrics := cfg.Metrics
 	e := &env{
-		clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
+		base: cfg.Context, clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
 		metrics: metrics, log: log, onTick: cfg.OnTick,
 		fireTimeout: cfg.FireTimeout,
 		fleet: newFleetView(func(pc string, err error) {
@@ -245,7 +252,7 @@ type (
 )
 
 func (s *supervisor) Receive(ctx actor.Context) {
-	switch m := ctx.Message().(type) {
+	switch ctx.Message().(type) {
 	case *actor.Started:
 		s.start(ctx)
 	case *actor.Stopping:
@@ -258,6 +265,15 @@ func (s *supervisor) Receive(ctx actor.Context) {
 		// Every schedule actor has stopped by now; a restart, which keeps
 		// the workers for the next incarnation's actors, never gets here.
 		s.env.workers.close()
+	default:
+		s.receiveWork(ctx)
+	}
+}
+
+// receiveWork handles the scheduler's own messages: the KV watch, results
+// to route, dedup seeds, its actors' ends, and the Client's requests.
+func (s *supervisor) receiveWork(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
 	case *lastFires:
 		s.lastFires = m.fires
 	case *kvEntry:
@@ -305,7 +321,7 @@ func (s *supervisor) start(ctx actor.Context) {
 			fl.apply(evt)
 		}
 	})
-	wctx, cancel := context.WithCancel(context.Background())
+	wctx, cancel := context.WithCancel(s.env.base)
 	s.workCtx, s.watchCancel = wctx, cancel
 	s.work.Add(1)
 	go func() {
@@ -443,7 +459,7 @@ func (s *supervisor) spawn(ctx actor.Context, en *entry) {
 			since = last
 		}
 		if !since.IsZero() {
-			b.catchUp = &catchUp{Since: since}
+			b.missed = &missedSince{Since: since}
 		}
 	}
 	pid := ctx.SpawnPrefix(s.env.props(b, en.rec), en.id+"-")
@@ -770,7 +786,7 @@ func (w *watcher) run(ctx context.Context) {
 		backoff = 100 * time.Millisecond
 		w.pump(ctx, kw, gen)
 		_ = kw.Stop()
-		drain(kw)
+		drainWatcher(kw)
 	}
 }
 
@@ -821,9 +837,10 @@ func decodeEntry(key string, value []byte, rev uint64) Versioned {
 	return v
 }
 
-// drain empties a stopped watcher's channel so that the client library's
-// delivery goroutine, which blocks on a full channel, is never left stuck.
-func drain(kw jetstream.KeyWatcher) {
+// drainWatcher empties a stopped watcher's channel so that the client
+// library's delivery goroutine, which blocks on a full channel, is never
+// left stuck.
+func drainWatcher(kw jetstream.KeyWatcher) {
 	timeout := time.NewTimer(time.Second)
 	defer timeout.Stop()
 	for {

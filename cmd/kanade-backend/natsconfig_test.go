@@ -16,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+
+	"kanade-backend/internal/testsupport"
 )
 
 // The external-cluster path end to end, with the real binary: nats-config
@@ -75,13 +77,10 @@ func TestBinaryExternalNATSWithCallout(t *testing.T) {
 	}
 	resp.Body.Close()
 
-	var violations, down atomic.Int32
+	var violations testsupport.Violations
+	var down atomic.Int32
 	agent, err := nats.Connect(ns.ClientURL(), nats.Token(cred.Token), nats.ReconnectWait(50*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrPermissionViolation) {
-				violations.Add(1)
-			}
-		}),
+		violations.Option(),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { down.Add(1) }))
 	if err != nil {
 		t.Fatalf("agent on the external server: %v", err)
@@ -90,13 +89,8 @@ func TestBinaryExternalNATSWithCallout(t *testing.T) {
 	if err := agent.Publish("commands.all", []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for violations.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("an agent credential published to commands.all on the external server")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// An agent credential must not publish to commands.all there.
+	violations.Wait(t, 3*time.Second, `"commands.all"`)
 	if _, err := nats.Connect(ns.ClientURL()); !errors.Is(err, nats.ErrAuthorization) {
 		t.Fatalf("anonymous client on the external server: %v", err)
 	}
@@ -114,13 +108,12 @@ func TestBinaryExternalNATSWithCallout(t *testing.T) {
 		t.Fatalf("revoke: %d %+v %v", resp.StatusCode, rev, err)
 	}
 	resp.Body.Close()
-	deadline = time.Now().Add(5 * time.Second)
-	for down.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the revoked agent is still connected to the external server")
+	testsupport.Eventually(t, 5*time.Second, func() error {
+		if down.Load() == 0 {
+			return errors.New("the revoked agent is still connected to the external server")
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	p.sigterm(t)
 }
 

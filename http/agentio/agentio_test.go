@@ -1,12 +1,14 @@
 package agentio_test
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-backend/app/apptest"
@@ -218,7 +220,24 @@ func TestStopEndsWaits(t *testing.T) {
 			answers <- answer{resp.StatusCode, string(out)}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond) // both are waiting
+	// Both are waiting once the server holds their subscriptions: the
+	// run's on its results subject, the ping's on the PC's heartbeats.
+	srv := b.App.NATSServer.Server()
+	apptest.Eventually(t, 10*time.Second, func() error {
+		sz, err := srv.Subsz(&server.SubszOptions{Subscriptions: true, Limit: 100_000})
+		if err != nil {
+			return err
+		}
+		run, ping := false, false
+		for _, sub := range sz.Subs {
+			run = run || strings.HasPrefix(sub.Subject, "results.") && sub.Subject != messages.SubjectResultsAll
+			ping = ping || sub.Subject == messages.HeartbeatSubject("PC-OFF")
+		}
+		if !run || !ping {
+			return fmt.Errorf("waiting: run %v, ping %v", run, ping)
+		}
+		return nil
+	})
 	start := time.Now()
 	stop()
 	if took := time.Since(start); took > 5*time.Second {

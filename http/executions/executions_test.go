@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/executions"
@@ -198,15 +199,16 @@ func TestRolloutWaveSurvivesBackendRestart(t *testing.T) {
 	})
 }
 
-// Cancel before wave1's time: wave1 never runs.
+// Cancel before wave1's time: wave1 never runs. The backend runs on a
+// fake clock, so wave1's time is reached by advancing it, not by sleeping.
 func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 	t.Parallel()
-	b := apptest.Start(t)
+	fake := clock.NewFake(time.Now())
+	b := apptest.Start(t, apptest.Options{Prepare: func(a *app.App) { a.Clock = fake }})
 	putJob(t, b, "job1", "1", "echo")
 	canary := startAgent(t, b.NATSURL, "commands.group.canary")
 	wave1 := startAgent(t, b.NATSURL, "commands.group.wave1")
 	member(t, b, "c1", "canary")
-	t0 := time.Now()
 	r := execJob(t, b, "job1", `{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"}]}}`)
 	canary.waitN(t, 1, 2*time.Second)
 
@@ -220,7 +222,13 @@ func TestCancelBeforeTheWaveStopsIt(t *testing.T) {
 	if resp.StatusCode != 409 || apptest.ErrorText(t, body) != "execution '"+r.ExecID+"' has no pending rollout waves to cancel" {
 		t.Fatalf("second cancel: %d %s", resp.StatusCode, body)
 	}
-	time.Sleep(time.Until(t0.Add(3500 * time.Millisecond)))
+	fake.Advance(3500 * time.Millisecond)
+	// The engine handles messages in order: once a third cancel is
+	// answered, a wave made due by the advance has been handled too.
+	resp, body = b.Do(t, "POST", "/api/executions/"+r.ExecID+"/cancel", nil)
+	if resp.StatusCode != 409 {
+		t.Fatalf("cancel after wave1's time: %d %s", resp.StatusCode, body)
+	}
 	if n := len(wave1.all()); n != 0 {
 		t.Fatalf("wave1 ran %d times after cancel", n)
 	}

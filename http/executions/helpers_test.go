@@ -165,7 +165,7 @@ func result(t *testing.T, b *apptest.Backend, execID, subject, pc string, exit i
 	t.Helper()
 	ctx := context.Background()
 	var rid string
-	if err := b.Store.R.NewSelect().Model((*storage.ExecRequest)(nil)).Column("request_id").
+	if err := b.Store.R.NewSelect().Model((*storage.PublishedRequest)(nil)).Column("request_id").
 		Where("exec_id = ?", execID).Where("subject = ?", subject).Scan(ctx, &rid); err != nil {
 		t.Fatalf("request_id of %s in %s: %v", subject, execID, err)
 	}

@@ -230,7 +230,7 @@ type upsertResponse struct {
 	Warning string `json:"warning,omitempty"`
 }
 
-func invalid(err error) error {
+func badSchedule(err error) error {
 	return httpx.BadRequest("invalid schedule: %v", err)
 }
 
@@ -246,26 +246,26 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 		s, err = messages.ParseScheduleJSON(body)
 	}
 	if err != nil {
-		return invalid(err)
+		return badSchedule(err)
 	}
 	if s.ID == reservedID {
-		return invalid(fmt.Errorf("schedule id %q is reserved (GET /api/schedules/preview)", reservedID))
+		return badSchedule(fmt.Errorf("schedule id %q is reserved (GET /api/schedules/preview)", reservedID))
 	}
 	// Parse accepted the expression; one whose every instant is past (a
 	// year field such as 1970) would be stored and never fire.
 	expr, err := s.CronExpr()
 	if err != nil {
-		return invalid(err)
+		return badSchedule(err)
 	}
 	if err := expr.CheckFuture(h.Clock.Now()); err != nil {
-		return invalid(err)
+		return badSchedule(err)
 	}
 	jobs, err := h.kv(r.Context(), messages.BucketJobs)
 	if err != nil {
 		return err
 	}
 	if _, err := jobs.Get(r.Context(), s.JobID); errors.Is(err, jetstream.ErrKeyNotFound) {
-		return invalid(fmt.Errorf("job '%s' not found in catalog", s.JobID))
+		return badSchedule(fmt.Errorf("job '%s' not found in catalog", s.JobID))
 	} else if err != nil {
 		return fmt.Errorf("check job %s: %w", s.JobID, err)
 	}

@@ -422,8 +422,10 @@ func (s *Server) Serve() error {
 }
 
 // Shutdown stops accepting connections and waits for in-flight requests
-// until ctx ends; long-lived streams (SSE) must watch their request context,
-// which RegisterOnShutdown cancels.
+// until ctx ends, then closes what is left. It does not cancel the
+// contexts of running requests: a long-lived stream (SSE) ends only
+// through a function registered with OnShutdown, which Shutdown calls as
+// it starts.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.srv.Shutdown(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
@@ -432,5 +434,6 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return err
 }
 
-// OnShutdown registers f to run when Shutdown starts (to end SSE streams).
+// OnShutdown registers f to run, on its own goroutine, when Shutdown
+// starts (http.Server.RegisterOnShutdown): the way to end SSE streams.
 func (s *Server) OnShutdown(f func()) { s.srv.RegisterOnShutdown(f) }

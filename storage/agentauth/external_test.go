@@ -2,7 +2,6 @@ package agentauth_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/storage/agentauth"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/storagetest"
@@ -113,13 +113,10 @@ func TestExternalServerWithPrintedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var denied, down atomic.Int32
+	var denied testsupport.Violations
+	var down atomic.Int32
 	a, err := nats.Connect(ns.ClientURL(), nats.Token(is[0].Token), nats.ReconnectWait(50*time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrPermissionViolation) {
-				denied.Add(1)
-			}
-		}),
+		denied.Option(),
 		nats.DisconnectErrHandler(func(*nats.Conn, error) { down.Add(1) }))
 	if err != nil {
 		t.Fatalf("agent A on the external server: %v", err)
@@ -132,7 +129,7 @@ func TestExternalServerWithPrintedConfig(t *testing.T) {
 	if err := a.Publish("commands.all", nil); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 3*time.Second, func() bool { return denied.Load() > 0 }, "commands.all allowed to agent A")
+	denied.Wait(t, 3*time.Second, `"commands.all"`)
 	legacy, err := nats.Connect(ns.ClientURL(), nats.Token("legacy"))
 	if err != nil {
 		t.Fatalf("shared token: %v", err)

@@ -2,14 +2,11 @@ package agentauth_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/agentauth"
@@ -122,8 +120,7 @@ func start(t *testing.T, o harnessOptions) *harness {
 // permission violations the server reports to it.
 type client struct {
 	*nats.Conn
-	mu         sync.Mutex
-	violations []string
+	violations testsupport.Violations
 }
 
 func (h *harness) connect(token string, opts ...nats.Option) (*client, error) {
@@ -131,13 +128,7 @@ func (h *harness) connect(token string, opts ...nats.Option) (*client, error) {
 	opts = append([]nats.Option{
 		nats.Name("test-agent"),
 		nats.MaxReconnects(-1), nats.ReconnectWait(50 * time.Millisecond),
-		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
-			if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(err.Error(), "Permissions Violation") {
-				c.mu.Lock()
-				c.violations = append(c.violations, err.Error())
-				c.mu.Unlock()
-			}
-		}),
+		c.violations.Option(),
 	}, opts...)
 	if token != "" {
 		opts = append(opts, nats.Token(token))
@@ -164,29 +155,21 @@ func (h *harness) mustConnect(token string, opts ...nats.Option) *client {
 // subject to the client.
 func (c *client) violated(t *testing.T, kind, subject string) {
 	t.Helper()
-	want := `Permissions Violation for ` + kind + ` to "` + subject + `"`
-	eventually(t, 3*time.Second, func() bool {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		return slices.ContainsFunc(c.violations, func(v string) bool { return strings.Contains(v, want) })
-	}, "no violation %q; got %v", want, c.snapshot())
+	c.violations.Wait(t, 3*time.Second, `Permissions Violation for `+kind+` to "`+subject+`"`)
 }
 
-func (c *client) snapshot() []string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return slices.Clone(c.violations)
-}
+func (c *client) snapshot() []string { return c.violations.All() }
 
+// eventually is testsupport.Eventually for a yes/no condition; the test
+// fails with the message format describes.
 func eventually(t *testing.T, timeout time.Duration, ok func() bool, format string, args ...any) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf(format, args...)
+	testsupport.Eventually(t, timeout, func() error {
+		if ok() {
+			return nil
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return fmt.Errorf(format, args...)
+	})
 }
 
 // mint makes a per-PC credential and returns its token.

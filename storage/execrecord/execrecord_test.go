@@ -44,13 +44,13 @@ func seedExec(t *testing.T, st *storage.Store, id string, pcs int, waves []stora
 	if mutate != nil {
 		mutate(ex)
 	}
-	var reqs []storage.ExecRequest
+	var reqs []storage.PublishedRequest
 	var exp []storage.ExecExpected
 	code := 0
 	for i := range pcs {
 		rid := fmt.Sprintf("%s-req-%05d", id, i)
 		pc := fmt.Sprintf("%s-pc-with-a-longish-name-%05d", id, i)
-		reqs = append(reqs, storage.ExecRequest{RequestID: rid, ExecID: id, Subject: messages.CommandsPCSubject(pc), PublishedAt: storage.T(t0)})
+		reqs = append(reqs, storage.PublishedRequest{RequestID: rid, ExecID: id, Subject: messages.CommandsPCSubject(pc), PublishedAt: storage.T(t0)})
 		exp = append(exp, storage.ExecExpected{ExecID: id, PcID: pc, RequestID: &rid, ExitCode: &code, AnsweredAt: storage.T(t0)})
 	}
 	err := st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {

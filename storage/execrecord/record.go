@@ -80,7 +80,7 @@ func Load(ctx context.Context, db bun.IDB, execID string) (*Record, error) {
 	if !engineFinal(ex) {
 		ex.Status, ex.FinishedAt = storage.ExecPending, storage.Time{}
 	}
-	var reqs []storage.ExecRequest
+	var reqs []storage.PublishedRequest
 	if err := db.NewSelect().Model(&reqs).Where("exec_id = ?", execID).Order("request_id").Scan(ctx); err != nil {
 		return nil, fmt.Errorf("load request_ids of exec %s: %w", execID, err)
 	}
@@ -101,7 +101,7 @@ func Load(ctx context.Context, db bun.IDB, execID string) (*Record, error) {
 // New is the record of an exec the engine has just written, built from the
 // rows it wrote instead of reading them back: what Load would return for
 // them (lists in Load's order, the projectors' part left out).
-func New(ex *storage.Execution, reqs []storage.ExecRequest, expected []string, waves []storage.ExecWave) *Record {
+func New(ex *storage.Execution, reqs []storage.PublishedRequest, expected []string, waves []storage.ExecWave) *Record {
 	rec := &Record{Exec: Exec{Execution: *ex, Manifest: ex.Manifest}}
 	e := &rec.Exec.Execution
 	e.Manifest, e.SuccessCount, e.FailureCount = nil, 0, 0
@@ -134,7 +134,7 @@ func engineFinal(ex *storage.Execution) bool {
 // for its exec (a later revision wins).
 func Restore(ctx context.Context, tx bun.IDB, rec *Record) error {
 	id := rec.Exec.ExecID
-	for _, model := range []any{(*storage.ExecRequest)(nil), (*storage.ExecExpected)(nil), (*storage.ExecWave)(nil), (*storage.Execution)(nil)} {
+	for _, model := range []any{(*storage.PublishedRequest)(nil), (*storage.ExecExpected)(nil), (*storage.ExecWave)(nil), (*storage.Execution)(nil)} {
 		if _, err := tx.NewDelete().Model(model).Where("exec_id = ?", id).Exec(ctx); err != nil {
 			return fmt.Errorf("restore exec %s: clear: %w", id, err)
 		}
@@ -144,9 +144,9 @@ func Restore(ctx context.Context, tx bun.IDB, rec *Record) error {
 	if _, err := tx.NewInsert().Model(&ex).Exec(ctx); err != nil {
 		return fmt.Errorf("restore exec %s: %w", id, err)
 	}
-	reqs := make([]storage.ExecRequest, len(rec.Requests))
+	reqs := make([]storage.PublishedRequest, len(rec.Requests))
 	for i, r := range rec.Requests {
-		reqs[i] = storage.ExecRequest{RequestID: r.RequestID, ExecID: id, Subject: r.Subject, PublishedAt: r.PublishedAt}
+		reqs[i] = storage.PublishedRequest{RequestID: r.RequestID, ExecID: id, Subject: r.Subject, PublishedAt: r.PublishedAt}
 	}
 	exp := make([]storage.ExecExpected, len(rec.Expected))
 	for i, pc := range rec.Expected {

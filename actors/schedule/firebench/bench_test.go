@@ -259,7 +259,7 @@ func rawCeiling(b *testing.B, bk *apptest.Backend, rec *recorder, n int) []time.
 	if err := bk.Store.R.NewSelect().Model(&execs).Where("schedule_id IS NOT NULL").Scan(ctx); err != nil {
 		b.Fatal(err)
 	}
-	var reqs []storage.ExecRequest
+	var reqs []storage.PublishedRequest
 	if err := bk.Store.R.NewSelect().Model(&reqs).
 		Where("exec_id IN (SELECT exec_id FROM executions WHERE schedule_id IS NOT NULL)").Scan(ctx); err != nil {
 		b.Fatal(err)

@@ -17,8 +17,9 @@ import (
 // their PIDs in that order (they are stopped in reverse). Each family gets
 // only the narrow dependencies it declares: the store, the NATS/JetStream
 // handles, the clock, the audit publisher, the metrics registry, and the
-// PIDs of families started before it.
-func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
+// PIDs of families started before it. base ends when the actors' stop
+// begins; their I/O derives from it.
+func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 	var pids []*actor.PID
 	// Start order (each later family may depend on earlier ones):
 	//   1. projectors (heartbeat, results, audit, KV mirrors, retention)
@@ -54,7 +55,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 
 	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
 		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Records: &execrecord.Publisher{JS: a.JS}, Clock: a.Clock,
-		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics),
+		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics), Context: base,
 	})
 	if err != nil {
 		return pids, fmt.Errorf("start exec engine: %w", err)
@@ -62,7 +63,7 @@ func (a *App) startActors(ctx context.Context) ([]*actor.PID, error) {
 	a.Exec = execPID
 	pids = append(pids, execPID)
 
-	sched, err := a.startScheduler()
+	sched, err := a.startScheduler(base)
 	if err != nil {
 		return pids, err
 	}

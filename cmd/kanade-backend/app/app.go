@@ -263,13 +263,20 @@ func (a *App) Run(ctx context.Context) error {
 	g.Add("leader lease", a.startLeadership, a.stopLeadership)
 
 	var topActors []*actor.PID
+	// actorsBase is the actors' base context: their store and KV calls
+	// derive from it, and the actors' stop cancels it first, so a stop
+	// never waits for those calls' own timeouts. It is not the start
+	// context, which ends as shutdown begins, while the HTTP server still
+	// lets running requests finish through the actors.
+	actorsBase, stopActorsIO := context.WithCancel(context.Background())
 	g.Add("actors", func(ctx context.Context) error {
 		a.Actors = actorsys.New(log)
 		a.Audit = audit.NewPublisher(a.JS, a.Clock)
-		pids, err := a.startActors(ctx)
+		pids, err := a.startActors(ctx, actorsBase)
 		topActors = pids
 		return err
 	}, func(ctx context.Context) error {
+		stopActorsIO()
 		// Nothing starts late once the actors stop.
 		_ = a.stopBootstrap(ctx)
 		a.lead.halt()

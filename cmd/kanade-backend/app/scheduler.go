@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -12,8 +13,9 @@ import (
 // PID it fires through. It reads KV and the SQL read model through one
 // Backend and publishes its audit events with the app's publisher. It
 // reads nothing, and so fires nothing, before this backend holds the
-// leader lease (gatedSource).
-func (a *App) startScheduler() (*actor.PID, error) {
+// leader lease (gatedSource). ctx is the actors' base context, cancelled
+// when their stop begins.
+func (a *App) startScheduler(ctx context.Context) (*actor.PID, error) {
 	b := schedule.NewBackend(a.Store, a.JS)
 	if a.Exec == nil {
 		a.Logger.Warn("no exec engine: schedule ticks will be recorded as failed")
@@ -21,7 +23,7 @@ func (a *App) startScheduler() (*actor.PID, error) {
 	pid, err := schedule.Start(a.Actors, schedule.Config{
 		Clock: a.Clock, Source: gatedSource{Source: b, done: a.lead.held}, Reader: b, Writer: b, Audit: a.Audit, Exec: a.Exec,
 		Metrics: schedule.NewMetrics(a.Metrics), Logger: a.Logger, OnTick: a.ScheduleTickHook,
-		DecommissionAfter: a.Config.Fleet.DecommissionAfter.Duration,
+		DecommissionAfter: a.Config.Fleet.DecommissionAfter.Duration, Context: ctx,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("start scheduler: %w", err)

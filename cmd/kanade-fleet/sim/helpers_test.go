@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -152,17 +153,7 @@ func putKV(t *testing.T, b *brokertest.Broker, bucket, key, value string) {
 // eventually polls f until it returns nil or timeout passes.
 func eventually(t *testing.T, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsupport.Eventually(t, timeout, f)
 }
 
 // newUUID returns a random UUID v4, as the backend puts in request_id

@@ -20,6 +20,7 @@ import (
 
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -197,19 +198,11 @@ func (b *Backend) JSON(t testing.TB, method, path string, body any, want int, v 
 
 // Eventually polls f until it returns nil or timeout passes, then fails the
 // test with f's last error.
+// (testsupport.Eventually, kept here because every end-to-end test has
+// apptest in hand.)
 func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for {
-		if err = f(); err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testsupport.Eventually(t, timeout, f)
 }
 
 // testWriter sends the backend's log to the test log, so it is shown only

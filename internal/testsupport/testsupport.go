@@ -1,0 +1,32 @@
+// Package testsupport holds the helpers that tests of every layer share,
+// so that each pattern is written once: today, polling for a condition
+// instead of sleeping (Eventually). It imports nothing of the project, so
+// any package's tests may use it.
+package testsupport
+
+import (
+	"testing"
+	"time"
+)
+
+// PollInterval is how often Eventually tries again.
+const PollInterval = 10 * time.Millisecond
+
+// Eventually polls f until it returns nil or timeout passes, then fails the
+// test with f's last error. A passing test returns as soon as f does, so a
+// generous timeout costs nothing on a quiet machine and spares a loaded
+// one a false failure.
+func Eventually(t testing.TB, timeout time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %v: %v", timeout, err)
+		}
+		time.Sleep(PollInterval)
+	}
+}
