@@ -71,7 +71,7 @@ func parseAgentFilter(r *http.Request, now time.Time) (agentFilter, error) {
 	if s := qs.Get("online"); s != "" {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
-			return f, httpx.BadRequest("invalid online %q: must be true or false", s)
+			return f, messages.Invalidf("invalid online %q: must be true or false", s)
 		}
 		f.online = &v
 	}

@@ -166,7 +166,7 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	}
 	m, err := parse(body)
 	if err != nil {
-		return httpx.BadRequest("%s", err.Error())
+		return messages.Invalidf("%s", err.Error())
 	}
 	value, err := json.Marshal(m)
 	if err != nil {

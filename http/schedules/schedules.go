@@ -231,7 +231,7 @@ type upsertResponse struct {
 }
 
 func badSchedule(err error) error {
-	return httpx.BadRequest("invalid schedule: %v", err)
+	return messages.Invalidf("invalid schedule: %v", err)
 }
 
 func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
@@ -316,7 +316,7 @@ func (h *handlers) audit(r *http.Request, action, target string, payload map[str
 func pathID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
 	if err := messages.ValidateToken("schedule id", id); err != nil {
-		return "", httpx.BadRequest("%v", err)
+		return "", messages.Invalidf("%v", err)
 	}
 	return id, nil
 }
@@ -388,7 +388,7 @@ func (h *handlers) status(w http.ResponseWriter, r *http.Request) error {
 	}
 	e, err := kv.Get(r.Context(), id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return httpx.NotFound("schedule '%s' not found", id)
+		return messages.NotFoundf("schedule '%s' not found", id)
 	}
 	if err != nil {
 		return messages.Unavailablef("read schedule %s: %v", id, err)
@@ -428,25 +428,25 @@ func (h *handlers) preview(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	expr := strings.TrimSpace(q.Get("cron"))
 	if expr == "" {
-		return httpx.BadRequest("cron is required (e.g. ?cron=*/30 * * * * *)")
+		return messages.Invalidf("cron is required (e.g. ?cron=*/30 * * * * *)")
 	}
 	tz := q.Get("tz")
 	n := schedule.NextFireCount
 	if s := q.Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > PreviewMax {
-			return httpx.BadRequest("invalid n %q: must be an integer between 1 and %d", s, PreviewMax)
+			return messages.Invalidf("invalid n %q: must be an integer between 1 and %d", s, PreviewMax)
 		}
 		n = v
 	}
 	e, err := cron.Parse(expr, tz)
 	if err != nil {
-		return httpx.BadRequest("%v", err)
+		return messages.Invalidf("%v", err)
 	}
 	// The same refusal as the upsert's, so that the editor, which checks
 	// as you type through this route, shows it before saving.
 	if err := e.CheckFuture(h.Clock.Now()); err != nil {
-		return httpx.BadRequest("%v", err)
+		return messages.Invalidf("%v", err)
 	}
 	if tz == "" {
 		tz = "UTC"
