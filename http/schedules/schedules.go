@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +31,7 @@ import (
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Scheduler is what the routes ask of the running scheduler
@@ -86,7 +86,7 @@ func Register(r *server.Router, d Deps) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	h := &handlers{Deps: d}
+	h := &handlers{Deps: d, handles: broker.NewKVHandles(d.JS)}
 	r.API("GET /api/schedules", h.list)
 	r.API("POST /api/schedules", h.upsert)
 	r.API("GET /api/schedules/preview", h.preview)
@@ -98,28 +98,18 @@ func Register(r *server.Router, d Deps) {
 type handlers struct {
 	Deps
 
-	mu      sync.Mutex
-	buckets map[string]jetstream.KeyValue
+	handles *broker.KVHandles
 }
 
-// kv opens a bucket once; failures are not cached.
+// kv opens a bucket once (broker.KVHandles); failures are not cached.
 func (h *handlers) kv(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if kv, ok := h.buckets[name]; ok {
-		return kv, nil
-	}
 	if h.JS == nil {
 		return nil, messages.Unavailablef("NATS is not connected")
 	}
-	kv, err := h.JS.KeyValue(ctx, name)
+	kv, err := h.handles.Open(ctx, name)
 	if err != nil {
 		return nil, messages.Unavailablef("KV bucket %s is unavailable: %v", name, err)
 	}
-	if h.buckets == nil {
-		h.buckets = map[string]jetstream.KeyValue{}
-	}
-	h.buckets[name] = kv
 	return kv, nil
 }
 
