@@ -61,6 +61,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 	"kanade-backend/storage/execrecord"
 )
 
@@ -170,7 +171,7 @@ func (d *Deps) defaults() {
 func Props(d Deps) *actor.Props {
 	d.defaults()
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &engine{Deps: d, log: d.Logger.With("component", "exec"), buckets: map[string]jetstream.KeyValue{}}
+		return &engine{Deps: d, log: d.Logger.With("component", "exec"), buckets: broker.NewKVHandles(d.KV)}
 	})
 }
 
@@ -211,7 +212,7 @@ type engine struct {
 	log     *slog.Logger
 	self    *actor.PID
 	sys     *actor.ActorSystem
-	buckets map[string]jetstream.KeyValue
+	buckets *broker.KVHandles
 
 	// queue holds the requests of the next batch; flushQueued says a
 	// flushBatch is on its way.
@@ -439,14 +440,10 @@ func (e *engine) storeUnrecorded(ctx context.Context) {
 
 // kv returns an opened bucket, opening it on first use.
 func (e *engine) kv(ctx context.Context, bucket string) (jetstream.KeyValue, error) {
-	if kv, ok := e.buckets[bucket]; ok {
-		return kv, nil
-	}
-	kv, err := e.KV.KeyValue(ctx, bucket)
+	kv, err := e.buckets.Open(ctx, bucket)
 	if err != nil {
 		return nil, fmt.Errorf("open KV bucket %s: %w", bucket, err)
 	}
-	e.buckets[bucket] = kv
 	return kv, nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Backend implements Reader, Writer and Source over the SQL read model and
@@ -23,8 +24,8 @@ type Backend struct {
 	Store *storage.Store
 	JS    jetstream.JetStream
 
-	mu      sync.Mutex
-	buckets map[string]jetstream.KeyValue
+	handles     broker.KVHandles
+	handlesOnce sync.Once
 }
 
 var (
@@ -37,26 +38,17 @@ func NewBackend(st *storage.Store, js jetstream.JetStream) *Backend {
 	return &Backend{Store: st, JS: js}
 }
 
-// bucket opens a KV bucket once and keeps the handle: opening costs a
-// round trip to the server, and ticks read the jobs bucket constantly.
-// A failure is not cached, so a bucket that appears later is found.
+// bucket opens a KV bucket once and keeps the handle (broker.KVHandles):
+// ticks read the jobs bucket constantly.
 func (b *Backend) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if kv, ok := b.buckets[name]; ok {
-		return kv, nil
-	}
 	if b.JS == nil {
 		return nil, messages.Unavailablef("NATS is not connected")
 	}
-	kv, err := b.JS.KeyValue(ctx, name)
+	b.handlesOnce.Do(func() { b.handles.JS = b.JS })
+	kv, err := b.handles.Open(ctx, name)
 	if err != nil {
 		return nil, fmt.Errorf("open kv bucket %s: %w", name, err)
 	}
-	if b.buckets == nil {
-		b.buckets = map[string]jetstream.KeyValue{}
-	}
-	b.buckets[name] = kv
 	return kv, nil
 }
 

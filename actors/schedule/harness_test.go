@@ -24,6 +24,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
 	"kanade-backend/actors/projector/mirror"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -229,17 +230,7 @@ func (h *harness) stop() {
 
 func (h *harness) eventually(timeout time.Duration, f func() error) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("condition not met within %v: %v", timeout, err)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testsupport.Eventually(h.t, timeout, f)
 }
 
 func (h *harness) kv(bucket string) jetstream.KeyValue { return h.b.KV(h.t, bucket) }

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"kanade-backend/messages"
 )
@@ -24,47 +25,45 @@ type Metrics struct {
 // NewMetrics registers the collectors on reg (nil: unregistered, for
 // tests that do not look at them).
 func NewMetrics(reg prometheus.Registerer) *Metrics {
-	ticks := prometheus.NewCounterVec(prometheus.CounterOpts{
+	f := promauto.With(reg) // a nil reg registers nothing
+	ticks := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_schedule_ticks_total",
 		Help: "Schedule ticks by outcome (fired, skipped, missed, failed).",
 	}, []string{"outcome"})
 	m := &Metrics{
 		ticks: map[string]prometheus.Counter{},
-		lateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+		lateness: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "kanade_schedule_fire_lateness_seconds",
 			Help:    "Delay between a cron instant and the moment its schedule actor handles the tick.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5},
 		}),
-		running: prometheus.NewGauge(prometheus.GaugeOpts{
+		running: f.NewGauge(prometheus.GaugeOpts{
 			Name: "kanade_schedule_actors_running",
 			Help: "Schedule actors currently running (one per valid schedule).",
 		}),
-		restarts: prometheus.NewCounter(prometheus.CounterOpts{
+		restarts: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_schedule_actor_restarts_total",
 			Help: "Restarts of schedule actors after a failure.",
 		}),
-		faulted: prometheus.NewGauge(prometheus.GaugeOpts{
+		faulted: f.NewGauge(prometheus.GaugeOpts{
 			Name: "kanade_schedules_faulted",
 			Help: "Schedules whose actor failed too often and was stopped.",
 		}),
-		invalid: prometheus.NewGauge(prometheus.GaugeOpts{
+		invalid: f.NewGauge(prometheus.GaugeOpts{
 			Name: "kanade_schedules_invalid",
 			Help: "Schedules in KV that cannot run (bad cron, zone, duration, ...).",
 		}),
-		loaded: prometheus.NewGauge(prometheus.GaugeOpts{
+		loaded: f.NewGauge(prometheus.GaugeOpts{
 			Name: "kanade_schedules_load_seconds",
 			Help: "Time from the scheduler's start to the end of the initial KV snapshot.",
 		}),
-		skippedPCs: prometheus.NewCounter(prometheus.CounterOpts{
+		skippedPCs: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_schedule_skipped_pc_ids_total",
 			Help: "Stored pc_ids (agents, group members) left out of every schedule target because they are not valid subject tokens; each is counted and logged once.",
 		}),
 	}
 	for _, o := range []string{messages.TickFired, messages.TickSkipped, messages.TickMissed, messages.TickFailed} {
 		m.ticks[o] = ticks.WithLabelValues(o)
-	}
-	if reg != nil {
-		reg.MustRegister(ticks, m.lateness, m.running, m.restarts, m.faulted, m.invalid, m.loaded, m.skippedPCs)
 	}
 	return m
 }

@@ -41,7 +41,7 @@ func intParam(r *http.Request, name string, def, lo, hi int) (int, error) {
 	}
 	n, err := strconv.Atoi(s)
 	if err != nil || n < lo || n > hi {
-		return 0, httpx.BadRequest("invalid %s %q: must be an integer between %d and %d", name, s, lo, hi)
+		return 0, messages.Invalidf("invalid %s %q: must be an integer between %d and %d", name, s, lo, hi)
 	}
 	return n, nil
 }

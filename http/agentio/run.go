@@ -56,17 +56,17 @@ func (req RunRequest) command(requestID string) (messages.Command, error) {
 		return messages.Command{}, err
 	}
 	if strings.TrimSpace(req.Script) == "" {
-		return messages.Command{}, httpx.BadRequest("script must not be empty")
+		return messages.Command{}, messages.Invalidf("script must not be empty")
 	}
 	timeout := uint64(DefaultRunTimeoutSecs)
 	if req.TimeoutSecs != nil {
 		timeout = *req.TimeoutSecs
 	}
 	if timeout < 1 || timeout > MaxRunTimeoutSecs {
-		return messages.Command{}, httpx.BadRequest("invalid timeout_secs %d: must be between 1 and %d", timeout, MaxRunTimeoutSecs)
+		return messages.Command{}, messages.Invalidf("invalid timeout_secs %d: must be between 1 and %d", timeout, MaxRunTimeoutSecs)
 	}
 	if req.JitterSecs != nil && *req.JitterSecs > MaxRunTimeoutSecs {
-		return messages.Command{}, httpx.BadRequest("invalid jitter_secs %d: must be at most %d", *req.JitterSecs, MaxRunTimeoutSecs)
+		return messages.Command{}, messages.Invalidf("invalid jitter_secs %d: must be at most %d", *req.JitterSecs, MaxRunTimeoutSecs)
 	}
 	jitter := req.JitterSecs
 	if jitter != nil && *jitter == 0 {
@@ -108,7 +108,7 @@ func parseShell(s *string) (messages.Shell, error) {
 		return messages.ShellCmd, nil
 	}
 	// The exact text of api.md: clients of the upstream API match it.
-	return "", httpx.BadRequest("unknown shell")
+	return "", messages.Invalidf("unknown shell")
 }
 
 // resultWait is how long /api/run waits for the agent's result.

@@ -215,9 +215,9 @@ func (h *handlers) bulk(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch {
 	case len(b.PcIDs) == 0:
-		return httpx.BadRequest("pc_ids must list at least one pc_id")
+		return messages.Invalidf("pc_ids must list at least one pc_id")
 	case len(b.PcIDs) > MaxBulk:
-		return httpx.BadRequest("pc_ids lists %d PCs; at most %d per request", len(b.PcIDs), MaxBulk)
+		return messages.Invalidf("pc_ids lists %d PCs; at most %d per request", len(b.PcIDs), MaxBulk)
 	}
 	seen := make(map[string]bool, len(b.PcIDs))
 	for _, pc := range b.PcIDs {
@@ -225,7 +225,7 @@ func (h *handlers) bulk(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 		if seen[pc] {
-			return httpx.BadRequest("pc_id %q is listed twice", pc)
+			return messages.Invalidf("pc_id %q is listed twice", pc)
 		}
 		seen[pc] = true
 	}
@@ -281,18 +281,18 @@ func (h *handlers) createEnrollments(w http.ResponseWriter, r *http.Request) err
 		n = *b.Count
 	}
 	if n < 1 || n > MaxEnrollments {
-		return httpx.BadRequest("count %d: want 1 to %d", n, MaxEnrollments)
+		return messages.Invalidf("count %d: want 1 to %d", n, MaxEnrollments)
 	}
 	ttl := DefaultEnrollmentTTL
 	if b.ExpiresIn != "" {
 		d, err := humantime.Parse(b.ExpiresIn)
 		if err != nil {
-			return httpx.BadRequest("invalid expires_in: %v", err)
+			return messages.Invalidf("invalid expires_in: %v", err)
 		}
 		ttl = d
 	}
 	if ttl <= 0 || ttl > MaxEnrollmentTTL {
-		return httpx.BadRequest("expires_in %s: want more than 0s and at most %dd", b.ExpiresIn, MaxEnrollmentTTL/(24*time.Hour))
+		return messages.Invalidf("expires_in %s: want more than 0s and at most %dd", b.ExpiresIn, MaxEnrollmentTTL/(24*time.Hour))
 	}
 	for _, g := range b.Groups {
 		if err := messages.ValidateToken("group", g); err != nil {

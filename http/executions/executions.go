@@ -130,7 +130,7 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) error {
 	var plan messages.FanoutPlan
 	if len(strings.TrimSpace(string(body))) > 0 {
 		if err := messages.DecodeJSON(body, &plan); err != nil {
-			return httpx.BadRequest("%s", err.Error())
+			return messages.Invalidf("%s", err.Error())
 		}
 	}
 	if err := h.refuseEmptyTarget(r.Context(), jobID, plan); err != nil {
@@ -177,7 +177,7 @@ func (h *handlers) refuseEmptyTarget(ctx context.Context, jobID string, plan mes
 	if err != nil {
 		return fmt.Errorf("preview target of exec %s: %w", jobID, err)
 	}
-	return httpx.BadRequest("%s", p.Refusal())
+	return messages.Invalidf("%s", p.Refusal())
 }
 
 func execIDFrom(r *http.Request) (string, error) {
@@ -249,15 +249,15 @@ func readWavesRequest(w http.ResponseWriter, r *http.Request, required bool) (Wa
 	}
 	if len(strings.TrimSpace(string(body))) > 0 {
 		if err := messages.DecodeJSON(body, &req); err != nil {
-			return req, httpx.BadRequest("%s", err.Error())
+			return req, messages.Invalidf("%s", err.Error())
 		}
 	}
 	req.Reason = strings.TrimSpace(req.Reason)
 	switch {
 	case required && req.Reason == "":
-		return req, httpx.BadRequest("reason is required: say why the wave goes out although its gate is not met")
+		return req, messages.Invalidf("reason is required: say why the wave goes out although its gate is not met")
 	case len(req.Reason) > maxReason:
-		return req, httpx.BadRequest("reason is too long: %d bytes, at most %d", len(req.Reason), maxReason)
+		return req, messages.Invalidf("reason is too long: %d bytes, at most %d", len(req.Reason), maxReason)
 	}
 	return req, nil
 }
@@ -413,7 +413,7 @@ func (h *handlers) list(w http.ResponseWriter, r *http.Request) error {
 	}
 	if v := qs.Get("status"); v != "" {
 		if !slices.Contains(statuses, v) {
-			return httpx.BadRequest("invalid status %q: want one of %s", v, strings.Join(statuses, ", "))
+			return messages.Invalidf("invalid status %q: want one of %s", v, strings.Join(statuses, ", "))
 		}
 		q = q.Where("status = ?", v)
 	}

@@ -71,7 +71,7 @@ func parseAgentFilter(r *http.Request, now time.Time) (agentFilter, error) {
 	if s := qs.Get("online"); s != "" {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
-			return f, httpx.BadRequest("invalid online %q: must be true or false", s)
+			return f, messages.Invalidf("invalid online %q: must be true or false", s)
 		}
 		f.online = &v
 	}
@@ -177,7 +177,7 @@ func (h *handlers) listAgents(w http.ResponseWriter, r *http.Request) error {
 	}
 	if after != "" {
 		if page.Offset > 0 {
-			return httpx.BadRequest("after and offset cannot be combined: after already says where the page starts")
+			return messages.Invalidf("after and offset cannot be combined: after already says where the page starts")
 		}
 		if !paged {
 			page, paged = httpx.Page{Limit: httpx.DefaultLimit}, true
@@ -217,7 +217,7 @@ func parseAfter(r *http.Request) (string, error) {
 		return "", nil
 	}
 	if err := messages.ValidateToken("after", after); err != nil {
-		return "", httpx.BadRequest("invalid after %q: must be the pc_id of the last agent of the previous page", after)
+		return "", messages.Invalidf("invalid after %q: must be the pc_id of the last agent of the previous page", after)
 	}
 	return after, nil
 }

@@ -65,7 +65,7 @@ func (h *handlers) putScope(key scopeKey) func(http.ResponseWriter, *http.Reques
 		}
 		scope, err := messages.ParseConfigScopeJSON(b)
 		if err != nil {
-			return httpx.BadRequest("%v", err)
+			return messages.Invalidf("%v", err)
 		}
 		ctx := r.Context()
 		kv, err := h.config.Open(ctx)

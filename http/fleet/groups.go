@@ -25,7 +25,7 @@ const errEmptyGroup = "group name must not be empty"
 func validGroup(g string) (string, error) {
 	g = strings.TrimSpace(g)
 	if g == "" {
-		return "", httpx.BadRequest(errEmptyGroup)
+		return "", messages.Invalidf(errEmptyGroup)
 	}
 	if err := messages.ValidateToken("group", g); err != nil {
 		return "", err
@@ -68,7 +68,7 @@ func decodeGroupList(w http.ResponseWriter, r *http.Request) ([]string, error) {
 	if len(b) > 0 && b[0] == '[' {
 		var l []string
 		if err := messages.DecodeJSON(b, &l); err != nil {
-			return nil, httpx.BadRequest("invalid JSON body: %v", err)
+			return nil, messages.Invalidf("invalid JSON body: %v", err)
 		}
 		list = &l
 	} else {
@@ -76,12 +76,12 @@ func decodeGroupList(w http.ResponseWriter, r *http.Request) ([]string, error) {
 			Groups *[]string `json:"groups"`
 		}
 		if err := messages.DecodeJSON(b, &body); err != nil {
-			return nil, httpx.BadRequest("invalid JSON body: %v", err)
+			return nil, messages.Invalidf("invalid JSON body: %v", err)
 		}
 		list = body.Groups
 	}
 	if list == nil {
-		return nil, httpx.BadRequest(`body must be {"groups": [...]} (an empty list removes the PC from every group)`)
+		return nil, messages.Invalidf(`body must be {"groups": [...]} (an empty list removes the PC from every group)`)
 	}
 	out := make([]string, 0, len(*list))
 	for _, g := range *list {

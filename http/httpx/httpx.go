@@ -25,9 +25,13 @@ const (
 	MaxPublishBodyBytes = 64 << 20
 )
 
-// Error is an API error: an HTTP status and a message the operator can act on.
-// Handlers return it (or wrap it) and WriteError turns it into
-// `{"error": "<message>"}` with that status.
+// Error is an API error with a status that no error kind of package
+// messages gives (503 while shutting down, 504 when an agent stays
+// silent). Everything else is reported with the kinds
+// (messages.Invalidf, NotFoundf, Conflictf, Unavailablef, Timeoutf),
+// which actors and stores use too, so that a handler has one way to say
+// what went wrong. WriteError turns it into `{"error": "<message>"}` with
+// its status.
 type Error struct {
 	Status  int
 	Message string
@@ -38,16 +42,6 @@ func (e *Error) Error() string { return e.Message }
 // Errorf builds an *Error with a formatted message.
 func Errorf(status int, format string, args ...any) *Error {
 	return &Error{Status: status, Message: fmt.Sprintf(format, args...)}
-}
-
-// BadRequest, NotFound and Conflict are shorthands for the common cases.
-func BadRequest(format string, args ...any) *Error {
-	return Errorf(http.StatusBadRequest, format, args...)
-}
-
-// NotFound reports a missing resource.
-func NotFound(format string, args ...any) *Error {
-	return Errorf(http.StatusNotFound, format, args...)
 }
 
 // ErrorBody is the JSON shape of every API error.
@@ -149,7 +143,7 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 		if errors.As(err, &maxErr) {
 			return nil, err
 		}
-		return nil, BadRequest("reading request body: %v", err)
+		return nil, messages.Invalidf("reading request body: %v", err)
 	}
 	return b, nil
 }
@@ -163,13 +157,13 @@ func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 		return err
 	}
 	if len(strings.TrimSpace(string(b))) == 0 {
-		return BadRequest("request body must be a JSON object")
+		return messages.Invalidf("request body must be a JSON object")
 	}
 	if err := messages.CheckJSONDepth(b); err != nil {
-		return BadRequest("invalid JSON body: %v", err)
+		return messages.Invalidf("invalid JSON body: %v", err)
 	}
 	if err := json.Unmarshal(b, v); err != nil {
-		return BadRequest("invalid JSON body: %v", err)
+		return messages.Invalidf("invalid JSON body: %v", err)
 	}
 	return nil
 }
@@ -207,14 +201,14 @@ func ParsePage(r *http.Request) (Page, error) {
 	if s := q.Get("limit"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 1 || n > MaxLimit {
-			return p, BadRequest("invalid limit %q: must be an integer between 1 and %d", s, MaxLimit)
+			return p, messages.Invalidf("invalid limit %q: must be an integer between 1 and %d", s, MaxLimit)
 		}
 		p.Limit = n
 	}
 	if s := q.Get("offset"); s != "" {
 		n, err := strconv.Atoi(s)
 		if err != nil || n < 0 {
-			return p, BadRequest("invalid offset %q: must be a non-negative integer", s)
+			return p, messages.Invalidf("invalid offset %q: must be a non-negative integer", s)
 		}
 		p.Offset = n
 	}

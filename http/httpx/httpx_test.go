@@ -21,8 +21,8 @@ func TestWriteErrorStatusAndText(t *testing.T) {
 		status int
 		text   string
 	}{
-		{BadRequest("bad %s", "x"), 400, "bad x"},
-		{fmt.Errorf("wrapped: %w", NotFound("nope")), 404, "nope"},
+		{messages.Invalidf("bad %s", "x"), 400, "bad x"},
+		{fmt.Errorf("wrapped: %w", Errorf(404, "nope")), 404, "nope"},
 		{messages.NotFoundf("job 'j' not found in catalog"), 404, "job 'j' not found in catalog"},
 		{messages.Invalidf("invalid timeout: x"), 400, "invalid timeout: x"},
 		{messages.Conflictf("in use"), 409, "in use"},

@@ -73,7 +73,7 @@ func QueryTime(r *http.Request, name string) (t time.Time, ok bool, err error) {
 		t, perr = time.Parse(time.RFC3339Nano, strings.ReplaceAll(s, " ", "+"))
 	}
 	if perr != nil {
-		return time.Time{}, false, BadRequest("invalid %s %q: must be an RFC 3339 time such as 2026-01-02T15:04:05Z or 2026-01-02T15:04:05+09:00", name, trimForError(s))
+		return time.Time{}, false, messages.Invalidf("invalid %s %q: must be an RFC 3339 time such as 2026-01-02T15:04:05Z or 2026-01-02T15:04:05+09:00", name, trimForError(s))
 	}
 	return t.UTC(), true, nil
 }
@@ -100,10 +100,10 @@ func QueryToken(r *http.Request, name string) (string, error) {
 func QueryText(r *http.Request, name string) (string, error) {
 	s := r.URL.Query().Get(name)
 	if len(s) > messages.MaxTokenLen {
-		return "", BadRequest("invalid %s %q: longer than %d bytes", name, trimForError(s), messages.MaxTokenLen)
+		return "", messages.Invalidf("invalid %s %q: longer than %d bytes", name, trimForError(s), messages.MaxTokenLen)
 	}
 	if !utf8.ValidString(s) || strings.IndexFunc(s, unicode.IsControl) >= 0 {
-		return "", BadRequest("invalid %s %q: must be printable UTF-8 text", name, trimForError(s))
+		return "", messages.Invalidf("invalid %s %q: must be printable UTF-8 text", name, trimForError(s))
 	}
 	return s, nil
 }

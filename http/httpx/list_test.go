@@ -52,8 +52,7 @@ func TestQueryTime(t *testing.T) {
 		t.Errorf("absent: %v %v", ok, err)
 	}
 	_, _, err := QueryTime(httptest.NewRequest("GET", "/api/x?since=2026-13-01T00:00:00Z", nil), "since")
-	var apiErr *Error
-	if !errors.As(err, &apiErr) || apiErr.Status != 400 {
+	if KindStatus(err) != 400 {
 		t.Errorf("bad month: %v", err)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"kanade-backend/http/server"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // kvTimeout bounds the KV calls of one request.
@@ -57,7 +58,10 @@ type Deps struct {
 	Logger *slog.Logger
 }
 
-type handlers struct{ Deps }
+type handlers struct {
+	Deps
+	handles *broker.KVHandles
+}
 
 // Register adds the routes.
 func Register(r *server.Router, d Deps) {
@@ -67,7 +71,7 @@ func Register(r *server.Router, d Deps) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	h := &handlers{d}
+	h := &handlers{Deps: d, handles: broker.NewKVHandles(d.KV)}
 	r.API("GET /api/jobs", h.list)
 	r.API("POST /api/jobs", h.upsert)
 	r.API("DELETE /api/jobs/{id}", h.delete)
@@ -75,8 +79,9 @@ func Register(r *server.Router, d Deps) {
 	r.API("POST /api/scripts/{job_id}/unrevoke", h.scriptStatus(messages.ScriptStatusActive, messages.ActionScriptUnrevoke))
 }
 
+// bucket opens a bucket once (broker.KVHandles); failures are not kept.
 func (h *handlers) bucket(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	kv, err := h.KV.KeyValue(ctx, name)
+	kv, err := h.handles.Open(ctx, name)
 	if err != nil {
 		return nil, messages.Unavailablef("KV bucket %s unavailable: %v", name, err)
 	}
@@ -166,7 +171,7 @@ func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
 	}
 	m, err := parse(body)
 	if err != nil {
-		return httpx.BadRequest("%s", err.Error())
+		return messages.Invalidf("%s", err.Error())
 	}
 	value, err := json.Marshal(m)
 	if err != nil {

@@ -145,7 +145,7 @@ func (h *handlers) patch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if b.Role == nil {
-		return httpx.BadRequest("nothing to change: the body must set role")
+		return messages.Invalidf("nothing to change: the body must set role")
 	}
 	role, err := parseRole(*b.Role)
 	if err != nil {
@@ -215,7 +215,7 @@ func validName(name string) error {
 		return err
 	}
 	if len(name) > maxNameLen {
-		return httpx.BadRequest("invalid operator name %q: longer than %d bytes", name[:16]+"...", maxNameLen)
+		return messages.Invalidf("invalid operator name %q: longer than %d bytes", name[:16]+"...", maxNameLen)
 	}
 	return nil
 }
@@ -228,7 +228,7 @@ func pathName(r *http.Request) (string, error) {
 func parseRole(s string) (auth.Role, error) {
 	role, err := auth.ParseRole(s)
 	if err != nil {
-		return "", httpx.BadRequest("invalid role: %v", err)
+		return "", messages.Invalidf("invalid role: %v", err)
 	}
 	return role, nil
 }

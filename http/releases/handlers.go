@@ -94,19 +94,19 @@ func (h *handlers) publish(w http.ResponseWriter, r *http.Request) error {
 		case errors.As(err, &maxErr):
 			return err // 413
 		case errors.Is(err, http.ErrNotMultipart), errors.Is(err, http.ErrMissingBoundary):
-			return httpx.BadRequest("body must be multipart/form-data with a 'file' field (and optionally 'version')")
+			return messages.Invalidf("body must be multipart/form-data with a 'file' field (and optionally 'version')")
 		}
-		return httpx.BadRequest("invalid multipart body: %v", err)
+		return messages.Invalidf("invalid multipart body: %v", err)
 	}
 	defer func() { _ = r.MultipartForm.RemoveAll() }()
 
 	files := r.MultipartForm.File["file"]
 	if len(files) == 0 {
-		return httpx.BadRequest("missing 'file' field")
+		return messages.Invalidf("missing 'file' field")
 	}
 	fh := files[0]
 	if fh.Size == 0 {
-		return httpx.BadRequest("'file' field is empty")
+		return messages.Invalidf("'file' field is empty")
 	}
 	f, err := fh.Open()
 	if err != nil {
@@ -166,14 +166,14 @@ func releaseVersion(f multipart.File, field string) (version, source string, err
 	switch {
 	case err == nil:
 		if field != "" && strings.TrimPrefix(field, "v") != strings.TrimPrefix(pev, "v") {
-			return "", "", httpx.BadRequest("version field '%s' disagrees with the binary's embedded version '%s'; "+
+			return "", "", messages.Invalidf("version field '%s' disagrees with the binary's embedded version '%s'; "+
 				"omit the field to use the embedded one, or pass the matching label", field, pev)
 		}
 		return pev, "pe", nil
 	case !errors.Is(err, ErrNoVersionResource):
 		return "", "", fmt.Errorf("read uploaded file: %w", err)
 	case field == "":
-		return "", "", httpx.BadRequest("no version: the uploaded file carries no Windows version resource " +
+		return "", "", messages.Invalidf("no version: the uploaded file carries no Windows version resource " +
 			"(VS_VERSIONINFO ProductVersion/FileVersion); add a 'version' form field, e.g. version=0.21.2")
 	}
 	return field, "field", nil

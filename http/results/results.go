@@ -99,7 +99,7 @@ func parseFilter(r *http.Request) (filter, error) {
 	case "", StatusSuccess, StatusFailure:
 		f.status = s
 	default:
-		return f, httpx.BadRequest("invalid status %q: must be %s or %s", s, StatusSuccess, StatusFailure)
+		return f, messages.Invalidf("invalid status %q: must be %s or %s", s, StatusSuccess, StatusFailure)
 	}
 	if f.since, _, err = httpx.QueryTime(r, "since"); err != nil {
 		return f, err
@@ -236,9 +236,9 @@ func (h *handler) byRequest(w http.ResponseWriter, r *http.Request) error {
 	err = q.OrderExpr("finished_at DESC, pc_id").Limit(1).Scan(r.Context())
 	if errors.Is(err, sql.ErrNoRows) {
 		if pc != "" {
-			return httpx.NotFound("no result from pc '%s' for request_id '%s'", pc, id)
+			return messages.NotFoundf("no result from pc '%s' for request_id '%s'", pc, id)
 		}
-		return httpx.NotFound("no results for request_id '%s'", id)
+		return messages.NotFoundf("no results for request_id '%s'", id)
 	}
 	if err != nil {
 		return fmt.Errorf("result of request %s: %w", id, err)

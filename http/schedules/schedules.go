@@ -16,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -32,6 +31,7 @@ import (
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Scheduler is what the routes ask of the running scheduler
@@ -86,7 +86,7 @@ func Register(r *server.Router, d Deps) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	h := &handlers{Deps: d}
+	h := &handlers{Deps: d, handles: broker.NewKVHandles(d.JS)}
 	r.API("GET /api/schedules", h.list)
 	r.API("POST /api/schedules", h.upsert)
 	r.API("GET /api/schedules/preview", h.preview)
@@ -98,28 +98,18 @@ func Register(r *server.Router, d Deps) {
 type handlers struct {
 	Deps
 
-	mu      sync.Mutex
-	buckets map[string]jetstream.KeyValue
+	handles *broker.KVHandles
 }
 
-// kv opens a bucket once; failures are not cached.
+// kv opens a bucket once (broker.KVHandles); failures are not cached.
 func (h *handlers) kv(ctx context.Context, name string) (jetstream.KeyValue, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if kv, ok := h.buckets[name]; ok {
-		return kv, nil
-	}
 	if h.JS == nil {
 		return nil, messages.Unavailablef("NATS is not connected")
 	}
-	kv, err := h.JS.KeyValue(ctx, name)
+	kv, err := h.handles.Open(ctx, name)
 	if err != nil {
 		return nil, messages.Unavailablef("KV bucket %s is unavailable: %v", name, err)
 	}
-	if h.buckets == nil {
-		h.buckets = map[string]jetstream.KeyValue{}
-	}
-	h.buckets[name] = kv
 	return kv, nil
 }
 
@@ -231,7 +221,7 @@ type upsertResponse struct {
 }
 
 func badSchedule(err error) error {
-	return httpx.BadRequest("invalid schedule: %v", err)
+	return messages.Invalidf("invalid schedule: %v", err)
 }
 
 func (h *handlers) upsert(w http.ResponseWriter, r *http.Request) error {
@@ -316,7 +306,7 @@ func (h *handlers) audit(r *http.Request, action, target string, payload map[str
 func pathID(r *http.Request) (string, error) {
 	id := r.PathValue("id")
 	if err := messages.ValidateToken("schedule id", id); err != nil {
-		return "", httpx.BadRequest("%v", err)
+		return "", messages.Invalidf("%v", err)
 	}
 	return id, nil
 }
@@ -388,7 +378,7 @@ func (h *handlers) status(w http.ResponseWriter, r *http.Request) error {
 	}
 	e, err := kv.Get(r.Context(), id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return httpx.NotFound("schedule '%s' not found", id)
+		return messages.NotFoundf("schedule '%s' not found", id)
 	}
 	if err != nil {
 		return messages.Unavailablef("read schedule %s: %v", id, err)
@@ -428,25 +418,25 @@ func (h *handlers) preview(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	expr := strings.TrimSpace(q.Get("cron"))
 	if expr == "" {
-		return httpx.BadRequest("cron is required (e.g. ?cron=*/30 * * * * *)")
+		return messages.Invalidf("cron is required (e.g. ?cron=*/30 * * * * *)")
 	}
 	tz := q.Get("tz")
 	n := schedule.NextFireCount
 	if s := q.Get("n"); s != "" {
 		v, err := strconv.Atoi(s)
 		if err != nil || v < 1 || v > PreviewMax {
-			return httpx.BadRequest("invalid n %q: must be an integer between 1 and %d", s, PreviewMax)
+			return messages.Invalidf("invalid n %q: must be an integer between 1 and %d", s, PreviewMax)
 		}
 		n = v
 	}
 	e, err := cron.Parse(expr, tz)
 	if err != nil {
-		return httpx.BadRequest("%v", err)
+		return messages.Invalidf("%v", err)
 	}
 	// The same refusal as the upsert's, so that the editor, which checks
 	// as you type through this route, shows it before saving.
 	if err := e.CheckFuture(h.Clock.Now()); err != nil {
-		return httpx.BadRequest("%v", err)
+		return messages.Invalidf("%v", err)
 	}
 	if tz == "" {
 		tz = "UTC"

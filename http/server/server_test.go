@@ -14,6 +14,7 @@ import (
 
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/server"
+	"kanade-backend/messages"
 )
 
 type observed struct {
@@ -29,7 +30,7 @@ func newServer(t *testing.T, obs *observed) *httptest.Server {
 		case "boom":
 			panic("handler bug")
 		case "missing":
-			return httpx.NotFound("thing %q not found", req.PathValue("id"))
+			return messages.NotFoundf("thing %q not found", req.PathValue("id"))
 		}
 		httpx.WriteJSON(w, 200, map[string]string{"id": req.PathValue("id")})
 		return nil

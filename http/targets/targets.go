@@ -329,7 +329,7 @@ func parseTarget(r *http.Request) (messages.Target, error) {
 	if s := q.Get("all"); s != "" {
 		v, err := strconv.ParseBool(s)
 		if err != nil {
-			return t, httpx.BadRequest("invalid all %q: must be true or false", s)
+			return t, messages.Invalidf("invalid all %q: must be true or false", s)
 		}
 		t.All = v
 	}

@@ -16,12 +16,12 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker"
 )
 
 // KV is the part of a jetstream.KeyValue this package uses.
@@ -47,31 +47,26 @@ type Bucket struct {
 	js   Opener
 	name string
 
-	mu sync.Mutex
-	kv KV
+	handles *broker.KVHandles
 }
 
 // NewBucket returns a lazily opened bucket.
-func NewBucket(js Opener, name string) *Bucket { return &Bucket{js: js, name: name} }
+func NewBucket(js Opener, name string) *Bucket {
+	return &Bucket{js: js, name: name, handles: broker.NewKVHandles(js)}
+}
 
 // Name is the bucket name.
 func (b *Bucket) Name() string { return b.name }
 
 // Open returns the bucket, or an Unavailable error (502) naming it.
 func (b *Bucket) Open(ctx context.Context) (KV, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.kv != nil {
-		return b.kv, nil
-	}
 	if b.js == nil {
 		return nil, messages.Unavailablef("KV bucket %s unavailable: no JetStream connection", b.name)
 	}
-	kv, err := b.js.KeyValue(ctx, b.name)
+	kv, err := b.handles.Open(ctx, b.name)
 	if err != nil {
 		return nil, messages.Unavailablef("KV bucket %s unavailable: %v", b.name, err)
 	}
-	b.kv = kv
 	return kv, nil
 }
 
