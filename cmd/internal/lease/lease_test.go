@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -78,19 +79,17 @@ func (c *candidate) start() {
 	c.t.Cleanup(func() { _ = c.l.Stop(context.Background()) })
 }
 
-// eventually polls f for up to d of real time.
-func eventually(t *testing.T, d time.Duration, f func() error) {
+// waitLost waits up to 5 s of real time for c to lose its lease, and
+// checks why.
+func waitLost(t *testing.T, c *candidate, want error) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		err := f()
-		if err == nil {
-			return
+	select {
+	case err := <-c.lost:
+		if !errors.Is(err, want) {
+			t.Fatalf("lost with %v, want %v", err, want)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("no loss (%v): %+v", want, c.l.Status())
 	}
 }
 
@@ -111,7 +110,7 @@ func renew(t *testing.T, clk *clock.Fake, leader *candidate) {
 	t.Helper()
 	rev := leader.l.Status().Revision
 	clk.Advance(testRenew)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if st := leader.l.Status(); !st.Leader || st.Revision <= rev {
 			return fmt.Errorf("%s: no renewal after revision %d: %+v", leader.name, rev, st)
 		}
@@ -135,7 +134,7 @@ func TestTwoCandidatesOneLeaderThatRenewalsKeep(t *testing.T) {
 	// renewals land: faster, it would step down.
 	var leader, standby *candidate
 	moved := time.Now()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		sa, sb := a.l.Status(), b.l.Status()
 		switch {
 		case sa.Leader && sb.Leader:
@@ -225,7 +224,7 @@ func TestKilledHolderIsTakenOverAfterTheTTL(t *testing.T) {
 	a.nc.Close()
 	killed := time.Now()
 	var tokB uint64
-	eventually(t, testTTL+5*time.Second, func() error {
+	testsupport.Eventually(t, testTTL+5*time.Second, func() error {
 		select {
 		case tokB = <-b.acquired:
 			return nil
@@ -317,19 +316,12 @@ func TestHolderThatCannotRenewStepsDown(t *testing.T) {
 		t.Fatalf("stepped down before the deadline: %+v", a.l.Status())
 	}
 	clk.Advance(100 * time.Millisecond)
-	select {
-	case err := <-a.lost:
-		if !errors.Is(err, ErrSteppedDown) {
-			t.Fatalf("lost with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no step-down: %+v", a.l.Status())
-	}
+	waitLost(t, a, ErrSteppedDown)
 	st := a.l.Status()
 	if st.Leader || st.Token != 0 || !errors.Is(st.Lost, ErrSteppedDown) || testutil.ToFloat64(a.metrics.leader) != 0 {
 		t.Fatalf("after stepping down: %+v", st)
 	}
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if got := testutil.ToFloat64(a.metrics.failures); got < 1 {
 			return fmt.Errorf("%v renewal failures counted", got)
 		}
@@ -353,14 +345,7 @@ func TestRenewalOnAMovedKeyStepsDownAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Advance(testRenew)
-	select {
-	case err := <-a.lost:
-		if !errors.Is(err, ErrTaken) {
-			t.Fatalf("lost with %v", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no step-down: %+v", a.l.Status())
-	}
+	waitLost(t, a, ErrTaken)
 	// Back to campaigning: it sees the other holder.
 	clk.Advance(testRetry)
 	select {
@@ -378,7 +363,7 @@ func TestRenewalOnAMovedKeyStepsDownAtOnce(t *testing.T) {
 // until the test's cleanup.)
 func noLeaseGoroutines(t *testing.T) {
 	t.Helper()
-	eventually(t, 2*time.Second, func() error {
+	testsupport.Eventually(t, 2*time.Second, func() error {
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, g := range strings.Split(stacks, "\n\n") {
