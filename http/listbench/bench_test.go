@@ -191,7 +191,7 @@ func vacuum(b *testing.B, st *storage.Store) {
 		}
 		var hidden int
 		if err := st.R.NewSelect().TableExpr("pg_class").ColumnExpr("COALESCE(SUM(relpages - relallvisible), 0)").
-			Where("relname IN (?)", bun.In([]string{"execution_results", "audit_log", "agents"})).Scan(ctx, &hidden); err != nil {
+			Where("relname IN (?)", bun.List([]string{"execution_results", "audit_log", "agents"})).Scan(ctx, &hidden); err != nil {
 			b.Fatal(err)
 		}
 		if hidden == 0 {
