@@ -48,7 +48,7 @@ func TestBinaryExternalNATSWithCallout(t *testing.T) {
 		t.Fatalf("the printed block does not parse: %v", err)
 	}
 	opts.NoSigs, opts.NoLog = true, true
-	ns := runNATSServer(t, opts)
+	ns := testsupport.RunNATSServer(t, opts)
 
 	httpAddr := freePort(t)
 	p := start(t, []string{"KANADE_AUTH_STATIC_TOKEN=s3cret"},
@@ -120,7 +120,7 @@ func TestBinaryExternalNATSWithCallout(t *testing.T) {
 // Without nats-config, an external server is used as before, and health
 // says agent credentials are not enforced.
 func TestBinaryExternalNATSWithoutCallout(t *testing.T) {
-	ns := runNATSServer(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir()})
+	ns := testsupport.RunNATSServer(t, &server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir()})
 	httpAddr := freePort(t)
 	p := start(t, []string{"KANADE_AUTH_STATIC_TOKEN=s3cret"},
 		"--bind", httpAddr, "--data-dir", t.TempDir(), "--nats-url", ns.ClientURL())
@@ -142,21 +142,4 @@ func TestBinaryExternalNATSWithoutCallout(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	p.sigterm(t)
-}
-
-// runNATSServer runs a stock nats-server (an operator's external NATS) for
-// the rest of the test.
-func runNATSServer(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
 }

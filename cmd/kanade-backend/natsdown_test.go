@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -53,7 +54,7 @@ func TestBinaryStartsWhileNATSIsDown(t *testing.T) {
 	time.Sleep(30*time.Second - time.Since(t0))
 	host, port, _ := net.SplitHostPort(natsAddr)
 	pn, _ := strconv.Atoi(port)
-	ns := runNATSServer(t, &server.Options{Host: host, Port: pn, JetStream: true, StoreDir: t.TempDir()})
+	ns := testsupport.RunNATSServer(t, &server.Options{Host: host, Port: pn, JetStream: true, StoreDir: t.TempDir()})
 	up := time.Now()
 
 	within := func(d time.Duration, what string, f func() error) {

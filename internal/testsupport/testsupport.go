@@ -1,7 +1,8 @@
 // Package testsupport holds the helpers that tests of every layer share,
-// so that each pattern is written once: today, polling for a condition
-// instead of sleeping (Eventually). It imports nothing of the project, so
-// any package's tests may use it.
+// so that each pattern is written once: polling for a condition instead
+// of sleeping (Eventually), recording a client's NATS permission
+// violations (Violations), running a stock nats-server (RunNATSServer).
+// It imports nothing of the project, so any package's tests may use it.
 package testsupport
 
 import (

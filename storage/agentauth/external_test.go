@@ -58,16 +58,7 @@ func TestExternalServerWithPrintedConfig(t *testing.T) {
 	if err != nil {
 		t.Fatalf("nats-server refuses the printed configuration: %v", err)
 	}
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	ns := testsupport.RunNATSServer(t, opts)
 
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	// A client of the cluster that is not the backend cannot connect
