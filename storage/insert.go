@@ -3,10 +3,8 @@ package storage
 import (
 	"context"
 	"fmt"
-	"strings"
 
 	"github.com/uptrace/bun"
-	"github.com/uptrace/bun/dialect"
 )
 
 // insertChunk bounds the rows of one INSERT statement, so that a 10 000-row
@@ -45,25 +43,17 @@ const expectedChunk = 2000
 // budget; here the values go to the driver as arguments, with the
 // dialect's own placeholders ("?" on SQLite, "$n" on PostgreSQL).
 func InsertExpected(ctx context.Context, tx bun.Tx, rows []ExecExpected) error {
-	numbered := tx.Dialect().Name() == dialect.PG
-	var sb strings.Builder
 	for i := 0; i < len(rows); i += expectedChunk {
 		chunk := rows[i:min(i+expectedChunk, len(rows))]
-		sb.Reset()
-		sb.WriteString("INSERT INTO exec_expected (exec_id, pc_id) VALUES ")
-		args := make([]any, 0, 2*len(chunk))
+		q := NewDriverSQL(tx, 2*len(chunk))
+		q.WriteString("INSERT INTO exec_expected (exec_id, pc_id) VALUES ")
 		for j, r := range chunk {
 			if j > 0 {
-				sb.WriteByte(',')
+				q.WriteByte(',')
 			}
-			args = append(args, r.ExecID, r.PcID)
-			if numbered {
-				fmt.Fprintf(&sb, "($%d,$%d)", len(args)-1, len(args))
-			} else {
-				sb.WriteString("(?,?)")
-			}
+			q.Tuple(r.ExecID, r.PcID)
 		}
-		if _, err := tx.Tx.ExecContext(ctx, sb.String(), args...); err != nil {
+		if _, err := tx.Tx.ExecContext(ctx, q.String(), q.Args...); err != nil {
 			return fmt.Errorf("insert %d expected PCs: %w", len(chunk), err)
 		}
 	}

@@ -194,16 +194,16 @@ func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float
 	start, cpu0 := time.Now(), cpuTime()
 	err := chunks(rows, chunkRows, func(part []storage.ExecutionResult) error {
 		return st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
-			q := newDriverSQL(tx, len(part)*11)
+			q := storage.NewDriverSQL(tx, len(part)*11)
 			q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
 			for i, r := range part {
 				if i > 0 {
 					q.WriteByte(',')
 				}
-				q.tuple(r.RequestID, r.PcID, nil, r.JobID, r.ExitCode, r.Stdout, r.Stderr,
+				q.Tuple(r.RequestID, r.PcID, nil, r.JobID, r.ExitCode, r.Stdout, r.Stderr,
 					r.StartedAt, r.FinishedAt, r.RecordedAt, int64(r.StreamSeq))
 			}
-			_, err := tx.Tx.ExecContext(ctx, q.String(), q.args...)
+			_, err := tx.Tx.ExecContext(ctx, q.String(), q.Args...)
 			return err
 		})
 	})

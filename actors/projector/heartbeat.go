@@ -242,14 +242,14 @@ func upsertAgents(ctx context.Context, tx bun.Tx, stmts *stmtCache, beats []*bea
 	upd := storage.T(now)
 	added := make(map[string]bool)
 	// insert starts "INSERT INTO agents (…) VALUES (…),(…)" for part.
-	insert := func(part []*beat) *driverSQL {
-		q := newDriverSQL(tx, len(part)*6)
+	insert := func(part []*beat) *storage.DriverSQL {
+		q := storage.NewDriverSQL(tx, len(part)*6)
 		q.WriteString("INSERT INTO agents (" + agentColumns + ") VALUES ")
 		for i, b := range part {
 			if i > 0 {
 				q.WriteByte(',')
 			}
-			q.tuple(b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
+			q.Tuple(b.pcID, b.hostname, b.osFamily, b.agentVersion, storage.T(b.at), upd)
 		}
 		return q
 	}

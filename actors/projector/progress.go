@@ -119,8 +119,8 @@ func (p *progress) record(ctx context.Context, tx bun.Tx) error {
 
 // answersSQL is the UPDATE that records part: each row's exec_expected
 // row is found by its primary key, and only one without an answer changes.
-func answersSQL(db bun.IDB, part []answerRow) *driverSQL {
-	q := newDriverSQL(db, len(part)*5)
+func answersSQL(db bun.IDB, part []answerRow) *storage.DriverSQL {
+	q := storage.NewDriverSQL(db, len(part)*5)
 	// VALUES columns are column1… on both SQLite and PostgreSQL; the cast
 	// types the exit code for PostgreSQL, which would take it as text
 	// (SQLite takes the bound integer as it is, and 500 casts cost it a
@@ -131,21 +131,21 @@ func answersSQL(db bun.IDB, part []answerRow) *driverSQL {
 			q.WriteByte(',')
 		}
 		q.WriteByte('(')
-		q.arg(a.execID)
+		q.Arg(a.execID)
 		q.WriteByte(',')
-		q.arg(a.r.PcID)
+		q.Arg(a.r.PcID)
 		q.WriteByte(',')
-		q.arg(a.r.RequestID)
+		q.Arg(a.r.RequestID)
 		q.WriteByte(',')
-		if q.numbered {
+		if q.Numbered() {
 			q.WriteString("CAST(")
-			q.arg(a.r.ExitCode)
+			q.Arg(a.r.ExitCode)
 			q.WriteString(" AS INTEGER)")
 		} else {
-			q.arg(a.r.ExitCode)
+			q.Arg(a.r.ExitCode)
 		}
 		q.WriteByte(',')
-		q.arg(storage.T(a.r.FinishedAt))
+		q.Arg(storage.T(a.r.FinishedAt))
 		q.WriteByte(')')
 	}
 	q.WriteString(") AS v WHERE exec_expected.exec_id = v.column1 AND exec_expected.pc_id = v.column2" +

@@ -95,12 +95,12 @@ func TestProgressQueryPlansAt100kExpected(t *testing.T) {
 		err = st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 			plans := map[string]string{}
 			q := answersSQL(tx, part)
-			plans["record answers"] = explain(t, st, q.String(), q.args...)
-			ids := newDriverSQL(tx, 1)
+			plans["record answers"] = explain(t, st, q.String(), q.Args...)
+			ids := storage.NewDriverSQL(tx, 1)
 			ids.WriteString("SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN (")
-			ids.list([]string{"req", "req-o"})
+			ids.List([]string{"req", "req-o"})
 			ids.WriteByte(')')
-			plans["attribute"] = explain(t, st, ids.String(), ids.args...)
+			plans["attribute"] = explain(t, st, ids.String(), ids.Args...)
 			plans["settle"] = explain(t, st, settleQuery(tx, new(execState), "big").String())
 			for what, plan := range plans {
 				t.Logf("%s:\n%s", what, plan)

@@ -184,11 +184,11 @@ func lookupExecs(ctx context.Context, tx bun.Tx, batch []envelope[resultItem]) (
 	}
 	out := make(map[string]execRef, len(ids))
 	err := chunks(ids, chunkRows, func(ids []string) error {
-		q := newDriverSQL(tx, len(ids))
+		q := storage.NewDriverSQL(tx, len(ids))
 		q.WriteString("SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN (")
-		q.list(ids)
+		q.List(ids)
 		q.WriteByte(')')
-		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.args...)
+		rows, err := tx.Tx.QueryContext(ctx, q.String(), q.Args...)
 		if err != nil {
 			return fmt.Errorf("attribute results to execs: %w", err)
 		}
@@ -232,14 +232,14 @@ func insertResults(ctx context.Context, tx bun.Tx, stmts *stmtCache, batch []env
 	inserted := make([]bool, len(batch))
 	rec := storage.T(now)
 	err := chunks(candidates, chunkRows, func(part []int) error {
-		q := newDriverSQL(tx, len(part)*11)
+		q := storage.NewDriverSQL(tx, len(part)*11)
 		q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
 		for n, i := range part {
 			if n > 0 {
 				q.WriteByte(',')
 			}
 			r := batch[i].item
-			q.tuple(r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
+			q.Tuple(r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
 				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
 		}
 		// Only the stream sequence comes back (unique per message, and the

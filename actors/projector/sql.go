@@ -17,7 +17,7 @@ import (
 // driver: bun would render every value into the SQL text, which measured
 // about 40 % slower for 500-row batches of results. Their placeholders
 // are therefore the driver's own: "?" on SQLite, "$1, $2, …" on
-// PostgreSQL (driverSQL, args.go).
+// PostgreSQL (storage.DriverSQL).
 
 // chunkRows bounds the rows of one multi-row statement: SQLite accepts
 // 32 766 parameters, and 500 rows × 11 columns stays far below that

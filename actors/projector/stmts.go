@@ -8,6 +8,8 @@ import (
 
 	"github.com/uptrace/bun"
 	"github.com/uptrace/bun/dialect"
+
+	"kanade-backend/storage"
 )
 
 // stmtCache keeps the hot multi-row statements prepared on SQLite's one
@@ -43,7 +45,7 @@ func newStmtCache(db *bun.DB) *stmtCache {
 
 // stmt returns q's prepared statement bound to tx, or nil when it is not
 // prepared yet; reuse says q is worth preparing (a full chunk).
-func (c *stmtCache) stmt(ctx context.Context, tx bun.Tx, q *driverSQL, reuse bool) *sql.Stmt {
+func (c *stmtCache) stmt(ctx context.Context, tx bun.Tx, q *storage.DriverSQL, reuse bool) *sql.Stmt {
 	if c == nil {
 		return nil
 	}
@@ -61,19 +63,19 @@ func (c *stmtCache) stmt(ctx context.Context, tx bun.Tx, q *driverSQL, reuse boo
 }
 
 // query runs q in tx, prepared when the cache holds it.
-func (c *stmtCache) query(ctx context.Context, tx bun.Tx, q *driverSQL, reuse bool) (*sql.Rows, error) {
+func (c *stmtCache) query(ctx context.Context, tx bun.Tx, q *storage.DriverSQL, reuse bool) (*sql.Rows, error) {
 	if st := c.stmt(ctx, tx, q, reuse); st != nil {
-		return st.QueryContext(ctx, q.args...)
+		return st.QueryContext(ctx, q.Args...)
 	}
-	return tx.Tx.QueryContext(ctx, q.String(), q.args...)
+	return tx.Tx.QueryContext(ctx, q.String(), q.Args...)
 }
 
 // exec runs q in tx, prepared when the cache holds it.
-func (c *stmtCache) exec(ctx context.Context, tx bun.Tx, q *driverSQL, reuse bool) (sql.Result, error) {
+func (c *stmtCache) exec(ctx context.Context, tx bun.Tx, q *storage.DriverSQL, reuse bool) (sql.Result, error) {
 	if st := c.stmt(ctx, tx, q, reuse); st != nil {
-		return st.ExecContext(ctx, q.args...)
+		return st.ExecContext(ctx, q.Args...)
 	}
-	return tx.Tx.ExecContext(ctx, q.String(), q.args...)
+	return tx.Tx.ExecContext(ctx, q.String(), q.Args...)
 }
 
 // prepareWanted prepares the texts learnt since the last call. It must run
