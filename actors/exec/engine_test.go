@@ -253,12 +253,7 @@ func (r *recorder) commands(t *testing.T) []messages.Command {
 // eventually polls f until it returns nil or 5 s pass.
 func eventually(t *testing.T, f func() error) {
 	t.Helper()
-	eventuallyWithin(t, 5*time.Second, f)
-}
-
-func eventuallyWithin(t *testing.T, d time.Duration, f func() error) {
-	t.Helper()
-	testsupport.Eventually(t, d, f)
+	testsupport.Eventually(t, 5*time.Second, f)
 }
 
 func (r *recorder) waitN(t *testing.T, n int) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
@@ -379,7 +380,7 @@ func TestFanoutToTenThousandListedPCs(t *testing.T) {
 	if r.TargetCount != n || r.ExpectedPcs != n {
 		t.Fatalf("response: target_count %d expected_pcs %d, want %d", r.TargetCount, r.ExpectedPcs, n)
 	}
-	eventuallyWithin(t, 30*time.Second, func() error {
+	testsupport.Eventually(t, 30*time.Second, func() error {
 		if got := got.Load(); got != int64(n) {
 			return fmt.Errorf("%d of %d commands received", got, n)
 		}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/execrecord"
@@ -127,7 +128,7 @@ func TestUnstoredRecordFailsTheExecBeforeAnyCommand(t *testing.T) {
 	if got := cmds.subjects(); strings.Join(got, ",") != "commands.pc.p2" {
 		t.Fatalf("commands = %v, want only the second exec's", got)
 	}
-	eventuallyWithin(t, 10*time.Second, func() error {
+	testsupport.Eventually(t, 10*time.Second, func() error {
 		fresh := e.restored()
 		if count(t, fresh, first.ExecID) != 1 || count(t, fresh, second.ExecID) != 1 {
 			return errors.New("the failed exec's record was not stored after the stream came back")

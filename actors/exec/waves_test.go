@@ -15,6 +15,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker"
@@ -253,7 +254,7 @@ func TestTwoEnginesPublishEachWaveOnce(t *testing.T) {
 		e.clk.Advance(5 * time.Second)
 		// Two engines through SQLite's one writer on a loaded machine
 		// take longer than waitN's 5 s for 20 waves.
-		eventuallyWithin(t, 30*time.Second, func() error {
+		testsupport.Eventually(t, 30*time.Second, func() error {
 			if got := len(cmds.all()); got < execs {
 				return fmt.Errorf("%d waves published, want %d", got, execs)
 			}

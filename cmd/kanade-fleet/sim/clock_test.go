@@ -11,6 +11,7 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -54,7 +55,7 @@ func TestHeartbeatPhases(t *testing.T) {
 	}
 	for round := 1; round <= 3; round++ {
 		fake.Advance(30 * time.Second)
-		eventually(t, 5*time.Second, func() error {
+		testsupport.Eventually(t, 5*time.Second, func() error {
 			if c := count(); c != round*n {
 				return fmt.Errorf("%d heartbeats after round %d", c, round)
 			}
@@ -88,7 +89,7 @@ func TestJitter(t *testing.T) {
 	// A long heartbeat keeps its timer out of the way of the jitter timers.
 	startFleet(t, b, sim.Config{Agents: 1, Heartbeat: 1000 * time.Hour, Clock: fake})
 	res := watchResults(t, b.Conn)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if fake.Pending() != 1 {
 			return fmt.Errorf("agent not started")
 		}
@@ -110,7 +111,7 @@ func TestJitter(t *testing.T) {
 	}
 	// Every Command either ran at once (jitter 0) or armed a timer.
 	var delayed int
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		delayed = fake.Pending() - 1
 		if len(got)+len(res.ch)+delayed != cmds {
 			return fmt.Errorf("%d results, %d delayed", len(got)+len(res.ch), delayed)

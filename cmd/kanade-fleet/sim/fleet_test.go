@@ -14,6 +14,7 @@ import (
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -59,7 +60,7 @@ func TestHeartbeatsReachBackend(t *testing.T) {
 	}
 	defer f.Stop(ctx)
 
-	eventually(t, 3*time.Second-time.Since(start), func() error {
+	testsupport.Eventually(t, 3*time.Second-time.Since(start), func() error {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) < 50 {
@@ -160,7 +161,7 @@ func TestCommandToOnePC(t *testing.T) {
 // read through logs.fetch as the backend would.
 func waitRunning(t *testing.T, nc *nats.Conn, pcID, requestID string) {
 	t.Helper()
-	eventually(t, 2*time.Second, func() error {
+	testsupport.Eventually(t, 2*time.Second, func() error {
 		m, err := nc.Request(messages.LogsFetchSubject(pcID), []byte(`{"tail_lines":5}`), time.Second)
 		if err != nil {
 			return err
@@ -218,7 +219,7 @@ func TestPinAndRevoke(t *testing.T) {
 	publish(t, b.Conn, messages.SubjectCommandsAll, command("patch", "2.0.0", "exit 0"))
 	probe()
 
-	eventually(t, time.Second, func() error {
+	testsupport.Eventually(t, time.Second, func() error {
 		if s := f.Stats(); s.DroppedRevoked != 4 || s.DroppedPin != 1 {
 			return fmt.Errorf("stats %v", s)
 		}
@@ -305,7 +306,7 @@ func TestGroupsFollowKV(t *testing.T) {
 	}
 	putKV(t, b, messages.BucketAgentGroups, "SIM-0003", `{"groups":["canary","wave1"]}`)
 	t0 := time.Now()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if !answers("canary", "SIM-0003") {
 			return fmt.Errorf("SIM-0003 does not answer commands.group.canary")
 		}
@@ -316,7 +317,7 @@ func TestGroupsFollowKV(t *testing.T) {
 	// A bare array (what upstream's scheduler expected) is tolerated.
 	putKV(t, b, messages.BucketAgentGroups, "SIM-0003", `["wave1"]`)
 	t0 = time.Now()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if answers("canary", "SIM-0003") {
 			return fmt.Errorf("SIM-0003 still answers commands.group.canary")
 		}
@@ -331,7 +332,7 @@ func TestGroupsFollowKV(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 = time.Now()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, 5*time.Second, func() error {
 		if answers("wave1", "SIM-0001") {
 			return fmt.Errorf("SIM-0001 still answers after its key was deleted")
 		}

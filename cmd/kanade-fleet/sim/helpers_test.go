@@ -14,7 +14,6 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-fleet/sim"
-	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -148,12 +147,6 @@ func putKV(t *testing.T, b *brokertest.Broker, bucket, key, value string) {
 	if _, err := b.KV(t, bucket).Put(context.Background(), key, []byte(value)); err != nil {
 		t.Fatalf("put %s[%s]: %v", bucket, key, err)
 	}
-}
-
-// eventually polls f until it returns nil or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	testsupport.Eventually(t, timeout, f)
 }
 
 // newUUID returns a random UUID v4, as the backend puts in request_id

@@ -12,6 +12,7 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -49,7 +50,7 @@ func TestRampAndSwitchOff(t *testing.T) {
 	}
 	seen := func(want ...string) {
 		t.Helper()
-		eventually(t, 5*time.Second, func() error {
+		testsupport.Eventually(t, 5*time.Second, func() error {
 			mu.Lock()
 			defer mu.Unlock()
 			if !slices.Equal(beats, want) {
