@@ -133,18 +133,5 @@ func benchPC(i int) string { return fmt.Sprintf("SIM-%06d", i) }
 // broadcastPayloads returns the n answers to request bench-req, one per
 // PC, and the rows they become.
 func broadcastPayloads(n int) ([]pubMsg, []storage.ExecutionResult) {
-	msgs := make([]pubMsg, n)
-	rows := make([]storage.ExecutionResult, n)
-	job := "disk-check"
-	stdout := strings.Repeat("C: 120.4 GB free of 476.3 GB\n", 8)
-	now := time.Now().UTC()
-	for i := range n {
-		r := messages.ExecResult{RequestID: "bench-req", PcID: benchPC(i), Stdout: stdout,
-			StartedAt: now.Add(-2 * time.Second), FinishedAt: now, ManifestID: &job}
-		data, _ := json.Marshal(r)
-		msgs[i] = pubMsg{subject: messages.ResultsSubject(r.RequestID), data: data}
-		rows[i] = storage.ExecutionResult{RequestID: r.RequestID, PcID: r.PcID, JobID: &job,
-			Stdout: stdout, StartedAt: storage.T(r.StartedAt), FinishedAt: storage.T(now), RecordedAt: storage.T(now), StreamSeq: uint64(i + 1)}
-	}
-	return msgs, rows
+	return resultPayloads(n, func(i int) (string, string, int) { return "bench-req", benchPC(i), 0 })
 }

@@ -164,21 +164,31 @@ func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Stor
 // broadcast answers sharing a request id; stdout of a typical short
 // script) and the rows they become.
 func benchPayloads(n int) ([]pubMsg, []storage.ExecutionResult) {
+	return resultPayloads(n, func(i int) (string, string, int) {
+		req := fmt.Sprintf("3f1c9a52-7d4e-4b8a-9c1d-%012d", i/3*3)
+		if i%3 != 0 {
+			req = fmt.Sprintf("3f1c9a52-7d4e-4b8a-9c1d-%012d", i)
+		}
+		return req, fmt.Sprintf("PC-%05d", i%10000), i % 7 / 6
+	})
+}
+
+// resultPayloads returns n results, the i-th from PC pc answering request
+// req with exit code exit as answer(i) says, as agents publish them (the
+// stdout of a typical short script), and the rows they become.
+func resultPayloads(n int, answer func(i int) (req, pc string, exit int)) ([]pubMsg, []storage.ExecutionResult) {
 	msgs := make([]pubMsg, n)
 	rows := make([]storage.ExecutionResult, n)
 	job := "disk-check"
 	stdout := strings.Repeat("C: 120.4 GB free of 476.3 GB\n", 8)
 	now := time.Now().UTC()
 	for i := range n {
-		req := fmt.Sprintf("3f1c9a52-7d4e-4b8a-9c1d-%012d", i/3*3)
-		if i%3 != 0 {
-			req = fmt.Sprintf("3f1c9a52-7d4e-4b8a-9c1d-%012d", i)
-		}
-		r := messages.ExecResult{RequestID: req, PcID: fmt.Sprintf("PC-%05d", i%10000), ExitCode: i % 7 / 6,
+		req, pc, exit := answer(i)
+		r := messages.ExecResult{RequestID: req, PcID: pc, ExitCode: exit,
 			Stdout: stdout, Stderr: "", StartedAt: now.Add(-2 * time.Second), FinishedAt: now, ManifestID: &job}
 		data, _ := json.Marshal(r)
 		msgs[i] = pubMsg{subject: messages.ResultsSubject(req), data: data}
-		rows[i] = storage.ExecutionResult{RequestID: req, PcID: r.PcID, JobID: &job, ExitCode: r.ExitCode,
+		rows[i] = storage.ExecutionResult{RequestID: req, PcID: pc, JobID: &job, ExitCode: exit,
 			Stdout: stdout, StartedAt: storage.T(r.StartedAt), FinishedAt: storage.T(now), RecordedAt: storage.T(now), StreamSeq: uint64(i + 1)}
 	}
 	return msgs, rows
