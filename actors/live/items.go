@@ -102,11 +102,13 @@ func nullable(s string) *string {
 
 // metrics are the hub's kanade_live_* collectors.
 type metrics struct {
-	clients     prometheus.Gauge
-	slowClients prometheus.Counter
-	events      [numKinds]prometheus.Counter
-	sent        [numKinds]prometheus.Counter
-	dropped     [numKinds]prometheus.Counter
+	clients        prometheus.Gauge
+	slowClients    prometheus.Counter
+	publishErrors  prometheus.Counter
+	publishDropped prometheus.Counter
+	events         [numKinds]prometheus.Counter
+	sent           [numKinds]prometheus.Counter
+	dropped        [numKinds]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -119,10 +121,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "kanade_live_slow_clients_dropped_total",
 			Help: "Live-event clients disconnected because their buffer was full.",
 		}),
+		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_live_publish_errors_total",
+			Help: "Failed attempts to publish a live event to the live stream (retried).",
+		}),
+		publishDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_live_publish_dropped_total",
+			Help: "Live events dropped because NATS stayed away longer than the publish backlog lasts (a reset event follows).",
+		}),
 	}
 	events := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_live_events_total",
-		Help: "Live events emitted by the hub (after coalescing), by event name.",
+		Help: "Live events this replica published to the live stream (after coalescing), by event name.",
 	}, []string{"event"})
 	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_live_events_sent_total",
@@ -138,7 +148,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.dropped[k] = dropped.WithLabelValues(name)
 	}
 	if reg != nil {
-		reg.MustRegister(m.clients, m.slowClients, events, sent, dropped)
+		reg.MustRegister(m.clients, m.slowClients, m.publishErrors, m.publishDropped, events, sent, dropped)
 	}
 	return m
 }

@@ -1,29 +1,49 @@
-// Package live is the hub behind GET /api/events: one actor that subscribes
-// once to the events the other actor families publish on the EventStream
-// after commit (messages/events.go) and fans them out, as ready-encoded
-// Server-Sent Events frames, to every connected client.
+// Package live is the hub behind GET /api/events. It has two halves, in
+// one actor, so that any number of replicas serve the same stream:
+//
+//   - Producer: it subscribes once to the events the other actor families
+//     publish on the local EventStream after commit (messages/events.go),
+//     coalesces them per kind, and publishes each coalesced event on the
+//     JetStream stream KANADE_LIVE (subject kanade.live.<event>, see
+//     broker.LiveStream). Volume is bounded by throttling: the first event
+//     after a quiet spell goes out at once, and whatever arrives within the
+//     following window is coalesced into one event sent when the window
+//     ends, so 10 000 agents heartbeating produce at most one `agent`
+//     event per second, listing at most MaxItems of them and never more
+//     than MaxBytes (far below the NATS payload limit).
+//   - Fan-out: it follows that stream with an ordered consumer and sends
+//     every event, as a ready-encoded Server-Sent Events frame whose id is
+//     the stream sequence, to every connected client. Local events make
+//     the same round trip, so one process with its embedded NATS is simply
+//     a cluster of one. A client reconnecting with Last-Event-ID (to this
+//     replica or any other) gets what it missed from the recent frames the
+//     hub keeps or, further back, from the stream itself; events the
+//     stream no longer holds (older than its max age) are announced with a
+//     `reset` event, after which the client reloads what it shows.
 //
 // The hub owns all of its state (clients, coalescing buffers, the replay
 // ring, timers) and never blocks: a frame goes into a client's bounded
 // channel or, when that channel is full, the client is disconnected (its
-// browser reconnects and catches up from the replay ring). Event volume is
-// bounded per kind by throttling: the first event after a quiet spell goes
-// out at once, and whatever arrives within the following window is
-// coalesced into one event sent when the window ends, so 10 000 agents
-// heartbeating produce at most one `agent` event per second rather than
-// thousands.
+// browser reconnects and catches up with Last-Event-ID). NATS I/O runs on
+// goroutines of its own (stream.go): the publisher, which keeps events
+// while NATS is briefly away and sends them when it is back, the
+// follower, and one catch-up reader per resuming client.
 package live
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/asynkron/protoactor-go/eventstream"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kanade-backend/actors/clock"
@@ -37,10 +57,15 @@ const (
 	EventExec     = "exec"
 	EventSchedule = "schedule"
 	EventAudit    = "audit"
+	// EventReset says that events were lost to this client (the stream no
+	// longer holds them, or could not be read): reload everything.
+	EventReset = "reset"
 )
 
 // Options configure the hub; zero values take the defaults.
 type Options struct {
+	// JS is where the live stream (messages.StreamLive) is; required.
+	JS     jetstream.JetStream
 	Clock  clock.Clock
 	Logger *slog.Logger
 	// Metrics, if set, receives the kanade_live_* collectors.
@@ -58,9 +83,21 @@ type Options struct {
 	ClientBuffer int
 	// MaxItems caps the items listed in one event (default 100).
 	MaxItems int
-	// Replay is the number of recent frames kept for clients that
-	// reconnect with Last-Event-ID (default 256).
+	// MaxBytes caps one event's encoded data (default 256 KiB, a quarter
+	// of NATS's default payload limit): items are left out (truncated)
+	// until it fits.
+	MaxBytes int
+	// Replay is the number of recent frames kept in memory for clients
+	// that reconnect with Last-Event-ID (default 256); older ones are read
+	// back from the stream.
 	Replay int
+	// RetryEvery paces the publisher and the follower while NATS or the
+	// stream is away (default 500 ms).
+	RetryEvery time.Duration
+	// Backlog bounds the events kept for publishing while NATS is away
+	// (default 1024); beyond it the oldest are dropped and a reset event
+	// follows once NATS is back.
+	Backlog int
 }
 
 func (o *Options) defaults() {
@@ -70,24 +107,25 @@ func (o *Options) defaults() {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	if o.AgentWindow <= 0 {
-		o.AgentWindow = time.Second
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
 	}
-	if o.Window <= 0 {
-		o.Window = 250 * time.Millisecond
+	def(&o.AgentWindow, time.Second)
+	def(&o.Window, 250*time.Millisecond)
+	def(&o.Keepalive, 15*time.Second)
+	def(&o.RetryEvery, 500*time.Millisecond)
+	defInt := func(n *int, v int) {
+		if *n <= 0 {
+			*n = v
+		}
 	}
-	if o.Keepalive <= 0 {
-		o.Keepalive = 15 * time.Second
-	}
-	if o.ClientBuffer <= 0 {
-		o.ClientBuffer = 64
-	}
-	if o.MaxItems <= 0 {
-		o.MaxItems = 100
-	}
-	if o.Replay <= 0 {
-		o.Replay = 256
-	}
+	defInt(&o.ClientBuffer, 64)
+	defInt(&o.MaxItems, 100)
+	defInt(&o.MaxBytes, 256<<10)
+	defInt(&o.Replay, 256)
+	defInt(&o.Backlog, 1024)
 }
 
 // Hub is the handle the HTTP side uses to join the stream.
@@ -103,6 +141,9 @@ const Name = "live"
 // Start spawns the hub as a top-level actor. Stop it with the other
 // top-level actors (actorsys.Stop); stopping closes every client's stream.
 func Start(sys *actor.ActorSystem, opts Options) (*Hub, error) {
+	if opts.JS == nil {
+		return nil, errors.New("live hub: a JetStream handle is required")
+	}
 	opts.defaults()
 	m := newMetrics(opts.Metrics)
 	props := actor.PropsFromProducer(func() actor.Actor { return newHub(opts, m) })
@@ -120,8 +161,8 @@ func (h *Hub) PID() *actor.PID { return h.pid }
 // the function that unregisters it. The hub closes the channel when it
 // drops the client (too slow) or stops; the caller must call leave when it
 // stops reading for any other reason. lastEventID is the SSE Last-Event-ID
-// of a reconnecting client ("" for a new one): the frames it missed are
-// replayed first when the hub still has them.
+// of a reconnecting client ("" for a new one): the frames it missed since
+// come first, from the hub's memory or from the stream.
 func (h *Hub) Join(lastEventID string) (frames <-chan []byte, leaveFn func()) {
 	c := &client{ch: make(chan []byte, h.buffer)}
 	h.root.Send(h.pid, &join{client: c, lastEventID: lastEventID})
@@ -142,17 +183,54 @@ func (h *Hub) Join(lastEventID string) (frames <-chan []byte, leaveFn func()) {
 }
 
 // Barrier returns once the hub has handled every message sent to it
-// before the call.
+// before the call, published every event that produced, and handed its
+// clients every frame the stream held then (tests wait on it instead of
+// sleeping).
 func (h *Hub) Barrier(timeout time.Duration) error {
-	if _, err := h.root.RequestFuture(h.pid, &barrier{}, timeout).Result(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	res, err := h.root.RequestFuture(h.pid, &barrier{}, timeout).Result()
+	if err != nil {
 		return fmt.Errorf("live hub barrier: %w", err)
 	}
-	return nil
+	pub, _ := res.(*publisher)
+	if pub == nil {
+		return errors.New("live hub barrier: hub not running")
+	}
+	want, err := pub.settled(ctx)
+	if err != nil {
+		return fmt.Errorf("live hub barrier: %w", err)
+	}
+	for {
+		res, err := h.root.RequestFuture(h.pid, &seqQuery{}, timeout).Result()
+		if err != nil {
+			return fmt.Errorf("live hub barrier: %w", err)
+		}
+		if seq, _ := res.(uint64); seq >= want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("live hub barrier: the stream did not deliver sequence %d: %w", want, ctx.Err())
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
 }
 
-// client is one connected stream; only the hub sends on or closes ch.
+// client is one connected stream. Only the hub sends on or closes ch,
+// except while holding: then the client's catch-up reader alone sends on
+// it, and the hub keeps the client's new frames in held.
 type client struct {
 	ch chan []byte
+	// after: frames up to this sequence are not for this client (it has
+	// them, or it joined after them).
+	after uint64
+	// holding while a catch-up reader sends the frames the client missed.
+	holding  bool
+	held     []frame
+	overflow bool // held reached its bound: drop the client once caught up
+	gone     bool // left while holding: closed once caught up
+	cancel   context.CancelFunc
 }
 
 // Actor messages of the hub.
@@ -168,9 +246,22 @@ type (
 		gen  uint64
 	}
 	keepalive struct{ gen uint64 }
-	// barrier is answered once everything sent to the hub before it has
-	// been handled (tests wait on it instead of sleeping).
+	// barrier is answered, with the publisher, once everything sent to
+	// the hub before it has been handled.
 	barrier struct{}
+	// seqQuery is answered with the last stream sequence the hub handled.
+	seqQuery struct{}
+	// streamMsg is one event of the live stream (follower).
+	streamMsg struct {
+		seq  uint64
+		name string
+		data []byte
+	}
+	// following: the follower reads the stream; frames up to warmTo were
+	// there before (they fill the replay ring, not new clients).
+	following struct{ warmTo uint64 }
+	// caughtUp: a client's catch-up reader is done.
+	caughtUp struct{ client *client }
 )
 
 // kinds, in a fixed order for arrays.
@@ -185,9 +276,20 @@ const (
 
 var kindNames = [numKinds]string{EventAgent, EventResult, EventExec, EventSchedule, EventAudit}
 
+// kindOf is the kind of an event name, -1 for others (reset).
+func kindOf(name string) int {
+	for k, n := range kindNames {
+		if n == name {
+			return k
+		}
+	}
+	return -1
+}
+
 // frame is one encoded event kept for replay.
 type frame struct {
 	seq  uint64
+	kind int
 	data []byte
 }
 
@@ -198,17 +300,23 @@ type hub struct {
 	clients map[*client]struct{}
 	sub     *eventstream.Subscription
 
-	// boot distinguishes this hub's event ids from a previous process's,
-	// so a client reconnecting after a restart is not replayed frames that
-	// happen to carry the ids it saw.
-	boot  string
-	seq   uint64
-	ring  []frame
-	batch [numKinds]*batch
+	// lastSeq is the last stream sequence handled; warmTo the stream's
+	// last sequence when the follower started.
+	lastSeq uint64
+	warmTo  uint64
+	ring    []frame
+	batch   [numKinds]*batch
 
 	gen            uint64
 	timers         [numKinds]clock.Timer
 	keepaliveTimer clock.Timer
+
+	// NATS side (stream.go): the I/O goroutines of this instance end
+	// with cancel and are waited for with wg.
+	pub    *publisher
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	ioCtx  context.Context
 }
 
 var _ actor.Actor = (*hub)(nil)
@@ -221,8 +329,8 @@ func newHub(opts Options, m *metrics) *hub {
 	return h
 }
 
-// Receive handles lifecycle, client and timer messages, and the forwarded
-// events.
+// Receive handles lifecycle, client and timer messages, the stream's
+// events and the forwarded local events.
 func (h *hub) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *actor.Started:
@@ -230,13 +338,21 @@ func (h *hub) Receive(ctx actor.Context) {
 	case *actor.Stopping, *actor.Restarting:
 		h.stop(ctx)
 	case *join:
-		h.join(m)
+		h.join(ctx, m)
 	case *leaveMsg:
 		h.leave(m.client)
 	case *flush:
 		h.windowEnd(ctx, m)
 	case *barrier:
-		ctx.Respond(true)
+		ctx.Respond(h.pub)
+	case *seqQuery:
+		ctx.Respond(h.lastSeq)
+	case *streamMsg:
+		h.fromStream(m)
+	case *following:
+		h.warmTo = m.warmTo
+	case *caughtUp:
+		h.caughtUp(m.client)
 	case *keepalive:
 		if m.gen == h.gen {
 			h.broadcast(-1, []byte(": keepalive\n\n"))
@@ -248,7 +364,6 @@ func (h *hub) Receive(ctx actor.Context) {
 }
 
 func (h *hub) start(ctx actor.Context) {
-	h.boot = strconv.FormatInt(h.opts.Clock.Now().UnixNano(), 36)
 	h.gen++
 	root, self := ctx.ActorSystem().Root, ctx.Self()
 	// EventStream runs handlers on the publisher's goroutine: only forward.
@@ -261,6 +376,17 @@ func (h *hub) start(ctx actor.Context) {
 			root.Send(self, evt)
 		}
 	})
+	h.ioCtx, h.cancel = context.WithCancel(context.Background())
+	h.pub = newPublisher(h.opts, h.metrics)
+	h.wg.Add(2)
+	go func() {
+		defer h.wg.Done()
+		h.pub.run(h.ioCtx)
+	}()
+	go func() {
+		defer h.wg.Done()
+		follow(h.ioCtx, h.opts, func(m any) { root.Send(self, m) })
+	}()
 	h.armKeepalive(ctx)
 }
 
@@ -280,7 +406,15 @@ func (h *hub) stop(ctx actor.Context) {
 	if h.keepaliveTimer != nil {
 		h.keepaliveTimer.Stop()
 	}
+	// The I/O goroutines end (the publisher sending what it still holds,
+	// briefly) before any client's channel closes: a catch-up reader may
+	// be sending on one.
+	if h.cancel != nil {
+		h.cancel()
+		h.wg.Wait()
+	}
 	for c := range h.clients {
+		c.holding = false
 		h.drop(c)
 	}
 }
@@ -304,23 +438,81 @@ func (h *hub) armKeepalive(ctx actor.Context) {
 	h.keepaliveTimer = h.opts.Clock.AfterFunc(h.opts.Keepalive, func() { root.Send(self, &keepalive{gen: gen}) })
 }
 
-func (h *hub) join(m *join) {
-	h.clients[m.client] = struct{}{}
+// join registers a client. A new one gets the frames after the newest the
+// hub has (or had when it started following). A resuming one gets every
+// frame after its Last-Event-ID: those the hub has handled already come
+// from a catch-up reader (the replay ring, then the stream), while the
+// hub holds the newer ones back until it is done.
+func (h *hub) join(ctx actor.Context, m *join) {
+	c := m.client
+	h.clients[c] = struct{}{}
 	h.metrics.clients.Set(float64(len(h.clients)))
-	boot, seq, ok := parseEventID(m.lastEventID)
-	if !ok || boot != h.boot || seq >= h.seq {
+	last, ok := parseEventID(m.lastEventID)
+	if !ok {
+		c.after = max(h.lastSeq, h.warmTo)
 		return
 	}
+	c.after = last
+	if last >= h.lastSeq {
+		// Nothing handled here that it lacks; if this replica is behind
+		// the one the client came from, frames up to last are skipped.
+		return
+	}
+	var ring []frame
 	for _, f := range h.ring {
-		if f.seq > seq && !h.send(m.client, -1, f.data) {
+		if f.seq > last {
+			ring = append(ring, f)
+		}
+	}
+	c.holding = true
+	cctx, cancel := context.WithCancel(h.ioCtx)
+	c.cancel = cancel
+	root, self, to, ioCtx := ctx.ActorSystem().Root, ctx.Self(), h.lastSeq, h.ioCtx
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		catchUp(cctx, h.opts, c.ch, last+1, to, ring)
+		if ioCtx.Err() == nil { // a stopping hub closes the client itself
+			root.Send(self, &caughtUp{client: c})
+		}
+	}()
+}
+
+// caughtUp hands a client the frames held back while it caught up.
+func (h *hub) caughtUp(c *client) {
+	if _, ok := h.clients[c]; !ok || !c.holding {
+		return
+	}
+	c.holding = false
+	c.cancel()
+	if c.gone {
+		h.leave(c)
+		return
+	}
+	held := c.held
+	c.held = nil
+	for _, f := range held {
+		if !h.send(c, f.kind, f.data) {
 			return
 		}
+	}
+	if c.overflow {
+		// Frames beyond the bound were not kept: the client reconnects
+		// with the last id it got and catches up again.
+		h.drop(c)
 	}
 }
 
 func (h *hub) leave(c *client) {
 	if _, ok := h.clients[c]; !ok {
 		return // already dropped
+	}
+	if c.holding {
+		// Its catch-up reader may be sending on ch: stop it first; the
+		// client goes once the reader says it is done.
+		c.gone = true
+		c.cancel()
+		return
 	}
 	delete(h.clients, c)
 	close(c.ch)
@@ -352,9 +544,47 @@ func (h *hub) send(c *client, kind int, f []byte) bool {
 	}
 }
 
+// broadcast sends a frame that is not a stream event (keepalive, reset)
+// to every client not catching up.
 func (h *hub) broadcast(kind int, f []byte) {
 	for c := range h.clients {
-		h.send(c, kind, f)
+		if !c.holding {
+			h.send(c, kind, f)
+		}
+	}
+}
+
+// fromStream fans out one event of the live stream. Sequences follow each
+// other; a jump means events expired before the hub could read them (a
+// long NATS outage), and a step back means the stream was created anew:
+// both tell the clients to reload.
+func (h *hub) fromStream(m *streamMsg) {
+	switch {
+	case h.lastSeq > 0 && m.seq <= h.lastSeq:
+		h.opts.Logger.Warn("live events: the live stream starts over (recreated); clients reload", "seq", m.seq, "last", h.lastSeq)
+		h.ring = nil
+		for c := range h.clients {
+			c.after = 0
+		}
+		h.broadcast(-1, resetFrame(m.seq-1, "the live stream was recreated"))
+	case h.lastSeq > 0 && m.seq > h.lastSeq+1 && m.seq > h.warmTo+1:
+		h.broadcast(-1, resetFrame(m.seq-1, fmt.Sprintf("events %d to %d expired before this replica read them", h.lastSeq+1, m.seq-1)))
+	}
+	h.lastSeq = m.seq
+	f := frame{seq: m.seq, kind: kindOf(m.name), data: encodeFrame(m.seq, m.name, m.data)}
+	h.remember(f)
+	for c := range h.clients {
+		switch {
+		case f.seq <= c.after:
+		case c.holding:
+			if len(c.held) >= h.opts.Replay {
+				c.overflow = true
+				continue
+			}
+			c.held = append(c.held, f)
+		default:
+			h.send(c, f.kind, f.data)
+		}
 	}
 }
 
@@ -441,6 +671,8 @@ type payload struct {
 	Truncated bool  `json:"truncated"`
 }
 
+// emit hands the kind's coalesced event to the publisher; the clients get
+// it from the stream, like every other replica's.
 func (h *hub) emit(kind int) {
 	b := h.batch[kind]
 	if b.empty() {
@@ -452,23 +684,46 @@ func (h *hub) emit(kind int) {
 		p.New = &n
 	}
 	b.reset()
-	data, err := json.Marshal(p)
+	data, err := encodePayload(p, h.opts.MaxBytes)
 	if err != nil {
 		// Items are plain structs of strings, numbers and times, and audit
 		// payloads were decoded from JSON; this cannot fail in practice.
 		h.opts.Logger.Error("live events: encode event", "event", kindNames[kind], "err", err)
 		return
 	}
-	h.seq++
+	h.metrics.events[kind].Inc()
+	h.pub.enqueue(messages.SubjectLivePrefix+kindNames[kind], data)
+}
+
+// encodePayload encodes p, leaving items out (and saying so) until it
+// fits in maxBytes: the event must stay far below the NATS payload limit
+// whatever the items hold (an audit item carries its whole payload).
+func encodePayload(p payload, maxBytes int) ([]byte, error) {
+	for {
+		data, err := json.Marshal(p)
+		if err != nil || len(data) <= maxBytes || len(p.Items) == 0 {
+			return data, err
+		}
+		p.Items = p.Items[:len(p.Items)/2]
+		p.Truncated = true
+	}
+}
+
+// encodeFrame is the SSE frame of a stream event.
+func encodeFrame(seq uint64, name string, data []byte) []byte {
 	var sb strings.Builder
 	sb.Grow(len(data) + 64)
-	fmt.Fprintf(&sb, "id: %s-%d\nevent: %s\ndata: ", h.boot, h.seq, kindNames[kind])
+	fmt.Fprintf(&sb, "id: %d\nevent: %s\ndata: ", seq, name)
 	sb.Write(data)
 	sb.WriteString("\n\n")
-	f := []byte(sb.String())
-	h.remember(frame{seq: h.seq, data: f})
-	h.metrics.events[kind].Inc()
-	h.broadcast(kind, f)
+	return []byte(sb.String())
+}
+
+// resetFrame tells a client that events up to seq are lost to it; its id
+// is seq, so that its next reconnect resumes after them.
+func resetFrame(seq uint64, reason string) []byte {
+	data, _ := json.Marshal(map[string]string{"reason": reason})
+	return encodeFrame(seq, EventReset, data)
 }
 
 func (h *hub) remember(f frame) {
@@ -479,14 +734,10 @@ func (h *hub) remember(f frame) {
 	h.ring = append(h.ring, f)
 }
 
-// parseEventID splits "<boot>-<seq>".
-func parseEventID(id string) (boot string, seq uint64, ok bool) {
-	boot, s, found := strings.Cut(strings.TrimSpace(id), "-")
-	if !found {
-		return "", 0, false
-	}
-	seq, err := strconv.ParseUint(s, 10, 64)
-	return boot, seq, err == nil
+// parseEventID reads a Last-Event-ID: a stream sequence.
+func parseEventID(id string) (uint64, bool) {
+	seq, err := strconv.ParseUint(strings.TrimSpace(id), 10, 64)
+	return seq, err == nil
 }
 
 // batch collects one kind's events during a throttle window.

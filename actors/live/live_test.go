@@ -3,6 +3,7 @@ package live_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,19 +12,23 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/goleak"
 
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/live"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker/brokertest"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 type env struct {
 	t   *testing.T
+	br  *brokertest.Broker
 	sys *actor.ActorSystem
 	clk *clock.Fake
 	hub *live.Hub
@@ -32,23 +37,41 @@ type env struct {
 	stopped bool
 }
 
-// start runs a hub on a fake clock; the test fails if a goroutine is left
-// behind after the hub stopped.
+// start runs a hub on a fake clock and a real NATS (with the live
+// stream); the test fails if a goroutine is left behind after the hub
+// stopped.
 func start(t *testing.T, opts live.Options) *env {
 	t.Helper()
+	checkLeaks(t)
+	return startOn(t, brokertest.Start(t), opts)
+}
+
+// checkLeaks fails the test if a goroutine started after it is still
+// running once the test's cleanups (registered later, so run earlier: the
+// hubs' stops and the broker's shutdown) are done.
+func checkLeaks(t *testing.T) {
 	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() {
+		goleak.VerifyNone(t, ignore,
+			// The server's process-statistics timer outlives it briefly.
+			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server/pse.periodic"),
+			// protoactor's dead-letter throttle ends by itself.
+			goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
+	})
+}
+
+// startOn runs a hub on br: several hubs on one broker are replicas.
+func startOn(t *testing.T, br *brokertest.Broker, opts live.Options) *env {
+	t.Helper()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	e := &env{t: t, sys: actorsys.New(logger), clk: clock.NewFake(t0), reg: prometheus.NewRegistry()}
-	opts.Clock, opts.Logger, opts.Metrics = e.clk, logger, e.reg
+	e := &env{t: t, br: br, sys: actorsys.New(logger), clk: clock.NewFake(t0), reg: prometheus.NewRegistry()}
+	opts.JS, opts.Clock, opts.Logger, opts.Metrics = br.JS, e.clk, logger, e.reg
 	hub, err := live.Start(e.sys, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.hub = hub
-	t.Cleanup(func() {
-		e.stop()
-		goleak.VerifyNone(t, ignore)
-	})
+	t.Cleanup(e.stop)
 	return e
 }
 
@@ -156,7 +179,7 @@ func TestResultEventShape(t *testing.T) {
 		t.Fatalf("events %s", names(evs))
 	}
 	ev := evs[0]
-	if !strings.HasSuffix(ev.ID, "-1") || ev.Data.Count != 2 || ev.Data.Truncated || ev.Data.New != nil {
+	if ev.ID != "1" || ev.Data.Count != 2 || ev.Data.Truncated || ev.Data.New != nil {
 		t.Fatalf("event %+v", ev)
 	}
 	want := []string{
@@ -317,7 +340,8 @@ func TestKeepaliveAndLeave(t *testing.T) {
 	}
 }
 
-// A client reconnecting with Last-Event-ID gets the events it missed.
+// A client reconnecting with Last-Event-ID gets the events it missed, from
+// the hub's memory.
 func TestReplayOnReconnect(t *testing.T) {
 	e := start(t, live.Options{})
 	first, leave := e.hub.Join("")
@@ -334,18 +358,197 @@ func TestReplayOnReconnect(t *testing.T) {
 	e.settle()
 
 	again, _ := e.hub.Join(lastID)
-	e.settle()
-	if evs := take(t, again); names(evs) != "audit,result" {
-		t.Fatalf("replayed %s", names(evs))
+	if evs := waitFrames(t, again, 2); names(evs) != "audit,result" || evs[0].ID != "2" || evs[1].ID != "3" {
+		t.Fatalf("replayed %+v", evs)
 	}
-	// Unknown or foreign ids replay nothing.
-	for _, id := range []string{"", "garbage", "otherboot-0"} {
+	// Ids that are not sequences, or ahead of the stream, replay nothing.
+	for _, id := range []string{"", "garbage", "1700000000-3", "99"} {
 		c, _ := e.hub.Join(id)
 		e.settle()
 		if evs := take(t, c); len(evs) != 0 {
 			t.Fatalf("Last-Event-ID %q replayed %s", id, names(evs))
 		}
 	}
+}
+
+// A client that missed more than the hub keeps in memory gets the rest
+// from the stream, in order, then the live events, none twice; frames the
+// stream no longer holds are announced with a reset.
+func TestResumeReadsTheStream(t *testing.T) {
+	e := start(t, live.Options{Replay: 3})
+	e.settle()
+	for i := 1; i <= 10; i++ {
+		e.publish(&messages.AuditProjected{ID: int64(i)})
+		e.advance(250 * time.Millisecond)
+	}
+	c, _ := e.hub.Join("2")
+	// Events keep coming while it catches up.
+	e.publish(&messages.AuditProjected{ID: 11})
+	e.advance(250 * time.Millisecond)
+	evs := waitFrames(t, c, 9)
+	var ids []string
+	for _, ev := range evs {
+		ids = append(ids, ev.ID)
+		if ev.Name != "audit" {
+			t.Fatalf("event %+v", ev)
+		}
+	}
+	if got := strings.Join(ids, ","); got != "3,4,5,6,7,8,9,10,11" {
+		t.Fatalf("ids %s", got)
+	}
+
+	// Gone from the stream (as after its max age): reset, then what is left.
+	st, err := e.br.JS.Stream(context.Background(), messages.StreamLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(context.Background(), jetstream.WithPurgeSequence(5)); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := e.hub.Join("1")
+	evs = waitFrames(t, old, 8)
+	if evs[0].Name != "reset" || evs[0].ID != "4" || evs[1].ID != "5" || evs[7].ID != "11" {
+		t.Fatalf("after a purge: %+v", evs)
+	}
+}
+
+// Two hubs on one NATS are two replicas: an event committed on one reaches
+// the clients of both, with the same id, and a client of one resumes on
+// the other.
+func TestHubsShareTheStream(t *testing.T) {
+	checkLeaks(t)
+	br := brokertest.Start(t)
+	a := startOn(t, br, live.Options{})
+	b := startOn(t, br, live.Options{})
+	onA, _ := a.hub.Join("")
+	onB, leaveB := b.hub.Join("")
+	a.settle()
+	b.settle()
+	a.publish(&messages.ResultsProjected{Results: []messages.ProjectedResult{{RequestID: "r1", PcID: "p"}}})
+	a.settle()
+	evA, evB := waitFrames(t, onA, 1), waitFrames(t, onB, 1)
+	if evA[0].ID != evB[0].ID || evB[0].Name != "result" || !strings.Contains(string(evB[0].Data.Items[0]), `"r1"`) {
+		t.Fatalf("A %+v, B %+v", evA, evB)
+	}
+	leaveB()
+	b.publish(&messages.AuditProjected{ID: 9})
+	b.settle()
+	a.settle()
+	resumed, _ := a.hub.Join(evB[0].ID)
+	if evs := waitFrames(t, resumed, 1); evs[0].Name != "audit" {
+		t.Fatalf("resumed on A: %+v", evs)
+	}
+}
+
+// A heartbeat flush of 10 000 agents (one event, as the heartbeat
+// projector sends it) is published as one coalesced event far below the
+// NATS payload limit, and audit items too big together are left out until
+// the event fits MaxBytes.
+func TestEventsFitThePayloadLimit(t *testing.T) {
+	e := start(t, live.Options{})
+	e.settle()
+	seen := &messages.AgentsSeen{}
+	for i := 0; i < 10_000; i++ {
+		seen.Agents = append(seen.Agents, messages.AgentSeen{PcID: fmt.Sprintf("PC-%05d", i), At: t0, AgentVersion: "0.30.1", New: true})
+	}
+	e.publish(seen)
+	e.settle()
+	raw, _ := json.Marshal(seen)
+	msg := lastMessage(t, e)
+	// NATS's default max_payload (1 MiB), which an external cluster may
+	// keep; the embedded server allows more.
+	const limit = 1 << 20
+	t.Logf("10 000 agents: %d bytes as one AgentsSeen, %d bytes published (default payload limit %d)", len(raw), len(msg.Data), limit)
+	if len(msg.Data) >= limit/4 || msg.Subject != "kanade.live.agent" {
+		t.Fatalf("published %d bytes on %s", len(msg.Data), msg.Subject)
+	}
+	var p struct {
+		Count, New int
+		Items      []json.RawMessage
+		Truncated  bool
+	}
+	if err := json.Unmarshal(msg.Data, &p); err != nil || p.Count != 10_000 || p.New != 10_000 || len(p.Items) != 100 || !p.Truncated {
+		t.Fatalf("agent event: count %d new %d items %d truncated %v (%v)", p.Count, p.New, len(p.Items), p.Truncated, err)
+	}
+
+	e2 := start(t, live.Options{MaxBytes: 64 << 10})
+	e2.settle()
+	big := strings.Repeat("x", 10<<10)
+	for i := 0; i < 20; i++ {
+		e2.publish(&messages.AuditProjected{ID: int64(i), Event: messages.AuditEvent{Action: "job.put", Payload: map[string]any{"script": big}}})
+	}
+	e2.advance(250 * time.Millisecond)
+	msg = lastMessage(t, e2)
+	if err := json.Unmarshal(msg.Data, &p); err != nil || len(msg.Data) > 64<<10 || p.Count != 19 || len(p.Items) == 0 || len(p.Items) >= 19 || !p.Truncated {
+		t.Fatalf("audit event of %d bytes: count %d items %d truncated %v (%v)", len(msg.Data), p.Count, len(p.Items), p.Truncated, err)
+	}
+}
+
+// While NATS is away the hub keeps the events it produces and publishes
+// them once it is back; its clients get them then, without a restart.
+func TestEventsSurviveANATSRestart(t *testing.T) {
+	e := start(t, live.Options{RetryEvery: 20 * time.Millisecond})
+	ch, _ := e.hub.Join("")
+	e.settle()
+	e.br.Embedded.Server().Shutdown()
+	eventually(t, func() bool { return !e.br.Conn.IsConnected() })
+	e.publish(&messages.AuditProjected{ID: 42})
+	if err := e.br.Embedded.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	evs := waitFrames(t, ch, 1)
+	if evs[0].Name != "audit" || !strings.Contains(string(evs[0].Data.Items[0]), `"id":42`) {
+		t.Fatalf("after the restart: %+v", evs)
+	}
+}
+
+func eventually(t *testing.T, ok func() bool) {
+	t.Helper()
+	testsupport.Eventually(t, 10*time.Second, func() error {
+		if !ok() {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+}
+
+// lastMessage is the newest event of the live stream.
+func lastMessage(t *testing.T, e *env) *jetstream.RawStreamMsg {
+	t.Helper()
+	st, err := e.br.JS.Stream(context.Background(), messages.StreamLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := st.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := st.GetMsg(context.Background(), info.State.LastSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
+}
+
+// waitFrames reads n event frames (keepalives skipped) within 10 s.
+func waitFrames(t *testing.T, ch <-chan []byte, n int) []event {
+	t.Helper()
+	var out []event
+	deadline := time.After(10 * time.Second)
+	for len(out) < n {
+		select {
+		case f, ok := <-ch:
+			if !ok {
+				t.Fatalf("closed after %d frames: %+v", len(out), out)
+			}
+			if ev := parse(t, string(f)); ev.Name != ":" {
+				out = append(out, ev)
+			}
+		case <-deadline:
+			t.Fatalf("%d of %d frames within 10 s: %+v", len(out), n, out)
+		}
+	}
+	return out
 }
 
 // Stopping the hub ends every stream.
@@ -398,6 +601,7 @@ func value(t *testing.T, reg *prometheus.Registry, name, event string) float64 {
 // Subscribing while others publish is race-free (the library's
 // SubscribeWithPredicate is not; run with -race).
 func TestSubscribeWhilePublishing(t *testing.T) {
+	br := brokertest.Start(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sys := actorsys.New(logger)
 	stop := make(chan struct{})
@@ -413,7 +617,7 @@ func TestSubscribeWhilePublishing(t *testing.T) {
 			}
 		}
 	}()
-	hub, err := live.Start(sys, live.Options{Logger: logger})
+	hub, err := live.Start(sys, live.Options{JS: br.JS, Logger: logger})
 	if err != nil {
 		t.Fatal(err)
 	}

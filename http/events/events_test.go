@@ -20,6 +20,7 @@ import (
 	"kanade-backend/http/events"
 	"kanade-backend/http/server"
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker/brokertest"
 )
 
 type env struct {
@@ -62,10 +63,21 @@ func (e *env) stopHub(t *testing.T) {
 func start(t *testing.T) *env {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
+	// Registered first, so run last: after the hub, the server and NATS
+	// stopped.
+	t.Cleanup(func() {
+		// protoactor's dead-letter throttle keeps a goroutine for one
+		// throttle period after a message to a stopped actor, and the NATS
+		// server's process-statistics timer outlives it briefly; both end
+		// by themselves, so they are not leaks of the hub's.
+		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+			goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server/pse.periodic"))
+	})
+	br := brokertest.Start(t)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	sys := actorsys.New(logger)
 	reg := prometheus.NewRegistry()
-	hub, err := live.Start(sys, live.Options{Logger: logger, Metrics: reg})
+	hub, err := live.Start(sys, live.Options{JS: br.JS, Logger: logger, Metrics: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,10 +91,6 @@ func start(t *testing.T) *env {
 		e.streams.Close()
 		e.srv.Close()
 		e.stopHub(t)
-		// protoactor's dead-letter throttle keeps a goroutine for one
-		// throttle period after a message to a stopped actor; it ends by
-		// itself, so it is not a leak of the hub's.
-		goleak.VerifyNone(t, ignore, goleak.IgnoreTopFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"))
 	})
 	return e
 }

@@ -38,7 +38,38 @@ func Streams(replicas int) []jetstream.StreamConfig {
 	ev := base(messages.StreamEvents, "events.>")
 	ev.MaxAge = 7 * day
 	audit := base(messages.StreamAudit, "audit.>")
-	return []jetstream.StreamConfig{inv, res, exec, ev, audit}
+	return []jetstream.StreamConfig{inv, res, exec, ev, audit, LiveStream(replicas)}
+}
+
+// LiveMaxAge is how long the live stream keeps an event: how far back a
+// dashboard reconnecting with Last-Event-ID can resume (on any replica).
+const LiveMaxAge = 10 * time.Minute
+
+// LiveStream is the backend's live-events stream (messages.StreamLive):
+// small and short-lived, since it only lets every replica's hub see every
+// replica's events and lets a reconnecting dashboard catch up.
+func LiveStream(replicas int) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        messages.StreamLive,
+		Description: "kanade-backend live events of every replica (/api/events)",
+		Subjects:    []string{messages.SubjectLiveAll},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      LiveMaxAge,
+		MaxBytes:    64 << 20,
+		Replicas:    replicas,
+	}
+}
+
+// ReplicasTTL is how long a replica stays in the registry after its last
+// announcement (it announces every ReplicasTTL/4).
+const ReplicasTTL = 15 * time.Second
+
+// ReplicasBucket is the replica registry (messages.BucketReplicas).
+func ReplicasBucket(replicas int) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{Bucket: messages.BucketReplicas, Description: "kanade-backend replicas",
+		History: 1, TTL: ReplicasTTL, Storage: jetstream.FileStorage, Replicas: replicas}
 }
 
 // Buckets returns the KV bucket configurations.
@@ -54,6 +85,7 @@ func Buckets(replicas int) []jetstream.KeyValueConfig {
 		kv(messages.BucketAgentGroups, 5),
 		kv(messages.BucketSchedules, 5),
 		kv(messages.BucketJobs, 5),
+		ReplicasBucket(replicas),
 	}
 }
 

@@ -69,7 +69,7 @@ func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 	}
 	pids = append(pids, sched)
 
-	hub, err := live.Start(a.Actors, live.Options{Clock: a.Clock, Logger: a.Logger, Metrics: a.Metrics})
+	hub, err := live.Start(a.Actors, live.Options{JS: a.JS, Clock: a.Clock, Logger: a.Logger, Metrics: a.Metrics})
 	if err != nil {
 		return pids, fmt.Errorf("start live events hub: %w", err)
 	}
