@@ -19,6 +19,7 @@ var routeRoles = map[string]Role{
 	"GET /api/me":                              RoleViewer,
 	"GET /api/events":                          RoleViewer,
 	"GET /api/jetstream/status":                RoleViewer,
+	"GET /api/cluster":                         RoleViewer,
 	"GET /api/health/fleet":                    RoleViewer,
 	"GET /api/agents":                          RoleViewer,
 	"GET /api/agents/{pc_id}":                  RoleViewer,

@@ -83,7 +83,7 @@ func TestFleetHealth(t *testing.T) {
 
 	f := fleetHealth(t, b, 200)
 	if f.Status != health.StatusUnknown || f.Agents.Known != 0 || !f.JetStream.AllOK ||
-		f.JetStream.Total != 13 || f.JetStream.Healthy != 13 || f.JetStream.Missing == nil || f.RecentResults.WindowHours != 24 {
+		f.JetStream.Total != 15 || f.JetStream.Healthy != 15 || f.JetStream.Missing == nil || f.RecentResults.WindowHours != 24 {
 		t.Fatalf("no agents: %+v", f)
 	}
 
@@ -130,7 +130,7 @@ func TestFleetHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	f = fleetHealth(t, b, 503)
-	if f.Status != health.StatusDegraded || f.JetStream.AllOK || f.JetStream.Healthy != 12 ||
+	if f.Status != health.StatusDegraded || f.JetStream.AllOK || f.JetStream.Healthy != 14 ||
 		!slices.Equal(f.JetStream.Missing, []string{messages.StreamEvents}) {
 		t.Fatalf("deleted stream: %+v", f)
 	}
@@ -170,7 +170,7 @@ func TestFleetHealthNATSAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.Status != health.StatusDegraded || f.JetStream.Healthy != 0 || len(f.JetStream.Missing) != 13 || f.Agents.Active != 1 {
+	if f.Status != health.StatusDegraded || f.JetStream.Healthy != 0 || len(f.JetStream.Missing) != 15 || f.Agents.Active != 1 {
 		t.Fatalf("NATS away: %+v", f)
 	}
 	if took := time.Since(start); took > time.Second {

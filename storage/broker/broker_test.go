@@ -22,22 +22,22 @@ func TestEnsureCreatesEverythingAndIsIdempotent(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
 
 	st := broker.Probe(ctx, b.JS)
-	if got := len(st.Missing()); got != 13 {
-		t.Fatalf("before ensure: %d missing, want 13 (%v)", got, st.Missing())
+	if got := len(st.Missing()); got != 15 {
+		t.Fatalf("before ensure: %d missing, want 15 (%v)", got, st.Missing())
 	}
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatal(err)
 	}
 	st = broker.Probe(ctx, b.JS)
-	if len(st.Streams) != 5 || len(st.KVBuckets) != 7 || len(st.ObjectStores) != 1 || len(st.Missing()) != 0 {
+	if len(st.Streams) != 6 || len(st.KVBuckets) != 8 || len(st.ObjectStores) != 1 || len(st.Missing()) != 0 {
 		t.Fatalf("after ensure: %+v missing=%v", st, st.Missing())
 	}
 
 	// A second ensure changes nothing: every stream (KV and object store
 	// ones included) keeps its creation time, configuration and messages.
 	before := brokertest.DescribeStreams(t, b.JS)
-	if len(before) != 13 {
-		t.Fatalf("%d streams after ensure, want 13: %v", len(before), before)
+	if len(before) != 15 {
+		t.Fatalf("%d streams after ensure, want 15: %v", len(before), before)
 	}
 	if err := broker.Ensure(ctx, b.JS, 1, nil); err != nil {
 		t.Fatalf("second ensure: %v", err)

@@ -46,8 +46,12 @@ func Streams(replicas int) []jetstream.StreamConfig {
 const LiveMaxAge = 10 * time.Minute
 
 // LiveStream is the backend's live-events stream (messages.StreamLive):
-// small and short-lived, since it only lets every replica's hub see every
-// replica's events and lets a reconnecting dashboard catch up.
+// short-lived, since it only lets every replica's hub see every replica's
+// events and lets a reconnecting dashboard catch up. Its size is bounded
+// by its age and the hubs' coalescing (a few events per second per kind,
+// each at most 256 KiB, about 10 KiB in practice), not by MaxBytes: a
+// byte limit is reserved from the server's store up front, which a small
+// JetStream volume may not have.
 func LiveStream(replicas int) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        messages.StreamLive,
@@ -57,7 +61,8 @@ func LiveStream(replicas int) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      LiveMaxAge,
-		MaxBytes:    64 << 20,
+		MaxMsgs:     100_000,
+		MaxMsgSize:  1 << 20,
 		Replicas:    replicas,
 	}
 }

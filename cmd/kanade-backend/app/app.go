@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -41,6 +42,7 @@ import (
 	"kanade-backend/storage"
 	"kanade-backend/storage/agentauth"
 	"kanade-backend/storage/broker"
+	"kanade-backend/storage/broker/replicas"
 )
 
 // StopTimeout bounds the whole graceful stop (architecture.md §4).
@@ -126,6 +128,12 @@ type App struct {
 	leaseMetrics *lease.Metrics
 	httpAddr     atomic.Value // string, once HTTP listens
 
+	// ReplicaID names this backend in the leader lease and the replica
+	// registry (cluster.go); new at every start.
+	ReplicaID string
+	started   time.Time
+	registry  *replicas.Announcer
+
 	ready chan struct{}
 	// httpShutdown runs when the HTTP server starts shutting down (routes
 	// add what must end long-lived requests, such as event streams).
@@ -138,7 +146,8 @@ func New(cfg Config, logger *slog.Logger) *App {
 		logger = slog.Default()
 	}
 	return &App{Config: cfg, Logger: logger, Getenv: os.Getenv, Metrics: metrics.New(), Clock: clock.Real{}, ready: make(chan struct{}),
-		boot: &bootstrap{done: make(chan struct{})}, lead: newLeadership()}
+		boot: &bootstrap{done: make(chan struct{})}, lead: newLeadership(),
+		ReplicaID: uuid.NewString(), started: processStart}
 }
 
 // Ready is closed once every component has started.
@@ -338,6 +347,8 @@ func (a *App) Run(ctx context.Context) error {
 		a.logDashboardURL(freshToken)
 		return nil
 	}, func(ctx context.Context) error { return a.HTTP.Shutdown(ctx) })
+
+	g.Add("replica registry", a.startRegistry, a.stopRegistry)
 
 	g.Add("ready", func(context.Context) error { close(a.ready); return nil }, nil)
 

@@ -7,8 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/uuid"
-
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/lease"
@@ -111,8 +109,8 @@ func (a *App) campaign() {
 		// The real monotonic clock, whatever the actors use: the lease's
 		// deadlines must run at the rate of the server's TTL.
 		Clock: clock.Real{},
-		Self: lease.Holder{ReplicaID: uuid.NewString(), PID: os.Getpid(), Host: host,
-			StartedAt: time.Now().UTC().Truncate(time.Second)},
+		Self: lease.Holder{ReplicaID: a.ReplicaID, PID: os.Getpid(), Host: host,
+			StartedAt: a.started},
 		Address:    a.httpAddress,
 		Logger:     a.Logger,
 		Metrics:    a.leaseMetrics,

@@ -9,6 +9,7 @@ import (
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/auditlog"
 	"kanade-backend/http/auth"
+	"kanade-backend/http/cluster"
 	"kanade-backend/http/credentials"
 	"kanade-backend/http/events"
 	"kanade-backend/http/executions"
@@ -34,6 +35,7 @@ func (a *App) routes(r *server.Router) {
 	r.Public("GET /metrics", a.Metrics.Handler())
 	r.Public("GET /ready", http.HandlerFunc(a.serveReady))
 	system.Register(r, system.Deps{JS: a.JS})
+	cluster.Register(r, a.clusterDeps())
 	jobs.Register(r, jobs.Deps{KV: a.JS, Store: a.Store, Audit: a.Audit, Clock: a.Clock, Logger: a.Logger})
 	executions.Register(r, executions.Deps{
 		Engine: &execengine.Client{Root: a.Actors.Root, PID: a.Exec},
