@@ -157,7 +157,9 @@ func FullPermissions() jwt.Permissions {
 // OperatorPermissions are an operator's rights through the CLI: what the
 // operator role may do in the API (run, kill, jobs, schedules, groups,
 // config) and no more. Agent releases, script revocation and changes to
-// the streams themselves are for admins.
+// the streams themselves are for admins. The backends' own live events
+// and replica registry are written by the backends only: an operator
+// must not put events on every dashboard.
 func OperatorPermissions() jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Deny.Add(streamManagement...)
@@ -165,6 +167,8 @@ func OperatorPermissions() jwt.Permissions {
 		"$O."+messages.ObjectStoreAgentReleases+".>",
 		kvSubject(messages.BucketScriptStatus, ">"),
 		callout.Subject,
+		messages.SubjectLiveAll,
+		kvSubject(messages.BucketReplicas, ">"),
 	)
 	p.Sub.Deny.Add(callout.PrivateSubjects)
 	return p

@@ -364,3 +364,75 @@ func short(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// The backends' live stream and replica registry (messages/cluster.go) are
+// theirs: the backend's own connection publishes and follows them, an
+// agent can neither publish, subscribe nor read them, and an operator
+// cannot forge dashboard events or registry entries.
+func TestLiveStreamAndRegistryAreTheBackends(t *testing.T) {
+	ops := map[string]agentauth.OperatorToken{"kanade_op_alice": {Name: "alice", Role: "operator"}}
+	h := start(t, harnessOptions{operators: func(_ context.Context, tok string) (agentauth.OperatorToken, bool, error) {
+		op, ok := ops[tok]
+		return op, ok, nil
+	}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	// The backend: publishes an event and follows the stream.
+	if _, err := h.js.Publish(ctx, messages.SubjectLivePrefix+"result", []byte(`{"count":1}`)); err != nil {
+		t.Fatalf("the backend could not publish a live event: %v", err)
+	}
+	cons, err := h.js.OrderedConsumer(ctx, messages.StreamLive, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second)); err != nil || string(m.Data()) != `{"count":1}` {
+		t.Fatalf("the backend could not follow the live stream: %v %v", m, err)
+	}
+	reg, err := h.js.KeyValue(ctx, messages.BucketReplicas)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.Put(ctx, "replica-1", []byte(`{"id":"replica-1"}`)); err != nil {
+		t.Fatalf("the backend could not announce itself: %v", err)
+	}
+
+	events := h.observe(messages.SubjectLiveAll)
+	a := h.mustConnect(h.mint("A"))
+	if err := a.Publish(messages.SubjectLivePrefix+"result", []byte(`{"count":99}`)); err != nil {
+		t.Fatal(err)
+	}
+	a.violated(t, "Publish", messages.SubjectLivePrefix+"result")
+	if _, err := a.SubscribeSync(messages.SubjectLiveAll); err != nil {
+		t.Fatal(err)
+	}
+	a.violated(t, "Subscription", messages.SubjectLiveAll)
+	ajs, _ := jetstream.New(a.Conn)
+	if _, err := ajs.OrderedConsumer(short(t), messages.StreamLive, jetstream.OrderedConsumerConfig{}); err == nil {
+		t.Fatal("an agent followed the live stream")
+	}
+	if _, err := ajs.KeyValue(short(t), messages.BucketReplicas); err == nil {
+		t.Fatal("an agent bound the replica registry")
+	}
+	if err := a.Publish("$KV."+messages.BucketReplicas+".evil", []byte(`{"id":"evil"}`)); err != nil {
+		t.Fatal(err)
+	}
+	a.violated(t, "Publish", "$KV."+messages.BucketReplicas+".evil")
+
+	alice := h.mustConnect("kanade_op_alice")
+	if err := alice.Publish(messages.SubjectLivePrefix+"audit", []byte(`{"count":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	alice.violated(t, "Publish", messages.SubjectLivePrefix+"audit")
+	if err := alice.Publish("$KV."+messages.BucketReplicas+".evil", []byte(`{"id":"evil"}`)); err != nil {
+		t.Fatal(err)
+	}
+	alice.violated(t, "Publish", "$KV."+messages.BucketReplicas+".evil")
+
+	if m := received(events, 300*time.Millisecond); m != nil {
+		t.Fatalf("a forged live event reached the stream: %s %s", m.Subject, m.Data)
+	}
+	if _, err := reg.Get(ctx, "evil"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a forged registry entry: %v", err)
+	}
+}
