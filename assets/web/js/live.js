@@ -177,6 +177,9 @@ function connect() {
   for (const kind of KINDS) {
     es.addEventListener(kind, (e) => handle(kind, e.data));
   }
+  // Events were lost to this stream (older than the server keeps, or a
+  // long outage): refresh everything, as after a reconnect.
+  es.addEventListener('reset', () => dispatch('poll', null));
   es.onerror = () => {
     // EventSource retries by itself after a dropped stream (readyState
     // CONNECTING), but gives up for good on an HTTP error (CLOSED): then
