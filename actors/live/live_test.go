@@ -502,6 +502,30 @@ func TestEventsSurviveANATSRestart(t *testing.T) {
 	}
 }
 
+// Beyond its backlog the hub drops the oldest events it could not
+// publish, and says so with a reset event once NATS is back, so that
+// dashboards reload instead of missing them.
+func TestBacklogOverflowEndsInAReset(t *testing.T) {
+	e := start(t, live.Options{RetryEvery: 20 * time.Millisecond, Backlog: 2})
+	ch, _ := e.hub.Join("")
+	e.settle()
+	e.br.Embedded.Server().Shutdown()
+	eventually(t, func() bool { return !e.br.Conn.IsConnected() })
+	// Four kinds: each is emitted at once (no throttle window to wait for).
+	e.publish(&messages.AuditProjected{ID: 1})
+	e.publish(&messages.ResultsProjected{Results: []messages.ProjectedResult{{RequestID: "r", PcID: "p"}}})
+	e.publish(&messages.ExecProgressed{ExecID: "x", Status: "running"})
+	e.publish(&messages.ScheduleTicked{ScheduleID: "s", Outcome: messages.TickSkipped})
+	eventually(t, func() bool { return value(t, e.reg, "kanade_live_publish_dropped_total", "") == 2 })
+	if err := e.br.Embedded.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	evs := waitFrames(t, ch, 3)
+	if evs[2].Name != "reset" || evs[0].Name == "reset" || evs[1].Name == "reset" {
+		t.Fatalf("after the outage: %s", names(evs))
+	}
+}
+
 func eventually(t *testing.T, ok func() bool) {
 	t.Helper()
 	testsupport.Eventually(t, 10*time.Second, func() error {

@@ -46,9 +46,17 @@ func newPublisher(opts Options, m *metrics) *publisher {
 func (p *publisher) enqueue(subject string, data []byte) {
 	p.mu.Lock()
 	if len(p.queue) >= p.opts.Backlog {
-		p.queue = p.queue[1:]
-		p.lost++
-		p.metrics.publishDropped.Inc()
+		// Drop the oldest, but not the head while it is being published
+		// (done pops it).
+		i := 0
+		if p.inflight {
+			i = 1
+		}
+		if i < len(p.queue) {
+			p.queue = append(p.queue[:i], p.queue[i+1:]...)
+			p.lost++
+			p.metrics.publishDropped.Inc()
+		}
 	}
 	p.queue = append(p.queue, outgoing{subject: subject, data: data})
 	p.mu.Unlock()
