@@ -449,6 +449,11 @@ func (h *hub) join(ctx actor.Context, m *join) {
 	h.metrics.clients.Set(float64(len(h.clients)))
 	last, ok := parseEventID(m.lastEventID)
 	if !ok {
+		// Before the follower says where the stream ended (the first
+		// moments of a start, or while NATS is away then), this is 0: the
+		// client gets the recent frames the hub reads first too, rather
+		// than miss the events published meanwhile. They only make its
+		// pages reload.
 		c.after = max(h.lastSeq, h.warmTo)
 		return
 	}
