@@ -757,33 +757,31 @@ func (w *watcher) run(ctx context.Context) {
 	// The fleet view is loaded before any schedule actor exists, so no
 	// tick reads it empty. Events already applied meanwhile are newer
 	// facts and are kept.
-	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 10*time.Second) {
+	backoff := clock.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+	for ctx.Err() == nil {
 		snap, err := w.reader.LoadFleet(ctx)
 		if err == nil {
 			w.fleet.load(snap)
 			break
 		}
-		w.log.Warn("cannot load the fleet view for the scheduler; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		d := backoff.Next()
+		w.log.Warn("cannot load the fleet view for the scheduler; retrying", "err", err, "in", d)
+		if !clock.Sleep(ctx, clock.Real{}, d) {
 			return
-		case <-time.After(backoff):
 		}
 	}
-	backoff := 100 * time.Millisecond
+	backoff.Reset()
 	for gen := uint64(1); ctx.Err() == nil; gen++ {
 		kw, err := w.open(ctx)
 		if err != nil {
-			w.log.Warn("cannot watch KV schedules; retrying", "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
+			d := backoff.Next()
+			w.log.Warn("cannot watch KV schedules; retrying", "err", err, "in", d)
+			if !clock.Sleep(ctx, clock.Real{}, d) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 10*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		backoff.Reset()
 		w.pump(ctx, kw, gen)
 		_ = kw.Stop()
 		drainWatcher(kw)
