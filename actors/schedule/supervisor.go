@@ -17,6 +17,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
+	"kanade-backend/storage/broker"
 )
 
 // Source is where the supervisor reads schedules from.
@@ -782,9 +783,7 @@ func (w *watcher) run(ctx context.Context) {
 			continue
 		}
 		backoff.Reset()
-		w.pump(ctx, kw, gen)
-		_ = kw.Stop()
-		drainWatcher(kw)
+		broker.FollowWatch(kw, func(updates <-chan jetstream.KeyValueEntry) { w.pump(ctx, updates, gen) })
 	}
 }
 
@@ -801,12 +800,12 @@ func (w *watcher) open(ctx context.Context) (jetstream.KeyWatcher, error) {
 }
 
 // pump forwards entries until ctx ends or the watch closes.
-func (w *watcher) pump(ctx context.Context, kw jetstream.KeyWatcher, gen uint64) {
+func (w *watcher) pump(ctx context.Context, updates <-chan jetstream.KeyValueEntry, gen uint64) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-kw.Updates():
+		case e, ok := <-updates:
 			if !ok {
 				return
 			}
@@ -833,22 +832,4 @@ func decodeEntry(key string, value []byte, rev uint64) Versioned {
 		v.Err = fmt.Errorf("id %q does not match its KV key %q", v.Def.ID, key)
 	}
 	return v
-}
-
-// drainWatcher empties a stopped watcher's channel so that the client
-// library's delivery goroutine, which blocks on a full channel, is never
-// left stuck.
-func drainWatcher(kw jetstream.KeyWatcher) {
-	timeout := time.NewTimer(time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case _, ok := <-kw.Updates():
-			if !ok {
-				return
-			}
-		case <-timeout.C:
-			return
-		}
-	}
 }
