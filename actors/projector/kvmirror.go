@@ -168,7 +168,7 @@ func (k *kvMirror) Receive(c actor.Context) {
 func (k *kvMirror) start(c actor.Context) error {
 	ctx, cancel := opContext()
 	defer cancel()
-	kv, err := k.env.js.KeyValue(ctx, k.spec.bucket)
+	kv, err := k.env.buckets.Open(ctx, k.spec.bucket)
 	if err != nil {
 		return fmt.Errorf("mirror %s: open bucket: %w", k.spec.bucket, err)
 	}

@@ -34,6 +34,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Projection names: the projection column of projection_checkpoints and
@@ -163,9 +164,12 @@ func (c Config) withDefaults() Config {
 // env is what every projector actor shares: dependencies, configuration
 // and metrics. It is built once by Start and never changes.
 type env struct {
-	store   *storage.Store
-	conn    Subscriber
-	js      JetStream
+	store *storage.Store
+	conn  Subscriber
+	js    JetStream
+	// buckets opens the mirrors' KV buckets once; a restarted mirror
+	// reuses the handle.
+	buckets *broker.KVHandles
 	clock   clock.Clock
 	log     *slog.Logger
 	cfg     Config
@@ -226,7 +230,7 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 	if err != nil {
 		return nil, err
 	}
-	e := &env{store: d.Store, conn: d.Conn, js: d.JS, clock: d.Clock, log: d.Logger.With("component", "projector"),
+	e := &env{store: d.Store, conn: d.Conn, js: d.JS, buckets: broker.NewKVHandles(d.JS), clock: d.Clock, log: d.Logger.With("component", "projector"),
 		cfg: cfg, metrics: m, status: d.Status, stmts: newStmtCache(d.Store.W)}
 
 	if cfg.Rebuild {
