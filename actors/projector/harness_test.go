@@ -40,6 +40,8 @@ type harness struct {
 	status *Status
 	clock  clock.Clock
 	cfg    Config
+	// endBase cancels Deps.Context; stop calls it first, as the app does.
+	endBase context.CancelFunc
 
 	mu     sync.Mutex
 	events []any
@@ -93,9 +95,11 @@ func (h *harness) start() *harness {
 	})
 	h.reg = prometheus.NewRegistry()
 	h.status = NewStatus()
+	var base context.Context
+	base, h.endBase = context.WithCancel(context.Background())
 	pid, err := Start(context.Background(), h.sys, Deps{
 		Store: h.store, Conn: h.broker.Conn, JS: h.broker.JS, Clock: h.clock,
-		Metrics: h.reg, Logger: testLogger(h.t), Status: h.status,
+		Metrics: h.reg, Logger: testLogger(h.t), Status: h.status, Context: base,
 	}, h.cfg)
 	if err != nil {
 		h.t.Fatalf("start projectors: %v", err)
@@ -109,6 +113,7 @@ func (h *harness) stop() {
 	if h.pid == nil {
 		return
 	}
+	h.endBase() // as the app: the actors' I/O ends before they stop
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := actorsys.Stop(ctx, h.sys, h.pid); err != nil {

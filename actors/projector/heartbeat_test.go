@@ -120,7 +120,8 @@ func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store)
 	}
 }
 
-// Stopping the projectors writes what is pending.
+// Stopping the projectors writes what is pending, although the stop has
+// already ended their base context (finalContext).
 func TestHeartbeatFlushedAtStop(t *testing.T) {
 	fake := clock.NewFake(t0)
 	h := newHarness(t, harnessOpts{clock: fake}).start()

@@ -166,7 +166,7 @@ func (k *kvMirror) Receive(c actor.Context) {
 }
 
 func (k *kvMirror) start(c actor.Context) error {
-	ctx, cancel := opContext()
+	ctx, cancel := k.env.opContext()
 	defer cancel()
 	kv, err := k.env.buckets.Open(ctx, k.spec.bucket)
 	if err != nil {
@@ -190,7 +190,7 @@ func (k *kvMirror) start(c actor.Context) error {
 
 func (k *kvMirror) apply(b *kvBatch) error {
 	now := k.env.clock.Now().UTC()
-	ctx, cancel := opContext()
+	ctx, cancel := k.env.opContext()
 	defer cancel()
 	var bad []storage.ProjectionError
 	err := k.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
