@@ -2,7 +2,6 @@ package clock
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 
@@ -29,7 +28,7 @@ func TestBackoffWaitsOnTheClock(t *testing.T) {
 	b.Next() // the second wait is 2 s
 	done := make(chan bool, 1)
 	go func() { done <- b.Wait(context.Background(), c) }()
-	testsupport.Eventually(t, 5*time.Second, pendingTimer(c))
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return c.Pending() == 1 }, "no timer set yet")
 	c.Advance(1999 * time.Millisecond)
 	select {
 	case <-done:
@@ -47,7 +46,7 @@ func TestSleepStopsWithTheContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan bool, 1)
 	go func() { done <- Sleep(ctx, c, time.Hour) }()
-	testsupport.Eventually(t, 5*time.Second, pendingTimer(c))
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return c.Pending() == 1 }, "no timer set yet")
 	cancel()
 	if <-done {
 		t.Fatal("Sleep reported carry on after its context ended")
@@ -57,16 +56,5 @@ func TestSleepStopsWithTheContext(t *testing.T) {
 	}
 	if Sleep(ctx, c, 0) {
 		t.Fatal("Sleep on an ended context reported carry on")
-	}
-}
-
-// pendingTimer is met once the sleeper has set its timer on c, so that
-// advancing c then reaches it.
-func pendingTimer(c *Fake) func() error {
-	return func() error {
-		if c.Pending() != 1 {
-			return errors.New("no timer set yet")
-		}
-		return nil
 	}
 }
