@@ -18,13 +18,7 @@ import (
 // library's delivery callback stuck: FollowWatch returns and the channel
 // ends up closed.
 func TestFollowWatchEndsAWatchStoppedMidSnapshot(t *testing.T) {
-	b := brokertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv, err := b.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "follow"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, kv := followBucket(t)
 	const keys = 600 // above the library's channel buffer (256)
 	for i := range keys {
 		if _, err := kv.Put(ctx, fmt.Sprintf("k%03d", i), []byte("v")); err != nil {
@@ -58,13 +52,7 @@ func TestFollowWatchEndsAWatchStoppedMidSnapshot(t *testing.T) {
 
 // The reader sees the snapshot, its end (nil) and live updates.
 func TestFollowWatchHandsSnapshotAndUpdates(t *testing.T) {
-	b := brokertest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	kv, err := b.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "follow"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, kv := followBucket(t)
 	if _, err := kv.Put(ctx, "a", []byte("1")); err != nil {
 		t.Fatal(err)
 	}
@@ -94,4 +82,18 @@ func TestFollowWatchHandsSnapshotAndUpdates(t *testing.T) {
 	if fmt.Sprint(got) != "[a=1 end b=2]" {
 		t.Fatalf("reader saw %v", got)
 	}
+}
+
+// followBucket is a new KV bucket on a test server, and a context that
+// bounds the test.
+func followBucket(t *testing.T) (context.Context, jetstream.KeyValue) {
+	t.Helper()
+	b := brokertest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	kv, err := b.JS.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "follow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, kv
 }
