@@ -19,7 +19,7 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 )
 

@@ -20,7 +20,7 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
