@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // TestServing checks the dashboard's HTTP contract through the whole

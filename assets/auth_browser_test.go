@@ -4,7 +4,7 @@ import (
 	"strings"
 	"testing"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // TestBrowserLogin covers the token's whole life: the login redirect, a

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 const helloJob = `id: hello

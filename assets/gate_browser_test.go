@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 )
 

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // The schedule editor checks the cron as you type against the backend's

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"kanade-backend/actors/clock"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 )
 
 // The schedule page shows how far a once_per_pc schedule has come over the

@@ -36,6 +36,7 @@ import (
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/storage/migrations"
 )
 
@@ -326,19 +327,16 @@ func (s *Store) Close() error {
 // Unavailable); any other error is returned unchanged.
 func (s *Store) InTx(ctx context.Context, fn func(ctx context.Context, tx bun.Tx) error) error {
 	const attempts = 5
-	backoff := 20 * time.Millisecond
+	backoff := clock.Backoff{Min: 20 * time.Millisecond, Max: time.Second}
 	var err error
 	for i := 0; i < attempts; i++ {
 		err = s.W.RunInTx(ctx, nil, fn)
 		if err == nil || !IsBusy(err) {
 			return Unavailable(err)
 		}
-		select {
-		case <-ctx.Done():
+		if !backoff.Wait(ctx, clock.Real{}) {
 			return errors.Join(Unavailable(err), ctx.Err())
-		case <-time.After(backoff):
 		}
-		backoff *= 2
 	}
 	return fmt.Errorf("database still busy after %d attempts: %w", attempts, Unavailable(err))
 }

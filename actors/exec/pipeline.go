@@ -42,6 +42,12 @@ type pipeline struct {
 	// send delivers a message to an actor (the engine, a requester).
 	send func(to *actor.PID, msg any)
 	self *actor.PID
+	// ctx is the pipeline's base: it keeps the values of Deps.Context but
+	// outlives its cancellation until stop has let the pipeline store what
+	// it holds (records and audit events that exist nowhere else), then
+	// ends what is still running (cancelIO).
+	ctx      context.Context
+	cancelIO context.CancelFunc
 
 	mu    sync.Mutex
 	queue []*handoff
@@ -80,8 +86,9 @@ type recordsFailed struct{ ids []string }
 const pipelineStopTimeout = 4 * time.Second
 
 func newPipeline(d *Deps, log *slog.Logger, self *actor.PID, send func(*actor.PID, any)) *pipeline {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(d.Context))
 	p := &pipeline{records: d.Records, audit: d.Audit, metrics: d.Metrics, log: log, self: self, send: send,
-		wake: make(chan struct{}, 1), done: make(chan struct{})}
+		ctx: ctx, cancelIO: cancel, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	go p.run()
 	return p
 }
@@ -126,12 +133,15 @@ func (p *pipeline) signal() {
 	}
 }
 
-// stop lets the pipeline store what it holds, waiting at most timeout.
+// stop lets the pipeline store what it holds, waiting at most timeout,
+// then cancels the I/O still running, so no store outlives the stop by
+// opTimeout.
 func (p *pipeline) stop(timeout time.Duration) {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
 	p.signal()
+	defer p.cancelIO()
 	select {
 	case <-p.done:
 	case <-time.After(timeout):
@@ -174,7 +184,7 @@ func (p *pipeline) run() {
 // records in one pipeline, their revisions in order, their audit events
 // in one pipeline, then their replies in order.
 func (p *pipeline) store(hs []*handoff) {
-	ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+	ctx, cancel := context.WithTimeout(p.ctx, opTimeout)
 	defer cancel()
 	var fresh []*execrecord.Record
 	var audits []messages.AuditEvent

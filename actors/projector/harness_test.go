@@ -40,6 +40,8 @@ type harness struct {
 	status *Status
 	clock  clock.Clock
 	cfg    Config
+	// endBase cancels Deps.Context; stop calls it first, as the app does.
+	endBase context.CancelFunc
 
 	mu     sync.Mutex
 	events []any
@@ -93,9 +95,11 @@ func (h *harness) start() *harness {
 	})
 	h.reg = prometheus.NewRegistry()
 	h.status = NewStatus()
+	var base context.Context
+	base, h.endBase = context.WithCancel(context.Background())
 	pid, err := Start(context.Background(), h.sys, Deps{
 		Store: h.store, Conn: h.broker.Conn, JS: h.broker.JS, Clock: h.clock,
-		Metrics: h.reg, Logger: testLogger(h.t), Status: h.status,
+		Metrics: h.reg, Logger: testLogger(h.t), Status: h.status, Context: base,
 	}, h.cfg)
 	if err != nil {
 		h.t.Fatalf("start projectors: %v", err)
@@ -109,6 +113,7 @@ func (h *harness) stop() {
 	if h.pid == nil {
 		return
 	}
+	h.endBase() // as the app: the actors' I/O ends before they stop
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := actorsys.Stop(ctx, h.sys, h.pid); err != nil {
@@ -145,7 +150,7 @@ func (h *harness) count(table string, where ...string) int {
 
 func (h *harness) waitCount(table string, want int, within time.Duration, where ...string) {
 	h.t.Helper()
-	eventually(h.t, within, func() error {
+	testsupport.Eventually(h.t, max(within, waitFor), func() error {
 		if n := h.count(table, where...); n != want {
 			return fmt.Errorf("%s has %d rows %v, want %d", table, n, where, want)
 		}
@@ -246,13 +251,10 @@ func result(req, pc string, exit int, stdout string, manifest string) pubMsg {
 	return pubMsg{subject: messages.ResultsSubject(req), data: b}
 }
 
-// eventually polls f until it returns nil. Waits are at least 20 s: the
-// machine running the tests may be loaded (and -race slows the pure-Go
-// SQLite a lot); a passing test returns as soon as f does.
-func eventually(t testing.TB, within time.Duration, f func() error) {
-	t.Helper()
-	testsupport.Eventually(t, max(within, 20*time.Second), f)
-}
+// waitFor is the least any wait of these tests allows: the machine
+// running them may be loaded (and -race slows the pure-Go SQLite a lot);
+// a passing test returns as soon as its condition holds.
+const waitFor = 20 * time.Second
 
 // consumerIdle waits until the durable consumer has delivered and had
 // acknowledged every message of its stream.
@@ -267,7 +269,7 @@ func (h *harness) consumerInfo(stream, durable string) (*jetstream.ConsumerInfo,
 
 func (h *harness) consumerIdle(stream, durable string) {
 	h.t.Helper()
-	eventually(h.t, 10*time.Second, func() error {
+	testsupport.Eventually(h.t, waitFor, func() error {
 		ci, err := h.consumerInfo(stream, durable)
 		if err != nil {
 			return err

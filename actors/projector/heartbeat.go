@@ -85,7 +85,7 @@ func (h *heartbeatProjector) Receive(c actor.Context) {
 		h.receive(m)
 	case *flushTick:
 		h.timer = nil
-		if !h.flush(c) {
+		if !h.flush(c, h.env.opContext) {
 			// Keep what is pending (newer heartbeats merge into it) and try
 			// again at the next period.
 			self, root := c.Self(), c.ActorSystem().Root
@@ -109,7 +109,7 @@ func (h *heartbeatProjector) shutdown(c actor.Context) {
 		h.timer.Stop()
 		h.timer = nil
 	}
-	h.flush(c)
+	h.flush(c, h.env.finalContext)
 }
 
 func (h *heartbeatProjector) receive(m *heartbeatIn) {
@@ -174,8 +174,9 @@ func decodeHeartbeat(data []byte) (messages.Heartbeat, error) {
 }
 
 // flush writes the pending heartbeats and errors in one transaction and
-// publishes AgentsSeen; it reports success.
-func (h *heartbeatProjector) flush(c actor.Context) bool {
+// publishes AgentsSeen, its I/O bounded by a context from opCtx; it
+// reports success.
+func (h *heartbeatProjector) flush(c actor.Context, opCtx func() (context.Context, context.CancelFunc)) bool {
 	if len(h.pending) == 0 && len(h.errs) == 0 {
 		return true
 	}
@@ -195,7 +196,7 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 		}
 		return 0
 	})
-	ctx, cancel := opContext()
+	ctx, cancel := opCtx()
 	defer cancel()
 	var added map[string]bool
 	err := h.env.inTx(ctx, func(ctx context.Context, tx bun.Tx) error {

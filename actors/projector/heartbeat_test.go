@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
@@ -26,7 +27,7 @@ func str(s string) *string { return &s }
 // waitReceived waits until the projector has received n heartbeats.
 func (h *harness) waitReceived(n int) {
 	h.t.Helper()
-	eventually(h.t, 5*time.Second, func() error {
+	testsupport.Eventually(h.t, waitFor, func() error {
 		if got := h.metric("kanade_heartbeats_received_total", ""); got != float64(n) {
 			return fmt.Errorf("received %v heartbeats, want %d", got, n)
 		}
@@ -68,7 +69,7 @@ func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store)
 		t.Fatal("flushed before the period ended")
 	}
 	fake.Advance(time.Second)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if flushes() != 1 {
 			return fmt.Errorf("%v flushes", flushes())
 		}
@@ -97,7 +98,7 @@ func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store)
 	heartbeat(t, h, "pc-1", t0.Add(-time.Hour), "0.9", str("LATE"), str("macos"))
 	h.waitReceived(4005)
 	fake.Advance(time.Second)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if flushes() != 2 {
 			return fmt.Errorf("%v flushes", flushes())
 		}
@@ -120,7 +121,8 @@ func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store)
 	}
 }
 
-// Stopping the projectors writes what is pending.
+// Stopping the projectors writes what is pending, although the stop has
+// already ended their base context (finalContext).
 func TestHeartbeatFlushedAtStop(t *testing.T) {
 	fake := clock.NewFake(t0)
 	h := newHarness(t, harnessOpts{clock: fake}).start()

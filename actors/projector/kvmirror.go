@@ -14,6 +14,7 @@ import (
 	"kanade-backend/actors/projector/mirror"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // mirrorSpec says how one KV bucket maps to its mirror table.
@@ -165,9 +166,9 @@ func (k *kvMirror) Receive(c actor.Context) {
 }
 
 func (k *kvMirror) start(c actor.Context) error {
-	ctx, cancel := opContext()
+	ctx, cancel := k.env.opContext()
 	defer cancel()
-	kv, err := k.env.js.KeyValue(ctx, k.spec.bucket)
+	kv, err := k.env.buckets.Open(ctx, k.spec.bucket)
 	if err != nil {
 		return fmt.Errorf("mirror %s: open bucket: %w", k.spec.bucket, err)
 	}
@@ -189,7 +190,7 @@ func (k *kvMirror) start(c actor.Context) error {
 
 func (k *kvMirror) apply(b *kvBatch) error {
 	now := k.env.clock.Now().UTC()
-	ctx, cancel := opContext()
+	ctx, cancel := k.env.opContext()
 	defer cancel()
 	var bad []storage.ProjectionError
 	err := k.env.store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
@@ -308,14 +309,7 @@ func startWatchPump(kv jetstream.KeyValue, deliver func(any)) (*watchPump, error
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		defer func() {
-			// Stop the watch and drain until it closes: its subscription
-			// callback blocks on a full channel by design.
-			_ = w.Stop()
-			for range w.Updates() {
-			}
-		}()
-		p.run(ctx, w, deliver)
+		broker.FollowWatch(w, func(updates <-chan jetstream.KeyValueEntry) { p.run(ctx, updates, deliver) })
 	}()
 	return p, nil
 }
@@ -328,8 +322,7 @@ func (p *watchPump) stop() {
 	p.wg.Wait()
 }
 
-func (p *watchPump) run(ctx context.Context, w jetstream.KeyWatcher, deliver func(any)) {
-	updates := w.Updates()
+func (p *watchPump) run(ctx context.Context, updates <-chan jetstream.KeyValueEntry, deliver func(any)) {
 	for {
 		var first jetstream.KeyValueEntry
 		select {

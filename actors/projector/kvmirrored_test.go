@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"testing"
-	"time"
 
 	"kanade-backend/actors/projector/mirror"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -49,7 +49,7 @@ func TestKVMirroredAnnouncesEachCommittedBatch(t *testing.T) {
 	wait := func(bucket, key string, deleted bool) messages.KVMirroredEntry {
 		t.Helper()
 		var got messages.KVMirroredEntry
-		eventually(t, 5*time.Second, func() error {
+		testsupport.Eventually(t, waitFor, func() error {
 			var ok bool
 			if got, ok = find(bucket, key, deleted); !ok {
 				return fmt.Errorf("no KVMirrored %s/%s (deleted %v)", bucket, key, deleted)

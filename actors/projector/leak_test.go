@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -53,7 +54,7 @@ func TestNoGoroutineLeftAfterStop(t *testing.T) {
 	}
 	h.stop()
 
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		var leaked []string
 		for id, stack := range clientGoroutines() {
 			if _, ok := before[id]; !ok {

@@ -342,7 +342,7 @@ func (s *expirySweeper) Receive(c actor.Context) {
 			s.arm(c)
 			return
 		}
-		ctx, cancel := opContext()
+		ctx, cancel := s.env.opContext()
 		events, err := expireDue(ctx, s.env.store, s.env.clock.Now().UTC())
 		cancel()
 		if err != nil {

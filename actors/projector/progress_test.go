@@ -12,6 +12,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -74,7 +75,7 @@ func execRow(t testing.TB, st *storage.Store, id string) storage.Execution {
 
 func wantExec(t *testing.T, st *storage.Store, id, status string, success, failure int) {
 	t.Helper()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		ex := execRow(t, st, id)
 		if ex.Status != status || ex.SuccessCount != success || ex.FailureCount != failure {
 			return fmt.Errorf("exec %s: %s %d/%d, want %s %d/%d", id, ex.Status, ex.SuccessCount, ex.FailureCount, status, success, failure)
@@ -143,7 +144,7 @@ func TestExecProgress(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	wantExec(t, st, "ex-silent", storage.ExecPending, 0, 0)
 	// After it (created + timeout + jitter + margin = t0 + 90 s).
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		fake.Advance(5 * time.Second)
 		if ex := execRow(t, st, "ex-silent"); ex.Status != storage.ExecExpired {
 			return fmt.Errorf("ex-silent is %s", ex.Status)
@@ -200,7 +201,7 @@ func TestExpiryWaitsForTheResultsBacklog(t *testing.T) {
 		return nil
 	})
 	h.start()
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if attempts.Load() == 0 {
 			return errors.New("no results batch tried yet")
 		}
@@ -218,7 +219,7 @@ func TestExpiryWaitsForTheResultsBacklog(t *testing.T) {
 
 	// Once current, expiry runs again: a silent exec expires.
 	insertExec(t, h.store, execFixture{id: "ex-silent", requests: map[string]string{"req-s": "commands.all"}, expected: []string{"pc-a"}})
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		fake.Advance(h.cfg.withDefaults().ExpiryInterval)
 		if ex := execRow(t, h.store, "ex-silent"); ex.Status != storage.ExecExpired {
 			return fmt.Errorf("ex-silent is %s", ex.Status)

@@ -34,6 +34,7 @@ import (
 	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/storage"
+	"kanade-backend/storage/broker"
 )
 
 // Projection names: the projection column of projection_checkpoints and
@@ -81,6 +82,11 @@ type Deps struct {
 	// Status receives the projections' stalls for fleet health (default:
 	// a private one).
 	Status *Status
+	// Context ends when the actors' stop begins (the app cancels it
+	// before actorsys.Stop). The projectors' store and KV calls derive
+	// from it, so a stop ends a slow batch (which is naked and comes back)
+	// instead of waiting for its timeout. Nil: never ends.
+	Context context.Context
 }
 
 // Retention is how long rows stay in the read model; 0 keeps them forever.
@@ -163,9 +169,14 @@ func (c Config) withDefaults() Config {
 // env is what every projector actor shares: dependencies, configuration
 // and metrics. It is built once by Start and never changes.
 type env struct {
-	store   *storage.Store
-	conn    Subscriber
-	js      JetStream
+	store *storage.Store
+	conn  Subscriber
+	js    JetStream
+	// base is Deps.Context: every unit of I/O derives from it.
+	base context.Context
+	// buckets opens the mirrors' KV buckets once; a restarted mirror
+	// reuses the handle.
+	buckets *broker.KVHandles
 	clock   clock.Clock
 	log     *slog.Logger
 	cfg     Config
@@ -209,6 +220,9 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 	if d.Store == nil || d.Conn == nil || d.JS == nil {
 		return nil, errors.New("projector: store, NATS connection and JetStream are required")
 	}
+	if d.Context == nil {
+		d.Context = context.Background()
+	}
 	if d.Clock == nil {
 		d.Clock = clock.Real{}
 	}
@@ -226,7 +240,7 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 	if err != nil {
 		return nil, err
 	}
-	e := &env{store: d.Store, conn: d.Conn, js: d.JS, clock: d.Clock, log: d.Logger.With("component", "projector"),
+	e := &env{base: d.Context, store: d.Store, conn: d.Conn, js: d.JS, buckets: broker.NewKVHandles(d.JS), clock: d.Clock, log: d.Logger.With("component", "projector"),
 		cfg: cfg, metrics: m, status: d.Status, stmts: newStmtCache(d.Store.W)}
 
 	if cfg.Rebuild {
@@ -374,9 +388,21 @@ func reportReady(c actor.Context, name string) {
 	}
 }
 
-// opContext bounds one unit of I/O done inside Receive (a batch, a flush, a
-// sweep), so a wedged database or broker fails the unit instead of the
+// opTimeout bounds one unit of I/O done inside Receive (a batch, a flush,
+// a sweep), so a wedged database or broker fails the unit instead of the
 // actor hanging forever.
-func opContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
+const opTimeout = time.Minute
+
+// opContext bounds one unit of I/O: opTimeout, and no longer than the
+// backend runs (Deps.Context).
+func (e *env) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(e.base, opTimeout)
+}
+
+// finalContext bounds the last write an actor makes as it stops (the
+// heartbeats still pending): the stop has cancelled the base context by
+// then, and that write exists to keep what would otherwise be lost, so it
+// keeps opTimeout only.
+func (e *env) finalContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(e.base), opTimeout)
 }

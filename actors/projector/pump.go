@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"kanade-backend/actors/clock"
 )
 
 // pump is the goroutine that pulls batches from a durable consumer for a
@@ -110,7 +112,7 @@ func (p *pump) stop() {
 }
 
 func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig) {
-	backoff := newBackoff(100*time.Millisecond, 5*time.Second)
+	backoff := clock.Backoff{Min: 100 * time.Millisecond, Max: 5 * time.Second}
 	var next *fetched    // pulled and prepared while the previous batch was applied
 	var done batchResult // the last committed batch, still to acknowledge
 	defer done.acknowledge(p.replies)
@@ -136,7 +138,7 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 					return
 				}
 				cfg.log.Warn("pull from consumer failed; retrying", "consumer", cons.CachedInfo().Name, "err", err)
-				if !sleep(ctx, backoff.next()) {
+				if !backoff.Wait(ctx, clock.Real{}) {
 					return
 				}
 				continue
@@ -165,11 +167,11 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 			if r.failed {
 				next.nak()
 				next = nil
-				if !sleep(ctx, backoff.next()) {
+				if !backoff.Wait(ctx, clock.Real{}) {
 					return
 				}
 			} else {
-				backoff.reset()
+				backoff.Reset()
 			}
 		case <-ctx.Done():
 			select {
@@ -301,31 +303,3 @@ func (r replies) each(op string, msgs []jetstream.Msg, send func(jetstream.Msg) 
 			"consumer", r.consumer, "op", op, "messages", failed, "err", fmt.Errorf("%s on consumer %s: %w", op, r.consumer, first))
 	}
 }
-
-// sleep waits d or until ctx ends; it reports whether to carry on.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-// backoff doubles from min to max.
-type backoff struct{ cur, min, max time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/uptrace/bun"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
@@ -40,7 +41,7 @@ func TestBroadcastAnsweredByThreePCs(t *testing.T) {
 			t.Fatalf("row %d = %+v", i, r)
 		}
 	}
-	eventually(t, 2*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		n := 0
 		for _, ev := range eventsOf[*messages.ResultsProjected](h) {
 			n += len(ev.Results)
@@ -187,7 +188,7 @@ func TestDatabaseFailureIsRetried(t *testing.T) {
 	}
 	publishJS(t, h.broker.JS, msgs)
 	retries := func() float64 { return h.metric("kanade_projection_retries_total", "results") }
-	eventually(t, 10*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if retries() == 0 {
 			return fmt.Errorf("no retry yet")
 		}
@@ -227,7 +228,7 @@ func TestPersistentFailureOfOneMessageIsRetriedNotPoisoned(t *testing.T) {
 	}
 	publishJS(t, h.broker.JS, msgs)
 	h.waitCount("execution_results", 19, 15*time.Second)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		st, ok := h.stall(ProjResults)
 		if !ok || !strings.Contains(st.Reason, "seq 6") || !strings.Contains(st.Reason, "cannot be stored yet") || st.Cause != "other" {
 			return fmt.Errorf("stall = %+v (%v), want seq 6 named with its error", st, ok)
@@ -239,7 +240,7 @@ func TestPersistentFailureOfOneMessageIsRetriedNotPoisoned(t *testing.T) {
 	})
 	// Several more deliveries while the cause lasts: still no poison.
 	retried := h.metric("kanade_projection_retries_total", ProjResults)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if n := h.metric("kanade_projection_retries_total", ProjResults); n < retried+3 {
 			return fmt.Errorf("retries %v, want a few more than %v", n, retried)
 		}
@@ -253,7 +254,7 @@ func TestPersistentFailureOfOneMessageIsRetriedNotPoisoned(t *testing.T) {
 	}
 	h.waitCount("execution_results", 20, 15*time.Second)
 	h.consumerIdle(messages.StreamResults, DurableResults)
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if st, ok := h.stall(ProjResults); ok {
 			return fmt.Errorf("still stalled: %+v", st)
 		}

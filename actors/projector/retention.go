@@ -39,7 +39,7 @@ func (r *retentionSweeper) Receive(c actor.Context) {
 		r.arm(c, min(r.env.cfg.Retention.SweepInterval, time.Minute))
 		reportReady(c, projRetention)
 	case *retentionTick:
-		ctx, cancel := opContext()
+		ctx, cancel := r.env.opContext()
 		deleted, err := sweepRetention(ctx, r.env.store, r.env.clock.Now().UTC(), r.env.cfg.Retention)
 		cancel()
 		// Armed before the metrics move: a test that sees them and then

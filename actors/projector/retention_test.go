@@ -10,6 +10,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )
@@ -111,7 +112,7 @@ func testRetentionSweep(t *testing.T, st *storage.Store) {
 	h.waitCount("exec_waves", 1, time.Second)
 	h.waitCount("audit_log", 1, time.Second, "stream_seq = 2")
 	h.waitCount("projection_errors", 1, time.Second, "subject = 'heartbeat.y'")
-	eventually(t, 5*time.Second, func() error {
+	testsupport.Eventually(t, waitFor, func() error {
 		if got := h.metric("kanade_retention_deleted_rows_total", "execution_results"); got != 26 {
 			return fmt.Errorf("deleted results metric = %v", got)
 		}

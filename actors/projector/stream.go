@@ -91,7 +91,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 		if err := p.beforeConsume(c); err != nil {
 			panic(err) // retried by the supervisor, as below
 		}
-		ctx, cancel := opContext()
+		ctx, cancel := p.env.opContext()
 		defer cancel()
 		cons, err := p.ensureConsumer(ctx)
 		if err != nil {
@@ -134,7 +134,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 const beforeConsumeTimeout = 10 * time.Minute
 
 func (p *streamProjector[T]) beforeConsume(c actor.Context) error {
-	ctx, cancel := context.WithTimeout(context.Background(), beforeConsumeTimeout)
+	ctx, cancel := context.WithTimeout(p.env.base, beforeConsumeTimeout)
 	defer cancel()
 	return p.codec.beforeConsume(ctx, c, p.env)
 }
@@ -282,7 +282,7 @@ func (p *streamProjector[T]) prepare(msgs []jetstream.Msg) *prepared[T] {
 func (p *streamProjector[T]) handle(c actor.Context, msgs []jetstream.Msg, pr *prepared[T]) batchResult {
 	start := time.Now()
 	now := p.env.clock.Now().UTC()
-	ctx, cancel := opContext()
+	ctx, cancel := p.env.opContext()
 	defer cancel()
 	out, err := p.commit(ctx, pr.batch, pr.poison, pr.maxSeq, now)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -50,7 +51,7 @@ func TestTwoHeartbeatWritersAnnounceEachAgentOnce(t *testing.T) {
 		}
 		wg.Wait()
 		newOnce := map[string]int{}
-		eventually(t, 20*time.Second, func() error {
+		testsupport.Eventually(t, waitFor, func() error {
 			clear(newOnce)
 			seen := 0
 			for _, h := range hs {

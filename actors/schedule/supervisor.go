@@ -17,6 +17,7 @@ import (
 	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 	"kanade-backend/messages/cron"
+	"kanade-backend/storage/broker"
 )
 
 // Source is where the supervisor reads schedules from.
@@ -757,36 +758,32 @@ func (w *watcher) run(ctx context.Context) {
 	// The fleet view is loaded before any schedule actor exists, so no
 	// tick reads it empty. Events already applied meanwhile are newer
 	// facts and are kept.
-	for backoff := 100 * time.Millisecond; ctx.Err() == nil; backoff = min(2*backoff, 10*time.Second) {
+	backoff := clock.Backoff{Min: 100 * time.Millisecond, Max: 10 * time.Second}
+	for ctx.Err() == nil {
 		snap, err := w.reader.LoadFleet(ctx)
 		if err == nil {
 			w.fleet.load(snap)
 			break
 		}
-		w.log.Warn("cannot load the fleet view for the scheduler; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		d := backoff.Next()
+		w.log.Warn("cannot load the fleet view for the scheduler; retrying", "err", err, "in", d)
+		if !clock.Sleep(ctx, clock.Real{}, d) {
 			return
-		case <-time.After(backoff):
 		}
 	}
-	backoff := 100 * time.Millisecond
+	backoff.Reset()
 	for gen := uint64(1); ctx.Err() == nil; gen++ {
 		kw, err := w.open(ctx)
 		if err != nil {
-			w.log.Warn("cannot watch KV schedules; retrying", "err", err, "in", backoff)
-			select {
-			case <-ctx.Done():
+			d := backoff.Next()
+			w.log.Warn("cannot watch KV schedules; retrying", "err", err, "in", d)
+			if !clock.Sleep(ctx, clock.Real{}, d) {
 				return
-			case <-time.After(backoff):
 			}
-			backoff = min(2*backoff, 10*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
-		w.pump(ctx, kw, gen)
-		_ = kw.Stop()
-		drainWatcher(kw)
+		backoff.Reset()
+		broker.FollowWatch(kw, func(updates <-chan jetstream.KeyValueEntry) { w.pump(ctx, updates, gen) })
 	}
 }
 
@@ -803,12 +800,12 @@ func (w *watcher) open(ctx context.Context) (jetstream.KeyWatcher, error) {
 }
 
 // pump forwards entries until ctx ends or the watch closes.
-func (w *watcher) pump(ctx context.Context, kw jetstream.KeyWatcher, gen uint64) {
+func (w *watcher) pump(ctx context.Context, updates <-chan jetstream.KeyValueEntry, gen uint64) {
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case e, ok := <-kw.Updates():
+		case e, ok := <-updates:
 			if !ok {
 				return
 			}
@@ -835,22 +832,4 @@ func decodeEntry(key string, value []byte, rev uint64) Versioned {
 		v.Err = fmt.Errorf("id %q does not match its KV key %q", v.Def.ID, key)
 	}
 	return v
-}
-
-// drainWatcher empties a stopped watcher's channel so that the client
-// library's delivery goroutine, which blocks on a full channel, is never
-// left stuck.
-func drainWatcher(kw jetstream.KeyWatcher) {
-	timeout := time.NewTimer(time.Second)
-	defer timeout.Stop()
-	for {
-		select {
-		case _, ok := <-kw.Updates():
-			if !ok {
-				return
-			}
-		case <-timeout.C:
-			return
-		}
-	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // The README's demo: a backend, then `kanade-fleet --agents 20` with every

@@ -10,7 +10,7 @@ package main
 import (
 	"os"
 
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 )
 
 func main() {

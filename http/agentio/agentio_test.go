@@ -11,9 +11,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/agentio"
 	"kanade-backend/http/internal/fleettest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/httpx"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/internal/fleettest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 )
 

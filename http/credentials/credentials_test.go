@@ -2,6 +2,7 @@ package credentials_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/csv"
 	"encoding/json"
 	"errors"
@@ -16,8 +17,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 )
 
@@ -403,7 +405,10 @@ func mustJSON(v any) string {
 // agents table, whichever way PC B tries.
 func TestForgedHeartbeatNeverReachesAgents(t *testing.T) {
 	t.Parallel()
-	b := apptest.Start(t)
+	// The projector's heartbeat flush runs on this clock: the test
+	// advances it instead of waiting for the one-second period.
+	clk := clock.NewFake(time.Now())
+	b := apptest.Start(t, apptest.Options{Clock: clk})
 	var cred credential
 	b.JSON(t, "POST", "/api/agents/PC-B/credentials", nil, http.StatusCreated, &cred)
 	nc, err := nats.Connect(b.NATSURL, nats.Token(cred.Token))
@@ -425,13 +430,23 @@ func TestForgedHeartbeatNeverReachesAgents(t *testing.T) {
 		PcID string `json:"pc_id"`
 	}
 	apptest.Eventually(t, 10*time.Second, func() error {
+		clk.Advance(time.Second) // a flush, once the beats are in
 		b.JSON(t, "GET", "/api/agents", nil, http.StatusOK, &agents)
 		if len(agents) != 1 {
 			return fmt.Errorf("agents %v", agents)
 		}
 		return nil
 	})
-	time.Sleep(1500 * time.Millisecond) // past another heartbeat flush
+	// The forged beat on B's subject came before the honest one on the
+	// same connection, so the flush that wrote PC-B had seen it: it was
+	// refused there, recorded as a projection error, and no later flush
+	// holds it.
+	refused, err := b.Store.R.NewSelect().TableExpr("projection_errors").
+		Where("projection = 'heartbeat' AND subject = 'heartbeat.PC-B'").Count(context.Background())
+	if err != nil || refused != 1 {
+		t.Fatalf("projection errors of the forged heartbeat: %d, %v; want 1", refused, err)
+	}
+	clk.Advance(time.Second)
 	b.JSON(t, "GET", "/api/agents", nil, http.StatusOK, &agents)
 	if len(agents) != 1 || agents[0].PcID != "PC-B" {
 		t.Fatalf("agents %v, want PC-B only", agents)

@@ -123,15 +123,9 @@ func (h *handlers) exec(w http.ResponseWriter, r *http.Request) error {
 	if err := messages.ValidateToken("job id", jobID); err != nil {
 		return err
 	}
-	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
-	if err != nil {
-		return err
-	}
 	var plan messages.FanoutPlan
-	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := messages.DecodeJSON(body, &plan); err != nil {
-			return messages.Invalidf("%s", err.Error())
-		}
+	if err := httpx.DecodeOptionalJSON(w, r, &plan); err != nil {
+		return err
 	}
 	if err := h.refuseEmptyTarget(r.Context(), jobID, plan); err != nil {
 		return err
@@ -243,14 +237,8 @@ const maxReason = 1000
 
 func readWavesRequest(w http.ResponseWriter, r *http.Request, required bool) (WavesRequest, error) {
 	var req WavesRequest
-	body, err := httpx.ReadBody(w, r, httpx.MaxBodyBytes)
-	if err != nil {
+	if err := httpx.DecodeOptionalJSON(w, r, &req); err != nil {
 		return req, err
-	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		if err := messages.DecodeJSON(body, &req); err != nil {
-			return req, messages.Invalidf("%s", err.Error())
-		}
 	}
 	req.Reason = strings.TrimSpace(req.Reason)
 	switch {

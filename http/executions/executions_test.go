@@ -15,8 +15,8 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/executions"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"

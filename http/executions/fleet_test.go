@@ -13,9 +13,9 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
 	"kanade-backend/http/executions"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )

@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/targets"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage"
 )
 

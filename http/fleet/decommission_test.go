@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/fleet"
 	"kanade-backend/http/internal/fleettest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"

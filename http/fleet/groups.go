@@ -67,16 +67,16 @@ func decodeGroupList(w http.ResponseWriter, r *http.Request) ([]string, error) {
 	var list *[]string
 	if len(b) > 0 && b[0] == '[' {
 		var l []string
-		if err := messages.DecodeJSON(b, &l); err != nil {
-			return nil, messages.Invalidf("invalid JSON body: %v", err)
+		if err := httpx.Decode(b, &l); err != nil {
+			return nil, err
 		}
 		list = &l
 	} else {
 		var body struct {
 			Groups *[]string `json:"groups"`
 		}
-		if err := messages.DecodeJSON(b, &body); err != nil {
-			return nil, messages.Invalidf("invalid JSON body: %v", err)
+		if err := httpx.Decode(b, &body); err != nil {
+			return nil, err
 		}
 		list = body.Groups
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/fleet"
 	"kanade-backend/http/internal/fleettest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )

@@ -12,9 +12,9 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/health"
 	"kanade-backend/http/internal/fleettest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker"

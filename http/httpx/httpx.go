@@ -4,6 +4,7 @@
 package httpx
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -148,22 +149,41 @@ func ReadBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 	return b, nil
 }
 
-// DecodeJSON reads a JSON body (≤ MaxBodyBytes) into v. Unknown fields are
-// accepted (wire.md §1); syntax and type errors become 400 with the decoder's
-// explanation.
+// DecodeJSON reads a JSON body (≤ MaxBodyBytes) into v; an empty body is
+// refused. Unknown fields are accepted (wire.md §1). It is the API's one
+// way to decode a body; its 400 texts are messages.DecodeJSON's, which
+// name the field and what it should be ("invalid target.all: expected a
+// boolean, got string", "malformed JSON at offset 9: …").
 func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
 	b, err := ReadBody(w, r, MaxBodyBytes)
 	if err != nil {
 		return err
 	}
-	if len(strings.TrimSpace(string(b))) == 0 {
+	if len(bytes.TrimSpace(b)) == 0 {
 		return messages.Invalidf("request body must be a JSON object")
 	}
-	if err := messages.CheckJSONDepth(b); err != nil {
-		return messages.Invalidf("invalid JSON body: %v", err)
+	return Decode(b, v)
+}
+
+// DecodeOptionalJSON is DecodeJSON for a request whose fields are all
+// optional: an empty body leaves v as it is.
+func DecodeOptionalJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := ReadBody(w, r, MaxBodyBytes)
+	if err != nil {
+		return err
 	}
-	if err := json.Unmarshal(b, v); err != nil {
-		return messages.Invalidf("invalid JSON body: %v", err)
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil
+	}
+	return Decode(b, v)
+}
+
+// Decode decodes a body already read (a handler that looks at it first)
+// with messages.DecodeJSON, its error an ErrInvalid (400) with the same
+// text.
+func Decode(b []byte, v any) error {
+	if err := messages.DecodeJSON(b, v); err != nil {
+		return messages.Invalidf("%s", err.Error())
 	}
 	return nil
 }

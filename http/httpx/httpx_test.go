@@ -91,3 +91,46 @@ func TestStorageUnavailableIs503(t *testing.T) {
 		}
 	}
 }
+
+// Every body decoder of the API answers 400 with a text that says what to
+// fix: the field and the type it wants, or where the JSON breaks.
+func TestDecodeJSONTexts(t *testing.T) {
+	type body struct {
+		Name   string   `json:"name"`
+		Groups []string `json:"groups"`
+	}
+	cases := []struct {
+		name, in string
+		optional bool
+		want     string // "" accepts the body
+	}{
+		{"object", `{"name":"a","groups":["g"]}`, false, ""},
+		{"empty", ` `, false, "request body must be a JSON object"},
+		{"empty optional", ``, true, ""},
+		{"malformed", `{"name":`, false, "malformed JSON at offset 8: unexpected end of JSON input"},
+		{"wrong type", `{"name":5}`, false, "invalid name: expected a string, got number"},
+		{"wrong element", `{"groups":[1]}`, true, "invalid groups: expected a string, got number"},
+		{"not an object", `[1]`, false, "expected an object, got array"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", "/", strings.NewReader(c.in))
+			var v body
+			decode := DecodeJSON
+			if c.optional {
+				decode = DecodeOptionalJSON
+			}
+			err := decode(httptest.NewRecorder(), r, &v)
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.want == "":
+				return
+			case err == nil:
+				t.Fatalf("accepted, want %q", c.want)
+			case err.Error() != c.want || !errors.Is(err, messages.ErrInvalid):
+				t.Fatalf("error %q (invalid kind %v), want %q", err, errors.Is(err, messages.ErrInvalid), c.want)
+			}
+		})
+	}
+}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // peakRSS reads the process's peak resident set (VmHWM) in bytes, after

@@ -17,7 +17,7 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage"
 	"kanade-backend/storage/pgtest"
 	"kanade-backend/storage/storagetest"

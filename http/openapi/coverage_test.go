@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/openapi"
+	"kanade-backend/internal/apptest"
 )
 
 // apiPattern reports whether a registered pattern belongs to the documented

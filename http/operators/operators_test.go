@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/auth"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/internal/fleettest"
 	"kanade-backend/http/releases"
 	"kanade-backend/http/server"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )

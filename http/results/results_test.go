@@ -11,9 +11,9 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/results"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )

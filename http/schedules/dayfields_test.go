@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // firstMondays lists the n first Mondays at 09:00 in loc after after,

@@ -11,8 +11,8 @@ import (
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/schedule"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )

@@ -15,7 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 )
 
 // attacker is one slow-body connection.

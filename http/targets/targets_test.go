@@ -11,8 +11,8 @@ import (
 
 	"github.com/uptrace/bun"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
 	"kanade-backend/http/targets"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"

@@ -1,11 +1,12 @@
 // Package testsupport holds the helpers that tests of every layer share,
 // so that each pattern is written once: polling for a condition instead
-// of sleeping (Eventually), recording a client's NATS permission
+// of sleeping (Eventually, EventuallyTrue), recording a client's NATS permission
 // violations (Violations), running a stock nats-server (RunNATSServer).
 // It imports nothing of the project, so any package's tests may use it.
 package testsupport
 
 import (
+	"fmt"
 	"testing"
 	"time"
 )
@@ -30,4 +31,17 @@ func Eventually(t testing.TB, timeout time.Duration, f func() error) {
 		}
 		time.Sleep(PollInterval)
 	}
+}
+
+// EventuallyTrue is Eventually for a yes/no condition: it polls ok until
+// it reports true or timeout passes, then fails the test with the message
+// format and args describe.
+func EventuallyTrue(t testing.TB, timeout time.Duration, ok func() bool, format string, args ...any) {
+	t.Helper()
+	Eventually(t, timeout, func() error {
+		if ok() {
+			return nil
+		}
+		return fmt.Errorf(format, args...)
+	})
 }

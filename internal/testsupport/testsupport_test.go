@@ -51,3 +51,23 @@ func TestEventuallyFailsWithTheLastError(t *testing.T) {
 		t.Fatalf("failure %q, want the last error", r.msg)
 	}
 }
+
+// The yes/no form returns once the condition holds and fails with its
+// message when it never does.
+func TestEventuallyTrue(t *testing.T) {
+	calls := 0
+	EventuallyTrue(t, time.Minute, func() bool { calls++; return calls == 2 }, "never")
+	if calls != 2 {
+		t.Fatalf("%d calls", calls)
+	}
+	r := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		EventuallyTrue(r, 50*time.Millisecond, func() bool { return false }, "pc %s still up", "pc-1")
+	}()
+	<-done
+	if !strings.Contains(r.msg, "pc pc-1 still up") {
+		t.Fatalf("failure %q, want the formatted message", r.msg)
+	}
+}

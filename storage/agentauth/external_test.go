@@ -134,7 +134,7 @@ func TestExternalServerWithPrintedConfig(t *testing.T) {
 	if n, err := svc.Revoked(ctx, "A"); err != nil || n != 1 {
 		t.Fatalf("kicked %d through the system account: %v", n, err)
 	}
-	eventually(t, 5*time.Second, func() bool { return down.Load() > 0 }, "A not disconnected")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return down.Load() > 0 }, "A not disconnected")
 	if time.Since(begin) > 5*time.Second {
 		t.Fatal("too slow")
 	}

@@ -160,18 +160,6 @@ func (c *client) violated(t *testing.T, kind, subject string) {
 
 func (c *client) snapshot() []string { return c.violations.All() }
 
-// eventually is testsupport.Eventually for a yes/no condition; the test
-// fails with the message format describes.
-func eventually(t *testing.T, timeout time.Duration, ok func() bool, format string, args ...any) {
-	t.Helper()
-	testsupport.Eventually(t, timeout, func() error {
-		if ok() {
-			return nil
-		}
-		return fmt.Errorf(format, args...)
-	})
-}
-
 // mint makes a per-PC credential and returns its token.
 func (h *harness) mint(pcID string) string {
 	h.t.Helper()

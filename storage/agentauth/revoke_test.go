@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/agentauth"
 )
@@ -35,7 +36,7 @@ func TestRevokeDisconnectsWithinFiveSeconds(t *testing.T) {
 	if n, err := h.svc.Revoked(ctx, "A"); err != nil || n != 1 {
 		t.Fatalf("kicked %d connections of A: %v", n, err)
 	}
-	eventually(t, 5*time.Second, func() bool { return aDown.Load() > 0 }, "A still connected after revocation")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return aDown.Load() > 0 }, "A still connected after revocation")
 	if took := time.Since(revokedAt); took > 5*time.Second {
 		t.Fatalf("disconnect took %v", took)
 	}
@@ -86,8 +87,8 @@ func TestRevokingOneCredentialKeepsTheOther(t *testing.T) {
 	if _, err := h.svc.Revoked(ctx, "A"); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool { return !oldConn.IsConnected() }, "old connection still up")
-	eventually(t, 5*time.Second, func() bool { return newConn.IsConnected() }, "the connection on the new credential did not come back")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return !oldConn.IsConnected() }, "old connection still up")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return newConn.IsConnected() }, "the connection on the new credential did not come back")
 	time.Sleep(300 * time.Millisecond)
 	if oldConn.IsConnected() {
 		t.Fatal("the revoked credential reconnected")
@@ -109,7 +110,7 @@ func TestSecondSweepCatchesAConnectionAuthorizedDuringTheRevocation(t *testing.T
 	var down atomic.Int32
 	h.mustConnect(tok, nats.DisconnectErrHandler(func(*nats.Conn, error) { down.Add(1) }))
 	fake.Advance(3 * time.Second)
-	eventually(t, 5*time.Second, func() bool { return down.Load() > 0 }, "the second sweep did not kick the late connection")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return down.Load() > 0 }, "the second sweep did not kick the late connection")
 }
 
 func TestCredentialUseIsRecorded(t *testing.T) {
@@ -157,7 +158,7 @@ func TestEnrollmentBindsToThePCTheAgentRunsAs(t *testing.T) {
 	if _, err := agent.Subscribe("logs.fetch.NEW-PC", func(m *nats.Msg) { _ = m.Respond([]byte("hello")) }); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool {
 		c, err := h.store.Get(ctx, id)
 		return err == nil && c.State == agentauth.StateActive && c.PcID != nil && *c.PcID == "NEW-PC"
 	}, "enrollment not bound to NEW-PC")
@@ -179,8 +180,8 @@ func TestEnrollmentBindsToThePCTheAgentRunsAs(t *testing.T) {
 
 	// Kicked, reconnected with the same token, now as NEW-PC: its
 	// subscriptions are back and its Commands reach it.
-	eventually(t, 10*time.Second, func() bool { return reconnected.Load() > 0 && agent.IsConnected() }, "agent did not reconnect")
-	eventually(t, 5*time.Second, func() bool {
+	testsupport.EventuallyTrue(t, 10*time.Second, func() bool { return reconnected.Load() > 0 && agent.IsConnected() }, "agent did not reconnect")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool {
 		_ = h.nc.Publish("commands.pc.NEW-PC", []byte(`{}`))
 		return received(cmds, 200*time.Millisecond) != nil
 	}, "the enrolled agent does not receive its Commands")
@@ -222,11 +223,11 @@ func TestEnrollmentRefusals(t *testing.T) {
 	if _, err := thief.Subscribe("logs.fetch.TAKEN", func(*nats.Msg) {}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, func() bool {
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool {
 		c, err := h.store.Get(ctx, is[0].ID)
 		return err == nil && c.State == agentauth.StateRevoked
 	}, "enrollment claiming a credentialed PC not revoked")
-	eventually(t, 5*time.Second, func() bool { return down.Load() > 0 }, "the refused enrollment stays connected")
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return down.Load() > 0 }, "the refused enrollment stays connected")
 	time.Sleep(300 * time.Millisecond)
 	if thief.IsConnected() {
 		t.Fatal("the refused enrollment reconnected")

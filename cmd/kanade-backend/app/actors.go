@@ -31,7 +31,7 @@ func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 	// campaigns for once the bootstrap created the streams), else as soon
 	// as it does (leader.go).
 	if a.lead.isHeld() {
-		proj, err := a.startProjectors(ctx)
+		proj, err := a.startProjectors(ctx, base)
 		if err != nil {
 			return pids, err
 		}
@@ -43,7 +43,7 @@ func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 			// the projectors any more, and stop must not wait for Start.
 			sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
-			proj, err := a.startProjectors(sctx)
+			proj, err := a.startProjectors(sctx, base)
 			if err != nil {
 				a.fatal(err)
 				return
@@ -78,10 +78,10 @@ func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 	return pids, nil
 }
 
-func (a *App) startProjectors(ctx context.Context) (*actor.PID, error) {
+func (a *App) startProjectors(ctx, base context.Context) (*actor.PID, error) {
 	proj, err := projector.Start(ctx, a.Actors, projector.Deps{
 		Store: a.Store, Conn: a.Conn, JS: a.JS, Clock: a.Clock, Metrics: a.Metrics, Logger: a.Logger,
-		Status: a.Guards.Projection,
+		Status: a.Guards.Projection, Context: base,
 	}, projector.Config{Rebuild: a.Config.Rebuild, Retention: a.Config.Retention.projector()})
 	if err != nil {
 		return nil, fmt.Errorf("start projectors: %w", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/actors/schedule"
 	"kanade-backend/cmd/internal/lease"
 	"kanade-backend/http/health"
@@ -152,7 +153,7 @@ func (a *App) stopBootstrap(context.Context) error {
 // with backoff), then runs what waited for them.
 func (a *App) bootstrapLoop(ctx context.Context) {
 	b := a.boot
-	backoff := b.cfg.MinBackoff
+	backoff := clock.Backoff{Min: b.cfg.MinBackoff, Max: b.cfg.MaxBackoff}
 	for ctx.Err() == nil {
 		if !a.Conn.IsConnected() {
 			b.setWaiting("nats connection (" + redactedNATS(a.Config) + ")")
@@ -170,13 +171,11 @@ func (a *App) bootstrapLoop(ctx context.Context) {
 			break
 		}
 		b.setWaiting("jetstream resources: " + err.Error())
-		a.Logger.Warn("JetStream resources not created yet; retrying", "err", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		d := backoff.Next()
+		a.Logger.Warn("JetStream resources not created yet; retrying", "err", err, "in", d)
+		if !clock.Sleep(ctx, clock.Real{}, d) {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, b.cfg.MaxBackoff)
 	}
 	if ctx.Err() != nil {
 		return

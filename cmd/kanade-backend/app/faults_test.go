@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
 	"kanade-backend/http/health"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"

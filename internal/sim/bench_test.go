@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 )
 
@@ -23,7 +23,7 @@ import (
 // The fleet's own memory and idle CPU are measured as a separate process
 // by scripts/bench-fleet.
 //
-//	go test -run '^$' -bench Fleet10k -benchtime 5x ./cmd/kanade-fleet/sim
+//	go test -run '^$' -bench Fleet10k -benchtime 5x ./internal/sim
 func BenchmarkFleet10k(b *testing.B) {
 	const agents = 10000
 	br := startBroker(b)

@@ -18,8 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
@@ -53,6 +54,11 @@ type Options struct {
 	// LogLevel of the captured log (default warn; KANADE_TEST_LOG=debug
 	// prints everything).
 	LogLevel slog.Level
+	// Clock replaces the actors' and handlers' time source (App.Clock):
+	// with a *clock.Fake, a test advances heartbeat flushes, cron ticks,
+	// wave delays and expiry instead of sleeping. The leader lease keeps
+	// real time (its TTL runs on the NATS server). Default: real time.
+	Clock clock.Clock
 }
 
 // Start runs a backend until the test ends.
@@ -99,6 +105,9 @@ func StartManual(t testing.TB, opts ...Options) (*Backend, func()) {
 	logger := slog.New(slog.NewTextHandler(testWriter{t: t, done: logDone}, &slog.HandlerOptions{Level: o.LogLevel}))
 	a := app.New(cfg, logger)
 	a.Getenv = func(k string) string { return env[k] }
+	if o.Clock != nil {
+		a.Clock = o.Clock
+	}
 	if o.Prepare != nil {
 		o.Prepare(a)
 	}

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 )
 

@@ -9,11 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
@@ -142,7 +143,7 @@ func TestCommandToOnePC(t *testing.T) {
 		cmd := command("short", "1.0.0", "sleep 300ms\nexit 0")
 		publish(t, b.Conn, messages.CommandsPCSubject("SIM-0007"), cmd)
 		waitRunning(t, b.Conn, "SIM-0007", cmd.RequestID)
-		if err := b.Conn.Publish(messages.KillSubject(newUUID()), nil); err != nil {
+		if err := b.Conn.Publish(messages.KillSubject(uuid.NewString()), nil); err != nil {
 			t.Fatal(err)
 		}
 		if r := res.next(t, 2*time.Second); r.ExitCode != 0 {

@@ -13,8 +13,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -32,7 +32,7 @@ import (
 // whole process) is reported too: on a shared machine it moves less than
 // the wall time.
 //
-//	go test -run '^$' -bench ConnectPerPCCredentials -benchtime 3x ./cmd/kanade-fleet/sim
+//	go test -run '^$' -bench ConnectPerPCCredentials -benchtime 3x ./internal/sim
 //
 // KANADE_BENCH_AGENTS changes the fleet size (default 1 000).
 func BenchmarkConnectPerPCCredentials(b *testing.B) {

@@ -2,18 +2,17 @@ package sim_test
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -121,9 +120,9 @@ func (r *results) none(t *testing.T, d time.Duration) {
 
 // command builds a Command as the backend's fan-out does.
 func command(id, version, script string) messages.Command {
-	exec := newUUID()
+	exec := uuid.NewString()
 	return messages.Command{
-		ID: id, Version: version, RequestID: newUUID(), JobID: &exec,
+		ID: id, Version: version, RequestID: uuid.NewString(), JobID: &exec,
 		Shell: messages.ShellPowerShell, Script: script, TimeoutSecs: 60, RunAs: messages.RunAsSystem,
 	}
 }
@@ -147,14 +146,4 @@ func putKV(t *testing.T, b *brokertest.Broker, bucket, key, value string) {
 	if _, err := b.KV(t, bucket).Put(context.Background(), key, []byte(value)); err != nil {
 		t.Fatalf("put %s[%s]: %v", bucket, key, err)
 	}
-}
-
-// newUUID returns a random UUID v4, as the backend puts in request_id
-// and job_id.
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

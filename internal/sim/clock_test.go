@@ -10,7 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"kanade-backend/actors/clock"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/sim"
 	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
