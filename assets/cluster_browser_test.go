@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage/broker/brokertest"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/cmd/kanade-backend/app"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/http/cluster"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
