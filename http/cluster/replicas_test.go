@@ -16,9 +16,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/cmd/kanade-backend/app"
+	"kanade-backend/http/cluster"
 	"kanade-backend/internal/apptest"
 	"kanade-backend/internal/sim"
-	"kanade-backend/http/cluster"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 	"kanade-backend/storage/pgtest"
