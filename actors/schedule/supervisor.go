@@ -50,6 +50,12 @@ type Config struct {
 	// schedule id, inside the schedule's actor. Tests use it to make a
 	// tick panic (fault isolation); production leaves it nil.
 	OnTick func(scheduleID string)
+	// Fence, if set, returns the fencing token of the leader term this
+	// backend holds now (the leader lease's revision; 0 when it does not
+	// lead). Every fire carries it (ExecRequest.Fence), so that the store
+	// refuses it once a newer leader took over; a tick while it is 0 fires
+	// nothing. Nil: fires are not fenced (a lone scheduler in tests).
+	Fence func() uint64
 	// Context ends when the actors' stop begins (the app cancels it
 	// before actorsys.Stop). The scheduler's store and KV calls (the watch, seed loads,
 	// settling a fire, the auto-disable write) derive from it, so a stop
@@ -105,7 +111,7 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	metrics := cfg.Metrics
 	e := &env{
 		base: cfg.Context, clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
-		metrics: metrics, log: log, onTick: cfg.OnTick,
+		metrics: metrics, log: log, onTick: cfg.OnTick, fence: cfg.Fence,
 		fireTimeout: cfg.FireTimeout,
 		fleet: newFleetView(func(pc string, err error) {
 			metrics.skippedPCs.Inc()

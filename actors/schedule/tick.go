@@ -186,6 +186,14 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job 
 		a.finish(ctx, t, replyTo)
 		return
 	}
+	var token uint64
+	if a.env.fence != nil {
+		if token = a.env.fence(); token == 0 {
+			t.Outcome, t.Reason = messages.TickFailed, "this backend does not hold the leader lease now; the leader fires"
+			a.finish(ctx, t, replyTo)
+			return
+		}
+	}
 	a.box.corr++
 	execID := uuid.NewString()
 	if t.Trigger != TriggerManual {
@@ -202,6 +210,7 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job 
 		Actor:         messages.ActorScheduler,
 		InitiatedBy:   messages.ActorScheduler + ":" + a.def.ID,
 		ScheduleID:    a.def.ID,
+		Fence:         token,
 	}
 	now := a.env.clock.Now()
 	if len(inFlightPCs) > 0 && a.inFlight == nil {

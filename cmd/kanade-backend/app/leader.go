@@ -41,7 +41,12 @@ import (
 
 // leadership is the app's side of the lease.
 type leadership struct {
-	held    chan struct{} // closed once this backend first holds the lease
+	held chan struct{} // closed once this backend first holds the lease
+	// fenced is closed once this backend, holding the lease, raised the
+	// leader fence to its token (raiseFence): the scheduler seeds nothing
+	// before, so that a former leader's fires in flight are done or
+	// refused by then.
+	fenced  chan struct{}
 	decided chan struct{} // closed at the first answer: held, or a standby
 
 	mu         sync.Mutex
@@ -55,7 +60,7 @@ type leadership struct {
 }
 
 func newLeadership() *leadership {
-	return &leadership{held: make(chan struct{}), decided: make(chan struct{})}
+	return &leadership{held: make(chan struct{}), fenced: make(chan struct{}), decided: make(chan struct{})}
 }
 
 // isHeld reports whether this backend has held the lease (and so runs
@@ -143,6 +148,12 @@ func (a *App) leaseAcquired(token uint64) {
 	defer ld.mu.Unlock()
 	if ld.everHeld {
 		a.Logger.Info("holds the leader lease again", "token", token)
+		// The singletons run on; the fence moves to the new term.
+		ld.starting.Add(1)
+		go func() {
+			defer ld.starting.Done()
+			a.raiseFence(token)
+		}()
 		return
 	}
 	if ld.standby != nil {
@@ -163,6 +174,13 @@ func (a *App) leaseAcquired(token uint64) {
 	ld.starting.Add(1)
 	go func() {
 		defer ld.starting.Done()
+		if !a.raiseFence(token) {
+			ld.mu.Lock()
+			ld.decide()
+			ld.mu.Unlock()
+			return
+		}
+		close(ld.fenced)
 		for _, f := range then {
 			f()
 		}
@@ -170,6 +188,49 @@ func (a *App) leaseAcquired(token uint64) {
 		ld.decide()
 		ld.mu.Unlock()
 	}()
+}
+
+// raiseFence raises the leader fence to token (storage.RaiseFence) before
+// anything of this term is seeded or fired, retrying while this backend
+// still holds that term; false when it stopped or lost the term first.
+// A fence above the token means a newer leader raised it (this one is
+// stale, and its renewal will find the key moved) or the lease bucket was
+// recreated with its revisions starting over (see the README's
+// production topology: reset leader_fence then).
+func (a *App) raiseFence(token uint64) bool {
+	ld := a.lead
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := a.Store.RaiseFence(ctx, token)
+		cancel()
+		if err == nil {
+			a.Logger.Info("raised the leader fence", "token", token)
+			return true
+		}
+		if i%30 == 0 {
+			a.Logger.Error("cannot raise the leader fence to this term's token; the scheduler waits", "token", token, "err", err)
+		}
+		ld.mu.Lock()
+		stopped, l := ld.stopped, ld.lease
+		ld.mu.Unlock()
+		if stopped || l == nil || l.Token() != token {
+			return false
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// fenceToken is the fencing token a scheduled fire carries: the lease's
+// revision while this backend holds it, 0 otherwise (the fire is then
+// refused).
+func (a *App) fenceToken() uint64 {
+	a.lead.mu.Lock()
+	l := a.lead.lease
+	a.lead.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	return l.Token()
 }
 
 // leaseStandby: another backend holds the lease (lease goroutine).
