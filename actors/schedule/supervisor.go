@@ -51,11 +51,13 @@ type Config struct {
 	// tick panic (fault isolation); production leaves it nil.
 	OnTick func(scheduleID string)
 	// Fence, if set, returns the fencing token of the leader term this
-	// backend holds now (the leader lease's revision; 0 when it does not
-	// lead). Every fire carries it (ExecRequest.Fence), so that the store
-	// refuses it once a newer leader took over; a tick while it is 0 fires
-	// nothing. Nil: fires are not fenced (a lone scheduler in tests).
-	Fence func() uint64
+	// backend holds now (the leader lease's revision), or why it holds
+	// none (NATS away, another backend leads). Every fire carries the
+	// token (ExecRequest.Fence), so that the store refuses it once a newer
+	// leader took over; a tick without one fires nothing and is recorded
+	// as skipped with the error. Nil: fires are not fenced (a lone
+	// scheduler in tests).
+	Fence func() (uint64, error)
 	// Context ends when the actors' stop begins (the app cancels it
 	// before actorsys.Stop). The scheduler's store and KV calls (the watch, seed loads,
 	// settling a fire, the auto-disable write) derive from it, so a stop

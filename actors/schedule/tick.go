@@ -188,8 +188,9 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job 
 	}
 	var token uint64
 	if a.env.fence != nil {
-		if token = a.env.fence(); token == 0 {
-			t.Outcome, t.Reason = messages.TickFailed, "this backend does not hold the leader lease now; the leader fires"
+		var err error
+		if token, err = a.env.fence(); err != nil {
+			t.Outcome, t.Reason = messages.TickSkipped, err.Error()
 			a.finish(ctx, t, replyTo)
 			return
 		}

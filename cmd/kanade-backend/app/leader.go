@@ -14,6 +14,7 @@ import (
 	"kanade-backend/cmd/internal/lease"
 	"kanade-backend/http/health"
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker"
 )
 
 // Backends sharing one NATS elect a leader (issue 15, until the replicas
@@ -220,9 +221,8 @@ func (a *App) raiseFence(token uint64) bool {
 	}
 }
 
-// fenceToken is the fencing token a scheduled fire carries: the lease's
-// revision while this backend holds it, 0 otherwise (the fire is then
-// refused).
+// fenceToken is the fencing token of the lease's current term: its
+// revision while this backend holds it, 0 otherwise.
 func (a *App) fenceToken() uint64 {
 	a.lead.mu.Lock()
 	l := a.lead.lease
@@ -231,6 +231,20 @@ func (a *App) fenceToken() uint64 {
 		return 0
 	}
 	return l.Token()
+}
+
+// fireToken is the token a scheduled fire carries, or why there is none:
+// NATS away (the lease cannot be renewed then, and nothing could be
+// published anyway: the exec engine's own answer) or another backend
+// leads.
+func (a *App) fireToken() (uint64, error) {
+	if t := a.fenceToken(); t != 0 {
+		return t, nil
+	}
+	if !a.Conn.IsConnected() {
+		return 0, fmt.Errorf("%w; nothing was recorded or published", broker.ErrNATSDown)
+	}
+	return 0, messages.Unavailablef("this backend does not hold the leader lease now; nothing was recorded or published")
 }
 
 // leaseStandby: another backend holds the lease (lease goroutine).
