@@ -492,7 +492,9 @@ func TestClusterTakeoverFiresOnce(t *testing.T) {
 
 	// Every result the agents published is projected exactly once.
 	st := storagetest.OpenURL(t, c.dbURL)
-	apptest.Eventually(t, 20*time.Second, func() error {
+	// Generous: a projector whose consumer's node died retries its pulls
+	// with a backoff.
+	apptest.Eventually(t, 40*time.Second, func() error {
 		var rows, distinct int
 		if err := st.R.NewSelect().TableExpr("execution_results").ColumnExpr("count(*)").
 			ColumnExpr("count(DISTINCT request_id || '/' || pc_id)").Scan(context.Background(), &rows, &distinct); err != nil {

@@ -17,8 +17,8 @@ import (
 	"kanade-backend/storage/broker"
 )
 
-// Backends sharing one NATS elect a leader (issue 15, until the replicas
-// issue 13 lands): the scheduler and the projectors, which must run once
+// Backends sharing one NATS elect a leader (issues 15 and 13): the
+// scheduler and the projectors, which must run once
 // per fleet, run only on the backend holding the leader lease
 // (cmd/internal/lease). Every backend serves the API. A backend that does
 // not hold the lease is a standby: it says so (one WARN, /ready, fleet
@@ -27,8 +27,12 @@ import (
 //
 // The lease is campaigned for once the JetStream resources exist (the
 // bootstrap's whenDone), and the singletons start when it is first held
-// (whenHeld; the scheduler is spawned at once but reads nothing before,
-// see gatedSource).
+// and the store's leader fence is raised to its token (whenHeld; the
+// scheduler is spawned at once but reads nothing before, see
+// gatedSource). Every scheduled fire carries the token of the term it is
+// issued in (fireToken), and the exec engine refuses it once a newer
+// leader raised the fence (storage.CheckFence); the exec engine's
+// rollout-wave timers run while this backend holds the lease.
 //
 // Once started, the singletons are never stopped while the process runs:
 // stopping and restarting actors at runtime comes with issue 13. So:
