@@ -196,8 +196,9 @@ func (a *App) leaseAcquired(token uint64) {
 }
 
 // raiseFence raises the leader fence to token (storage.RaiseFence) before
-// anything of this term is seeded or fired, retrying while this backend
-// still holds that term; false when it stopped or lost the term first.
+// anything of this term is seeded or fired, retrying (with the token of a
+// later term of this backend, if it got one meanwhile) until it works;
+// false when the backend stopped first.
 // A fence above the token means a newer leader raised it (this one is
 // stale, and its renewal will find the key moved) or the lease bucket was
 // recreated with its revisions starting over (see the README's
@@ -215,13 +216,16 @@ func (a *App) raiseFence(token uint64) bool {
 		if i%30 == 0 {
 			a.Logger.Error("cannot raise the leader fence to this term's token; the scheduler waits", "token", token, "err", err)
 		}
+		time.Sleep(time.Second)
 		ld.mu.Lock()
-		stopped, l := ld.stopped, ld.lease
+		stopped := ld.stopped
 		ld.mu.Unlock()
-		if stopped || l == nil || l.Token() != token {
+		if stopped {
 			return false
 		}
-		time.Sleep(time.Second)
+		if t := a.fenceToken(); t != 0 {
+			token = t
+		}
 	}
 }
 
