@@ -34,8 +34,8 @@ import (
 // leader raised the fence (storage.CheckFence); the exec engine's
 // rollout-wave timers run while this backend holds the lease.
 //
-// Once started, the singletons are never stopped while the process runs:
-// stopping and restarting actors at runtime comes with issue 13. So:
+// Once started, the singletons are never stopped while the process runs
+// (README, "Production topology": why a frozen leader exits). So:
 //   - a leader whose renewals fail (NATS away) steps down but keeps them
 //     running and campaigns again: nothing fires without NATS anyway, and
 //     when NATS returns it takes the lease back unless another backend
@@ -53,6 +53,7 @@ type leadership struct {
 	// refused by then.
 	fenced  chan struct{}
 	decided chan struct{} // closed at the first answer: held, or a standby
+	halted  chan struct{} // closed by halt: a fence raise under way ends
 
 	mu         sync.Mutex
 	lease      *lease.Lease
@@ -65,7 +66,7 @@ type leadership struct {
 }
 
 func newLeadership() *leadership {
-	return &leadership{held: make(chan struct{}), fenced: make(chan struct{}), decided: make(chan struct{})}
+	return &leadership{held: make(chan struct{}), fenced: make(chan struct{}), decided: make(chan struct{}), halted: make(chan struct{})}
 }
 
 // isHeld reports whether this backend has held the lease (and so runs
@@ -108,7 +109,10 @@ func (l *leadership) decide() {
 // halt: nothing starts any more; waits for a start under way.
 func (l *leadership) halt() {
 	l.mu.Lock()
-	l.stopped = true
+	if !l.stopped {
+		l.stopped = true
+		close(l.halted)
+	}
 	l.mu.Unlock()
 	l.starting.Wait()
 }
@@ -204,24 +208,33 @@ func (a *App) leaseAcquired(token uint64) {
 // recreated with its revisions starting over (see the README's
 // production topology: reset leader_fence then).
 func (a *App) raiseFence(token uint64) bool {
-	ld := a.lead
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		select {
+		case <-a.lead.halted:
+			stop()
+		case <-base.Done():
+		}
+	}()
 	for i := 0; ; i++ {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(base, 5*time.Second)
 		err := a.Store.RaiseFence(ctx, token)
 		cancel()
 		if err == nil {
 			a.Logger.Info("raised the leader fence", "token", token)
 			return true
 		}
+		if base.Err() != nil {
+			return false
+		}
 		if i%30 == 0 {
 			a.Logger.Error("cannot raise the leader fence to this term's token; the scheduler waits", "token", token, "err", err)
 		}
-		time.Sleep(time.Second)
-		ld.mu.Lock()
-		stopped := ld.stopped
-		ld.mu.Unlock()
-		if stopped {
+		select {
+		case <-base.Done():
 			return false
+		case <-time.After(time.Second):
 		}
 		if t := a.fenceToken(); t != 0 {
 			token = t
