@@ -532,7 +532,9 @@ func TestClusterTakeoverFiresOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d tick instants fired once each, %d PCs fired by once_per_pc, %d execs; fleet: %s", ticks, pcs, execs, stats)
-	if pcs < 10 {
+	// The agents come on over 90 s; the once_per_pc schedule reaches them
+	// as the leader learns of them (12 to 27 PCs in a run).
+	if pcs < 5 {
 		t.Errorf("once_per_pc fired only %d PCs", pcs)
 	}
 }
