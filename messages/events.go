@@ -181,6 +181,12 @@ type ExecRequest struct {
 	InitiatedBy string
 	// ScheduleID is set for scheduler fires.
 	ScheduleID string
+	// Fence, when non-zero, is the fencing token of the leader term the
+	// fire was issued in (the leader lease's revision): the engine records
+	// the exec only if no newer leader has raised the stored token past it
+	// (storage.CheckFence), and a refused fire writes and publishes
+	// nothing. Zero: not fenced (operator requests).
+	Fence uint64
 	// AuditExtra is merged into the exec audit payload without overwriting
 	// (sub, source).
 	AuditExtra map[string]any

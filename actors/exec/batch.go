@@ -392,6 +392,13 @@ func (e *engine) record(ctx context.Context, fires []*fire) {
 		existing, err = e.recordTx(ctx, fires, chosen)
 	}
 	for _, f := range fires {
+		if errors.Is(f.err, storage.ErrFenced) {
+			e.Metrics.fenced.Inc()
+			e.log.Warn("scheduled fire refused: a newer leader took over, so this backend fires nothing more under its old term",
+				"exec", f.execID, "schedule", f.q.req.ScheduleID, "err", f.err)
+		}
+	}
+	for _, f := range fires {
 		switch {
 		case !f.live():
 		case err != nil:
@@ -408,6 +415,9 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 	existing := map[string]bool{}
 	err := e.Store.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		clear(existing)
+		if err := fence(ctx, tx, fires); err != nil {
+			return err
+		}
 		chosen := check
 		for i := 0; i < len(chosen); i += insertChunk {
 			var ids []string
@@ -451,6 +461,36 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 		return nil
 	})
 	return existing, err
+}
+
+// fence checks the fencing token of every fenced fire of the batch
+// against the stored one, first in the transaction (scaleout.md §0.3):
+// the read holds a share lock on PostgreSQL, so a new leader's raise
+// waits for this transaction. A fire under an older token is refused (its
+// err set, so that nothing of it is written or published); the rest of
+// the batch goes on. The lowest token is checked first: when it passes,
+// all do.
+func fence(ctx context.Context, tx bun.Tx, fires []*fire) error {
+	var low uint64
+	for _, f := range fires {
+		if t := f.q.req.Fence; f.live() && t != 0 && (low == 0 || t < low) {
+			low = t
+		}
+	}
+	if low == 0 {
+		return nil
+	}
+	err := storage.CheckFence(ctx, tx, low)
+	var fe *storage.FenceError
+	if !errors.As(err, &fe) {
+		return err
+	}
+	for _, f := range fires {
+		if t := f.q.req.Fence; f.live() && t != 0 && t < fe.Fence {
+			f.err = &storage.FenceError{Token: t, Fence: fe.Fence}
+		}
+	}
+	return nil
 }
 
 // recordTimeout bounds the wait for the EXEC stream to store a batch's

@@ -138,6 +138,16 @@ type Deps struct {
 	// RetryBackoff is how long a wave that could not be published waits
 	// before the next attempt.
 	RetryBackoff time.Duration
+	// Leads, if set, says whether this backend leads the cluster (holds
+	// the leader lease). The rollout-wave timers are a singleton: only the
+	// leader's engine publishes due waves, and it looks at the store's
+	// pending waves every WavePoll, so that it also publishes the waves of
+	// execs another replica's engine recorded. Nil: this engine is alone
+	// and publishes every wave (a lone backend, tests).
+	Leads func() bool
+	// WavePoll is how often a leading engine looks for pending waves
+	// (default DefaultWavePoll; only with Leads).
+	WavePoll time.Duration
 	// Context ends when the actors' stop begins (the app cancels it
 	// before actorsys.Stop). The I/O of each message derives from it, so
 	// a stop ends a slow store or KV call instead of waiting opTimeout for
@@ -163,6 +173,9 @@ func (d *Deps) defaults() {
 	}
 	if d.RetryBackoff <= 0 {
 		d.RetryBackoff = DefaultRetryBackoff
+	}
+	if d.WavePoll <= 0 {
+		d.WavePoll = DefaultWavePoll
 	}
 }
 
@@ -201,6 +214,14 @@ type CancelReply struct {
 	Err    error  `json:"-"`
 }
 
+// DefaultWavePoll is how often a leading engine among replicas looks for
+// pending rollout waves (Deps.Leads): a wave another replica recorded is
+// published at most this late.
+const DefaultWavePoll = time.Second
+
+// wavesPoll is the leading engine's periodic look at the pending waves.
+type wavesPoll struct{}
+
 // wavesDue is the wave timer's message to the engine. gen identifies the
 // arming, so a message from a timer that was replaced is ignored.
 type wavesDue struct{ gen uint64 }
@@ -228,7 +249,9 @@ type engine struct {
 	// Wave timer: armed says whether a wavesDue for generation gen is on
 	// its way (timer is nil when it was sent directly because the wave was
 	// already due).
-	timer   clock.Timer
+	timer clock.Timer
+	// poll re-sends wavesPoll while the engine runs (Deps.Leads).
+	poll    clock.Timer
 	armed   bool
 	armedAt time.Time
 	gen     uint64
@@ -267,6 +290,15 @@ func (e *engine) Receive(c actor.Context) {
 		if n := e.rearm(ctx); n > 0 {
 			e.log.Info("rollout waves pending", "count", n, "next_due", e.armedAt)
 		}
+		if e.Leads != nil {
+			e.poll = e.Clock.AfterFunc(e.WavePoll, func() { root.Send(self, &wavesPoll{}) })
+		}
+	case *wavesPoll:
+		ctx, cancel := e.opContext()
+		defer cancel()
+		e.rearm(ctx)
+		self, root := e.self, e.sys.Root
+		e.poll = e.Clock.AfterFunc(e.WavePoll, func() { root.Send(self, &wavesPoll{}) })
 	case *actor.Restarting:
 		e.halt(messages.Unavailablef("the exec engine restarted before handling this request; nothing was published"))
 	case *actor.Stopping:
@@ -324,6 +356,9 @@ func (e *engine) Receive(c actor.Context) {
 			return // a replaced or stopped timer
 		}
 		e.armed, e.timer = false, nil
+		if e.Leads != nil && !e.Leads() {
+			return // armed while leading; the leader publishes now
+		}
 		ctx, cancel := e.opContext()
 		defer cancel()
 		e.storeUnrecorded(ctx)
@@ -372,6 +407,10 @@ func (e *engine) probeIdle(c actor.Context) {
 // written), and the pipeline, given a moment to store what it holds.
 func (e *engine) halt(err error) {
 	e.disarm()
+	if e.poll != nil {
+		e.poll.Stop()
+		e.poll = nil
+	}
 	// Stopping: the base has ended, but what the stamps hold is still
 	// flushed, bounded by the stop's own deadline (actorsys.Stop).
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(e.Context), opTimeout)

@@ -52,6 +52,8 @@ type env struct {
 	metrics *exec.Metrics
 	// base, when set, is the engine's Deps.Context.
 	base context.Context
+	// leads, when set, is the engine's Deps.Leads (a replica).
+	leads func() bool
 }
 
 func newEnv(t testing.TB) *env {
@@ -98,7 +100,7 @@ func (e *env) deps() exec.Deps {
 	return exec.Deps{
 		Store: e.store, NATS: pub, KV: e.br.JS, Audit: audit.NewPublisher(e.br.JS, e.clk),
 		Records: records, Metrics: e.metrics,
-		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second, Context: e.base,
+		Clock: e.clk, Logger: quietLogger(), RetryBackoff: time.Second, Context: e.base, Leads: e.leads,
 	}
 }
 

@@ -17,6 +17,7 @@ type Metrics struct {
 	recordFailed   prometheus.Counter
 	batchSize      prometheus.Histogram
 	wavesHeld      prometheus.Counter
+	fenced         prometheus.Counter
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -61,6 +62,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		wavesHeld: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_exec_waves_held_total",
 			Help: "Gated rollout waves held because the earlier waves did not meet the rollout's gate.",
+		}),
+		fenced: f.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_exec_fenced_total",
+			Help: "Scheduled fires refused (nothing written or published, not retried) because a newer leader raised the fence past the token they were issued under.",
 		}),
 	}
 	return m

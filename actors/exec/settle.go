@@ -57,6 +57,13 @@ func Settle(ctx context.Context, st *storage.Store, req *messages.ExecRequest, r
 	var out Settlement
 	err = st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 		out = Settlement{}
+		// A former leader claims nothing once a newer one took over: the
+		// id is the newer leader's to fire.
+		if req.Fence != 0 {
+			if err := storage.CheckFence(ctx, tx, req.Fence); err != nil {
+				return err
+			}
+		}
 		res, err := tx.NewInsert().Model(row).On("CONFLICT (exec_id) DO NOTHING").Exec(ctx)
 		if err != nil {
 			return err

@@ -27,6 +27,11 @@ const wavesPerRound = 50
 // the only record of waves: the timer carries no wave, so a cancel, a
 // restart or a second exec never leaves a stale timer acting on its own.
 func (e *engine) rearm(ctx context.Context) int {
+	if e.Leads != nil && !e.Leads() {
+		// Another replica leads and publishes the waves.
+		e.disarm()
+		return 0
+	}
 	var n int
 	var next storage.Time
 	// A gated wave waiting for answers is next looked at when its wait is

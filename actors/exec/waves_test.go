@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,6 +278,59 @@ func TestTwoEnginesPublishEachWaveOnce(t *testing.T) {
 				Where("due_at = ?", storage.T(t0.Add(5*time.Second))).ColumnExpr("count(*)").Scan(context.Background(), &n)
 			if err != nil || n != execs {
 				return fmt.Errorf("%d waves recorded published at their own due time (%v), want %d", n, err, execs)
+			}
+			return nil
+		})
+	})
+}
+
+// Among replicas the wave timers are the leader's: a standby's engine
+// records an exec with a delayed wave and publishes its first wave, but
+// the delayed one goes out once, from the leader's engine, which finds it
+// in the shared store; when leadership moves, the new leader publishes
+// the next one.
+func TestOnlyTheLeaderPublishesDelayedWaves(t *testing.T) {
+	t.Parallel()
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		var aLeads atomic.Bool
+		a := newEnvOn(t, st)
+		a.leads = aLeads.Load
+		b := newEngineEnv(t, a.br, st, a.clk)
+		b.leads = func() bool { return !aLeads.Load() }
+		cmds := a.recordCommands()
+		a.start()
+		b.start()
+		a.putJob("job1", "1", "echo")
+		a.agent("c1", "canary")
+		a.agent("w1", "wave1")
+		a.agent("w2", "wave2")
+
+		r := a.mustExec(`{"rollout":{"waves":[{"group":"canary","delay":"0s"},{"group":"wave1","delay":"3s"},{"group":"wave2","delay":"6s"}]}}`)
+		cmds.waitN(t, 1)
+		// The leader polls every second (of the fake clock) and arms its
+		// timer at the wave's time.
+		advanceUntil := func(n int) {
+			t.Helper()
+			eventually(t, func() error {
+				if len(cmds.all()) >= n {
+					return nil
+				}
+				a.clk.Advance(100 * time.Millisecond)
+				return fmt.Errorf("%d Commands", len(cmds.all()))
+			})
+		}
+		advanceUntil(2)
+		if got := cmds.subjects()[1]; got != "commands.group.wave1" {
+			t.Fatalf("second Command on %s", got)
+		}
+		aLeads.Store(true) // leadership moves to a
+		advanceUntil(3)
+		cmds.quiet(t, 3, 200*time.Millisecond)
+		eventually(t, func() error {
+			for _, w := range a.waves(r.ExecID) {
+				if w.State != storage.WavePublished {
+					return fmt.Errorf("wave %d %s", w.WaveIndex, w.State)
+				}
 			}
 			return nil
 		})

@@ -43,6 +43,7 @@ type env struct {
 	metrics     *Metrics
 	log         *slog.Logger
 	onTick      func(scheduleID string)
+	fence       func() (uint64, error)
 	fireTimeout time.Duration
 	// fleet is the in-memory view of jobs, agents and groups that ticks
 	// read (see fleet).

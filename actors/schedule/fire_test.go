@@ -258,3 +258,54 @@ func testInvalidStoredPCsAreSkippedNotFatal(t *testing.T) {
 		t.Fatalf("kanade_schedule_skipped_pc_ids_total = %v, want 1 (counted once)", n)
 	}
 }
+
+// A fire carries the token of the leader term it is issued in: while
+// this backend holds none it fires nothing and records why (skipped);
+// under a token older than the stored fence (a newer leader took over)
+// the exec engine refuses it, so nothing is recorded or published and the
+// tick is failed; under the current token it fires.
+func TestFiresCarryTheLeaderToken(t *testing.T) { onBothDialects(t, testFiresCarryTheLeaderToken) }
+
+func testFiresCarryTheLeaderToken(t *testing.T) {
+	var token atomic.Uint64
+	h := newHarness(t, harnessOpts{realEngine: true, fence: func() (uint64, error) {
+		if tok := token.Load(); tok != 0 {
+			return tok, nil
+		}
+		return 0, messages.Unavailablef("no leader term")
+	}})
+	if err := h.store.RaiseFence(context.Background(), 5); err != nil {
+		t.Fatal(err)
+	}
+	cmds := h.commandsTo()
+	h.putJob("job", "30s")
+	h.putSchedule(`{"id":"f","cron":"0 * * * * *","job_id":"job","mode":"every_tick","target":{"pcs":["a"]}}`)
+	for i, c := range []struct {
+		token   uint64
+		outcome string
+		reason  string
+	}{
+		{0, messages.TickSkipped, "no leader term"},
+		{4, messages.TickFailed, "fencing token 4 is behind the stored token 5"},
+		{5, messages.TickFired, ""},
+	} {
+		token.Store(c.token)
+		at := t0.Add(time.Duration(i+1) * time.Minute)
+		h.armedFor("f", at)
+		h.fake.Set(at)
+		tk := h.nextTick("f", 10*time.Second)
+		if tk.Outcome != c.outcome || !strings.Contains(tk.Reason, c.reason) {
+			t.Fatalf("token %d: tick %s %q, want %s %q", c.token, tk.Outcome, tk.Reason, c.outcome, c.reason)
+		}
+	}
+	rows := h.execRows("f")
+	if len(rows) != 1 || rows[0].ExecID != messages.ScheduledExecID("f", t0.Add(3*time.Minute)) {
+		t.Fatalf("executions %+v, want only the fire under the current token", rows)
+	}
+	h.eventually(5*time.Second, func() error {
+		if n := cmds.Load(); n != 1 {
+			return fmt.Errorf("%d Commands", n)
+		}
+		return nil
+	})
+}

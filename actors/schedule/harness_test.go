@@ -67,6 +67,7 @@ type harness struct {
 	tickSub func()
 
 	onTick  atomic.Pointer[func(string)]
+	fence   func() (uint64, error)
 	stopped bool
 
 	// groups is each PC's agent_groups value as the harness set it.
@@ -85,6 +86,8 @@ type harnessOpts struct {
 	realEngine bool
 	// reader wraps the harness's Reader (to observe the scheduler's reads).
 	reader func(Reader) Reader
+	// fence is the scheduler's Config.Fence.
+	fence func() (uint64, error)
 }
 
 func testLogger() *slog.Logger {
@@ -142,6 +145,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	h.reg = prometheus.NewRegistry()
 	h.metrics = NewMetrics(h.reg)
 	t.Cleanup(h.stop)
+	h.fence = o.fence
 	if !o.noStart {
 		h.start(o.fireTimeout)
 	}
@@ -153,7 +157,7 @@ func (h *harness) start(fireTimeout time.Duration) {
 	pid, err := Start(h.sys, Config{
 		Clock: h.clock, Source: h.backend, Reader: h.reader, Writer: h.writer,
 		Audit: audit.NewPublisher(h.b.JS, h.clock), Exec: h.execPID, Metrics: h.metrics,
-		Logger: testLogger(), FireTimeout: fireTimeout,
+		Logger: testLogger(), FireTimeout: fireTimeout, Fence: h.fence,
 		OnTick: func(id string) {
 			if f := h.onTick.Load(); f != nil {
 				(*f)(id)

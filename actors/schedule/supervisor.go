@@ -51,6 +51,14 @@ type Config struct {
 	// schedule id, inside the schedule's actor. Tests use it to make a
 	// tick panic (fault isolation); production leaves it nil.
 	OnTick func(scheduleID string)
+	// Fence, if set, returns the fencing token of the leader term this
+	// backend holds now (the leader lease's revision), or why it holds
+	// none (NATS away, another backend leads). Every fire carries the
+	// token (ExecRequest.Fence), so that the store refuses it once a newer
+	// leader took over; a tick without one fires nothing and is recorded
+	// as skipped with the error. Nil: fires are not fenced (a lone
+	// scheduler in tests).
+	Fence func() (uint64, error)
 	// Context ends when the actors' stop begins (the app cancels it
 	// before actorsys.Stop). The scheduler's store and KV calls (the watch, seed loads,
 	// settling a fire, the auto-disable write) derive from it, so a stop
@@ -106,7 +114,7 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 	metrics := cfg.Metrics
 	e := &env{
 		base: cfg.Context, clock: cfg.Clock, reader: cfg.Reader, writer: cfg.Writer, audit: cfg.Audit, exec: cfg.Exec,
-		metrics: metrics, log: log, onTick: cfg.OnTick,
+		metrics: metrics, log: log, onTick: cfg.OnTick, fence: cfg.Fence,
 		fireTimeout: cfg.FireTimeout,
 		fleet: newFleetView(func(pc string, err error) {
 			metrics.skippedPCs.Inc()

@@ -186,6 +186,15 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job 
 		a.finish(ctx, t, replyTo)
 		return
 	}
+	var token uint64
+	if a.env.fence != nil {
+		var err error
+		if token, err = a.env.fence(); err != nil {
+			t.Outcome, t.Reason = messages.TickSkipped, err.Error()
+			a.finish(ctx, t, replyTo)
+			return
+		}
+	}
 	a.box.corr++
 	execID := uuid.NewString()
 	if t.Trigger != TriggerManual {
@@ -202,6 +211,7 @@ func (a *scheduleActor) fire(ctx actor.Context, t Tick, replyTo *actor.PID, job 
 		Actor:         messages.ActorScheduler,
 		InitiatedBy:   messages.ActorScheduler + ":" + a.def.ID,
 		ScheduleID:    a.def.ID,
+		Fence:         token,
 	}
 	now := a.env.clock.Now()
 	if len(inFlightPCs) > 0 && a.inFlight == nil {

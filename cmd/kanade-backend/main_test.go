@@ -92,7 +92,14 @@ func freePort(t *testing.T) string {
 
 func start(t *testing.T, env []string, args ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	return startBinary(t, binary, env, args...)
+}
+
+// startBinary runs bin with args as a child process whose stderr is
+// collected (and logged when the test fails); killed at cleanup.
+func startBinary(t *testing.T, bin string, env []string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -117,7 +124,7 @@ func start(t *testing.T, env []string, args ...string) *proc {
 			<-p.done
 		}
 		if t.Failed() {
-			t.Logf("backend log:\n%s", p.log.String())
+			t.Logf("%s log:\n%s", filepath.Base(bin), p.log.String())
 		}
 	})
 	return p

@@ -26,8 +26,9 @@
 //
 // The revision returned by the Create that acquired the lease is the
 // fencing token: the stream sequence, so a later leader always has a
-// larger one. Nothing checks it yet; the replicas issue (#13) will store
-// it where a fire first writes.
+// larger one. The app raises the store's leader fence to it before the
+// scheduler seeds, and the exec engine checks it where a fire first
+// writes (storage.CheckFence).
 package lease
 
 import (

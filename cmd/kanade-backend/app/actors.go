@@ -56,6 +56,9 @@ func (a *App) startActors(ctx, base context.Context) ([]*actor.PID, error) {
 	execPID, err := execengine.Spawn(a.Actors.Root, execengine.Deps{
 		Store: a.Store, NATS: a.Conn, KV: a.JS, Audit: a.Audit, Records: &execrecord.Publisher{JS: a.JS}, Clock: a.Clock,
 		Logger: a.Logger, Metrics: execengine.NewMetrics(a.Metrics), Context: base,
+		// Every replica's engine fires API execs; the rollout-wave timers
+		// are the leader's.
+		Leads: func() bool { return a.fenceToken() != 0 },
 	})
 	if err != nil {
 		return pids, fmt.Errorf("start exec engine: %w", err)

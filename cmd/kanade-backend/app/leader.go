@@ -12,10 +12,11 @@ import (
 	"kanade-backend/cmd/internal/lease"
 	"kanade-backend/http/health"
 	"kanade-backend/messages"
+	"kanade-backend/storage/broker"
 )
 
-// Backends sharing one NATS elect a leader (issue 15, until the replicas
-// issue 13 lands): the scheduler and the projectors, which must run once
+// Backends sharing one NATS elect a leader (issues 15 and 13): the
+// scheduler and the projectors, which must run once
 // per fleet, run only on the backend holding the leader lease
 // (cmd/internal/lease). Every backend serves the API. A backend that does
 // not hold the lease is a standby: it says so (one WARN, /ready, fleet
@@ -24,11 +25,15 @@ import (
 //
 // The lease is campaigned for once the JetStream resources exist (the
 // bootstrap's whenDone), and the singletons start when it is first held
-// (whenHeld; the scheduler is spawned at once but reads nothing before,
-// see gatedSource).
+// and the store's leader fence is raised to its token (whenHeld; the
+// scheduler is spawned at once but reads nothing before, see
+// gatedSource). Every scheduled fire carries the token of the term it is
+// issued in (fireToken), and the exec engine refuses it once a newer
+// leader raised the fence (storage.CheckFence); the exec engine's
+// rollout-wave timers run while this backend holds the lease.
 //
-// Once started, the singletons are never stopped while the process runs:
-// stopping and restarting actors at runtime comes with issue 13. So:
+// Once started, the singletons are never stopped while the process runs
+// (README, "Production topology": why a frozen leader exits). So:
 //   - a leader whose renewals fail (NATS away) steps down but keeps them
 //     running and campaigns again: nothing fires without NATS anyway, and
 //     when NATS returns it takes the lease back unless another backend
@@ -39,8 +44,14 @@ import (
 
 // leadership is the app's side of the lease.
 type leadership struct {
-	held    chan struct{} // closed once this backend first holds the lease
+	held chan struct{} // closed once this backend first holds the lease
+	// fenced is closed once this backend, holding the lease, raised the
+	// leader fence to its token (raiseFence): the scheduler seeds nothing
+	// before, so that a former leader's fires in flight are done or
+	// refused by then.
+	fenced  chan struct{}
 	decided chan struct{} // closed at the first answer: held, or a standby
+	halted  chan struct{} // closed by halt: a fence raise under way ends
 
 	mu         sync.Mutex
 	lease      *lease.Lease
@@ -53,7 +64,7 @@ type leadership struct {
 }
 
 func newLeadership() *leadership {
-	return &leadership{held: make(chan struct{}), decided: make(chan struct{})}
+	return &leadership{held: make(chan struct{}), fenced: make(chan struct{}), decided: make(chan struct{}), halted: make(chan struct{})}
 }
 
 // isHeld reports whether this backend has held the lease (and so runs
@@ -96,7 +107,10 @@ func (l *leadership) decide() {
 // halt: nothing starts any more; waits for a start under way.
 func (l *leadership) halt() {
 	l.mu.Lock()
-	l.stopped = true
+	if !l.stopped {
+		l.stopped = true
+		close(l.halted)
+	}
 	l.mu.Unlock()
 	l.starting.Wait()
 }
@@ -141,6 +155,12 @@ func (a *App) leaseAcquired(token uint64) {
 	defer ld.mu.Unlock()
 	if ld.everHeld {
 		a.Logger.Info("holds the leader lease again", "token", token)
+		// The singletons run on; the fence moves to the new term.
+		ld.starting.Add(1)
+		go func() {
+			defer ld.starting.Done()
+			a.raiseFence(token)
+		}()
 		return
 	}
 	if ld.standby != nil {
@@ -161,6 +181,13 @@ func (a *App) leaseAcquired(token uint64) {
 	ld.starting.Add(1)
 	go func() {
 		defer ld.starting.Done()
+		if !a.raiseFence(token) {
+			ld.mu.Lock()
+			ld.decide()
+			ld.mu.Unlock()
+			return
+		}
+		close(ld.fenced)
 		for _, f := range then {
 			f()
 		}
@@ -168,6 +195,75 @@ func (a *App) leaseAcquired(token uint64) {
 		ld.decide()
 		ld.mu.Unlock()
 	}()
+}
+
+// raiseFence raises the leader fence to token (storage.RaiseFence) before
+// anything of this term is seeded or fired, retrying (with the token of a
+// later term of this backend, if it got one meanwhile) until it works;
+// false when the backend stopped first.
+// A fence above the token means a newer leader raised it (this one is
+// stale, and its renewal will find the key moved) or the lease bucket was
+// recreated with its revisions starting over (see the README's
+// production topology: reset leader_fence then).
+func (a *App) raiseFence(token uint64) bool {
+	base, stop := context.WithCancel(context.Background())
+	defer stop()
+	go func() {
+		select {
+		case <-a.lead.halted:
+			stop()
+		case <-base.Done():
+		}
+	}()
+	for i := 0; ; i++ {
+		ctx, cancel := context.WithTimeout(base, 5*time.Second)
+		err := a.Store.RaiseFence(ctx, token)
+		cancel()
+		if err == nil {
+			a.Logger.Info("raised the leader fence", "token", token)
+			return true
+		}
+		if base.Err() != nil {
+			return false
+		}
+		if i%30 == 0 {
+			a.Logger.Error("cannot raise the leader fence to this term's token; the scheduler waits", "token", token, "err", err)
+		}
+		select {
+		case <-base.Done():
+			return false
+		case <-time.After(time.Second):
+		}
+		if t := a.fenceToken(); t != 0 {
+			token = t
+		}
+	}
+}
+
+// fenceToken is the fencing token of the lease's current term: its
+// revision while this backend holds it, 0 otherwise.
+func (a *App) fenceToken() uint64 {
+	a.lead.mu.Lock()
+	l := a.lead.lease
+	a.lead.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	return l.Token()
+}
+
+// fireToken is the token a scheduled fire carries, or why there is none:
+// NATS away (the lease cannot be renewed then, and nothing could be
+// published anyway: the exec engine's own answer) or another backend
+// leads.
+func (a *App) fireToken() (uint64, error) {
+	if t := a.fenceToken(); t != 0 {
+		return t, nil
+	}
+	if !a.Conn.IsConnected() {
+		return 0, fmt.Errorf("%w; nothing was recorded or published", broker.ErrNATSDown)
+	}
+	return 0, messages.Unavailablef("this backend does not hold the leader lease now; nothing was recorded or published")
 }
 
 // leaseStandby: another backend holds the lease (lease goroutine).
