@@ -21,8 +21,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"kanade-backend/cmd/kanade-backend/app/apptest"
-	"kanade-backend/cmd/kanade-fleet/sim"
+	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/sim"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/pgtest"

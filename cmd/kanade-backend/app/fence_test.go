@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"kanade-backend/cmd/internal/lease"
-	"kanade-backend/cmd/kanade-backend/app/apptest"
+	"kanade-backend/internal/apptest"
 	"kanade-backend/storage/storagetest"
 )
 
