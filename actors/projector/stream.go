@@ -91,7 +91,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 		if err := p.beforeConsume(c); err != nil {
 			panic(err) // retried by the supervisor, as below
 		}
-		ctx, cancel := p.env.opContext()
+		ctx, cancel := context.WithTimeout(p.env.base, setupTimeout)
 		defer cancel()
 		cons, err := p.ensureConsumer(ctx)
 		if err != nil {
@@ -128,6 +128,13 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 		p.pump.stop()
 	}
 }
+
+// setupTimeout bounds ensureConsumer's JetStream API calls, well below
+// opTimeout: on a NATS cluster a request sent while a stream or consumer
+// elects a new leader can go unanswered, and waiting long for it would
+// leave a new leader's projection silent; failing sooner lets the
+// supervisor's restart ask again.
+const setupTimeout = 15 * time.Second
 
 // beforeConsumeTimeout bounds a codec's start work; restoring a week of
 // exec records into a wiped database can take longer than one batch.

@@ -171,6 +171,9 @@ func (p *Publisher) nextRev() int64 {
 // that was interrupted is run again at the next start.
 const restoreMarker = "exec-records"
 
+// probeTimeout bounds RestoreIfWiped's look at the EXEC stream.
+const probeTimeout = 15 * time.Second
+
 // Result is what a restore did.
 type Result struct {
 	// Execs is how many execs were written back.
@@ -190,7 +193,15 @@ type Result struct {
 // results, no executions means retention deleted them, and they stay
 // deleted.
 func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slog.Logger, fresh bool) (Result, error) {
-	stream, err := js.Stream(ctx, messages.StreamExec)
+	// The look at the stream gets a short deadline of its own: the caller's
+	// covers a whole restore (minutes), and on a NATS cluster a JetStream
+	// API request sent while a stream elects a new leader can go
+	// unanswered, so it would wait out that deadline instead of failing and
+	// being retried (seen in the cluster test: a new leader's results
+	// projector silent after the NATS node leading a stream was killed).
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	stream, err := js.Stream(pctx, messages.StreamExec)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		// Deleted behind our back (the health check reports it): there is
 		// nothing to restore, and results must still be projected.
@@ -200,7 +211,7 @@ func RestoreIfWiped(ctx context.Context, st *storage.Store, js Streams, log *slo
 	if err != nil {
 		return Result{}, fmt.Errorf("exec records: stream %s: %w", messages.StreamExec, err)
 	}
-	info, err := stream.Info(ctx)
+	info, err := stream.Info(pctx)
 	if err != nil {
 		return Result{}, fmt.Errorf("exec records: stream %s: %w", messages.StreamExec, err)
 	}
