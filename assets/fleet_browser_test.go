@@ -97,6 +97,47 @@ func TestBrowserFleet(t *testing.T) {
 		tb.waitText("main", "Heartbeat received")
 	})
 
+	// The agents page pages by keyset (?after=, the API's cost is the same
+	// at any depth): 20 agents by 8 are three pages, the last without a
+	// next link; back to the first page from there.
+	t.Run("agents pages by keyset", func(t *testing.T) {
+		tb := tb.on(t)
+		rows := func() string {
+			return eval[string](tb, `[...document.querySelectorAll('main tbody tr td:first-child')].map((td) => td.textContent).join(',')`)
+		}
+		page := func(what, want string) {
+			t.Helper()
+			tb.wait(what, 10*time.Second, func() (bool, string) {
+				got := rows()
+				return got == want, got
+			})
+		}
+		tb.open("/agents?limit=8")
+		page("first page", "SIM-0001,SIM-0002,SIM-0003,SIM-0004,SIM-0005,SIM-0006,SIM-0007,SIM-0008")
+		tb.waitText("main nav[aria-label=Pages]", "SIM-0001 – SIM-0008")
+		tb.waitText("main .page-head", "20 agents")
+		tb.clickText("main nav[aria-label=Pages] a", "Next →")
+		page("second page", "SIM-0009,SIM-0010,SIM-0011,SIM-0012,SIM-0013,SIM-0014,SIM-0015,SIM-0016")
+		if got := tb.location(); !strings.Contains(got, "after=SIM-0008") || strings.Contains(got, "offset") {
+			t.Fatalf("second page at %s, want after=SIM-0008", got)
+		}
+		tb.clickText("main nav[aria-label=Pages] a", "Next →")
+		page("last page", "SIM-0017,SIM-0018,SIM-0019,SIM-0020")
+		if eval[bool](tb, `[...document.querySelectorAll('main nav[aria-label=Pages] a')].some((a) => a.textContent.includes('Next'))`) {
+			t.Fatal("the last page links to a next one")
+		}
+		tb.clickText("main nav[aria-label=Pages] a", "← First")
+		page("first page again", "SIM-0001,SIM-0002,SIM-0003,SIM-0004,SIM-0005,SIM-0006,SIM-0007,SIM-0008")
+		// A new search starts from the first page of its matches.
+		tb.clickText("main nav[aria-label=Pages] a", "Next →")
+		page("second page before searching", "SIM-0009,SIM-0010,SIM-0011,SIM-0012,SIM-0013,SIM-0014,SIM-0015,SIM-0016")
+		tb.do("search", chromedpSendKeys("input[name=q]", "SIM-000"))
+		page("search from its first page", "SIM-0001,SIM-0002,SIM-0003,SIM-0004,SIM-0005,SIM-0006,SIM-0007,SIM-0008")
+		if strings.Contains(tb.location(), "after=") {
+			t.Fatalf("search kept the page position: %s", tb.location())
+		}
+	})
+
 	t.Run("job from YAML, exec to a group, completed live", func(t *testing.T) {
 		tb := tb.on(t)
 		tb.open("/jobs/new")
