@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -26,25 +27,27 @@ import (
 // Heartbeats are not in a stream, so one lost in a crash is simply replaced
 // by the agent's next one.
 type heartbeatProjector struct {
-	env     *env
-	sub     *nats.Subscription
-	pending map[string]*beat
-	errs    []storage.ProjectionError
-	timer   clock.Timer
+	env *env
+	sub *nats.Subscription
 	// known holds the PCs whose agents row a committed flush wrote: their
 	// heartbeats only update the row (one statement), where an unknown
 	// PC's first goes through the insert that tells whether it is new.
-	// Bounded by the fleet, like pending.
+	// Bounded by the fleet, like pending. Only the actor touches it.
 	known map[string]struct{}
+
+	// The subscription's goroutine decodes and coalesces each heartbeat
+	// under mu, and the actor takes what is pending at each flush: 3 333
+	// heartbeats/s (100 000 agents) do not each wake the actor's mailbox
+	// goroutine, which was about a tenth of the idle fleet's backend CPU
+	// in scheduling alone.
+	mu      sync.Mutex
+	pending map[string]*beat
+	errs    []storage.ProjectionError
+	timer   clock.Timer
+	closed  bool
 }
 
 var _ actor.Actor = (*heartbeatProjector)(nil)
-
-// heartbeatIn is one message of heartbeat.>, forwarded by the subscription.
-type heartbeatIn struct {
-	subject string
-	data    []byte
-}
 
 // maxPendingErrors bounds the undecodable heartbeats kept for the next
 // flush; pending heartbeats themselves are bounded by the fleet (one per
@@ -68,34 +71,25 @@ func newHeartbeatProjector(e *env) *heartbeatProjector {
 }
 
 func (h *heartbeatProjector) Receive(c actor.Context) {
-	switch m := c.Message().(type) {
+	switch c.Message().(type) {
 	case *actor.Started:
 		self, root := c.Self(), c.ActorSystem().Root
+		tick := func() { root.Send(self, &flushTick{}) }
 		sub, err := h.env.conn.Subscribe(messages.SubjectHeartbeatAll, func(msg *nats.Msg) {
-			// Runs on the subscription's goroutine: forward only.
-			root.Send(self, &heartbeatIn{subject: msg.Subject, data: msg.Data})
+			h.receive(msg.Subject, msg.Data, tick)
 		})
 		if err != nil {
 			panic(fmt.Errorf("subscribe %s: %w", messages.SubjectHeartbeatAll, err))
 		}
 		h.sub = sub
 		reportReady(c, ProjHeartbeat)
-	case *heartbeatIn:
-		// The period starts before the heartbeat is counted as received,
-		// so whoever sees the count (a test driving a fake clock) knows
-		// the flush timer is already armed.
-		if h.timer == nil {
-			self, root := c.Self(), c.ActorSystem().Root
-			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
-		}
-		h.receive(m)
 	case *flushTick:
-		h.timer = nil
-		if !h.flush(c) {
+		beats, errs := h.take()
+		if !h.flush(c, beats, errs) {
 			// Keep what is pending (newer heartbeats merge into it) and try
 			// again at the next period.
 			self, root := c.Self(), c.ActorSystem().Root
-			h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, func() { root.Send(self, &flushTick{}) })
+			h.putBack(beats, errs, func() { root.Send(self, &flushTick{}) })
 		}
 	case *actor.Stopping:
 		h.shutdown(c)
@@ -111,16 +105,28 @@ func (h *heartbeatProjector) shutdown(c actor.Context) {
 		_ = h.sub.Unsubscribe()
 		h.sub = nil
 	}
-	if h.timer != nil {
-		h.timer.Stop()
-		h.timer = nil
-	}
-	h.flush(c)
+	h.mu.Lock()
+	h.closed = true // a callback still running drops its heartbeat
+	h.mu.Unlock()
+	beats, errs := h.take()
+	h.flush(c, beats, errs)
 }
 
-func (h *heartbeatProjector) receive(m *heartbeatIn) {
+// receive decodes one message of heartbeat.> and merges it into what is
+// pending; it runs on the subscription's goroutine. The flush period starts
+// (tick armed) before the heartbeat is counted as received, so whoever sees
+// the count (a test driving a fake clock) knows the flush timer is armed.
+func (h *heartbeatProjector) receive(subject string, data []byte, tick func()) {
+	hb, err := decodeHeartbeatOn(subject, data)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	if h.timer == nil {
+		h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, tick)
+	}
 	h.env.metrics.heartbeats.Inc()
-	hb, err := decodeHeartbeatOn(m.subject, m.data)
 	if err != nil {
 		h.env.metrics.poison.WithLabelValues(ProjHeartbeat).Inc()
 		if len(h.errs) >= maxPendingErrors {
@@ -129,24 +135,61 @@ func (h *heartbeatProjector) receive(m *heartbeatIn) {
 			return
 		}
 		h.errs = append(h.errs, storage.ProjectionError{
-			Projection: ProjHeartbeat, Stream: "", StreamSeq: 0, Subject: m.subject,
-			Error: err.Error(), Payload: m.data, RecordedAt: storage.T(h.env.clock.Now()),
+			Projection: ProjHeartbeat, Stream: "", StreamSeq: 0, Subject: subject,
+			Error: err.Error(), Payload: data, RecordedAt: storage.T(h.env.clock.Now()),
 		})
 		return
 	}
-	b := h.pending[hb.PcID]
-	if b == nil {
-		h.pending[hb.PcID] = &beat{pcID: hb.PcID, at: hb.At, agentVersion: hb.AgentVersion, hostname: hb.Hostname, osFamily: hb.OsFamily}
+	merge(h.pending, &beat{pcID: hb.PcID, at: hb.At, agentVersion: hb.AgentVersion, hostname: hb.Hostname, osFamily: hb.OsFamily}, false)
+}
+
+// merge folds b into pending's beat of the same PC: the latest at and its
+// agent_version, the first non-null hostname and os_family. older says b
+// was received before the pending one (a failed flush put back).
+func merge(pending map[string]*beat, b *beat, older bool) {
+	p := pending[b.pcID]
+	if p == nil {
+		pending[b.pcID] = b
 		return
 	}
-	if !hb.At.Before(b.at) {
-		b.at, b.agentVersion = hb.At, hb.AgentVersion
+	if b.at.After(p.at) || (!older && b.at.Equal(p.at)) {
+		p.at, p.agentVersion = b.at, b.agentVersion
 	}
-	if b.hostname == nil {
-		b.hostname = hb.Hostname
+	if p.hostname == nil || (older && b.hostname != nil) {
+		p.hostname = b.hostname
 	}
-	if b.osFamily == nil {
-		b.osFamily = hb.OsFamily
+	if p.osFamily == nil || (older && b.osFamily != nil) {
+		p.osFamily = b.osFamily
+	}
+}
+
+// take returns what is pending and starts a new period.
+func (h *heartbeatProjector) take() (map[string]*beat, []storage.ProjectionError) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.timer != nil {
+		h.timer.Stop()
+		h.timer = nil
+	}
+	beats, errs := h.pending, h.errs
+	h.pending, h.errs = map[string]*beat{}, nil
+	return beats, errs
+}
+
+// putBack returns what a failed flush took to the pending heartbeats,
+// under those received since, and arms the next flush.
+func (h *heartbeatProjector) putBack(beats map[string]*beat, errs []storage.ProjectionError, tick func()) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, b := range beats {
+		merge(h.pending, b, true)
+	}
+	h.errs = append(errs, h.errs...)
+	if len(h.errs) > maxPendingErrors {
+		h.errs = h.errs[:maxPendingErrors]
+	}
+	if h.timer == nil && !h.closed {
+		h.timer = h.env.clock.AfterFunc(h.env.cfg.HeartbeatFlush, tick)
 	}
 }
 
@@ -179,16 +222,16 @@ func decodeHeartbeat(data []byte) (messages.Heartbeat, error) {
 	return hb, nil
 }
 
-// flush writes the pending heartbeats and errors in one transaction and
-// publishes AgentsSeen; it reports success.
-func (h *heartbeatProjector) flush(c actor.Context) bool {
-	if len(h.pending) == 0 && len(h.errs) == 0 {
+// flush writes the heartbeats and errors taken from pending in one
+// transaction and publishes AgentsSeen; it reports success.
+func (h *heartbeatProjector) flush(c actor.Context, pending map[string]*beat, errs []storage.ProjectionError) bool {
+	if len(pending) == 0 && len(errs) == 0 {
 		return true
 	}
 	start := time.Now()
 	now := h.env.clock.Now().UTC()
-	beats := make([]*beat, 0, len(h.pending))
-	for _, b := range h.pending {
+	beats := make([]*beat, 0, len(pending))
+	for _, b := range pending {
 		beats = append(beats, b)
 	}
 	// Sorted by pc_id: the upsert walks the primary key index in order.
@@ -201,7 +244,7 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 		if added, err = upsertAgents(ctx, tx, h.env.stmts, beats, h.known, now); err != nil {
 			return err
 		}
-		return recordErrors(ctx, tx, h.errs)
+		return recordErrors(ctx, tx, errs)
 	})
 	if err != nil {
 		level := slog.LevelDebug // retried every period: say it once, then quietly
@@ -215,8 +258,6 @@ func (h *heartbeatProjector) flush(c actor.Context) bool {
 	for _, b := range beats {
 		h.known[b.pcID] = struct{}{}
 	}
-	h.pending = map[string]*beat{}
-	h.errs = nil
 	m := h.env.metrics
 	m.flushDuration.Observe(time.Since(start).Seconds())
 	m.agentsPerFlush.Observe(float64(len(beats)))

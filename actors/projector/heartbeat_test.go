@@ -232,3 +232,45 @@ func testHeartbeatOfKnownAgents(t *testing.T, st *storage.Store) {
 		}
 	}
 }
+
+// A flush the database refuses keeps its heartbeats: the next flush writes
+// them merged with those received meanwhile (the latest at and version,
+// the first hostname), and the undecodable one is recorded once.
+func TestHeartbeatFlushFailureKeepsHeartbeats(t *testing.T) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	ctx := context.Background()
+	heartbeat(t, h, "pc-a", t0, "1.0", str("FIRST"), nil)
+	heartbeat(t, h, "pc-b", t0, "1.0", nil, nil)
+	if err := h.broker.Conn.Publish("heartbeat.bad", []byte(`{`)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReceived(3)
+	// The agents table is gone for a while: the flush fails.
+	if _, err := h.store.W.ExecContext(ctx, "ALTER TABLE agents RENAME TO agents_away"); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(time.Second)
+	eventually(t, 5*time.Second, func() error {
+		if len(h.status.Stalls()) == 0 {
+			return fmt.Errorf("no stall recorded")
+		}
+		return nil
+	})
+	heartbeat(t, h, "pc-a", t0.Add(30*time.Second), "1.1", str("SECOND"), str("windows"))
+	h.waitReceived(4)
+	if _, err := h.store.W.ExecContext(ctx, "ALTER TABLE agents_away RENAME TO agents"); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(time.Second)
+	h.waitCount("agents", 2, 5*time.Second)
+	a := agentRow(t, h, "pc-a")
+	if a.AgentVersion != "1.1" || !a.LastHeartbeat.Equal(t0.Add(30*time.Second)) || deref(a.Hostname) != "FIRST" || deref(a.OsFamily) != "windows" {
+		t.Fatalf("pc-a after the failed flush = %+v (%s, %s)", a, deref(a.Hostname), deref(a.OsFamily))
+	}
+	h.waitCount("projection_errors", 1, 5*time.Second, "projection = 'heartbeat'", "subject = 'heartbeat.bad'")
+	seen := eventsOf[*messages.AgentsSeen](h)
+	if len(seen) != 1 || len(seen[0].Agents) != 2 || !seen[0].Agents[0].New || !seen[0].Agents[1].New {
+		t.Fatalf("AgentsSeen = %+v", seen)
+	}
+}
