@@ -81,6 +81,13 @@ func (h *heartbeatProjector) Receive(c actor.Context) {
 		if err != nil {
 			panic(fmt.Errorf("subscribe %s: %w", messages.SubjectHeartbeatAll, err))
 		}
+		// Decoding runs on the subscription now: a fleet starting at once
+		// (100 000 first heartbeats) must queue, as it did in the actor's
+		// unbounded mailbox, not trip the client's slow-consumer limit
+		// (65 536 messages) and lose first heartbeats.
+		if err := sub.SetPendingLimits(-1, -1); err != nil {
+			panic(fmt.Errorf("subscribe %s: %w", messages.SubjectHeartbeatAll, err))
+		}
 		h.sub = sub
 		reportReady(c, ProjHeartbeat)
 	case *flushTick:
