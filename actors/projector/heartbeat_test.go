@@ -154,3 +154,125 @@ func TestHeartbeatForAnotherPCIsRefused(t *testing.T) {
 	}
 	agentRow(t, h, "honest")
 }
+
+// A PC whose row an earlier flush wrote is only updated (one statement per
+// chunk, no insert attempt); should its row be gone meanwhile (the agent
+// was decommissioned), its next heartbeat creates the row again and
+// announces it new, like any unknown PC.
+func TestHeartbeatOfKnownAgents(t *testing.T) {
+	storagetest.ForEachDialect(t, testHeartbeatOfKnownAgents)
+}
+
+func testHeartbeatOfKnownAgents(t *testing.T, st *storage.Store) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake, store: st}).start()
+	const n = 1200 // two full chunks and a partial one
+	pc := func(i int) string { return fmt.Sprintf("pc-%04d", i) }
+	round := func(r int, at time.Time, version string, host *string) {
+		t.Helper()
+		for i := range n {
+			heartbeat(t, h, pc(i), at, version, host, nil)
+		}
+		h.waitReceived(n * r)
+		fake.Advance(time.Second)
+		testsupport.Eventually(t, waitFor, func() error {
+			if got := len(eventsOf[*messages.AgentsSeen](h)); got != r {
+				return fmt.Errorf("%d AgentsSeen, want %d", got, r)
+			}
+			return nil
+		})
+	}
+	newOnes := func(r int) []string {
+		t.Helper()
+		seen := eventsOf[*messages.AgentsSeen](h)[r-1]
+		if len(seen.Agents) != n {
+			t.Fatalf("flush %d announced %d agents, want %d", r, len(seen.Agents), n)
+		}
+		var ids []string
+		for _, a := range seen.Agents {
+			if a.New {
+				ids = append(ids, a.PcID)
+			}
+		}
+		return ids
+	}
+
+	round(1, t0, "1.0", nil)
+	if got := newOnes(1); len(got) != n {
+		t.Fatalf("first flush announced %d new agents, want %d", len(got), n)
+	}
+	// pc-0007 (first full chunk) and pc-1100 (the partial one) leave.
+	ctx := context.Background()
+	if _, err := h.store.W.NewDelete().Model((*storage.Agent)(nil)).Where("pc_id IN (?, ?)", pc(7), pc(1100)).Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	round(2, t0.Add(30*time.Second), "1.1", str("HOST"))
+	if got := newOnes(2); len(got) != 2 || got[0] != pc(7) || got[1] != pc(1100) {
+		t.Fatalf("second flush announced new %v, want the two deleted PCs", got)
+	}
+	if c := h.count("agents"); c != n {
+		t.Fatalf("%d agents, want %d", c, n)
+	}
+	for _, i := range []int{0, 7, 499, 500, 1100, n - 1} {
+		a := agentRow(t, h, pc(i))
+		if a.AgentVersion != "1.1" || !a.LastHeartbeat.Equal(t0.Add(30*time.Second)) || deref(a.Hostname) != "HOST" ||
+			!a.UpdatedAt.Equal(t0.Add(2*time.Second)) {
+			t.Fatalf("%s after the second flush = %+v", pc(i), a)
+		}
+	}
+	// Older heartbeats of known agents: nothing moves back, the first
+	// hostname stays, updated_at is the flush time; none is new.
+	round(3, t0.Add(10*time.Second), "0.9", str("LATER"))
+	if got := newOnes(3); len(got) != 0 {
+		t.Fatalf("third flush announced new %v", got)
+	}
+	for _, i := range []int{0, 7, 500, 1100, n - 1} {
+		a := agentRow(t, h, pc(i))
+		if a.AgentVersion != "1.1" || !a.LastHeartbeat.Equal(t0.Add(30*time.Second)) || deref(a.Hostname) != "HOST" ||
+			!a.UpdatedAt.Equal(t0.Add(3*time.Second)) {
+			t.Fatalf("%s after older heartbeats = %+v", pc(i), a)
+		}
+	}
+}
+
+// A flush the database refuses keeps its heartbeats: the next flush writes
+// them merged with those received meanwhile (the latest at and version,
+// the first hostname), and the undecodable one is recorded once.
+func TestHeartbeatFlushFailureKeepsHeartbeats(t *testing.T) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	ctx := context.Background()
+	heartbeat(t, h, "pc-a", t0, "1.0", str("FIRST"), nil)
+	heartbeat(t, h, "pc-b", t0, "1.0", nil, nil)
+	if err := h.broker.Conn.Publish("heartbeat.bad", []byte(`{`)); err != nil {
+		t.Fatal(err)
+	}
+	h.waitReceived(3)
+	// The agents table is gone for a while: the flush fails.
+	if _, err := h.store.W.ExecContext(ctx, "ALTER TABLE agents RENAME TO agents_away"); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(time.Second)
+	testsupport.Eventually(t, waitFor, func() error {
+		if len(h.status.Stalls()) == 0 {
+			return fmt.Errorf("no stall recorded")
+		}
+		return nil
+	})
+	heartbeat(t, h, "pc-a", t0.Add(30*time.Second), "1.1", str("SECOND"), str("windows"))
+	h.waitReceived(4)
+	if _, err := h.store.W.ExecContext(ctx, "ALTER TABLE agents_away RENAME TO agents"); err != nil {
+		t.Fatal(err)
+	}
+	fake.Advance(time.Second)
+	h.waitCount("agents", 2, 5*time.Second)
+	a := agentRow(t, h, "pc-a")
+	if a.AgentVersion != "1.1" || !a.LastHeartbeat.Equal(t0.Add(30*time.Second)) || deref(a.Hostname) != "FIRST" || deref(a.OsFamily) != "windows" {
+		t.Fatalf("pc-a after the failed flush = %+v (%s, %s)", a, deref(a.Hostname), deref(a.OsFamily))
+	}
+	h.waitCount("projection_errors", 1, 5*time.Second, "projection = 'heartbeat'", "subject = 'heartbeat.bad'")
+	seen := eventsOf[*messages.AgentsSeen](h)
+	if len(seen) != 1 || len(seen[0].Agents) != 2 || !seen[0].Agents[0].New || !seen[0].Agents[1].New {
+		t.Fatalf("AgentsSeen = %+v", seen)
+	}
+}
