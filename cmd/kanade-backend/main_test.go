@@ -117,11 +117,23 @@ func startBinary(t *testing.T, bin string, env []string, args ...string) *proc {
 			p.log.WriteString(sc.Text() + "\n")
 		}
 	}()
-	go func() { <-copied; p.done <- cmd.Wait() }()
+	// exited is closed once Wait returned: the cleanup must not read
+	// cmd.ProcessState, which Wait writes on its own goroutine (a data
+	// race when the process ended by itself, as a fenced leader does),
+	// nor take p.done, which the test may have taken.
+	exited := make(chan struct{})
+	go func() {
+		<-copied
+		err := cmd.Wait()
+		close(exited)
+		p.done <- err
+	}()
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
+		select {
+		case <-exited:
+		default:
 			_ = cmd.Process.Kill()
-			<-p.done
+			<-exited
 		}
 		if t.Failed() {
 			t.Logf("%s log:\n%s", filepath.Base(bin), p.log.String())
