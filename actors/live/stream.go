@@ -2,7 +2,6 @@ package live
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/actors/clock"
 	"kanade-backend/messages"
 )
 
@@ -141,11 +141,9 @@ func (p *publisher) run(ctx context.Context) {
 			p.opts.Logger.Warn("live events: cannot publish to the live stream; keeping events and retrying",
 				"stream", messages.StreamLive, "err", err)
 		}
-		select {
-		case <-ctx.Done():
+		if !clock.Sleep(ctx, clock.Real{}, p.opts.RetryEvery) {
 			p.flush()
 			return
-		case <-time.After(p.opts.RetryEvery):
 		}
 	}
 }
@@ -204,10 +202,7 @@ func follow(ctx context.Context, opts Options, send func(any)) {
 			lastErr = err.Error()
 			opts.Logger.Warn("live events: cannot follow the live stream yet; retrying", "stream", messages.StreamLive, "err", err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(opts.RetryEvery):
-		}
+		clock.Sleep(ctx, clock.Real{}, opts.RetryEvery)
 	}
 }
 
@@ -311,7 +306,7 @@ func readStream(ctx context.Context, opts Options, from, end uint64, write func(
 		if ctx.Err() != nil {
 			return 0, false
 		}
-		if errors.Is(err, context.DeadlineExceeded) || err != nil {
+		if err != nil {
 			// Nothing more (all later events expired) or NATS away.
 			return giveUp(fmt.Errorf("reading sequence %d: %w", next, err))
 		}

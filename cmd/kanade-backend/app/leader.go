@@ -229,10 +229,8 @@ func (a *App) raiseFence(token uint64) bool {
 		if i%30 == 0 {
 			a.Logger.Error("cannot raise the leader fence to this term's token; the scheduler waits", "token", token, "err", err)
 		}
-		select {
-		case <-base.Done():
+		if !clock.Sleep(base, clock.Real{}, time.Second) {
 			return false
-		case <-time.After(time.Second):
 		}
 		if t := a.fenceToken(); t != 0 {
 			token = t
