@@ -21,9 +21,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/cmd/internal/lease"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -235,15 +235,7 @@ func wantAllResources(t *testing.T, httpAddr, token string) {
 // included) as a stock NATS client on the listen address sees them.
 func brokerResources(t *testing.T, natsAddr string) map[string]string {
 	t.Helper()
-	nc, err := nats.Connect("nats://" + natsAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testsupport.ConnectJS(t, "nats://"+natsAddr)
 	return brokertest.DescribeStreams(t, js)
 }
 

@@ -16,9 +16,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -49,15 +49,7 @@ func TestBinaryTwoBackendsOnOneNATSFireOnceAndTakeOver(t *testing.T) {
 
 	// The agent: heartbeats, counts Commands by exec id, answers each with
 	// a result through JetStream (as agents publish them).
-	nc, err := nats.Connect(br.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := testsupport.ConnectJS(t, br.ClientURL())
 	var mu sync.Mutex
 	fires := map[string]int{} // exec id → Commands
 	firstAt := map[string]time.Time{}

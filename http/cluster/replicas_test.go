@@ -12,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/http/cluster"
 	"kanade-backend/internal/apptest"
 	"kanade-backend/internal/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 	"kanade-backend/storage/pgtest"
@@ -71,15 +69,7 @@ func TestReplicasShareTheAPIAndTheLiveEvents(t *testing.T) {
 
 	// An agent's result, projected by A (the leader), reaches a browser on B.
 	onB := openStream(t, b, "")
-	nc, err := nats.Connect(br.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testsupport.ConnectJS(t, br.ClientURL())
 	publishResult := func(requestID string) time.Time {
 		now := time.Now().UTC()
 		job := "probe"

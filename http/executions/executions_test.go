@@ -11,12 +11,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/cmd/kanade-backend/app"
 	"kanade-backend/http/executions"
 	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
@@ -32,12 +32,7 @@ func TestExecPublishesThreeSubjectsAfterThePin(t *testing.T) {
 
 	// The agent reads script_current on its own connection when the first
 	// Command arrives, exactly as a real agent checks the pin.
-	nc, err := nats.Connect(b.NATSURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, _ := jetstream.New(nc)
+	_, js := testsupport.ConnectJS(t, b.NATSURL)
 	pins, err := js.KeyValue(context.Background(), messages.BucketScriptCurrent)
 	if err != nil {
 		t.Fatal(err)

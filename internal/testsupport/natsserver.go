@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // RunNATSServer runs a stock nats-server with opts (an operator's external
@@ -24,4 +26,21 @@ func RunNATSServer(t testing.TB, opts *server.Options) *server.Server {
 	}
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
 	return ns
+}
+
+// ConnectJS connects a plain NATS client (an agent, the CLI, a test's own
+// view of the streams) to url, with its JetStream context; closed at
+// cleanup.
+func ConnectJS(t testing.TB, url string) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatalf("connect to NATS at %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatalf("JetStream context: %v", err)
+	}
+	return nc, js
 }

@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker"
 	"kanade-backend/storage/broker/brokertest"
@@ -101,15 +101,7 @@ func TestProbeReportsDeletedStream(t *testing.T) {
 // listens, and sees the resources the backend created.
 func TestEmbeddedServerAcceptsTCPClients(t *testing.T) {
 	b := brokertest.Start(t, brokertest.Options{Listen: "127.0.0.1:-1"})
-	nc, err := nats.Connect(b.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := testsupport.ConnectJS(t, b.ClientURL())
 	if _, err := js.KeyValue(context.Background(), messages.BucketJobs); err != nil {
 		t.Fatalf("jobs bucket over TCP: %v", err)
 	}
