@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"kanade-backend/messages"
 )
@@ -112,33 +113,34 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg) // nil: not registered (tests)
 	m := &metrics{
-		clients: prometheus.NewGauge(prometheus.GaugeOpts{
+		clients: f.NewGauge(prometheus.GaugeOpts{
 			Name: "kanade_live_clients",
 			Help: "Server-Sent Events clients connected to /api/events.",
 		}),
-		slowClients: prometheus.NewCounter(prometheus.CounterOpts{
+		slowClients: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_live_slow_clients_dropped_total",
 			Help: "Live-event clients disconnected because their buffer was full.",
 		}),
-		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
+		publishErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_live_publish_errors_total",
 			Help: "Failed attempts to publish a live event to the live stream (retried).",
 		}),
-		publishDropped: prometheus.NewCounter(prometheus.CounterOpts{
+		publishDropped: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_live_publish_dropped_total",
 			Help: "Live events dropped because NATS stayed away longer than the publish backlog lasts (a reset event follows).",
 		}),
 	}
-	events := prometheus.NewCounterVec(prometheus.CounterOpts{
+	events := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_live_events_total",
 		Help: "Live events this replica published to the live stream (after coalescing), by event name.",
 	}, []string{"event"})
-	sent := prometheus.NewCounterVec(prometheus.CounterOpts{
+	sent := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_live_events_sent_total",
 		Help: "Live events queued to clients, by event name (one per client).",
 	}, []string{"event"})
-	dropped := prometheus.NewCounterVec(prometheus.CounterOpts{
+	dropped := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "kanade_live_events_dropped_total",
 		Help: "Live events a client could not take because its buffer was full, by event name.",
 	}, []string{"event"})
@@ -146,9 +148,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.events[k] = events.WithLabelValues(name)
 		m.sent[k] = sent.WithLabelValues(name)
 		m.dropped[k] = dropped.WithLabelValues(name)
-	}
-	if reg != nil {
-		reg.MustRegister(m.clients, m.slowClients, m.publishErrors, m.publishDropped, events, sent, dropped)
 	}
 	return m
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"kanade-backend/http/httpx"
 	"kanade-backend/http/internal/opaudit"
@@ -132,19 +133,17 @@ type metrics struct {
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg) // nil: not registered (tests)
 	m := &metrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "kanade_agent_requests_total",
 			Help: "Synchronous calls to one agent (run, ping, logs) by outcome: ok, timeout, no_responders, error.",
 		}, []string{"op", "outcome"}),
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kanade_agent_request_duration_seconds",
 			Help:    "How long a synchronous call to one agent waited for its answer.",
 			Buckets: []float64{.01, .05, .1, .5, 1, 5, 10, 30, 60, 300},
 		}, []string{"op"}),
-	}
-	if reg != nil {
-		reg.MustRegister(m.requests, m.duration)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/storage/broker/callout"
@@ -101,13 +102,10 @@ func NewAuthorizer(o AuthorizerOptions) *Authorizer {
 		o.Logger = slog.Default()
 	}
 	a := &Authorizer{o: o, used: map[string]time.Time{},
-		results: prometheus.NewCounterVec(prometheus.CounterOpts{
+		results: promauto.With(o.Registerer).NewCounterVec(prometheus.CounterOpts{
 			Name: "kanade_nats_auth_total",
 			Help: "NATS client authorizations by the auth callout, by kind of credential and result.",
 		}, []string{"kind", "result"})}
-	if o.Registerer != nil {
-		o.Registerer.MustRegister(a.results)
-	}
 	return a
 }
 
