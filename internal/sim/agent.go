@@ -2,6 +2,7 @@ package sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -32,6 +33,8 @@ type env struct {
 	root  *actor.RootContext
 	stats *counters
 	log   *slog.Logger
+	// dispatch runs the agents' mailboxes (workers.go).
+	dispatch actor.Dispatcher
 }
 
 // publisher is the connection pcID publishes on.
@@ -145,7 +148,7 @@ func (a *agent) Receive(c actor.Context) {
 	case killJob:
 		a.kill(c, m.jobID)
 	case groupsSet:
-		a.log.add(a.env.clock.Now(), "INFO", "agent groups now %v", m.groups)
+		a.log.add(a.env.clock.Now(), "INFO", "agent groups now %s", fmt.Sprint(m.groups)) // the slice is not the log's to keep
 	case logsFetch:
 		a.answerLogs(m.msg)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ type Fleet struct {
 	stats   counters
 
 	sys     *actor.ActorSystem
+	workers *workers // the agents' dispatcher
 	router  *actor.PID
 	wheel   *heartbeatWheel
 	groups  *groupWatch
@@ -112,7 +114,8 @@ func (f *Fleet) start(ctx context.Context) error {
 	}
 
 	f.sys = actorsys.New(log)
-	e := &env{cfg: cfg, pub: f.nc, clock: cfg.Clock, root: f.sys.Root, stats: &f.stats, log: log}
+	f.workers = newWorkers(runtime.GOMAXPROCS(0))
+	e := &env{cfg: cfg, pub: f.nc, clock: cfg.Clock, root: f.sys.Root, stats: &f.stats, log: log, dispatch: f.workers}
 	if f.links != nil {
 		e.pubs = make(map[string]publisher, len(f.links))
 		for _, l := range f.links {
@@ -290,6 +293,9 @@ func (f *Fleet) Stop(ctx context.Context) error {
 			if err := actorsys.Stop(ctx, f.sys, f.router); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if f.workers != nil {
+			f.workers.stop()
 		}
 		if f.links != nil {
 			if err := eachLink(f.links, func(l *link) error { return l.close(ctx) }); err != nil {

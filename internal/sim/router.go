@@ -144,7 +144,8 @@ func (r *router) spawnAgents(c actor.Context) {
 		// Each agent gets its own stream of randomness derived from the
 		// fleet seed, so a run is reproducible whatever the scheduling.
 		seed := r.seed + uint64(i)*0x9e3779b97f4a7c15
-		pid, err := c.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newAgent(id, r.env, seed) }), id)
+		pid, err := c.SpawnNamed(actor.PropsFromProducer(func() actor.Actor { return newAgent(id, r.env, seed) },
+			actor.WithDispatcher(r.env.dispatch)), id)
 		if err != nil {
 			r.env.log.Error("spawn simulated agent", "pc_id", id, "err", err)
 			continue
