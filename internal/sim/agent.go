@@ -181,10 +181,10 @@ func (a *agent) setPower(m powerSet) {
 
 func (a *agent) heartbeat(at time.Time) {
 	hostname, os := strings.ToLower(a.pcID), a.env.cfg.OSFamily
-	b, err := json.Marshal(messages.Heartbeat{
+	b, err := messages.Heartbeat{
 		PcID: a.pcID, At: at, AgentVersion: a.env.cfg.AgentVersion,
 		Hostname: &hostname, OsFamily: &os,
-	})
+	}.MarshalJSON() // not json.Marshal, which would validate and compact its output again
 	if err == nil {
 		err = a.env.publisher(a.pcID).Publish(messages.HeartbeatSubject(a.pcID), b)
 	}
@@ -293,7 +293,7 @@ func (a *agent) finish(c actor.Context, r *run, code int) {
 		Stdout: r.stdout.String(), Stderr: r.stderr.String(),
 		StartedAt: r.started, FinishedAt: now, ManifestID: &id,
 	}
-	b, err := json.Marshal(res)
+	b, err := res.MarshalJSON() // not json.Marshal, which would validate and compact its output again
 	if err == nil {
 		err = a.env.publisher(a.pcID).Publish(messages.ResultsSubject(r.cmd.RequestID), b)
 	}
