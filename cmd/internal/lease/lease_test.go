@@ -341,9 +341,31 @@ func TestRenewalOnAMovedKeyStepsDownAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := kv.Put(context.Background(), DefaultKey, []byte(`{"replica_id":"intruder","pid":7,"host":"elsewhere"}`)); err != nil {
+	intruder := []byte(`{"replica_id":"intruder","pid":7,"host":"elsewhere"}`)
+	if _, err := kv.Put(context.Background(), DefaultKey, intruder); err != nil {
 		t.Fatal(err)
 	}
+	// The bucket's TTL is one second of the server's real time, and under
+	// load the candidate's next read can come later than that: keep the
+	// intruder's key alive until the candidate has seen it, or the key
+	// expires and the candidate rightly takes the lease back.
+	seen := make(chan struct{})
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		for {
+			select {
+			case <-seen:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := kv.Put(context.Background(), DefaultKey, intruder); err != nil {
+				t.Errorf("keep the intruder's key: %v", err)
+				return
+			}
+		}
+	}()
+	defer func() { close(seen); <-kept }()
 	clk.Advance(testRenew)
 	waitLost(t, a, ErrTaken)
 	// Back to campaigning: it sees the other holder.
