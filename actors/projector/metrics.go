@@ -72,7 +72,7 @@ func newMetrics(reg prometheus.Registerer) (m *metrics, err error) {
 		batchSize: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kanade_projection_batch_size",
 			Help:    "Messages per applied batch (one write transaction), by projection.",
-			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000},
+			Buckets: []float64{1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2000},
 		}, []string{"projection"}),
 		batchDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "kanade_projection_batch_duration_seconds",
