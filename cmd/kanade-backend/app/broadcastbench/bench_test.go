@@ -1,13 +1,18 @@
 package broadcastbench
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -37,8 +42,9 @@ func sizes() []int {
 	return out
 }
 
-// BenchmarkBroadcast runs, per fleet size N, a backend and N simulated
-// agents (kanade-fleet's sim, in process), and times an operator's
+// BenchmarkBroadcast runs, per fleet size N, a backend (in this process:
+// embedded NATS, SQLite, every actor) and N simulated agents in a
+// kanade-fleet process of their own, and times an operator's
 // POST /api/exec/{job} with target all (the exec API: N expected PCs
 // resolved and recorded, one commands.all published) and the broadcast
 // from that request until the exec is completed, which the results
@@ -46,12 +52,22 @@ func sizes() []int {
 // of the N rows is committed. lag_s is that commit after the RESULTS
 // stream stored the last agent's answer.
 //
+// The fleet runs apart because agents are other machines: in the
+// backend's process, 100 000 simulated agents shared its Go scheduler and
+// its garbage collector, and the agents' answering queued the backend's
+// projection behind them, which no real deployment does. On this one box
+// the two processes still share the cores.
+//
 // The raw ceiling of the same run (raw_s) is the same N results published
 // to JetStream from a plain loop (acks awaited) and inserted into a fresh
 // SQLite database of the same schema by a plain loop of 500-row
 // statements, one transaction each. %_of_raw is raw_s ÷ broadcast_s.
 //
 //	go test -run '^$' -bench Broadcast -benchtime 1x -timeout 30m ./cmd/kanade-backend/app/broadcastbench/
+//
+// KANADE_BENCH_CPUPROFILE=DIR writes a CPU profile of the backend during
+// each broadcast there; KANADE_BENCH_TIMELINE=1 prints, every 250 ms of
+// it, the rows committed, the answers stored and the backend's CPU.
 func BenchmarkBroadcast(b *testing.B) {
 	for _, n := range sizes() {
 		b.Run(fmt.Sprintf("agents=%d", n), func(b *testing.B) {
@@ -66,9 +82,7 @@ func broadcast(b *testing.B, n int) {
 	ctx := context.Background()
 	be := apptest.Start(b)
 	be.JSON(b, "POST", "/api/jobs", `{"id":"bench","version":"1","execute":{"shell":"powershell","script":"echo ok\nexit 0","timeout":"10m"}}`, 200, nil)
-	start := time.Now()
-	be.StartFleet(b, sim.Config{Agents: n, Heartbeat: 30 * time.Second})
-	fleetStart := time.Since(start)
+	fleet := startFleet(b, be.NATSURL, n)
 	// "all" is the agents the backend has seen: wait for every first
 	// heartbeat to be projected.
 	apptest.Eventually(b, 5*time.Minute, func() error {
@@ -79,6 +93,9 @@ func broadcast(b *testing.B, n int) {
 		return nil
 	})
 
+	stopProfile := startProfile(b, n)
+	stopTimeline := timeline(b, be)
+	cpu0, fleetCPU0 := cpuTime(), fleet.cpuTime(b)
 	t0 := time.Now()
 	var resp messages.ExecResponse
 	be.JSON(b, "POST", "/api/exec/bench", `{"target":{"all":true}}`, 200, &resp)
@@ -102,6 +119,10 @@ func broadcast(b *testing.B, n int) {
 	}
 	done := time.Now()
 	total := done.Sub(t0)
+	backendCPU, fleetCPU := cpuTime()-cpu0, fleet.cpuTime(b)-fleetCPU0
+	stopTimeline()
+	stopProfile()
+	backendRSS, fleetRSS := peakRSS("self"), peakRSS(strconv.Itoa(fleet.cmd.Process.Pid))
 	if ex.Status != storage.ExecCompleted || ex.SuccessCount != n {
 		b.Fatalf("exec %s with %d successes, %d failures; want completed, %d", ex.Status, ex.SuccessCount, ex.FailureCount, n)
 	}
@@ -130,13 +151,18 @@ func broadcast(b *testing.B, n int) {
 	b.ReportMetric(lag.Seconds(), "lag_s")
 	b.ReportMetric(raw.Seconds(), "raw_s")
 	b.ReportMetric(raw.Seconds()/total.Seconds()*100, "%_of_raw")
-	b.ReportMetric(fleetStart.Seconds(), "fleet_start_s")
-	b.ReportMetric(float64(peakRSS())/(1<<20), "peak_rss_MB")
+	b.ReportMetric(backendCPU.Seconds(), "backend_cpu_s")
+	b.ReportMetric(fleetCPU.Seconds(), "fleet_cpu_s")
+	b.ReportMetric(fleet.spawned.Seconds(), "fleet_start_s")
+	b.ReportMetric(float64(backendRSS)/(1<<20), "backend_peak_rss_MB")
+	b.ReportMetric(float64(fleetRSS)/(1<<20), "fleet_peak_rss_MB")
 	b.ReportMetric(0, "ns/op")
 	b.Logf("%d agents: POST /api/exec %.3f s; last row committed %.2f s after the request, %.2f s after the last answer was stored; "+
-		"raw ceiling %.2f s (publish %.2f s + insert %.2f s) = %.0f %% of raw; fleet started in %.2f s; load %s",
+		"raw ceiling %.2f s (publish %.2f s + insert %.2f s) = %.0f %% of raw; CPU during the broadcast: backend %.1f s, fleet %.1f s; "+
+		"fleet process: agents spawned %.2f s after its start, peak RSS %d MB; backend peak RSS %d MB; load %s",
 		n, api.Seconds(), total.Seconds(), lag.Seconds(), raw.Seconds(), rawPub.Seconds(), rawIns.Seconds(),
-		raw.Seconds()/total.Seconds()*100, fleetStart.Seconds(), loadavg())
+		raw.Seconds()/total.Seconds()*100, backendCPU.Seconds(), fleetCPU.Seconds(), fleet.spawned.Seconds(),
+		fleetRSS>>20, backendRSS>>20, loadavg())
 }
 
 // rawCeiling publishes n results like the agents' to a fresh broker's
@@ -195,9 +221,10 @@ func rawCeiling(b *testing.B, n int) (time.Duration, time.Duration) {
 	return pub, time.Since(t0)
 }
 
-// peakRSS is the process's peak resident set size (VmHWM) in bytes.
-func peakRSS() uint64 {
-	data, err := os.ReadFile("/proc/self/status")
+// peakRSS is the peak resident set size (VmHWM) in bytes of process pid
+// ("self" for this one).
+func peakRSS(pid string) uint64 {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return 0
 	}
@@ -217,4 +244,156 @@ func loadavg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// fleetProcess is a kanade-fleet child process.
+type fleetProcess struct {
+	cmd     *exec.Cmd
+	started time.Time
+	// spawned is when the fleet logged that its agents exist, after
+	// started.
+	spawned time.Duration
+}
+
+// startFleet builds kanade-fleet and runs n agents against natsURL until
+// the benchmark ends.
+func startFleet(b *testing.B, natsURL string, n int) *fleetProcess {
+	b.Helper()
+	bin := filepath.Join(b.TempDir(), "kanade-fleet")
+	if out, err := exec.Command("go", "build", "-o", bin, "kanade-backend/cmd/kanade-fleet").CombinedOutput(); err != nil {
+		b.Fatalf("build kanade-fleet: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "--nats-url", natsURL, "--agents", strconv.Itoa(n), "--heartbeat", "30s", "--log-level", "info")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := &fleetProcess{cmd: cmd, started: time.Now()}
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("start kanade-fleet: %v", err)
+	}
+	spawned := make(chan time.Duration, 1)
+	var logTail []string // for a fleet that exits early
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			line := sc.Text()
+			if strings.Contains(line, "simulated fleet started") {
+				spawned <- time.Since(f.started)
+			}
+			mu.Lock()
+			logTail = append(logTail[max(0, len(logTail)-20):], line)
+			mu.Unlock()
+		}
+	}()
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	b.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	select {
+	case f.spawned = <-spawned:
+	case err := <-exited:
+		mu.Lock()
+		defer mu.Unlock()
+		b.Fatalf("kanade-fleet exited before its agents started (%v):\n%s", err, strings.Join(logTail, "\n"))
+	case <-time.After(2 * time.Minute):
+		b.Fatal("kanade-fleet did not start its agents within 2 min")
+	}
+	return f
+}
+
+// cpuTime is the fleet process's user and system CPU time so far.
+func (f *fleetProcess) cpuTime(b *testing.B) time.Duration {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", f.cmd.Process.Pid))
+	if err != nil {
+		b.Fatalf("read the fleet's CPU time: %v", err)
+	}
+	// Fields after the command name, which is in parentheses: utime and
+	// stime are the 12th and 13th of them, in clock ticks (100 a second
+	// on Linux).
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	utime, _ := strconv.ParseInt(fields[11], 10, 64)
+	stime, _ := strconv.ParseInt(fields[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// startProfile writes a CPU profile of the broadcast alone (from the exec
+// request to the last row committed; not the fleet's start nor the raw
+// ceiling) to $KANADE_BENCH_CPUPROFILE/broadcast-N.pprof when that
+// directory is set, and returns its stop.
+func startProfile(b *testing.B, n int) func() {
+	dir := os.Getenv("KANADE_BENCH_CPUPROFILE")
+	if dir == "" {
+		return func() {}
+	}
+	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("broadcast-%d.pprof", n)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// timeline prints, when KANADE_BENCH_TIMELINE is set, every 250 ms until
+// its stop: the result rows committed, the answers the RESULTS stream
+// holds and this process's CPU over the interval (% of one core). It
+// shows whether the projection keeps up while the fleet answers or waits
+// for the last answer.
+func timeline(b *testing.B, be *apptest.Backend) func() {
+	if os.Getenv("KANADE_BENCH_TIMELINE") == "" {
+		return func() {}
+	}
+	js, err := jetstream.New(be.Conn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t0, last, lastCPU := time.Now(), time.Now(), cpuTime()
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			rows, _ := be.Store.R.NewSelect().Model((*storage.ExecutionResult)(nil)).Count(ctx)
+			var stored uint64
+			if st, err := js.Stream(ctx, messages.StreamResults); err == nil {
+				if info, err := st.Info(ctx); err == nil {
+					stored = info.State.Msgs
+				}
+			}
+			now, cpu := time.Now(), cpuTime()
+			fmt.Fprintf(os.Stderr, "t=%.2fs rows=%d stored=%d cpu=%.0f%%\n",
+				now.Sub(t0).Seconds(), rows, stored, float64(cpu-lastCPU)/float64(now.Sub(last))*100)
+			last, lastCPU = now, cpu
+		}
+	}()
+	return func() { cancel(); <-done }
+}
+
+// cpuTime is this process's user and system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
