@@ -134,6 +134,67 @@ func TestHeartbeatFlushedAtStop(t *testing.T) {
 	}
 }
 
+// A periodic flush that the stop cancels (it was waiting for the writer)
+// is not a write failure: the heartbeats go back to pending, the stop's
+// last flush writes them, and kanade_projection_write_failures_total,
+// which operators alert on, does not move.
+func TestHeartbeatFlushInterruptedByTheStopIsNoFailure(t *testing.T) {
+	fake := clock.NewFake(t0)
+	h := newHarness(t, harnessOpts{clock: fake}).start()
+	heartbeat(t, h, "pc-interrupted", t0, "1", nil, nil)
+	h.waitReceived(1)
+	// Hold the writer's one connection, so that the periodic flush waits
+	// for it.
+	writer := h.store.W.DB
+	conn, err := writer.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waits := writer.Stats().WaitCount
+	fake.Advance(time.Second)
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return writer.Stats().WaitCount > waits },
+		"the periodic flush never waited for the writer")
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); h.stop() }()
+	// The stop cancels the periodic flush, then its own flush waits in turn.
+	testsupport.EventuallyTrue(t, 5*time.Second, func() bool { return writer.Stats().WaitCount > waits+1 },
+		"the stop's flush never waited for the writer")
+	if err := conn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-stopped
+	if n := h.count("agents", "pc_id = 'pc-interrupted'"); n != 1 {
+		t.Fatal("the heartbeat of the interrupted flush was lost")
+	}
+	if f := writeFailures(t, h, ProjHeartbeat); f != 0 {
+		t.Fatalf("the stop counted %v write failures", f)
+	}
+}
+
+// writeFailures sums kanade_projection_write_failures_total of projection
+// over its causes.
+func writeFailures(t *testing.T, h *harness, projection string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != "kanade_projection_write_failures_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "projection" && l.GetValue() == projection {
+					sum += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return sum
+}
+
 // A heartbeat whose pc_id is not the one of its subject is forged (agent
 // credentials let a PC publish only its own subject): it never becomes
 // either PC's liveness and is kept as a projection error.
