@@ -8,7 +8,10 @@
 // jitter, timeouts and kill.<job_id>, publishes one ExecResult per run and
 // answers logs.fetch.<pc_id>.
 //
-// Each agent is one protoactor actor that owns its timers, runs and log.
+// Each agent is one protoactor actor that owns its timers, runs and log;
+// the agents' mailboxes run on a worker per core (workers.go), not on a
+// goroutine each, so a broadcast to 100 000 agents does not flood the Go
+// scheduler.
 // What would cost O(agents) in NATS resources is shared instead, because
 // the backend cannot tell the difference: the whole fleet uses one
 // connection, three wildcard subscriptions (commands.>, kill.*,
