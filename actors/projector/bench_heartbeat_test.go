@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -128,7 +129,7 @@ func (f *fleet) measure(b *testing.B, window time.Duration) float64 {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
-	cpu0, t0 := cpuTime(), time.Now()
+	cpu0, t0 := testsupport.ProcessCPU(), time.Now()
 	go func() {
 		defer wg.Done()
 		t := time.NewTicker(tick)
@@ -147,5 +148,5 @@ func (f *fleet) measure(b *testing.B, window time.Duration) float64 {
 	time.Sleep(window)
 	close(stop)
 	wg.Wait()
-	return (cpuTime() - cpu0).Seconds() / time.Since(t0).Seconds() * 100
+	return (testsupport.ProcessCPU() - cpu0).Seconds() / time.Since(t0).Seconds() * 100
 }

@@ -8,15 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/uptrace/bun"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -130,16 +129,11 @@ func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Stor
 	if seed != nil {
 		seed(h.store)
 	}
+	stopProfile := func() {}
 	if f := os.Getenv("KANADE_BENCH_PROFILE"); f != "" {
-		out, err := os.Create(f)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := pprof.StartCPUProfile(out); err != nil {
-			b.Fatal(err)
-		}
+		stopProfile = testsupport.CPUProfile(b, f)
 	}
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), testsupport.ProcessCPU()
 	h.start()
 	// Gathering the registry costs CPU that would be charged to the
 	// projection; every 5 ms it is negligible and adds at most 5 ms.
@@ -147,8 +141,8 @@ func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Stor
 		time.Sleep(5 * time.Millisecond)
 	}
 	rate := float64(n) / time.Since(start).Seconds()
-	cpu := (cpuTime() - cpu0).Seconds() * 1e6 / float64(n)
-	pprof.StopCPUProfile()
+	cpu := (testsupport.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(n)
+	stopProfile()
 	batches := h.metric("kanade_projection_batch_size", ProjResults)
 	if settled != nil {
 		settled(h, start)
@@ -201,7 +195,7 @@ func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float
 	b.Helper()
 	st := benchStore(b)
 	ctx := context.Background()
-	start, cpu0 := time.Now(), cpuTime()
+	start, cpu0 := time.Now(), testsupport.ProcessCPU()
 	err := chunks(rows, chunkRows, func(part []storage.ExecutionResult) error {
 		return st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 			q := storage.NewDriverSQL(tx, len(part)*11)
@@ -220,14 +214,5 @@ func rawInsertRate(b *testing.B, rows []storage.ExecutionResult) (float64, float
 	if err != nil {
 		b.Fatal(err)
 	}
-	return float64(len(rows)) / time.Since(start).Seconds(), (cpuTime() - cpu0).Seconds() * 1e6 / float64(len(rows))
-}
-
-// cpuTime is the CPU time (user + system) the process has used so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return float64(len(rows)) / time.Since(start).Seconds(), (testsupport.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(len(rows))
 }

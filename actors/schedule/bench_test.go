@@ -7,12 +7,12 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 )
 
@@ -46,16 +46,6 @@ func putSchedules(b *testing.B, h *harness, n int, cron string, mode messages.Sc
 	if failed.Load() > 0 {
 		b.Fatalf("%d puts failed", failed.Load())
 	}
-}
-
-// cpuTime is the CPU time (user + system) the process has used: unlike
-// wall time it does not grow when other processes compete for the cores.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func heapInUse() uint64 {
@@ -97,14 +87,14 @@ func BenchmarkSchedulesLoad10000(b *testing.B) {
 		for _, mode := range []messages.ScheduleMode{messages.ModeEveryTick} {
 			putSchedules(b, h, n, "0 0 0 1 1 *", mode)
 		}
-		c0 := cpuTime()
+		c0 := testsupport.ProcessCPU()
 		raw, got := rawKVRead(b, h.kv(messages.BucketSchedules))
-		rawCPU := cpuTime() - c0
+		rawCPU := testsupport.ProcessCPU() - c0
 		if got != n {
 			b.Fatalf("raw read %d values", got)
 		}
 		before := heapInUse()
-		c0 = cpuTime()
+		c0 = testsupport.ProcessCPU()
 		t0 := time.Now()
 		h.start(0)
 		h.eventually(30*time.Second, func() error {
@@ -114,7 +104,7 @@ func BenchmarkSchedulesLoad10000(b *testing.B) {
 			return nil
 		})
 		load := time.Since(t0)
-		loadCPU := cpuTime() - c0
+		loadCPU := testsupport.ProcessCPU() - c0
 		after := heapInUse()
 		b.ReportMetric(load.Seconds(), "load_s")
 		b.ReportMetric(loadCPU.Seconds(), "load_cpu_s")

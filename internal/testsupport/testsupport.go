@@ -1,7 +1,8 @@
 // Package testsupport holds the helpers that tests of every layer share,
 // so that each pattern is written once: polling for a condition instead
 // of sleeping (Eventually, EventuallyTrue), recording a client's NATS permission
-// violations (Violations), running a stock nats-server (RunNATSServer).
+// violations (Violations), running a stock nats-server (RunNATSServer),
+// a benchmark's CPU time and profile (ProcessCPU, CPUProfile).
 // It imports nothing of the project, so any package's tests may use it.
 package testsupport
 

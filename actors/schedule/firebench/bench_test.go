@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/internal/apptest"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
@@ -112,10 +111,10 @@ func runFires(b *testing.B, n int) {
 
 	rec.arm(instant, n)
 	stopProfile := profile(b, instant)
-	cpu0 := cpuTime()
+	cpu0 := testsupport.ProcessCPU()
 	timeout := 30*time.Second + time.Duration(n)*10*time.Millisecond
 	rec.wait(b, timeout)
-	fireCPU := cpuTime() - cpu0
+	fireCPU := testsupport.ProcessCPU() - cpu0
 	stopProfile()
 	lat := rec.samples()
 
@@ -153,20 +152,8 @@ func profile(b *testing.B, instant time.Time) func() {
 	if path == "" {
 		return func() {}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
 	time.Sleep(time.Until(instant.Add(-100 * time.Millisecond)))
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
-	}
+	return testsupport.CPUProfile(b, path)
 }
 
 // putSchedules writes n schedules straight into KV schedules, 64 puts in
@@ -399,14 +386,6 @@ func pct(d []time.Duration, q float64) float64 {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return float64(s[int(q*float64(len(s)-1))].Microseconds()) / 1000
-}
-
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func loadavg() string {

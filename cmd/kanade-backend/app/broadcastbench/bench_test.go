@@ -8,11 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +19,7 @@ import (
 
 	"kanade-backend/internal/apptest"
 	"kanade-backend/internal/sim"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/broker/brokertest"
@@ -95,7 +94,7 @@ func broadcast(b *testing.B, n int) {
 
 	stopProfile := startProfile(b, n)
 	stopTimeline := timeline(b, be)
-	cpu0, fleetCPU0 := cpuTime(), fleet.cpuTime(b)
+	cpu0, fleetCPU0 := testsupport.ProcessCPU(), fleet.cpuTime(b)
 	t0 := time.Now()
 	var resp messages.ExecResponse
 	be.JSON(b, "POST", "/api/exec/bench", `{"target":{"all":true}}`, 200, &resp)
@@ -119,7 +118,7 @@ func broadcast(b *testing.B, n int) {
 	}
 	done := time.Now()
 	total := done.Sub(t0)
-	backendCPU, fleetCPU := cpuTime()-cpu0, fleet.cpuTime(b)-fleetCPU0
+	backendCPU, fleetCPU := testsupport.ProcessCPU()-cpu0, fleet.cpuTime(b)-fleetCPU0
 	stopTimeline()
 	stopProfile()
 	backendRSS, fleetRSS := peakRSS("self"), peakRSS(strconv.Itoa(fleet.cmd.Process.Pid))
@@ -334,19 +333,7 @@ func startProfile(b *testing.B, n int) func() {
 	if dir == "" {
 		return func() {}
 	}
-	f, err := os.Create(filepath.Join(dir, fmt.Sprintf("broadcast-%d.pprof", n)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		b.Fatal(err)
-	}
-	return func() {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			b.Error(err)
-		}
-	}
+	return testsupport.CPUProfile(b, filepath.Join(dir, fmt.Sprintf("broadcast-%d.pprof", n)))
 }
 
 // timeline prints, when KANADE_BENCH_TIMELINE is set, every 250 ms until
@@ -366,7 +353,7 @@ func timeline(b *testing.B, be *apptest.Backend) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		t0, last, lastCPU := time.Now(), time.Now(), cpuTime()
+		t0, last, lastCPU := time.Now(), time.Now(), testsupport.ProcessCPU()
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
 		for {
@@ -382,18 +369,11 @@ func timeline(b *testing.B, be *apptest.Backend) func() {
 					stored = info.State.Msgs
 				}
 			}
-			now, cpu := time.Now(), cpuTime()
+			now, cpu := time.Now(), testsupport.ProcessCPU()
 			fmt.Fprintf(os.Stderr, "t=%.2fs rows=%d stored=%d cpu=%.0f%%\n",
 				now.Sub(t0).Seconds(), rows, stored, float64(cpu-lastCPU)/float64(now.Sub(last))*100)
 			last, lastCPU = now, cpu
 		}
 	}()
 	return func() { cancel(); <-done }
-}
-
-// cpuTime is this process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
