@@ -1,6 +1,7 @@
 // Package actorsys builds the protoactor-go actor system the way this
 // application needs it: logging through the application's slog logger,
-// explicit supervision strategies, and a shutdown that really stops actors.
+// explicit supervision strategies, a shutdown that really stops actors,
+// and a worker-pool dispatcher for actors that get work all at once.
 //
 // Measured facts behind this package (architecture.md §2): the library's
 // default logger writes coloured text to stderr; ActorSystem.Shutdown stops

@@ -8,6 +8,7 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"kanade-backend/actors/actorsys"
 	"kanade-backend/actors/clock"
 	"kanade-backend/actors/exec"
 	"kanade-backend/messages"
@@ -48,9 +49,9 @@ type env struct {
 	// fleet is the in-memory view of jobs, agents and groups that ticks
 	// read (see fleet).
 	fleet *fleetView
-	// workers run the schedule actors' mailboxes (see workerPool); the
+	// workers run the schedule actors' mailboxes (actorsys.WorkerPool); the
 	// supervisor closes them when it stops for good.
-	workers *workerPool
+	workers *actorsys.WorkerPool
 	// alarms are the cron timers, one per instant (see alarms).
 	alarms *alarms
 }

@@ -26,7 +26,7 @@
 // loaded by the supervisor in bulk, one load for every schedule starting
 // together; the auto-disable write runs on a goroutine that answers by
 // message. The schedule actors run on a few workers the supervisor owns
-// (workerPool) rather than a goroutine per mailbox activation. DecideKnown
+// (actorsys.WorkerPool) rather than a goroutine per mailbox activation. DecideKnown
 // is the policy, free of time sources and I/O, so that every row of the
 // spec's table is a plain unit test.
 package schedule

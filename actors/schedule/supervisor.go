@@ -120,7 +120,7 @@ func Start(sys *actor.ActorSystem, cfg Config) (*actor.PID, error) {
 			metrics.skippedPCs.Inc()
 			log.Warn("stored pc_id left out of every schedule target: not a valid subject token", "pc_id", pc, "err", err)
 		}),
-		workers: newWorkerPool(workerCount(), mailboxThroughput),
+		workers: actorsys.NewWorkerPool(workerCount(), mailboxThroughput),
 		alarms:  newAlarms(cfg.Clock),
 	}
 	e.fleet.horizon = cfg.DecommissionAfter
@@ -273,7 +273,7 @@ func (s *supervisor) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		// Every schedule actor has stopped by now; a restart, which keeps
 		// the workers for the next incarnation's actors, never gets here.
-		s.env.workers.close()
+		s.env.workers.Close()
 	default:
 		s.receiveWork(ctx)
 	}

@@ -33,7 +33,7 @@ type env struct {
 	root  *actor.RootContext
 	stats *counters
 	log   *slog.Logger
-	// dispatch runs the agents' mailboxes (workers.go).
+	// dispatch runs the agents' mailboxes (Fleet.workers).
 	dispatch actor.Dispatcher
 }
 

@@ -9,7 +9,7 @@
 // answers logs.fetch.<pc_id>.
 //
 // Each agent is one protoactor actor that owns its timers, runs and log;
-// the agents' mailboxes run on a worker per core (workers.go), not on a
+// the agents' mailboxes run on a worker per core (actorsys.WorkerPool), not on a
 // goroutine each, so a broadcast to 100 000 agents does not flood the Go
 // scheduler.
 // What would cost O(agents) in NATS resources is shared instead, because

@@ -29,7 +29,7 @@ type Fleet struct {
 	stats   counters
 
 	sys     *actor.ActorSystem
-	workers *workers // the agents' dispatcher
+	workers *actorsys.WorkerPool // the agents' dispatcher
 	router  *actor.PID
 	wheel   *heartbeatWheel
 	groups  *groupWatch
@@ -41,6 +41,10 @@ type Fleet struct {
 	stopOnce sync.Once
 	stopErr  error
 }
+
+// agentThroughput is how many messages an agent handles before its worker
+// moves on to the next agent (the library's default).
+const agentThroughput = 300
 
 // Wildcard subscriptions of the whole fleet (see the package doc).
 const (
@@ -114,7 +118,9 @@ func (f *Fleet) start(ctx context.Context) error {
 	}
 
 	f.sys = actorsys.New(log)
-	f.workers = newWorkers(runtime.GOMAXPROCS(0))
+	// A worker per core, not a goroutine per agent's mailbox: a Command to
+	// commands.all gives every agent work at once.
+	f.workers = actorsys.NewWorkerPool(runtime.GOMAXPROCS(0), agentThroughput)
 	e := &env{cfg: cfg, pub: f.nc, clock: cfg.Clock, root: f.sys.Root, stats: &f.stats, log: log, dispatch: f.workers}
 	if f.links != nil {
 		e.pubs = make(map[string]publisher, len(f.links))
@@ -295,7 +301,8 @@ func (f *Fleet) Stop(ctx context.Context) error {
 			}
 		}
 		if f.workers != nil {
-			f.workers.stop()
+			f.workers.Close()
+			f.workers.Wait()
 		}
 		if f.links != nil {
 			if err := eachLink(f.links, func(l *link) error { return l.close(ctx) }); err != nil {

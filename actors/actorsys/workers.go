@@ -1,4 +1,4 @@
-package schedule
+package actorsys
 
 import (
 	"sync"
@@ -6,20 +6,23 @@ import (
 	"github.com/asynkron/protoactor-go/actor"
 )
 
-// workerPool is the dispatcher of the schedule actors. The library's
-// default dispatcher starts a goroutine for every mailbox activation; when
-// thousands of schedules share a cron instant, every tick then pays for a
-// new goroutine and for growing its stack again to the depth of a tick,
-// and the fires queue up behind that work (architecture.md §6, fire
+// WorkerPool is a dispatcher for many actors that get work at once. The
+// library's default dispatcher starts a goroutine for every mailbox
+// activation: when thousands of schedules share a cron instant, or a
+// Command to commands.all reaches 100 000 simulated agents, each
+// activation pays for a new goroutine and for growing its stack again
+// (runtime.newstack and copystack were a fifth of the simulator's CPU in
+// such a broadcast), and the burst of runnable goroutines queues every
+// other goroutine of the process behind it (architecture.md §6, fire
 // lateness). A few long-lived workers run the activations instead, in the
 // order they were scheduled, on stacks already grown.
 //
 // Schedule never blocks the sender: the queue is unbounded, as a mailbox
 // is. Workers start on demand, up to size, and park while the queue is
-// empty; close ends them once the queue has drained, and any activation
-// scheduled after close runs on its own goroutine as with the default
-// dispatcher, so a message racing the scheduler's stop is still handled.
-type workerPool struct {
+// empty; Close ends them once the queue has drained, and any activation
+// scheduled after Close runs on its own goroutine as with the default
+// dispatcher, so a message racing a stop is still handled.
+type WorkerPool struct {
 	throughput int
 	size       int
 
@@ -29,18 +32,22 @@ type workerPool struct {
 	workers int
 	idle    int
 	closed  bool
+	done    sync.WaitGroup // one per started worker
 }
 
-var _ actor.Dispatcher = (*workerPool)(nil)
+var _ actor.Dispatcher = (*WorkerPool)(nil)
 
-func newWorkerPool(size, throughput int) *workerPool {
-	p := &workerPool{size: max(size, 1), throughput: throughput}
+// NewWorkerPool returns a pool of up to size workers whose actors handle
+// throughput messages before yielding their worker (the library's default
+// is 300).
+func NewWorkerPool(size, throughput int) *WorkerPool {
+	p := &WorkerPool{size: max(size, 1), throughput: throughput}
 	p.wake = sync.NewCond(&p.mu)
 	return p
 }
 
 // Schedule queues one mailbox activation.
-func (p *workerPool) Schedule(fn func()) {
+func (p *WorkerPool) Schedule(fn func()) {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -53,6 +60,7 @@ func (p *workerPool) Schedule(fn func()) {
 		p.wake.Signal()
 	case p.workers < p.size:
 		p.workers++
+		p.done.Add(1)
 		go p.work()
 	}
 	p.mu.Unlock()
@@ -60,9 +68,10 @@ func (p *workerPool) Schedule(fn func()) {
 
 // Throughput is how many messages an actor handles before its worker
 // yields (the library's Gosched point).
-func (p *workerPool) Throughput() int { return p.throughput }
+func (p *WorkerPool) Throughput() int { return p.throughput }
 
-func (p *workerPool) work() {
+func (p *WorkerPool) work() {
+	defer p.done.Done()
 	p.mu.Lock()
 	for {
 		for p.queue.len() == 0 && !p.closed {
@@ -83,15 +92,18 @@ func (p *workerPool) work() {
 	}
 }
 
-// close lets the workers finish what is queued and end. It does not wait
-// for them: the caller is an actor, which must not block, and the
-// activations do no I/O, so they end soon on their own.
-func (p *workerPool) close() {
+// Close lets the workers finish what is queued and end. It does not wait
+// for them, since the caller may be an actor, which must not block; Wait
+// does.
+func (p *WorkerPool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	p.wake.Broadcast()
 	p.mu.Unlock()
 }
+
+// Wait returns once every worker has ended, after Close.
+func (p *WorkerPool) Wait() { p.done.Wait() }
 
 // fnQueue is a FIFO ring of activations that grows as needed and keeps
 // its buffer, so that a burst of ticks every second allocates nothing
