@@ -235,11 +235,30 @@ func (l *Lease) Stop(ctx context.Context) error {
 	l.gauge(false)
 	dctx, cancel := context.WithTimeout(ctx, l.cfg.OpTimeout)
 	defer cancel()
-	if err := l.kv.Delete(dctx, l.cfg.Key, jetstream.LastRevision(l.rev)); err != nil {
-		return fmt.Errorf("resign the leader lease (revision %d): %w", l.rev, err)
+	rev := l.rev
+	err := l.kv.Delete(dctx, l.cfg.Key, jetstream.LastRevision(rev))
+	if errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		// The stop cancelled a renewal whose write the server made
+		// anyway: the key then holds this term's value at a newer
+		// revision. Still ours: resign on that one. Anyone else's value
+		// stays.
+		if e, gerr := l.kv.Get(dctx, l.cfg.Key); gerr == nil && l.ours(e.Value()) {
+			rev = e.Revision()
+			err = l.kv.Delete(dctx, l.cfg.Key, jetstream.LastRevision(rev))
+		}
 	}
-	l.log.Info("resigned the leader lease", "revision", l.rev, "token", l.token)
+	if err != nil {
+		return fmt.Errorf("resign the leader lease (revision %d): %w", rev, err)
+	}
+	l.log.Info("resigned the leader lease", "revision", rev, "token", l.token)
 	return nil
+}
+
+// ours reports whether a key value was written by this term: this
+// replica, since the time it acquired (l.mu held).
+func (l *Lease) ours(value []byte) bool {
+	var h Holder
+	return json.Unmarshal(value, &h) == nil && h.ReplicaID == l.cfg.Self.ReplicaID && h.Since.Equal(l.cfg.Self.Since)
 }
 
 // Status returns a snapshot.
@@ -362,15 +381,15 @@ func (l *Lease) step(ctx context.Context) {
 	if lostNote {
 		l.notifyLost(lost)
 	}
+	notify := func() {}
 	switch {
 	case kv == nil:
 	case leader:
 		l.renew(ctx, kv)
 	default:
-		l.acquire(ctx, kv)
+		notify = l.acquire(ctx, kv)
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	every := l.cfg.RetryEvery
 	if l.leader {
 		every = l.cfg.RenewEvery
@@ -379,6 +398,11 @@ func (l *Lease) step(ctx context.Context) {
 		l.tick.Stop()
 	}
 	l.tick = l.cfg.Clock.AfterFunc(every, l.wake)
+	l.mu.Unlock()
+	// OnAcquired and OnStandby run once the next step is armed: whoever
+	// they wake (a test that then advances a fake clock) finds the
+	// renewal or retry already due at the right time.
+	notify()
 }
 
 // wake asks the loop to run a step (never blocks: one pending is enough).
@@ -400,8 +424,11 @@ func (l *Lease) value(since time.Time) []byte {
 	return b
 }
 
-// acquire tries to become the leader.
-func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
+// acquire tries to become the leader. It returns the OnAcquired or
+// OnStandby call its outcome calls for, for step to make once the next
+// step is armed.
+func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) (notify func()) {
+	notify = func() {}
 	sent := l.cfg.Clock.Now()
 	since := time.Now().UTC()
 	octx, cancel := context.WithTimeout(ctx, l.cfg.OpTimeout)
@@ -410,7 +437,7 @@ func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		e, gerr := kv.Get(octx, l.cfg.Key)
 		if gerr != nil {
-			return // gone meanwhile: the next retry takes it
+			return notify // gone meanwhile: the next retry takes it
 		}
 		var h Holder
 		if json.Unmarshal(e.Value(), &h) != nil {
@@ -422,18 +449,17 @@ func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
 			// anyone else in between makes this fail).
 			rev, err = kv.Update(octx, l.cfg.Key, l.value(since), e.Revision())
 			if err != nil {
-				return
+				return notify
 			}
 		} else {
-			l.observe(h)
-			return
+			return l.observe(h)
 		}
 	} else if err != nil {
 		l.log.Debug("cannot acquire the leader lease yet; retrying", "err", err)
 		l.mu.Lock()
 		l.err = fmt.Errorf("acquire the leader lease: %w", err)
 		l.mu.Unlock()
-		return
+		return notify
 	}
 	l.mu.Lock()
 	l.leader, l.token, l.rev, l.holder, l.lost, l.err = true, rev, rev, nil, nil, nil
@@ -443,21 +469,23 @@ func (l *Lease) acquire(ctx context.Context, kv jetstream.KeyValue) {
 	l.mu.Unlock()
 	l.log.Debug("acquired the leader lease", "token", rev)
 	if l.cfg.OnAcquired != nil {
-		l.cfg.OnAcquired(rev)
+		return func() { l.cfg.OnAcquired(rev) }
 	}
-
+	return notify
 }
 
-// observe records the other holder, telling OnStandby when it changed.
-func (l *Lease) observe(h Holder) {
+// observe records the other holder and returns the OnStandby call to make
+// when it changed.
+func (l *Lease) observe(h Holder) (notify func()) {
 	l.mu.Lock()
 	l.err = nil
 	changed := l.holder == nil || l.holder.ReplicaID != h.ReplicaID || !l.holder.Since.Equal(h.Since)
 	l.holder = &h
 	l.mu.Unlock()
 	if changed && l.cfg.OnStandby != nil {
-		l.cfg.OnStandby(h)
+		return func() { l.cfg.OnStandby(h) }
 	}
+	return func() {}
 }
 
 // renew writes the key again on the revision last written.

@@ -21,11 +21,16 @@ import (
 	"kanade-backend/storage/broker/brokertest"
 )
 
-// The server expires keys on its own clock (real time), so the tests use
-// a short bucket TTL; the candidates' pacing and step-down deadline run on
-// a fake clock that the tests advance.
+// The server expires keys on its own clock (real time), so the tests of
+// expiry use a short bucket TTL (testTTL); the candidates' pacing and
+// step-down deadline run on a fake clock that the tests advance. The
+// other tests use stableTTL: with one second of real time, a loaded
+// machine let the key expire between two steps of a test, and the lease
+// then (rightly) reported it taken or refused a resign, instead of what
+// the test checks.
 const (
 	testTTL      = time.Second
+	stableTTL    = time.Minute
 	testRenew    = 200 * time.Millisecond
 	testRetry    = 100 * time.Millisecond
 	testStepDown = 800 * time.Millisecond
@@ -46,6 +51,13 @@ type candidate struct {
 // backend dying), the shared fake clock.
 func newCandidate(t *testing.T, br *brokertest.Broker, clk clock.Clock, name string) *candidate {
 	t.Helper()
+	return newCandidateTTL(t, br, clk, name, stableTTL)
+}
+
+// newCandidateTTL is newCandidate with the bucket TTL ttl (every candidate
+// of a test must use the same: each one updates the bucket).
+func newCandidateTTL(t *testing.T, br *brokertest.Broker, clk clock.Clock, name string, ttl time.Duration) *candidate {
+	t.Helper()
 	nc, err := broker.Connect(broker.ConnectOptions{InProcess: br.Embedded, Name: name, Logger: quiet()})
 	if err != nil {
 		t.Fatal(err)
@@ -57,7 +69,7 @@ func newCandidate(t *testing.T, br *brokertest.Broker, clk clock.Clock, name str
 	}
 	c := &candidate{t: t, name: name, nc: nc, metrics: NewMetrics(nil),
 		acquired: make(chan uint64, 16), lost: make(chan error, 16), standby: make(chan Holder, 16)}
-	l, err := New(Config{JS: js, TTL: testTTL, RenewEvery: testRenew, RetryEvery: testRetry, StepDownAfter: testStepDown,
+	l, err := New(Config{JS: js, TTL: ttl, RenewEvery: testRenew, RetryEvery: testRetry, StepDownAfter: testStepDown,
 		OpTimeout: 2 * time.Second, Clock: clk, Logger: quiet(), Metrics: c.metrics,
 		Self:       Holder{ReplicaID: name, PID: len(name), Host: "host-" + name, StartedAt: time.Now().UTC()},
 		Address:    func() string { return "127.0.0.1:80" + name[len(name)-1:] },
@@ -126,7 +138,7 @@ func newFake() *clock.Fake { return clock.NewFake(time.Date(2026, 12, 3, 10, 0, 
 func TestTwoCandidatesOneLeaderThatRenewalsKeep(t *testing.T) {
 	br := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
 	clk := newFake()
-	a, b := newCandidate(t, br, clk, "replica-a"), newCandidate(t, br, clk, "replica-b")
+	a, b := newCandidateTTL(t, br, clk, "replica-a", testTTL), newCandidateTTL(t, br, clk, "replica-b", testTTL)
 	a.start()
 	b.start()
 	// Both try at once when started; a retry is only needed when a
@@ -208,7 +220,7 @@ func TestTwoCandidatesOneLeaderThatRenewalsKeep(t *testing.T) {
 func TestKilledHolderIsTakenOverAfterTheTTL(t *testing.T) {
 	br := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
 	clk := newFake()
-	a, b := newCandidate(t, br, clk, "replica-a"), newCandidate(t, br, clk, "replica-b")
+	a, b := newCandidateTTL(t, br, clk, "replica-a", testTTL), newCandidateTTL(t, br, clk, "replica-b", testTTL)
 	a.start()
 	tokA := waitAcquired(t, a, 5*time.Second)
 	b.start()
@@ -294,6 +306,51 @@ func TestResignHandsOverAtOnce(t *testing.T) {
 	}
 }
 
+// A stop that cancels a renewal in flight can leave the key written at a
+// revision the lease never learnt: the resign still deletes the key,
+// since its value is this term's, and leaves a key of anyone else alone.
+func TestResignAfterARenewalTheStopCancelled(t *testing.T) {
+	br := brokertest.Start(t, brokertest.Options{SkipEnsure: true})
+	ctx := context.Background()
+	kv := func() jetstream.KeyValue {
+		kv, err := br.JS.KeyValue(ctx, DefaultBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	// Ours at a newer revision: resigned.
+	a := newCandidate(t, br, newFake(), "replica-a")
+	a.start()
+	waitAcquired(t, a, 5*time.Second)
+	e, err := kv().Get(ctx, DefaultKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv().Update(ctx, DefaultKey, e.Value(), e.Revision()); err != nil {
+		t.Fatal(err) // the renewal whose answer the stop cancelled
+	}
+	if err := a.l.Stop(ctx); err != nil {
+		t.Fatalf("resign after a renewal it did not see: %v", err)
+	}
+	if _, err := kv().Get(ctx, DefaultKey); !errors.Is(err, jetstream.ErrKeyDeleted) && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("key after the resign: %v", err)
+	}
+	// Someone else's: left, and the stop says why.
+	b := newCandidate(t, br, newFake(), "replica-b")
+	b.start()
+	waitAcquired(t, b, 5*time.Second)
+	if _, err := kv().Put(ctx, DefaultKey, []byte(`{"replica_id":"intruder"}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.l.Stop(ctx); err == nil {
+		t.Fatal("resigned a key another replica wrote")
+	}
+	if e, err := kv().Get(ctx, DefaultKey); err != nil || !strings.Contains(string(e.Value()), "intruder") {
+		t.Fatalf("the other replica's key: %v", err)
+	}
+}
+
 // A holder whose renewals fail steps down on its own clock StepDownAfter
 // after the last renewal that succeeded, not before, and counts the
 // failures.
@@ -341,31 +398,9 @@ func TestRenewalOnAMovedKeyStepsDownAtOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	intruder := []byte(`{"replica_id":"intruder","pid":7,"host":"elsewhere"}`)
-	if _, err := kv.Put(context.Background(), DefaultKey, intruder); err != nil {
+	if _, err := kv.Put(context.Background(), DefaultKey, []byte(`{"replica_id":"intruder","pid":7,"host":"elsewhere"}`)); err != nil {
 		t.Fatal(err)
 	}
-	// The bucket's TTL is one second of the server's real time, and under
-	// load the candidate's next read can come later than that: keep the
-	// intruder's key alive until the candidate has seen it, or the key
-	// expires and the candidate rightly takes the lease back.
-	seen := make(chan struct{})
-	kept := make(chan struct{})
-	go func() {
-		defer close(kept)
-		for {
-			select {
-			case <-seen:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			if _, err := kv.Put(context.Background(), DefaultKey, intruder); err != nil {
-				t.Errorf("keep the intruder's key: %v", err)
-				return
-			}
-		}
-	}()
-	defer func() { close(seen); <-kept }()
 	clk.Advance(testRenew)
 	waitLost(t, a, ErrTaken)
 	// Back to campaigning: it sees the other holder.
