@@ -255,13 +255,6 @@ func (h *heartbeatProjector) flush(c actor.Context, pending map[string]*beat, er
 		return recordErrors(ctx, tx, errs)
 	})
 	if err != nil {
-		if h.env.base.Err() != nil && errors.Is(err, context.Canceled) {
-			// The stop cancelled a periodic flush; the heartbeats go back to
-			// pending and the stop's own flush (shutdown) writes them. Not
-			// a database failure, so neither an ERROR nor a stall.
-			h.env.log.Debug("heartbeat flush interrupted by the stop; the last flush writes them", "agents", len(beats))
-			return false
-		}
 		level := slog.LevelDebug // retried every period: say it once, then quietly
 		if h.env.stalled(ProjHeartbeat, err) {
 			level = slog.LevelError

@@ -1,6 +1,8 @@
 package projector
 
 import (
+	"context"
+	"errors"
 	"sort"
 	"sync"
 	"time"
@@ -59,7 +61,16 @@ func causeOf(err error) string {
 // the start of the current run of failures. It reports whether the
 // projection was making progress until now (callers log the first failure
 // of a run loudly, the retries quietly).
+//
+// A write the stop cancelled (the base context ends before the actors
+// stop) is no failure: the database did nothing wrong, and what the write
+// held is kept (heartbeats, for the stop's last flush) or redelivered (a
+// batch). It neither counts in kanade_projection_write_failures_total,
+// which operators alert on, nor stalls the projection.
 func (e *env) stalled(projection string, err error) (first bool) {
+	if e.base.Err() != nil && errors.Is(err, context.Canceled) {
+		return false
+	}
 	cause := causeOf(err)
 	e.metrics.failures.WithLabelValues(projection, cause).Inc()
 	return e.setStall(projection, cause, err.Error())
