@@ -1,13 +1,10 @@
 package sim_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/internal/sim"
@@ -26,20 +23,11 @@ func TestHeartbeatPhases(t *testing.T) {
 	fake := clock.NewFake(epoch)
 	var mu sync.Mutex
 	beats := map[string][]time.Time{}
-	sub, err := b.Conn.Subscribe(messages.SubjectHeartbeatAll, func(m *nats.Msg) {
-		var hb messages.Heartbeat
-		if err := json.Unmarshal(m.Data, &hb); err != nil {
-			t.Error(err)
-			return
-		}
+	onHeartbeats(t, b.Conn, func(hb messages.Heartbeat) {
 		mu.Lock()
 		beats[hb.PcID] = append(beats[hb.PcID], hb.At)
 		mu.Unlock()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	const n = 20
 	startFleet(t, b, sim.Config{Agents: n, Heartbeat: 30 * time.Second, Clock: fake})
 	count := func() (total int) {

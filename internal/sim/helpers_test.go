@@ -96,6 +96,27 @@ func watchResults(t testing.TB, nc *nats.Conn) *results {
 	return r
 }
 
+// onHeartbeats calls fn with every heartbeat published on nc until the
+// test ends; fn runs on the subscription's goroutine.
+func onHeartbeats(t testing.TB, nc *nats.Conn, fn func(messages.Heartbeat)) {
+	t.Helper()
+	sub, err := nc.Subscribe(messages.SubjectHeartbeatAll, func(m *nats.Msg) {
+		var hb messages.Heartbeat
+		if err := json.Unmarshal(m.Data, &hb); err != nil {
+			t.Errorf("undecodable heartbeat on %s: %v", m.Subject, err)
+			return
+		}
+		fn(hb)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // next returns the next result or fails after timeout.
 func (r *results) next(t testing.TB, timeout time.Duration) messages.ExecResult {
 	t.Helper()

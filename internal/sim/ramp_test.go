@@ -1,14 +1,11 @@
 package sim_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go"
 
 	"kanade-backend/actors/clock"
 	"kanade-backend/internal/sim"
@@ -25,20 +22,11 @@ func TestRampAndSwitchOff(t *testing.T) {
 	fake := clock.NewFake(epoch)
 	var mu sync.Mutex
 	var beats []string
-	sub, err := b.Conn.Subscribe(messages.SubjectHeartbeatAll, func(m *nats.Msg) {
-		var hb messages.Heartbeat
-		if err := json.Unmarshal(m.Data, &hb); err != nil {
-			t.Error(err)
-			return
-		}
+	onHeartbeats(t, b.Conn, func(hb messages.Heartbeat) {
 		mu.Lock()
 		beats = append(beats, fmt.Sprintf("%s@%s", hb.PcID, hb.At.Sub(epoch)))
 		mu.Unlock()
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Unsubscribe()
 	res := watchResults(t, b.Conn)
 	// A heartbeat interval far beyond the test keeps the wheel out of it.
 	f := startFleet(t, b, sim.Config{Agents: 4, Ramp: 4 * time.Second, Heartbeat: 1000 * time.Hour, Clock: fake})
