@@ -223,6 +223,14 @@ func (a *App) Run(ctx context.Context) error {
 		return nil
 	}, func(context.Context) error { return a.Store.Close() })
 
+	var checkpointer *storage.Checkpointer
+	g.Add("sql checkpointer", func(ctx context.Context) error {
+		c, err := a.Store.StartCheckpointer(ctx, storage.CheckpointerOptions{
+			Clock: a.Clock, Registerer: a.Metrics, Logger: log})
+		checkpointer = c
+		return err
+	}, func(ctx context.Context) error { return checkpointer.Stop(ctx) })
+
 	g.Add("nats connection", func(ctx context.Context) error {
 		copts := a.natsAuth.connectOptions(broker.ConnectOptions{
 			URL: cfg.NATS.URL, Name: "kanade-backend", Logger: log, OnStateChange: a.Metrics.NATSState,

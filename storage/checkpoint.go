@@ -1,0 +1,214 @@
+package storage
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"kanade-backend/actors/clock"
+)
+
+// Checkpointing the SQLite write-ahead log (copying its frames into the
+// database file) is work that SQLite otherwise does in the commit of
+// whichever transaction takes the log past 1 000 pages: that commit then
+// copies the log and fsyncs twice before it returns. The writer is the one
+// connection every projection and the exec API queue on, so those stalls
+// were on the paths a user waits for: an exec API commit of 10 000
+// expected PCs took 22–40 ms when it met a checkpoint and 3 ms when it did
+// not, and a broadcast's results projection met several (docs/benchmarks.md,
+// "Broadcast end to end", fifth pass). The Checkpointer does that work from
+// a connection of its own, on another core, while the writer goes on: a
+// PASSIVE checkpoint never blocks the writer nor waits for it.
+//
+// The writer keeps a backstop: its automatic checkpoint is raised to
+// backstopPages rather than switched off, so a checkpointer that cannot
+// keep up (a reader holding an old snapshot stops any checkpoint short)
+// leaves the log no longer than that before the writer steps in as before.
+
+// DefaultCheckpointInterval is how often the Checkpointer looks at the log.
+// A look that finds nothing to copy costs a lock and a read of the log's
+// index; one that copies does the two fsyncs the writer no longer does.
+const DefaultCheckpointInterval = 50 * time.Millisecond
+
+// backstopPages is the writer's automatic checkpoint while a Checkpointer
+// runs (about 40 MiB of log at 4 KiB pages); sqliteAutoCheckpoint is
+// SQLite's default, restored when it stops.
+const (
+	backstopPages        = 10_000
+	sqliteAutoCheckpoint = 1_000
+)
+
+// CheckpointerOptions configure a Checkpointer.
+type CheckpointerOptions struct {
+	// Interval between checkpoints (default DefaultCheckpointInterval).
+	Interval time.Duration
+	// Clock drives the interval (default clock.Real).
+	Clock clock.Clock
+	// Registerer receives the checkpoint metrics (nil: not registered).
+	Registerer prometheus.Registerer
+	// Logger receives failures (default slog.Default).
+	Logger *slog.Logger
+}
+
+// Checkpointer checkpoints a SQLite store's write-ahead log in the
+// background. On PostgreSQL it does nothing.
+type Checkpointer struct {
+	store *Store
+	db    *sql.DB
+	opts  CheckpointerOptions
+
+	// stopCtx ends a checkpoint in progress when Stop is called.
+	stopCtx context.Context
+	cancel  context.CancelFunc
+
+	mu      sync.Mutex
+	timer   clock.Timer
+	stopped bool
+	running sync.WaitGroup
+	failing bool // the last checkpoint failed (logged once per streak)
+
+	duration  prometheus.Histogram
+	walFrames prometheus.Gauge
+	behind    prometheus.Gauge
+	failures  prometheus.Counter
+}
+
+// StartCheckpointer raises the writer's automatic checkpoint to the
+// backstop and starts checkpointing every opts.Interval from a connection
+// of its own. Stop it before closing the store.
+func (s *Store) StartCheckpointer(ctx context.Context, opts CheckpointerOptions) (*Checkpointer, error) {
+	if opts.Interval <= 0 {
+		opts.Interval = DefaultCheckpointInterval
+	}
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	f := promauto.With(opts.Registerer)
+	c := &Checkpointer{store: s, opts: opts,
+		duration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "kanade_sqlite_checkpoint_duration_seconds",
+			Help:    "Time of the background WAL checkpoints of SQLite (copying the log into the database file, fsyncs included).",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1},
+		}),
+		walFrames: f.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_sqlite_wal_frames",
+			Help: "Frames (pages) in the SQLite write-ahead log at the last background checkpoint; the log restarts once all are copied.",
+		}),
+		behind: f.NewGauge(prometheus.GaugeOpts{
+			Name: "kanade_sqlite_wal_frames_behind",
+			Help: "WAL frames the last background checkpoint could not copy, because a reader still used them; growing means a long read holds the log.",
+		}),
+		failures: f.NewCounter(prometheus.CounterOpts{
+			Name: "kanade_sqlite_checkpoint_failures_total",
+			Help: "Background WAL checkpoints that failed (full disk, I/O error); the writer's own checkpoint remains as a backstop.",
+		}),
+	}
+	if s.IsPostgres() {
+		return c, nil
+	}
+	db, err := sql.Open("sqlite", DSN(s.path, false))
+	if err != nil {
+		return nil, fmt.Errorf("open the checkpoint connection to %s: %w", s.path, err)
+	}
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	if err := db.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open the checkpoint connection to %s: %w", s.path, err)
+	}
+	if err := setAutoCheckpoint(ctx, s.W.DB, backstopPages); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	c.db = db
+	c.stopCtx, c.cancel = context.WithCancel(context.Background())
+	c.arm()
+	return c, nil
+}
+
+func setAutoCheckpoint(ctx context.Context, db *sql.DB, pages int) error {
+	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", pages)); err != nil {
+		return fmt.Errorf("set the writer's automatic WAL checkpoint to %d pages: %w", pages, err)
+	}
+	return nil
+}
+
+// arm schedules the next checkpoint.
+func (c *Checkpointer) arm() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.stopped {
+		return
+	}
+	c.running.Add(1)
+	c.timer = c.opts.Clock.AfterFunc(c.opts.Interval, func() {
+		defer c.running.Done()
+		c.checkpoint()
+		c.arm()
+	})
+}
+
+// checkpoint copies what the log holds beyond the last checkpoint.
+func (c *Checkpointer) checkpoint() {
+	ctx, cancel := context.WithTimeout(c.stopCtx, time.Minute)
+	defer cancel()
+	start := time.Now()
+	// busy is set when another checkpoint (the writer's backstop) ran at
+	// the same moment: nothing to report, the next look goes on.
+	var busy, logFrames, done int
+	err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+	if err != nil {
+		if c.stopCtx.Err() != nil {
+			return // cut short by Stop: no failure
+		}
+		c.failures.Inc()
+		if !c.failing {
+			c.failing = true
+			c.opts.Logger.Warn("background WAL checkpoint failed; retrying, the writer checkpoints itself past the backstop meanwhile",
+				"database", c.store.path, "backstop_pages", backstopPages, "err", err)
+		}
+		return
+	}
+	if c.failing {
+		c.failing = false
+		c.opts.Logger.Info("background WAL checkpoint works again", "database", c.store.path)
+	}
+	c.duration.Observe(time.Since(start).Seconds())
+	c.walFrames.Set(float64(logFrames))
+	c.behind.Set(float64(max(logFrames-done, 0)))
+}
+
+// Stop ends the checkpoints, waits for one in progress and gives the
+// writer SQLite's default automatic checkpoint back. Calling it again does
+// nothing.
+func (c *Checkpointer) Stop(ctx context.Context) error {
+	if c == nil || c.db == nil {
+		return nil
+	}
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil
+	}
+	c.stopped = true
+	c.cancel()
+	if c.timer != nil && c.timer.Stop() {
+		c.running.Done() // the scheduled checkpoint will not run
+	}
+	c.mu.Unlock()
+	c.running.Wait()
+	err := setAutoCheckpoint(ctx, c.store.W.DB, sqliteAutoCheckpoint)
+	if cerr := c.db.Close(); cerr != nil && err == nil {
+		err = fmt.Errorf("close the checkpoint connection: %w", cerr)
+	}
+	return err
+}
