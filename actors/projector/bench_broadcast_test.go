@@ -100,7 +100,7 @@ func broadcastRate(b *testing.B, n int, payloads []pubMsg) (float64, float64, fl
 // seedBroadcast writes what the exec engine writes for a broadcast to n
 // PCs: the executions row, its one commands.all request_id and n
 // exec_expected rows.
-func seedBroadcast(b *testing.B, st *storage.Store, execID, req string, n int) {
+func seedBroadcast(b testing.TB, st *storage.Store, execID, req string, n int) {
 	b.Helper()
 	now := time.Now().UTC()
 	err := st.InTx(context.Background(), func(ctx context.Context, tx bun.Tx) error {

@@ -254,6 +254,9 @@ func Start(ctx context.Context, sys *actor.ActorSystem, d Deps, cfg Config) (*ac
 		}
 		e.log.Warn("projections emptied for --rebuild; projecting again from the streams and KV buckets")
 	}
+	if err := e.stmts.warm(ctx, hotResultsSQL(d.Store.W)...); err != nil {
+		e.log.Debug("hot statement stays unprepared until first used", "err", err)
+	}
 
 	strategy := actorsys.RestartWithBackoff(time.Minute, cfg.RestartBackoff, func(child *actor.PID, reason any) {
 		e.log.Error("projector failed; restarting it", "actor", child.Id, "reason", fmt.Sprint(reason))

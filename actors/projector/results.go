@@ -232,21 +232,12 @@ func insertResults(ctx context.Context, tx bun.Tx, stmts *stmtCache, batch []env
 	inserted := make([]bool, len(batch))
 	rec := storage.T(now)
 	err := chunks(candidates, chunkRows, func(part []int) error {
-		q := storage.NewDriverSQL(tx, len(part)*11)
-		q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
-		for n, i := range part {
-			if n > 0 {
-				q.WriteByte(',')
-			}
+		q := insertResultsSQL(tx, len(part), func(q *storage.DriverSQL, n int) {
+			i := part[n]
 			r := batch[i].item
 			q.Tuple(r.RequestID, r.PcID, nullable(execOf(r)), nullable(deref(r.ManifestID)),
 				r.ExitCode, r.Stdout, r.Stderr, storage.T(r.StartedAt), storage.T(r.FinishedAt), rec, int64(batch[i].seq))
-		}
-		// Only the stream sequence comes back (unique per message, and the
-		// batch holds each key once): scanning one integer per new row
-		// rather than two strings keeps the common case, every row new,
-		// cheap.
-		q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING stream_seq")
+		})
 		rows, err := stmts.query(ctx, tx, q, len(part) == chunkRows)
 		if err != nil {
 			return fmt.Errorf("insert %d results: %w", len(part), err)
@@ -269,6 +260,31 @@ func insertResults(ctx context.Context, tx bun.Tx, stmts *stmtCache, batch []env
 		return nil
 	})
 	return inserted, err
+}
+
+// insertResultsSQL is the INSERT of n results, tuple writing the i-th
+// row's values (its text depends on n only).
+func insertResultsSQL(db bun.IDB, n int, tuple func(q *storage.DriverSQL, i int)) *storage.DriverSQL {
+	q := storage.NewDriverSQL(db, n*11)
+	q.WriteString("INSERT INTO execution_results (" + resultColumns + ") VALUES ")
+	for i := range n {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		tuple(q, i)
+	}
+	// Only the stream sequence comes back (unique per message, and the
+	// batch holds each key once): scanning one integer per new row rather
+	// than two strings keeps the common case, every row new, cheap.
+	q.WriteString(" ON CONFLICT (request_id, pc_id) DO NOTHING RETURNING stream_seq")
+	return q
+}
+
+// hotResultsSQL is the text of the full-chunk statements every large
+// results batch runs: the insert of its rows and the answers to execs.
+func hotResultsSQL(db bun.IDB) []string {
+	insert := insertResultsSQL(db, chunkRows, func(q *storage.DriverSQL, _ int) { q.Tuple(make([]any, 11)...) })
+	return []string{insert.String(), answersSQL(db, make([]answerRow, answerChunk)).String()}
 }
 
 // inventoryHint is the display snapshot of an inventory job.
