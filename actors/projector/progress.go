@@ -3,7 +3,9 @@ package projector
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -77,62 +79,93 @@ func (p *progress) answer(execID string, r resultItem) {
 	p.answers = append(p.answers, answerRow{execID: execID, r: r})
 }
 
-// answerChunk bounds the rows of one UPDATE: 5 arguments a row.
+// answerChunk bounds the rows of one UPDATE: 4 arguments a row.
 const answerChunk = 500
 
+// answerGroup is one exec's answers whose exit codes are all zero (ok) or
+// all non-zero: each chunk of a group is one UPDATE, and the rows it
+// changed are the counter's delta.
+type answerGroup struct {
+	exec string
+	ok   bool
+}
+
 // record writes the batch's answers into the exec_expected rows that have
-// none yet and counts, per exec, the rows it filled. Only a row this
-// statement changed counts (answered_at IS NULL, RETURNING), so a
+// none yet and counts, per exec, the rows it filled. Only a row a
+// statement changed counts (answered_at IS NULL, rows affected), so a
 // redelivered or duplicated result, a second writer, or the replay of a
 // rebuild never counts twice. A PC outside exec_expected has no row and
 // is not counted.
+//
+// The answers are grouped by exec and by success or failure so that the
+// database's count of changed rows says which counter moves: no row comes
+// back to be scanned (SQLite builds a RETURNING clause's rows in a table of
+// their own before handing back the first one).
 func (p *progress) record(ctx context.Context, tx bun.Tx) error {
-	return chunks(p.answers, answerChunk, func(part []answerRow) error {
-		q := answersSQL(tx, part)
-		rows, err := p.stmts.query(ctx, tx, q, len(part) == answerChunk)
-		if err != nil {
-			return fmt.Errorf("record %d answers to execs: %w", len(part), err)
+	groups := map[answerGroup][]answerRow{}
+	for _, a := range p.answers {
+		g := answerGroup{a.execID, a.r.ExitCode == 0}
+		groups[g] = append(groups[g], a)
+	}
+	// A fixed order (exec, then failures before successes) keeps
+	// concurrent writers from deadlocking on PostgreSQL.
+	order := slices.SortedFunc(maps.Keys(groups), func(a, b answerGroup) int {
+		if c := strings.Compare(a.exec, b.exec); c != 0 {
+			return c
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var exec string
-			var code int
-			if err := rows.Scan(&exec, &code); err != nil {
-				return fmt.Errorf("record answers to execs: %w", err)
-			}
-			d := p.delta[exec]
-			if d == nil {
-				return fmt.Errorf("record answers: exec %s was not in the batch", exec)
-			}
-			if code == 0 {
-				d.success++
-			} else {
-				d.failure++
-			}
-		}
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("record answers to execs: %w", err)
-		}
-		return nil
+		return cmpBool(a.ok, b.ok)
 	})
+	for _, g := range order {
+		d := p.delta[g.exec]
+		err := chunks(groups[g], answerChunk, func(part []answerRow) error {
+			res, err := p.stmts.exec(ctx, tx, answersSQL(tx, g.exec, part), len(part) == answerChunk)
+			if err != nil {
+				return fmt.Errorf("record %d answers to exec %s: %w", len(part), g.exec, err)
+			}
+			n, err := res.RowsAffected()
+			if err != nil {
+				return fmt.Errorf("record answers to exec %s: %w", g.exec, err)
+			}
+			if g.ok {
+				d.success += int(n)
+			} else {
+				d.failure += int(n)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
-// answersSQL is the UPDATE that records part: each row's exec_expected
-// row is found by its primary key, and only one without an answer changes.
-func answersSQL(db bun.IDB, part []answerRow) *storage.DriverSQL {
-	q := storage.NewDriverSQL(db, len(part)*5)
+func cmpBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return 1
+	default:
+		return -1
+	}
+}
+
+// answersSQL is the UPDATE that records part, answers to exec execID:
+// each row's exec_expected row is found by its primary key, and only one
+// without an answer changes.
+func answersSQL(db bun.IDB, execID string, part []answerRow) *storage.DriverSQL {
+	q := storage.NewDriverSQL(db, len(part)*4+1)
 	// VALUES columns are column1… on both SQLite and PostgreSQL; the cast
 	// types the exit code for PostgreSQL, which would take it as text
 	// (SQLite takes the bound integer as it is, and 500 casts cost it a
 	// tenth of the statement).
-	q.WriteString("UPDATE exec_expected SET request_id = v.column3, exit_code = v.column4, answered_at = v.column5 FROM (VALUES ")
+	q.WriteString("UPDATE exec_expected SET request_id = v.column2, exit_code = v.column3, answered_at = v.column4 FROM (VALUES ")
 	for i, a := range part {
 		if i > 0 {
 			q.WriteByte(',')
 		}
 		q.WriteByte('(')
-		q.Arg(a.execID)
-		q.WriteByte(',')
 		q.Arg(a.r.PcID)
 		q.WriteByte(',')
 		q.Arg(a.r.RequestID)
@@ -148,8 +181,9 @@ func answersSQL(db bun.IDB, part []answerRow) *storage.DriverSQL {
 		q.Arg(storage.T(a.r.FinishedAt))
 		q.WriteByte(')')
 	}
-	q.WriteString(") AS v WHERE exec_expected.exec_id = v.column1 AND exec_expected.pc_id = v.column2" +
-		" AND exec_expected.answered_at IS NULL RETURNING exec_expected.exec_id, exec_expected.exit_code")
+	q.WriteString(") AS v WHERE exec_expected.exec_id = ")
+	q.Arg(execID)
+	q.WriteString(" AND exec_expected.pc_id = v.column1 AND exec_expected.answered_at IS NULL")
 	return q
 }
 

@@ -94,7 +94,7 @@ func TestProgressQueryPlansAt100kExpected(t *testing.T) {
 		}
 		err = st.InTx(ctx, func(ctx context.Context, tx bun.Tx) error {
 			plans := map[string]string{}
-			q := answersSQL(tx, part)
+			q := answersSQL(tx, "big", part)
 			plans["record answers"] = explain(t, st, q.String(), q.Args...)
 			ids := storage.NewDriverSQL(tx, 1)
 			ids.WriteString("SELECT request_id, exec_id, subject FROM exec_requests WHERE request_id IN (")

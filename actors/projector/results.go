@@ -284,7 +284,7 @@ func insertResultsSQL(db bun.IDB, n int, tuple func(q *storage.DriverSQL, i int)
 // results batch runs: the insert of its rows and the answers to execs.
 func hotResultsSQL(db bun.IDB) []string {
 	insert := insertResultsSQL(db, chunkRows, func(q *storage.DriverSQL, _ int) { q.Tuple(make([]any, 11)...) })
-	return []string{insert.String(), answersSQL(db, make([]answerRow, answerChunk)).String()}
+	return []string{insert.String(), answersSQL(db, "", make([]answerRow, answerChunk)).String()}
 }
 
 // inventoryHint is the display snapshot of an inventory job.
