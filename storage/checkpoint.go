@@ -16,33 +16,29 @@ import (
 
 // Checkpointing the SQLite write-ahead log (copying its frames into the
 // database file) is work that SQLite otherwise does in the commit of
-// whichever transaction takes the log past 1 000 pages: that commit then
-// copies the log and fsyncs twice before it returns. The writer is the one
-// connection every projection and the exec API queue on, so those stalls
-// were on the paths a user waits for: an exec API commit of 10 000
-// expected PCs took 22–40 ms when it met a checkpoint and 3 ms when it did
-// not, and a broadcast's results projection met several (docs/benchmarks.md,
-// "Broadcast end to end", fifth pass). The Checkpointer does that work from
-// a connection of its own, on another core, while the writer goes on: a
-// PASSIVE checkpoint never blocks the writer nor waits for it.
+// whichever transaction finds the log past 1 000 pages: that commit copies
+// every frame not copied yet and fsyncs twice before it returns. The
+// writer is the one connection every projection and the exec API queue
+// on, so those stalls were on the paths a user waits for: an exec API
+// commit of 10 000 expected PCs took 22–40 ms when it met a checkpoint
+// and 3 ms when it did not, and a broadcast's results projection met
+// several (docs/benchmarks.md, "Broadcast end to end", fifth pass).
 //
-// The writer keeps a backstop: its automatic checkpoint is raised to
-// backstopPages rather than switched off, so a checkpointer that cannot
-// keep up (a reader holding an old snapshot stops any checkpoint short)
-// leaves the log no longer than that before the writer steps in as before.
+// The Checkpointer copies the log from a connection of its own, on another
+// core, while the writer goes on (a PASSIVE checkpoint never blocks the
+// writer nor waits for it). The writer's own automatic checkpoint is left
+// as SQLite has it: it still bounds the log (a checkpoint at commit lets
+// the next transaction start the log over, which the writer alone can
+// do), but it finds the frames already copied, and a checkpoint with
+// nothing to copy neither copies nor fsyncs. Raising the writer's
+// threshold instead was measured no faster, and let the log grow to tens
+// of megabytes under a steady stream of batches, which a nearly full disk
+// cannot hold.
 
 // DefaultCheckpointInterval is how often the Checkpointer looks at the log.
 // A look that finds nothing to copy costs a lock and a read of the log's
-// index; one that copies does the two fsyncs the writer no longer does.
+// index; one that copies does the fsyncs the writer then does not.
 const DefaultCheckpointInterval = 50 * time.Millisecond
-
-// backstopPages is the writer's automatic checkpoint while a Checkpointer
-// runs (about 40 MiB of log at 4 KiB pages); sqliteAutoCheckpoint is
-// SQLite's default, restored when it stops.
-const (
-	backstopPages        = 10_000
-	sqliteAutoCheckpoint = 1_000
-)
 
 // CheckpointerOptions configure a Checkpointer.
 type CheckpointerOptions struct {
@@ -79,9 +75,8 @@ type Checkpointer struct {
 	failures  prometheus.Counter
 }
 
-// StartCheckpointer raises the writer's automatic checkpoint to the
-// backstop and starts checkpointing every opts.Interval from a connection
-// of its own. Stop it before closing the store.
+// StartCheckpointer starts checkpointing every opts.Interval from a
+// connection of its own. Stop it before closing the store.
 func (s *Store) StartCheckpointer(ctx context.Context, opts CheckpointerOptions) (*Checkpointer, error) {
 	if opts.Interval <= 0 {
 		opts.Interval = DefaultCheckpointInterval
@@ -109,7 +104,7 @@ func (s *Store) StartCheckpointer(ctx context.Context, opts CheckpointerOptions)
 		}),
 		failures: f.NewCounter(prometheus.CounterOpts{
 			Name: "kanade_sqlite_checkpoint_failures_total",
-			Help: "Background WAL checkpoints that failed (full disk, I/O error); the writer's own checkpoint remains as a backstop.",
+			Help: "Background WAL checkpoints that failed (full disk, I/O error); the writer's own checkpoint still runs.",
 		}),
 	}
 	if s.IsPostgres() {
@@ -125,21 +120,10 @@ func (s *Store) StartCheckpointer(ctx context.Context, opts CheckpointerOptions)
 		_ = db.Close()
 		return nil, fmt.Errorf("open the checkpoint connection to %s: %w", s.path, err)
 	}
-	if err := setAutoCheckpoint(ctx, s.W.DB, backstopPages); err != nil {
-		_ = db.Close()
-		return nil, err
-	}
 	c.db = db
 	c.stopCtx, c.cancel = context.WithCancel(context.Background())
 	c.arm()
 	return c, nil
-}
-
-func setAutoCheckpoint(ctx context.Context, db *sql.DB, pages int) error {
-	if _, err := db.ExecContext(ctx, fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", pages)); err != nil {
-		return fmt.Errorf("set the writer's automatic WAL checkpoint to %d pages: %w", pages, err)
-	}
-	return nil
 }
 
 // arm schedules the next checkpoint.
@@ -162,7 +146,7 @@ func (c *Checkpointer) checkpoint() {
 	ctx, cancel := context.WithTimeout(c.stopCtx, time.Minute)
 	defer cancel()
 	start := time.Now()
-	// busy is set when another checkpoint (the writer's backstop) ran at
+	// busy is set when another checkpoint (the writer's own) ran at
 	// the same moment: nothing to report, the next look goes on.
 	var busy, logFrames, done int
 	err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
@@ -173,8 +157,8 @@ func (c *Checkpointer) checkpoint() {
 		c.failures.Inc()
 		if !c.failing {
 			c.failing = true
-			c.opts.Logger.Warn("background WAL checkpoint failed; retrying, the writer checkpoints itself past the backstop meanwhile",
-				"database", c.store.path, "backstop_pages", backstopPages, "err", err)
+			c.opts.Logger.Warn("background WAL checkpoint failed; retrying (the writer's own checkpoint still runs)",
+				"database", c.store.path, "err", err)
 		}
 		return
 	}
@@ -187,9 +171,8 @@ func (c *Checkpointer) checkpoint() {
 	c.behind.Set(float64(max(logFrames-done, 0)))
 }
 
-// Stop ends the checkpoints, waits for one in progress and gives the
-// writer SQLite's default automatic checkpoint back. Calling it again does
-// nothing.
+// Stop ends the checkpoints, waits for one in progress and closes the
+// connection. Calling it again does nothing.
 func (c *Checkpointer) Stop(ctx context.Context) error {
 	if c == nil || c.db == nil {
 		return nil
@@ -206,9 +189,8 @@ func (c *Checkpointer) Stop(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	c.running.Wait()
-	err := setAutoCheckpoint(ctx, c.store.W.DB, sqliteAutoCheckpoint)
-	if cerr := c.db.Close(); cerr != nil && err == nil {
-		err = fmt.Errorf("close the checkpoint connection: %w", cerr)
+	if err := c.db.Close(); err != nil {
+		return fmt.Errorf("close the checkpoint connection: %w", err)
 	}
-	return err
+	return nil
 }
