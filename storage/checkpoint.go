@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,15 +58,13 @@ type Checkpointer struct {
 	db    *sql.DB
 	opts  CheckpointerOptions
 
-	// stopCtx ends a checkpoint in progress when Stop is called.
-	stopCtx context.Context
-	cancel  context.CancelFunc
-
-	mu      sync.Mutex
-	timer   clock.Timer
-	stopped bool
-	running sync.WaitGroup
-	failing bool // the last checkpoint failed (logged once per streak)
+	// cancel ends the loop (and a checkpoint in progress); done closes
+	// when the loop has returned.
+	cancel context.CancelFunc
+	done   chan struct{}
+	// failing says the last checkpoint failed (logged once per streak);
+	// only the loop touches it.
+	failing bool
 
 	duration  prometheus.Histogram
 	walFrames prometheus.Gauge
@@ -121,37 +118,31 @@ func (s *Store) StartCheckpointer(ctx context.Context, opts CheckpointerOptions)
 		return nil, fmt.Errorf("open the checkpoint connection to %s: %w", s.path, err)
 	}
 	c.db = db
-	c.stopCtx, c.cancel = context.WithCancel(context.Background())
-	c.arm()
+	loop, cancel := context.WithCancel(context.Background())
+	c.cancel, c.done = cancel, make(chan struct{})
+	go c.run(loop)
 	return c, nil
 }
 
-// arm schedules the next checkpoint.
-func (c *Checkpointer) arm() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.stopped {
-		return
+// run checkpoints every Interval until ctx ends.
+func (c *Checkpointer) run(ctx context.Context) {
+	defer close(c.done)
+	for clock.Sleep(ctx, c.opts.Clock, c.opts.Interval) {
+		c.checkpoint(ctx)
 	}
-	c.running.Add(1)
-	c.timer = c.opts.Clock.AfterFunc(c.opts.Interval, func() {
-		defer c.running.Done()
-		c.checkpoint()
-		c.arm()
-	})
 }
 
 // checkpoint copies what the log holds beyond the last checkpoint.
-func (c *Checkpointer) checkpoint() {
-	ctx, cancel := context.WithTimeout(c.stopCtx, time.Minute)
+func (c *Checkpointer) checkpoint(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	start := time.Now()
 	// busy is set when another checkpoint (the writer's own) ran at
 	// the same moment: nothing to report, the next look goes on.
 	var busy, logFrames, done int
-	err := c.db.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
+	err := c.db.QueryRowContext(cctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &logFrames, &done)
 	if err != nil {
-		if c.stopCtx.Err() != nil {
+		if ctx.Err() != nil {
 			return // cut short by Stop: no failure
 		}
 		c.failures.Inc()
@@ -173,22 +164,12 @@ func (c *Checkpointer) checkpoint() {
 
 // Stop ends the checkpoints, waits for one in progress and closes the
 // connection. Calling it again does nothing.
-func (c *Checkpointer) Stop(ctx context.Context) error {
+func (c *Checkpointer) Stop(context.Context) error {
 	if c == nil || c.db == nil {
 		return nil
 	}
-	c.mu.Lock()
-	if c.stopped {
-		c.mu.Unlock()
-		return nil
-	}
-	c.stopped = true
 	c.cancel()
-	if c.timer != nil && c.timer.Stop() {
-		c.running.Done() // the scheduled checkpoint will not run
-	}
-	c.mu.Unlock()
-	c.running.Wait()
+	<-c.done
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("close the checkpoint connection: %w", err)
 	}

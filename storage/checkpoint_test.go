@@ -15,6 +15,7 @@ import (
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
 )
@@ -39,6 +40,17 @@ func writeRows(t *testing.T, st *storage.Store, prefix string, n int) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// look lets the Checkpointer's loop take one look: it waits for the loop
+// to sleep, advances the fake clock by the interval, and returns once the
+// loop sleeps again, its checkpoint done.
+func look(t *testing.T, fake *clock.Fake) {
+	t.Helper()
+	asleep := func() bool { return fake.Pending() == 1 }
+	testsupport.EventuallyTrue(t, 5*time.Second, asleep, "the Checkpointer is not waiting for its next look")
+	fake.Advance(storage.DefaultCheckpointInterval)
+	testsupport.EventuallyTrue(t, 10*time.Second, asleep, "the Checkpointer's look did not end")
 }
 
 func fileSize(t *testing.T, path string) int64 {
@@ -79,7 +91,7 @@ func TestCheckpointerCopiesTheLogBeforeTheWriterMust(t *testing.T) {
 		t.Fatalf("the database file changed from %d to %d bytes before any checkpoint", size, got)
 	}
 
-	fake.Advance(storage.DefaultCheckpointInterval)
+	look(t, fake)
 	if got := fileSize(t, path); got < size+150*4000 {
 		t.Fatalf("the Checkpointer's look did not copy the log: file %d bytes, was %d", got, size)
 	}
@@ -121,7 +133,8 @@ func TestCheckpointerOnAFullDiskCountsAndRecovers(t *testing.T) {
 	dir := storagetest.SmallDisk(t, 64<<20)
 	path := filepath.Join(dir, "kanade.db")
 	st := storagetest.OpenAt(t, path)
-	// The fake clock runs each look on this goroutine: a plain buffer.
+	// Read only between looks, which the fake clock's lock orders after
+	// the loop's writes: a plain buffer.
 	var logs bytes.Buffer
 	fake := clock.NewFake(time.Now())
 	reg := prometheus.NewRegistry()
@@ -136,8 +149,8 @@ func TestCheckpointerOnAFullDiskCountsAndRecovers(t *testing.T) {
 	free := storagetest.Fill(t, dir)
 
 	failures := func() float64 { return metricValue(t, reg, "kanade_sqlite_checkpoint_failures_total") }
-	fake.Advance(storage.DefaultCheckpointInterval)
-	fake.Advance(storage.DefaultCheckpointInterval)
+	look(t, fake)
+	look(t, fake)
 	if n := failures(); n != 2 {
 		t.Fatalf("kanade_sqlite_checkpoint_failures_total %v after two looks on a full disk, want 2", n)
 	}
@@ -146,7 +159,7 @@ func TestCheckpointerOnAFullDiskCountsAndRecovers(t *testing.T) {
 	}
 
 	free()
-	fake.Advance(storage.DefaultCheckpointInterval)
+	look(t, fake)
 	if n := failures(); n != 2 {
 		t.Fatalf("kanade_sqlite_checkpoint_failures_total %v after space was freed, want still 2\n%s", n, logs.String())
 	}
