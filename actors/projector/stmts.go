@@ -54,8 +54,8 @@ func (c *stmtCache) stmt(ctx context.Context, tx bun.Tx, q *storage.DriverSQL, r
 	text := q.String()
 	c.mu.Lock()
 	st := c.ready[text]
-	if st == nil && reuse && len(c.ready)+len(c.want) < maxCachedStmts {
-		c.want[text] = true
+	if st == nil && reuse {
+		c.learnLocked(text)
 	}
 	c.mu.Unlock()
 	if st == nil {
@@ -90,12 +90,20 @@ func (c *stmtCache) warm(ctx context.Context, texts ...string) error {
 	}
 	c.mu.Lock()
 	for _, t := range texts {
-		if c.ready[t] == nil && len(c.ready)+len(c.want) < maxCachedStmts {
-			c.want[t] = true
+		if c.ready[t] == nil {
+			c.learnLocked(t)
 		}
 	}
 	c.mu.Unlock()
 	return c.prepareWanted(ctx)
+}
+
+// learnLocked marks text to be prepared by the next prepareWanted, while
+// the cache has room (c.mu held).
+func (c *stmtCache) learnLocked(text string) {
+	if len(c.ready)+len(c.want) < maxCachedStmts {
+		c.want[text] = true
+	}
 }
 
 // prepareWanted prepares the texts learnt since the last call. It must run
