@@ -93,7 +93,7 @@ func broadcast(b *testing.B, n int) {
 	})
 
 	stopProfile := startProfile(b, n)
-	stopTimeline := timeline(b, be)
+	stopTimeline := timeline(b, be, fleet)
 	cpu0, fleetCPU0 := testsupport.ProcessCPU(), fleet.cpuTime(b)
 	t0 := time.Now()
 	var resp messages.ExecResponse
@@ -311,9 +311,19 @@ func startFleet(b *testing.B, natsURL string, n int) *fleetProcess {
 
 // cpuTime is the fleet process's user and system CPU time so far.
 func (f *fleetProcess) cpuTime(b *testing.B) time.Duration {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", f.cmd.Process.Pid))
+	d, err := f.cpu()
 	if err != nil {
 		b.Fatalf("read the fleet's CPU time: %v", err)
+	}
+	return d
+}
+
+// cpu is cpuTime for a goroutine other than the benchmark's, which must
+// not call Fatal.
+func (f *fleetProcess) cpu() (time.Duration, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", f.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
 	}
 	// Fields after the command name, which is in parentheses: utime and
 	// stime are the 12th and 13th of them, in clock ticks (100 a second
@@ -321,7 +331,7 @@ func (f *fleetProcess) cpuTime(b *testing.B) time.Duration {
 	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * 10 * time.Millisecond
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
 // startProfile writes a CPU profile of the broadcast alone (from the exec
@@ -338,10 +348,11 @@ func startProfile(b *testing.B, n int) func() {
 
 // timeline prints, when KANADE_BENCH_TIMELINE is set, every 250 ms until
 // its stop: the result rows committed, the answers the RESULTS stream
-// holds and this process's CPU over the interval (% of one core). It
-// shows whether the projection keeps up while the fleet answers or waits
-// for the last answer.
-func timeline(b *testing.B, be *apptest.Backend) func() {
+// holds, and this process's and the fleet's CPU over the interval (% of
+// one core). It shows whether the projection keeps up while the fleet
+// answers or waits for the last answer, and whether the two processes
+// have the cores to themselves meanwhile.
+func timeline(b *testing.B, be *apptest.Backend, fleet *fleetProcess) func() {
 	if os.Getenv("KANADE_BENCH_TIMELINE") == "" {
 		return func() {}
 	}
@@ -353,6 +364,7 @@ func timeline(b *testing.B, be *apptest.Backend) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		lastFleet, _ := fleet.cpu()
 		t0, last, lastCPU := time.Now(), time.Now(), testsupport.ProcessCPU()
 		tick := time.NewTicker(250 * time.Millisecond)
 		defer tick.Stop()
@@ -369,10 +381,12 @@ func timeline(b *testing.B, be *apptest.Backend) func() {
 					stored = info.State.Msgs
 				}
 			}
+			fleetCPU, _ := fleet.cpu()
 			now, cpu := time.Now(), testsupport.ProcessCPU()
-			fmt.Fprintf(os.Stderr, "t=%.2fs rows=%d stored=%d cpu=%.0f%%\n",
-				now.Sub(t0).Seconds(), rows, stored, float64(cpu-lastCPU)/float64(now.Sub(last))*100)
-			last, lastCPU = now, cpu
+			elapsed := float64(now.Sub(last))
+			fmt.Fprintf(os.Stderr, "t=%.2fs rows=%d stored=%d cpu=%.0f%% fleet=%.0f%%\n",
+				now.Sub(t0).Seconds(), rows, stored, float64(cpu-lastCPU)/elapsed*100, float64(fleetCPU-lastFleet)/elapsed*100)
+			last, lastCPU, lastFleet = now, cpu, fleetCPU
 		}
 	}()
 	return func() { cancel(); <-done }
