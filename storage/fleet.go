@@ -62,21 +62,7 @@ func skipInvalidTarget(id string, err error) {
 // is skipped and counted (InvalidTargets), never returned.
 func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now time.Time) ([]string, error) {
 	since := T(now.Add(-AliveWindow))
-	seen := map[string]bool{}
-	var out []string
-	add := func(ids []string) {
-		for _, id := range ids {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			if err := messages.ValidateToken("pc_id", id); err != nil {
-				skipInvalidTarget(id, err)
-				continue
-			}
-			out = append(out, id)
-		}
-	}
+	var parts [][]string
 	if t.All {
 		var ids []string
 		err := db.NewSelect().Model((*Agent)(nil)).Column("pc_id").
@@ -84,7 +70,7 @@ func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now ti
 		if err != nil {
 			return nil, fmt.Errorf("resolve target all: %w", err)
 		}
-		add(ids)
+		parts = append(parts, ids)
 	}
 	if len(t.Groups) > 0 {
 		var ids []string
@@ -97,8 +83,42 @@ func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now ti
 		if err != nil {
 			return nil, fmt.Errorf("resolve target groups %v: %w", t.Groups, err)
 		}
-		add(ids)
+		parts = append(parts, ids)
 	}
-	add(t.Pcs)
+	if len(parts) == 1 && len(t.Pcs) == 0 {
+		// One query's rows are distinct already (a primary key, DISTINCT):
+		// no set to build, and no second slice, for an exec to 100 000 PCs.
+		return validTargets(parts[0]), nil
+	}
+	parts = append(parts, t.Pcs)
+	seen := map[string]bool{}
+	var out []string
+	for _, ids := range parts {
+		for _, id := range ids {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if err := messages.ValidateToken("pc_id", id); err != nil {
+				skipInvalidTarget(id, err)
+				continue
+			}
+			out = append(out, id)
+		}
+	}
 	return out, nil
+}
+
+// validTargets drops, in place, the ids that are not valid subject tokens
+// (counted and logged by skipInvalidTarget).
+func validTargets(ids []string) []string {
+	out := ids[:0]
+	for _, id := range ids {
+		if err := messages.ValidateToken("pc_id", id); err != nil {
+			skipInvalidTarget(id, err)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
 }
