@@ -95,18 +95,13 @@ func ResolveTargetPCs(ctx context.Context, db bun.IDB, t messages.Target, now ti
 	var out []string
 	for _, ids := range parts {
 		for _, id := range ids {
-			if seen[id] {
-				continue
+			if !seen[id] {
+				seen[id] = true
+				out = append(out, id)
 			}
-			seen[id] = true
-			if err := messages.ValidateToken("pc_id", id); err != nil {
-				skipInvalidTarget(id, err)
-				continue
-			}
-			out = append(out, id)
 		}
 	}
-	return out, nil
+	return validTargets(out), nil
 }
 
 // validTargets drops, in place, the ids that are not valid subject tokens
