@@ -28,15 +28,19 @@ import (
 // writer nor waits for it). The writer's own automatic checkpoint is left
 // as SQLite has it: it still bounds the log (a checkpoint at commit lets
 // the next transaction start the log over, which the writer alone can
-// do), but it finds the frames already copied, and a checkpoint with
-// nothing to copy neither copies nor fsyncs. Raising the writer's
-// threshold instead was measured no faster, and let the log grow to tens
-// of megabytes under a steady stream of batches, which a nearly full disk
+// do), and it finds most frames already copied. Not all: the committing
+// transaction's own frames cannot have been copied yet, so a commit past
+// the threshold still copies those and fsyncs. Raising the writer's
+// threshold to make that rarer was measured no faster at 10 000 agents
+// (and at 4 000 pages no faster at 100 000; docs/benchmarks.md, sixth
+// pass), and at 10 000 pages it let the log file grow to tens of
+// megabytes under a steady stream of batches, which a nearly full disk
 // cannot hold.
 
 // DefaultCheckpointInterval is how often the Checkpointer looks at the log.
 // A look that finds nothing to copy costs a lock and a read of the log's
-// index; one that copies does the fsyncs the writer then does not.
+// index; one that copies does fsyncs that the writer would otherwise do
+// in a commit.
 const DefaultCheckpointInterval = 50 * time.Millisecond
 
 // CheckpointerOptions configure a Checkpointer.
