@@ -17,4 +17,8 @@ const (
 	// (its replica id), refreshed every few seconds and expiring with the
 	// bucket's TTL when a replica dies.
 	BucketReplicas = "kanade_replicas"
+	// BucketLeases holds the leader lease (cmd/internal/lease): whoever
+	// writes its key runs the scheduler and the projectors, so only the
+	// backends may write it.
+	BucketLeases = "kanade_leases"
 )

@@ -157,9 +157,11 @@ func FullPermissions() jwt.Permissions {
 // OperatorPermissions are an operator's rights through the CLI: what the
 // operator role may do in the API (run, kill, jobs, schedules, groups,
 // config) and no more. Agent releases, script revocation and changes to
-// the streams themselves are for admins. The backends' own live events
-// and replica registry are written by the backends only: an operator
-// must not put events on every dashboard.
+// the streams themselves are for admins. The backends' own live events,
+// replica registry and leader lease are written by the backends only: an
+// operator must not put events on every dashboard, nor take or break the
+// lease that says which backend runs the scheduler (a forged holder would
+// stop every schedule until its key expires).
 func OperatorPermissions() jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Deny.Add(streamManagement...)
@@ -169,6 +171,7 @@ func OperatorPermissions() jwt.Permissions {
 		callout.Subject,
 		messages.SubjectLiveAll,
 		kvSubject(messages.BucketReplicas, ">"),
+		kvSubject(messages.BucketLeases, ">"),
 	)
 	p.Sub.Deny.Add(callout.PrivateSubjects)
 	return p

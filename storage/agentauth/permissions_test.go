@@ -365,10 +365,11 @@ func short(t *testing.T) context.Context {
 	return ctx
 }
 
-// The backends' live stream and replica registry (messages/cluster.go) are
-// theirs: the backend's own connection publishes and follows them, an
-// agent can neither publish, subscribe nor read them, and an operator
-// cannot forge dashboard events or registry entries.
+// The backends' live stream, replica registry and leader lease
+// (messages/cluster.go) are theirs: the backend's own connection publishes
+// and follows them, an agent can neither publish, subscribe nor read them,
+// and an operator cannot forge dashboard events, registry entries or the
+// lease.
 func TestLiveStreamAndRegistryAreTheBackends(t *testing.T) {
 	ops := map[string]agentauth.OperatorToken{"kanade_op_alice": {Name: "alice", Role: "operator"}}
 	h := start(t, harnessOptions{operators: func(_ context.Context, tok string) (agentauth.OperatorToken, bool, error) {
@@ -395,6 +396,13 @@ func TestLiveStreamAndRegistryAreTheBackends(t *testing.T) {
 	}
 	if _, err := reg.Put(ctx, "replica-1", []byte(`{"id":"replica-1"}`)); err != nil {
 		t.Fatalf("the backend could not announce itself: %v", err)
+	}
+	leases, err := h.js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: messages.BucketLeases})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leases.Create(ctx, "leader", []byte(`{"replica_id":"replica-1"}`)); err != nil {
+		t.Fatalf("the backend could not take the lease: %v", err)
 	}
 
 	events := h.observe(messages.SubjectLiveAll)
@@ -428,11 +436,27 @@ func TestLiveStreamAndRegistryAreTheBackends(t *testing.T) {
 		t.Fatal(err)
 	}
 	alice.violated(t, "Publish", "$KV."+messages.BucketReplicas+".evil")
+	for _, key := range []string{"leader", "evil"} {
+		if err := alice.Publish("$KV."+messages.BucketLeases+"."+key, []byte(`{"replica_id":"evil"}`)); err != nil {
+			t.Fatal(err)
+		}
+		alice.violated(t, "Publish", "$KV."+messages.BucketLeases+"."+key)
+	}
+	if err := a.Publish("$KV."+messages.BucketLeases+".leader", []byte(`{"replica_id":"evil"}`)); err != nil {
+		t.Fatal(err)
+	}
+	a.violated(t, "Publish", "$KV."+messages.BucketLeases+".leader")
 
 	if m := received(events, 300*time.Millisecond); m != nil {
 		t.Fatalf("a forged live event reached the stream: %s %s", m.Subject, m.Data)
 	}
 	if _, err := reg.Get(ctx, "evil"); !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("a forged registry entry: %v", err)
+	}
+	if e, err := leases.Get(ctx, "leader"); err != nil || string(e.Value()) != `{"replica_id":"replica-1"}` || e.Revision() != 1 {
+		t.Fatalf("the lease after the forged writes: %v %v", e, err)
+	}
+	if _, err := leases.Get(ctx, "evil"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("a forged lease key: %v", err)
 	}
 }

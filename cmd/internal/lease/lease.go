@@ -43,11 +43,12 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"kanade-backend/actors/clock"
+	"kanade-backend/messages"
 )
 
 // Defaults (scaleout.md §0.2).
 const (
-	DefaultBucket        = "kanade_leases"
+	DefaultBucket        = messages.BucketLeases
 	DefaultKey           = "leader"
 	DefaultTTL           = 5 * time.Second
 	DefaultRenewEvery    = time.Second
