@@ -197,16 +197,5 @@ func TestCheckpointerIsHarmlessOnEitherDialect(t *testing.T) {
 // metricValue is the value of the registered gauge or counter name.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.Metric) == 1 {
-			m := mf.Metric[0]
-			return m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("metric %s is not registered", name)
-	return 0
+	return testsupport.RequireMetric(t, reg, name).Value
 }

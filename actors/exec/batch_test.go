@@ -11,10 +11,10 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 	"github.com/uptrace/bun"
 
 	"kanade-backend/actors/exec"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 )
@@ -81,18 +81,8 @@ func scheduled(id string, corr uint64, execID string, pcs ...string) *messages.E
 // histogram reads a histogram's sample count and sum.
 func histogram(t *testing.T, reg *prometheus.Registry, name string) (count uint64, sum float64) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			var h *dto.Histogram = mf.GetMetric()[0].GetHistogram()
-			return h.GetSampleCount(), h.GetSampleSum()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0, 0
+	s := testsupport.RequireMetric(t, reg, name)
+	return s.Count, s.Sum
 }
 
 // Many senders' requests at once are handled in batches (fewer batches

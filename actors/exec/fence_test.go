@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"kanade-backend/actors/exec"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage"
 	"kanade-backend/storage/storagetest"
@@ -86,14 +87,5 @@ func TestFireUnderAnOlderTokenIsRefused(t *testing.T) {
 // fencedCounter finds the fenced-fires counter on reg.
 func fencedCounter(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "kanade_exec_fenced_total" {
-			return mf.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return 0
+	return testsupport.Metric(t, reg, "kanade_exec_fenced_total").Value
 }

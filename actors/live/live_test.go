@@ -594,32 +594,7 @@ func TestStopClosesClients(t *testing.T) {
 // value reads one series of the hub's metrics; event "" means no label.
 func value(t *testing.T, reg *prometheus.Registry, name, event string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			got := ""
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "event" {
-					got = l.GetValue()
-				}
-			}
-			if got != event {
-				continue
-			}
-			if m.GetGauge() != nil {
-				return m.GetGauge().GetValue()
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	t.Fatalf("no series %s{event=%q}", name, event)
-	return 0
+	return testsupport.RequireMetric(t, reg, name, "event", event).Value
 }
 
 // Subscribing while others publish is race-free (the library's

@@ -51,11 +51,11 @@ func BenchmarkHeartbeats10k(b *testing.B) {
 		for h.count("agents") < agents {
 			time.Sleep(50 * time.Millisecond)
 		}
-		flushes0 := h.metric("kanade_heartbeat_flush_duration_seconds", "")
+		flushes0 := h.metric("kanade_heartbeat_flush_duration_seconds")
 		agents0 := h.histogramSum("kanade_heartbeat_agents_per_flush")
 		dur0 := h.histogramSum("kanade_heartbeat_flush_duration_seconds")
 		with := fleet.measure(b, window)
-		flushes := h.metric("kanade_heartbeat_flush_duration_seconds", "") - flushes0
+		flushes := h.metric("kanade_heartbeat_flush_duration_seconds") - flushes0
 		perFlush := (h.histogramSum("kanade_heartbeat_agents_per_flush") - agents0) / flushes
 		flushMs := (h.histogramSum("kanade_heartbeat_flush_duration_seconds") - dur0) / flushes * 1000
 		h.stop()
@@ -78,16 +78,7 @@ func BenchmarkHeartbeats10k(b *testing.B) {
 
 // histogramSum returns the sum of a histogram without labels.
 func (h *harness) histogramSum(name string) float64 {
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) > 0 {
-			return mf.GetMetric()[0].GetHistogram().GetSampleSum()
-		}
-	}
-	return 0
+	return testsupport.Metric(h.t, h.reg, name).Sum
 }
 
 // fleet publishes heartbeats like agents do: each of n agents every

@@ -137,13 +137,13 @@ func projectionRateWith(b *testing.B, payloads []pubMsg, seed func(*storage.Stor
 	h.start()
 	// Gathering the registry costs CPU that would be charged to the
 	// projection; every 5 ms it is negligible and adds at most 5 ms.
-	for h.metric("kanade_projection_messages_total", ProjResults) < float64(n) {
+	for h.metric("kanade_projection_messages_total", "projection", ProjResults) < float64(n) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	rate := float64(n) / time.Since(start).Seconds()
 	cpu := (testsupport.ProcessCPU() - cpu0).Seconds() * 1e6 / float64(n)
 	stopProfile()
-	batches := h.metric("kanade_projection_batch_size", ProjResults)
+	batches := h.metric("kanade_projection_batch_size", "projection", ProjResults)
 	if settled != nil {
 		settled(h, start)
 	}

@@ -159,33 +159,12 @@ func (h *harness) waitCount(table string, want int, within time.Duration, where 
 }
 
 // metric returns the value of a counter or gauge (or the sample count of a
-// histogram) of the projectors' registry whose label value is label ("" for
-// a metric without labels); 0 when absent.
-func (h *harness) metric(name, label string) float64 {
+// histogram) of the projectors' registry, summed over the series with
+// labels (name, value pairs); 0 when absent.
+func (h *harness) metric(name string, labels ...string) float64 {
 	h.t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if label != "" && (len(m.GetLabel()) == 0 || m.GetLabel()[0].GetValue() != label) {
-				continue
-			}
-			switch {
-			case m.Counter != nil:
-				return m.GetCounter().GetValue()
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return 0
+	s := testsupport.Metric(h.t, h.reg, name, labels...)
+	return s.Value + float64(s.Count)
 }
 
 // stall returns the projection's stall, if it is stalled.

@@ -28,7 +28,7 @@ func str(s string) *string { return &s }
 func (h *harness) waitReceived(n int) {
 	h.t.Helper()
 	testsupport.Eventually(h.t, waitFor, func() error {
-		if got := h.metric("kanade_heartbeats_received_total", ""); got != float64(n) {
+		if got := h.metric("kanade_heartbeats_received_total"); got != float64(n) {
 			return fmt.Errorf("received %v heartbeats, want %d", got, n)
 		}
 		return nil
@@ -51,7 +51,7 @@ func TestHeartbeatsCoalescedAndOrderIndependent(t *testing.T) {
 func testHeartbeatsCoalescedAndOrderIndependent(t *testing.T, st *storage.Store) {
 	fake := clock.NewFake(t0)
 	h := newHarness(t, harnessOpts{clock: fake, store: st}).start()
-	flushes := func() float64 { return h.metric("kanade_heartbeat_flush_duration_seconds", "") }
+	flushes := func() float64 { return h.metric("kanade_heartbeat_flush_duration_seconds") }
 
 	// 2 000 agents, each twice, plus three beats of pc-1 in one period.
 	for i := range 2000 {
@@ -175,24 +175,7 @@ func TestHeartbeatFlushInterruptedByTheStopIsNoFailure(t *testing.T) {
 // over its causes.
 func writeFailures(t *testing.T, h *harness, projection string) float64 {
 	t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != "kanade_projection_write_failures_total" {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "projection" && l.GetValue() == projection {
-					sum += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return sum
+	return testsupport.Metric(t, h.reg, "kanade_projection_write_failures_total", "projection", projection).Value
 }
 
 // A heartbeat whose pc_id is not the one of its subject is forged (agent

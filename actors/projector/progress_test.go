@@ -158,7 +158,7 @@ func TestExecProgress(t *testing.T) {
 	wantExec(t, st, "ex-waves", storage.ExecRunning, 1, 0) // a wave is pending: not over
 	wantExec(t, st, "ex-failed", storage.ExecFailed, 2, 1)
 	wantExec(t, st, "ex-done", storage.ExecCompleted, 3, 0)
-	if got := h.metric("kanade_exec_expired_total", ""); got != 2 {
+	if got := h.metric("kanade_exec_expired_total"); got != 2 {
 		t.Fatalf("expired metric = %v", got)
 	}
 

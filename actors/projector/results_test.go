@@ -72,7 +72,7 @@ func TestResultsRedeliveredAreIdempotent(t *testing.T) {
 	if projected != 1000 {
 		t.Fatalf("ResultsProjected events carried %d results, want 1000 (duplicates must not notify)", projected)
 	}
-	if got := h.metric("kanade_projection_messages_total", "results"); got != 2000 {
+	if got := h.metric("kanade_projection_messages_total", "projection", "results"); got != 2000 {
 		t.Fatalf("messages projected = %v, want 2000", got)
 	}
 	var cp uint64
@@ -98,7 +98,7 @@ func TestResultsRedeliveredAreIdempotent(t *testing.T) {
 	}
 	h2 := newHarness(t, harnessOpts{broker: h.broker, store: h.store}).start()
 	h2.consumerIdle(messages.StreamResults, DurableResults)
-	if got := h2.metric("kanade_projection_messages_total", "results"); got != 2000 {
+	if got := h2.metric("kanade_projection_messages_total", "projection", "results"); got != 2000 {
 		t.Fatalf("after the reset %v messages were applied again, want all 2000", got)
 	}
 	if n := h2.count("execution_results"); n != 1000 {
@@ -139,7 +139,7 @@ func TestPoisonResultsAreRecordedAndTerminated(t *testing.T) {
 			t.Fatalf("projection error = %+v", e)
 		}
 	}
-	if got := h.metric("kanade_projection_poison_total", "results"); got != 10 {
+	if got := h.metric("kanade_projection_poison_total", "projection", "results"); got != 10 {
 		t.Fatalf("poison metric = %v", got)
 	}
 	// Terminated messages are not redelivered: one and a half AckWaits
@@ -187,7 +187,7 @@ func TestDatabaseFailureIsRetried(t *testing.T) {
 		msgs = append(msgs, result(fmt.Sprintf("req-%04d", i), "pc-1", 0, "x", ""))
 	}
 	publishJS(t, h.broker.JS, msgs)
-	retries := func() float64 { return h.metric("kanade_projection_retries_total", "results") }
+	retries := func() float64 { return h.metric("kanade_projection_retries_total", "projection", "results") }
 	testsupport.Eventually(t, waitFor, func() error {
 		if retries() == 0 {
 			return fmt.Errorf("no retry yet")
@@ -233,15 +233,15 @@ func TestPersistentFailureOfOneMessageIsRetriedNotPoisoned(t *testing.T) {
 		if !ok || !strings.Contains(st.Reason, "seq 6") || !strings.Contains(st.Reason, "cannot be stored yet") || st.Cause != "other" {
 			return fmt.Errorf("stall = %+v (%v), want seq 6 named with its error", st, ok)
 		}
-		if got := h.metric("kanade_projection_stalled", ProjResults); got != 1 {
+		if got := h.metric("kanade_projection_stalled", "projection", ProjResults); got != 1 {
 			return fmt.Errorf("kanade_projection_stalled = %v", got)
 		}
 		return nil
 	})
 	// Several more deliveries while the cause lasts: still no poison.
-	retried := h.metric("kanade_projection_retries_total", ProjResults)
+	retried := h.metric("kanade_projection_retries_total", "projection", ProjResults)
 	testsupport.Eventually(t, waitFor, func() error {
-		if n := h.metric("kanade_projection_retries_total", ProjResults); n < retried+3 {
+		if n := h.metric("kanade_projection_retries_total", "projection", ProjResults); n < retried+3 {
 			return fmt.Errorf("retries %v, want a few more than %v", n, retried)
 		}
 		return nil
@@ -258,7 +258,7 @@ func TestPersistentFailureOfOneMessageIsRetriedNotPoisoned(t *testing.T) {
 		if st, ok := h.stall(ProjResults); ok {
 			return fmt.Errorf("still stalled: %+v", st)
 		}
-		if got := h.metric("kanade_projection_stalled", ProjResults); got != 0 {
+		if got := h.metric("kanade_projection_stalled", "projection", ProjResults); got != 0 {
 			return fmt.Errorf("kanade_projection_stalled = %v", got)
 		}
 		return nil
@@ -328,7 +328,7 @@ func TestCrashedProjectorResumes(t *testing.T) {
 	if !crashed.Load() {
 		t.Fatal("the crash was not injected")
 	}
-	if got := h.metric("kanade_projection_restarts_total", ""); got < 1 {
+	if got := h.metric("kanade_projection_restarts_total"); got < 1 {
 		t.Fatalf("restarts = %v", got)
 	}
 }

@@ -113,7 +113,7 @@ func testRetentionSweep(t *testing.T, st *storage.Store) {
 	h.waitCount("audit_log", 1, time.Second, "stream_seq = 2")
 	h.waitCount("projection_errors", 1, time.Second, "subject = 'heartbeat.y'")
 	testsupport.Eventually(t, waitFor, func() error {
-		if got := h.metric("kanade_retention_deleted_rows_total", "execution_results"); got != 26 {
+		if got := h.metric("kanade_retention_deleted_rows_total", "table", "execution_results"); got != 26 {
 			return fmt.Errorf("deleted results metric = %v", got)
 		}
 		return nil

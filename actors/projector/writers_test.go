@@ -179,8 +179,8 @@ func TestTwoResultsWritersProjectEachResultOnce(t *testing.T) {
 		if n := hs[0].count("exec_expected", "answered_at IS NULL"); n != 0 {
 			t.Fatalf("%d expected PCs without an answer", n)
 		}
-		t.Logf("new results: %d and %d; batches retried: %.0f and %.0f", by[0], by[1], hs[0].metric("kanade_projection_retries_total", ProjResults),
-			hs[1].metric("kanade_projection_retries_total", ProjResults))
+		t.Logf("new results: %d and %d; batches retried: %.0f and %.0f", by[0], by[1], hs[0].metric("kanade_projection_retries_total", "projection", ProjResults),
+			hs[1].metric("kanade_projection_retries_total", "projection", ProjResults))
 	})
 }
 

@@ -558,15 +558,5 @@ func pcsOf(r *messages.ExecRequest) string { return strings.Join(r.Plan.Target.P
 // gauge reads a gauge of the harness's registry by name.
 func (h *harness) gauge(name string) float64 {
 	h.t.Helper()
-	mfs, err := h.reg.Gather()
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	h.t.Fatalf("no metric %s", name)
-	return 0
+	return testsupport.RequireMetric(h.t, h.reg, name).Value
 }

@@ -19,6 +19,7 @@ import (
 	"kanade-backend/actors/live"
 	"kanade-backend/http/events"
 	"kanade-backend/http/server"
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/messages"
 	"kanade-backend/storage/broker/brokertest"
 )
@@ -35,17 +36,7 @@ type env struct {
 // clients reads kanade_live_clients.
 func (e *env) clients(t *testing.T) float64 {
 	t.Helper()
-	mfs, err := e.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "kanade_live_clients" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatal("no kanade_live_clients")
-	return 0
+	return testsupport.RequireMetric(t, e.reg, "kanade_live_clients").Value
 }
 
 func (e *env) stopHub(t *testing.T) {

@@ -3,21 +3,13 @@ package metrics
 import (
 	"sync/atomic"
 	"testing"
+
+	"kanade-backend/internal/testsupport"
 )
 
 func natsGauge(t *testing.T, r *Registry) float64 {
 	t.Helper()
-	mfs, err := r.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == "kanade_nats_connected" {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatal("kanade_nats_connected not exported")
-	return 0
+	return testsupport.RequireMetric(t, r, "kanade_nats_connected").Value
 }
 
 // The gauge follows the reported state until the connection itself is

@@ -2,7 +2,8 @@
 // so that each pattern is written once: polling for a condition instead
 // of sleeping (Eventually, EventuallyTrue), recording a client's NATS permission
 // violations (Violations), running a stock nats-server (RunNATSServer),
-// a benchmark's CPU time and profile (ProcessCPU, CPUProfile).
+// a benchmark's CPU time and profile (ProcessCPU, CPUProfile), reading a
+// Prometheus registry's series (Metric, RequireMetric).
 // It imports nothing of the project, so any package's tests may use it.
 package testsupport
 

@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"kanade-backend/internal/testsupport"
 	"kanade-backend/storage/headroom"
 	"kanade-backend/storage/storagetest"
 )
@@ -73,19 +74,5 @@ func TestLowSpaceOnARealFilesystem(t *testing.T) {
 // lowValue reads kanade_disk_low{holds=holds} from reg.
 func lowValue(t *testing.T, reg *prometheus.Registry, holds string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if mf.GetName() == "kanade_disk_low" && l.GetName() == "holds" && l.GetValue() == holds {
-					return m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	t.Fatalf("no kanade_disk_low{holds=%q}", holds)
-	return 0
+	return testsupport.RequireMetric(t, reg, "kanade_disk_low", "holds", holds).Value
 }
