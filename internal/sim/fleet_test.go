@@ -271,9 +271,15 @@ func TestGroupsFollowKV(t *testing.T) {
 	// and reports whether the PC answered the group Command before the
 	// probe (an agent handles its Commands in order).
 	var probedAt time.Time // when the last probe's group Command went out
+	// earlier holds the group Commands of the calls before: a call returns
+	// on its own PC's probe, while other members may still be answering
+	// its group Command, and the next call, for one of them, reads that
+	// answer.
+	earlier := map[string]bool{}
 	answers := func(group, pcID string) bool {
 		t.Helper()
 		g := command("g", "1", "exit 0")
+		defer func() { earlier[g.RequestID] = true }()
 		probedAt = time.Now()
 		publish(t, b.Conn, messages.CommandsGroupSubject(group), g)
 		p := command("probe", "1", "exit 0")
@@ -284,6 +290,8 @@ func TestGroupsFollowKV(t *testing.T) {
 			switch {
 			case r.RequestID == g.RequestID && r.PcID == pcID:
 				answered = true
+			case earlier[r.RequestID]:
+				// A late answer to an earlier call's group Command.
 			case r.PcID != pcID:
 				// Another member of the group, possibly answering an
 				// earlier call; its result may come after the probe.
