@@ -120,8 +120,8 @@ func (e *engine) runBatch(c actor.Context) {
 	if len(e.queue) > 0 {
 		e.scheduleFlush(c)
 	}
-	e.pinAll(ctx, fires)
 	e.record(ctx, fires)
+	e.pinAll(ctx, fires)
 	e.storeRecords(ctx, fires, now)
 	e.publishAll(fires)
 	e.finish(ctx, c.ActorSystem(), fires)
@@ -326,8 +326,13 @@ func (e *engine) prepareOne(ctx context.Context, f *fire, manifests map[string]*
 
 // pinAll writes script_current[id] = version once per job of the batch
 // (behaviour.md §2 step 4: before anything is published), the jobs in
-// parallel. The fires of a job whose pin fails are answered with the
-// error and publish nothing.
+// parallel, for the fires that record let through: a fire refused there
+// (a former leader's, under an older fencing token) must not move the
+// pin either, since its manifest comes from that leader's view, which
+// may be older than the catalog, and agents drop a Command whose
+// version is not the pinned one. The fires of a job whose pin fails are
+// recorded already; they publish nothing and finish records them as
+// failed, like a publish that fails before its first Command.
 func (e *engine) pinAll(ctx context.Context, fires []*fire) {
 	jobs := map[string]*messages.Manifest{}
 	for _, f := range fires {
@@ -356,13 +361,13 @@ func (e *engine) pinAll(ctx context.Context, fires []*fire) {
 	}
 	for _, f := range fires {
 		if err, ok := failed[f.m.ID]; ok && f.live() {
-			f.err = err
+			f.handed, f.pubErr = 0, err
 		}
 	}
 }
 
 func pinError(m *messages.Manifest, err error) error {
-	return messages.Unavailablef("write version pin %s[%s] = %s: %v; nothing was published",
+	return fmt.Errorf("%w: write version pin %s[%s] = %s: %v", broker.ErrNATSUnavailable,
 		messages.BucketScriptCurrent, m.ID, m.Version, err)
 }
 
@@ -517,7 +522,7 @@ func (e *engine) storeRecords(ctx context.Context, fires []*fire, now time.Time)
 	var live []*fire
 	var recs []*execrecord.Record
 	for _, f := range fires {
-		if f.live() {
+		if f.live() && f.pubErr == nil { // a failed pin publishes nothing: finish records it
 			live = append(live, f)
 			recs = append(recs, newRecord(f, now))
 		}

@@ -89,3 +89,38 @@ func fencedCounter(t *testing.T, reg *prometheus.Registry) float64 {
 	t.Helper()
 	return testsupport.Metric(t, reg, "kanade_exec_fenced_total").Value
 }
+
+// A refused fire moves no version pin either: the fence is checked before
+// script_current is written, so a former leader, whose view of the job may
+// be older than the catalog, cannot make agents drop the current leader's
+// Commands as the wrong version.
+func TestFireUnderAnOlderTokenMovesNoPin(t *testing.T) {
+	storagetest.ForEachDialect(t, func(t *testing.T, st *storage.Store) {
+		e := newEnvOn(t, st)
+		e.start()
+		e.putJob("job1", "2", "echo")
+		e.agent("c1")
+		cmds := e.recordCommands()
+		ctx := context.Background()
+		pins := e.br.KV(t, messages.BucketScriptCurrent)
+		rev, err := pins.Put(ctx, "job1", []byte("1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.RaiseFence(ctx, 7); err != nil {
+			t.Fatal(err)
+		}
+		_, err = e.client.Exec(ctx, &messages.ExecRequest{ExecID: messages.ScheduledExecID("s1", t0), JobID: "job1",
+			Plan:  messages.FanoutPlan{Target: messages.Target{Pcs: []string{"c1"}}},
+			Actor: messages.ActorScheduler, InitiatedBy: "scheduler:s1", ScheduleID: "s1", Fence: 6})
+		var fe *storage.FenceError
+		if !errors.As(err, &fe) {
+			t.Fatalf("fire under token 6 with the fence at 7: %v", err)
+		}
+		cmds.quiet(t, 0, 100*time.Millisecond)
+		entry, err := pins.Get(ctx, "job1")
+		if err != nil || string(entry.Value()) != "1" || entry.Revision() != rev {
+			t.Fatalf("script_current[job1] after the refused fire: %v %v; want \"1\" at revision %d", entry, err, rev)
+		}
+	})
+}

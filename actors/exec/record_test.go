@@ -178,3 +178,37 @@ func TestEngineReloadsWavesAfterARestore(t *testing.T) {
 		t.Fatalf("after the restore: %v", cmds.subjects())
 	}
 }
+
+// A version pin that cannot be written (here the script_current bucket's
+// stream is sealed) is written after the exec is recorded, and fails it
+// like a publish that fails before its first Command: the caller gets 503
+// with the cause, the row says failed with it, and no Command goes out.
+func TestFailedPinFailsTheRecordedExec(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	cmds := e.recordCommands()
+	e.start()
+	e.putJob("job1", "1", "echo")
+	ctx := context.Background()
+	s, err := e.br.JS.Stream(ctx, "KV_"+messages.BucketScriptCurrent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.CachedInfo().Config
+	cfg.Sealed = true
+	if _, err := e.br.JS.UpdateStream(ctx, cfg); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.exec(`{"target":{"pcs":["p1"]}}`)
+	if statusOf(err) != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "write version pin script_current[job1] = 1") {
+		t.Fatalf("exec while the pin fails: %v (status %d), want 503 with the cause", err, statusOf(err))
+	}
+	cmds.quiet(t, 0, 100*time.Millisecond)
+	var ex storage.Execution
+	if err := e.store.R.NewSelect().Model(&ex).Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ex.Status != storage.ExecFailed || ex.TargetCount != 0 || ex.Error == nil || !strings.Contains(*ex.Error, "write version pin") {
+		t.Fatalf("row of the exec whose pin failed = %+v (error %v)", ex, ex.Error)
+	}
+}
