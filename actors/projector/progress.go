@@ -117,7 +117,11 @@ func (p *progress) record(ctx context.Context, tx bun.Tx) error {
 	})
 	for _, g := range order {
 		d := p.delta[g.exec]
-		err := chunks(groups[g], answerChunk, func(part []answerRow) error {
+		// In pc_id order, like the rows inserted before them: each
+		// statement walks the exec's exec_expected rows forward.
+		rows := groups[g]
+		slices.SortFunc(rows, func(a, b answerRow) int { return strings.Compare(a.r.PcID, b.r.PcID) })
+		err := chunks(rows, answerChunk, func(part []answerRow) error {
 			res, err := p.stmts.exec(ctx, tx, answersSQL(tx, g.exec, part), len(part) == answerChunk)
 			if err != nil {
 				return fmt.Errorf("record %d answers to exec %s: %w", len(part), g.exec, err)

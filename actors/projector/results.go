@@ -2,10 +2,12 @@ package projector
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -229,6 +231,18 @@ func insertResults(ctx context.Context, tx bun.Tx, stmts *stmtCache, batch []env
 			candidates = append(candidates, i)
 		}
 	}
+	// In key order, as heartbeats are. A fleet answers in no particular
+	// order, and every index that orders a broadcast's rows by pc_id (the
+	// key, the PC's history, the exec's) would take them out of order,
+	// splitting pages and dirtying many; sorted, each statement walks
+	// them forward. Answers in random order (BenchmarkBroadcastProjection,
+	// order=random): 10 000 projected in about 0.5 s instead of 0.65,
+	// 100 000 in 18 s instead of 61. On PostgreSQL, writers that overlap
+	// also take the keys' locks in one order.
+	slices.SortFunc(candidates, func(a, b int) int {
+		x, y := batch[a].item, batch[b].item
+		return cmp.Or(strings.Compare(x.RequestID, y.RequestID), strings.Compare(x.PcID, y.PcID))
+	})
 	inserted := make([]bool, len(batch))
 	rec := storage.T(now)
 	err := chunks(candidates, chunkRows, func(part []int) error {

@@ -73,13 +73,15 @@ func TestResultsApplyOnBothDialects(t *testing.T) {
 		insertExec(t, st, execFixture{id: "ex", expected: []string{"pc-a", "pc-b", "pc-c"},
 			requests: map[string]string{"req": messages.SubjectCommandsAll, "req-a": "commands.pc.pc-a"}})
 
+		// Out of key order, as a fleet answers: the insert sorts the batch
+		// by key and must still tell which envelope each new row came from.
 		first := envelopes(t, 1,
-			result("req", "pc-a", 0, "first", ""),
-			result("req", "pc-a", 1, "second copy", ""), // same key in the batch: the first wins
-			result("req", "pc-b", 2, "", ""),
-			result("req", "pc-zz", 0, "", ""),  // not expected: stored, attributed, not counted
-			result("req-a", "pc-b", 0, "", ""), // another PC's Command: stored, unexpected
 			result("req-other", "pc-a", 0, "", ""),
+			result("req", "pc-zz", 0, "", ""), // not expected: stored, attributed, not counted
+			result("req", "pc-b", 2, "", ""),
+			result("req", "pc-a", 0, "first", ""),
+			result("req-a", "pc-b", 0, "", ""),          // another PC's Command: stored, unexpected
+			result("req", "pc-a", 1, "second copy", ""), // same key in the batch: the first wins
 		)
 		// Two writers apply the same batch at once (replicas on PostgreSQL;
 		// SQLite's one writer runs them in turn): together they store and
