@@ -69,10 +69,13 @@ const idleWait = 30 * time.Second
 
 // pumpConfig is what a pump needs besides its consumer.
 type pumpConfig struct {
-	batch   int
-	linger  time.Duration
-	log     *slog.Logger
-	replies replies
+	batch int
+	// backlogBatch bounds the read-ahead when the stream holds more than
+	// batch behind the batch being written (see readAhead).
+	backlogBatch int
+	linger       time.Duration
+	log          *slog.Logger
+	replies      replies
 	// prepare runs on the pump goroutine for each batch; it must not touch
 	// the actor's state.
 	prepare func([]jetstream.Msg) any
@@ -156,7 +159,7 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 		// waiting here for new messages would hold them unacknowledged for
 		// nothing if f then fails.
 		done.acknowledge(p.replies)
-		if b, err := cons.FetchNoWait(cfg.batch); err == nil {
+		if b, err := cons.FetchNoWait(cfg.readAhead(f.msgs)); err == nil {
 			if msgs, _ := drain(b, nil); len(msgs) > 0 {
 				next = p.prepare(cfg, msgs)
 			}
@@ -183,6 +186,38 @@ func (p *pump) run(ctx context.Context, cons jetstream.Consumer, cfg pumpConfig)
 			return
 		}
 	}
+}
+
+// backlogBytes bounds what one backlog batch holds, judged by the batch
+// before it: 10 000 broadcast answers are about 3 MB; 10 000 inventory
+// results of 64 KB would be 640 MB, pulled and decoded at once.
+const backlogBytes = 32 << 20
+
+// readAhead is how many messages to pull while the actor writes msgs:
+// batch, or backlogBatch when the stream already held at least that many
+// behind msgs' last message as it was delivered (its NumPending). Those
+// are stored already, so the larger pull does not wait for answers still
+// to come. A smaller backlog keeps batch: the batches of 10 000 answers
+// written 2 000 at a time overlap their decoding with their writing, and
+// projected in 0.34–0.37 s, against 0.42–0.45 s as 2 000 then 8 000.
+// Large messages keep batch too: when msgs' own size says backlogBatch of
+// them would hold more than backlogBytes, the pull stays at batch.
+func (c pumpConfig) readAhead(msgs []jetstream.Msg) int {
+	if c.backlogBatch <= c.batch || len(msgs) == 0 {
+		return c.batch
+	}
+	size := 0
+	for _, m := range msgs {
+		size += len(m.Data())
+	}
+	if size/len(msgs)*c.backlogBatch > backlogBytes {
+		return c.batch
+	}
+	md, err := msgs[len(msgs)-1].Metadata()
+	if err != nil || md.NumPending < uint64(c.backlogBatch) {
+		return c.batch
+	}
+	return c.backlogBatch
 }
 
 func (p *pump) prepare(cfg pumpConfig, msgs []jetstream.Msg) *fetched {

@@ -106,7 +106,7 @@ func (p *streamProjector[T]) Receive(c actor.Context) {
 		p.catchUpTo = ci.Delivered.Stream + ci.NumPending
 		self, root := c.Self(), c.ActorSystem().Root
 		p.pump = startPump(cons, pumpConfig{
-			batch: p.env.cfg.BatchSize, linger: p.env.cfg.Linger, log: p.env.log, replies: p.replies(),
+			batch: p.env.cfg.BatchSize, backlogBatch: p.env.cfg.BacklogBatchSize, linger: p.env.cfg.Linger, log: p.env.log, replies: p.replies(),
 			prepare: func(msgs []jetstream.Msg) any { return p.prepare(msgs) },
 			deliver: func(f *fetched) { root.Send(self, f) },
 			failed:  func(owner *pump, err error) { root.Send(self, &pumpFailed{owner: owner, err: err}) },
@@ -181,13 +181,15 @@ func (p *streamProjector[T]) ensureConsumer(ctx context.Context) (jetstream.Cons
 	if sinfo.State.LastSeq >= cp {
 		p.env.metrics.lag.WithLabelValues(name).Set(float64(sinfo.State.LastSeq - cp))
 	}
+	// MaxAckPending leaves room for the batch being written and the one
+	// read ahead, both backlog batches at most, with as much again spare.
 	cfg := jetstream.ConsumerConfig{
 		Durable:       durable,
 		Description:   "kanade-backend " + name + " projector",
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       p.env.cfg.AckWait,
 		MaxDeliver:    -1,
-		MaxAckPending: 4 * p.env.cfg.BatchSize,
+		MaxAckPending: 4 * p.env.cfg.BacklogBatchSize,
 		ReplayPolicy:  jetstream.ReplayInstantPolicy,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
