@@ -70,8 +70,8 @@ const idleWait = 30 * time.Second
 // pumpConfig is what a pump needs besides its consumer.
 type pumpConfig struct {
 	batch int
-	// backlogBatch bounds the read-ahead when the stream holds more than
-	// batch behind the batch being written (see readAhead).
+	// backlogBatch is the read-ahead when the stream holds at least that
+	// many messages behind the batch being written (see readAhead).
 	backlogBatch int
 	linger       time.Duration
 	log          *slog.Logger
